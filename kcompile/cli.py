@@ -1,0 +1,195 @@
+"""Command line: ``kcompile build | simulate | verify``.
+
+Exit status: 0 success, 1 a fidelity gate failed, 2 bad input or usage,
+3 the simulator failed. Errors print one line (plus the simulator log tail
+for simulator failures), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__, ngspice
+from .build import Build, build as build_dir, modified_files, open_build
+from .compare import Comparison, compare
+from .errors import KCompileError
+from .inputs import load_inputs, random_inputs
+from .reference import Trajectory, integrate
+from .simulate import SpiceResult, simulate as run_spice
+
+console = Console(stderr=True)
+out = Console()
+
+
+class _Group(click.Group):
+    """Turns kcompile's own errors into a one-line message and an exit status."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KCompileError as exc:
+            console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="kcompile")
+def main():
+    """Compile KirchhoffNet weights into ngspice circuits and verify them."""
+
+
+@main.command()
+@click.argument("weights", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Build directory (default: build/<weights name>).")
+def build(weights: Path, out_dir: Path | None):
+    """Validate WEIGHTS (kcompile.knet/1 .npz) and write netlists and a manifest."""
+    out_dir = out_dir or Path("build") / weights.stem
+    b = build_dir(weights, out_dir)
+    m = b.manifest
+    layers = ", ".join(f"{layer['devices']}" for layer in m["layers"])
+    console.print(f"built {out_dir}: {m['law']} law, {m['num_nodes']} nodes, {m['num_devices']} devices "
+                  f"(per layer: {layers}), {len(m['layers'])} layers", highlight=False)
+
+
+@dataclass(frozen=True, eq=False)
+class _Run:
+    knet: object
+    inputs: np.ndarray
+    source: str
+    reference: Trajectory
+    spice: SpiceResult | None
+    comparison: Comparison | None
+
+
+def _inputs(b: Build, path: Path | None, batch: int, seed: int) -> tuple[np.ndarray, str]:
+    if path is not None:
+        return load_inputs(path, b.knet), str(path)
+    recorded = b.recorded("inputs")
+    if recorded is not None:
+        return recorded[:batch], f"the {min(batch, len(recorded))} first test inputs recorded with the model"
+    return random_inputs(b.knet, batch, seed), f"a random batch of {batch} (uniform in [-1, 1], seed {seed})"
+
+
+def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, seed: int, jobs: int | None,
+         timeout: float, keep_runs: Path | None) -> _Run:
+    b = open_build(build_path)
+    for name in modified_files(b):
+        console.print(f"[yellow]warning:[/] {build_path / name} changed since it was built", highlight=False)
+    x, source = _inputs(b, inputs, batch, seed)
+    console.print(f"inputs: {source}", highlight=False)
+    ref = integrate(b.knet, x)
+    if not use_spice:
+        return _Run(b.knet, x, source, ref, None, None)
+    console.print(f"ngspice {ngspice.version()} ({ngspice.binary()}), {len(x)} sample(s)", highlight=False)
+    with Progress(TextColumn("ngspice"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("", total=len(x))
+        spice = run_spice(b.knet, b.circuit, x, b.tran, scaling=b.scaling, jobs=jobs, timeout=timeout,
+                          run_root=keep_runs, progress=lambda n: bar.advance(task, n))
+    return _Run(b.knet, x, source, ref, spice, compare(ref.states, spice.states, b.knet.output_nodes))
+
+
+def _table(run: _Run, rows: int = 8) -> Table:
+    knet = run.knet
+    t = Table(title="outputs at t_L (model units)")
+    t.add_column("sample", justify="right")
+    for m, node in enumerate(knet.output_nodes.tolist()):
+        t.add_column(f"ref n{node}", justify="right")
+        if run.spice is not None:
+            t.add_column(f"spice n{node}", justify="right")
+    if run.spice is not None:
+        t.add_column("max |err|", justify="right")
+    for b in range(min(rows, len(run.inputs))):
+        cells = [str(b)]
+        for m in range(len(knet.output_nodes)):
+            cells.append(f"{run.reference.outputs[b, m]:.6f}")
+            if run.spice is not None:
+                cells.append(f"{run.spice.outputs[b, m]:.6f}")
+        if run.comparison is not None:
+            cells.append(f"{run.comparison.output_error[b].max():.2e}")
+        t.add_row(*cells)
+    return t
+
+
+def _report(run: _Run) -> None:
+    out.print(_table(run))
+    c = run.comparison
+    if c is not None:
+        per_layer = "  ".join(f"t{k}={e:.1e}" for k, e in enumerate(c.boundary_error))
+        out.print(f"largest |spice - reference| at the outputs: {c.max_output_error:.3e} "
+                  f"(sample {c.worst_sample}); all nodes per boundary: {per_layer}", highlight=False)
+
+
+def _save(path: Path, run: _Run) -> None:
+    knet = run.knet
+    data = {"inputs": run.inputs, "reference": run.reference.outputs, "reference_states": run.reference.states,
+            "t_bounds": np.asarray(knet.t_bounds), "output_nodes": knet.output_nodes}
+    if run.spice is not None:
+        data.update(spice=run.spice.outputs, spice_states=run.spice.states)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez(f, **data)
+    console.print(f"wrote {path}", highlight=False)
+
+
+_common = [
+    click.argument("build_path", metavar="BUILD", type=click.Path(file_okay=False, path_type=Path)),
+    click.option("--inputs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="Input batch [B, F] as .npy (default: recorded test inputs, else a seeded random batch)."),
+    click.option("--batch", default=8, show_default=True, help="Samples when no --inputs is given."),
+    click.option("--seed", default=0, show_default=True, help="Seed of the random batch."),
+    click.option("--jobs", "-j", type=int, default=None, help="Parallel ngspice processes (default: all cores)."),
+    click.option("--timeout", default=600.0, show_default=True, help="Seconds per ngspice run."),
+    click.option("--keep-runs", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="Keep every ngspice run directory under this folder."),
+]
+
+
+def _with_common(f):
+    for decorator in reversed(_common):
+        f = decorator(f)
+    return f
+
+
+@main.command()
+@_with_common
+@click.option("--ngspice/--reference-only", "use_spice", default=True,
+              help="Simulate in ngspice and compare (default), or run only the NumPy reference.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write results (.npz): reference[_states], spice[_states], inputs.")
+def simulate(build_path, inputs, batch, seed, jobs, timeout, keep_runs, use_spice, out_path):
+    """Simulate BUILD for a batch of inputs and compare ngspice with the reference."""
+    run = _run(build_path, inputs, use_spice, batch, seed, jobs, timeout, keep_runs)
+    _report(run)
+    if out_path is not None:
+        _save(out_path, run)
+
+
+@main.command()
+@_with_common
+@click.option("--max-error", type=float, required=True, help="Largest allowed |spice - reference| at the outputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def verify(build_path, inputs, batch, seed, jobs, timeout, keep_runs, max_error, as_json):
+    """Exit 1 when ngspice and the reference differ by more than --max-error."""
+    run = _run(build_path, inputs, True, batch, seed, jobs, timeout, keep_runs)
+    c = run.comparison
+    ok = c.passes(max_error)
+    if as_json:
+        click.echo(json.dumps({"passed": ok, "max_output_error": c.max_output_error, "max_error": max_error,
+                               "worst_sample": c.worst_sample, "samples": len(run.inputs),
+                               "boundary_error": c.boundary_error.tolist(), "inputs": run.source}))
+    else:
+        _report(run)
+        verdict = "[green]PASS[/]" if ok else "[bold red]FAIL[/]"
+        out.print(f"{verdict}: largest output error {c.max_output_error:.3e} "
+                  f"{'<=' if ok else '>'} max-error {max_error:g}")
+    raise SystemExit(0 if ok else 1)
