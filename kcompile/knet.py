@@ -163,10 +163,11 @@ def _open_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise WeightsError(path, None, "no such file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise WeightsError(path, None, "not an .npz archive (a bare .npy array?)",
-                                   f"save the arrays with numpy.savez as a {FORMAT} file")
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise WeightsError(path, None, "not an .npz archive (a bare .npy array?)",
+                               f"save the arrays with numpy.savez as a {FORMAT} file")
+        with npz:
             arrays = {}
             for key in npz.files:
                 try:

@@ -102,7 +102,7 @@ def parse_raw(path: Path) -> RawData:
     start = lines.index("Variables:") + 1
     names = [ln.split()[1] for ln in lines[start:start + nvars]]
     if marker == b"Binary:\n":
-        values = np.frombuffer(body, dtype="<f8")
+        values = np.frombuffer(body[: len(body) // 8 * 8], dtype="<f8")
         if values.size != nvars * npoints:
             raise ValueError(f"raw file holds {values.size} values, expected {nvars} x {npoints} (truncated?)")
     else:

@@ -1,0 +1,100 @@
+"""The ngspice proxy fails loudly, with the run directory, deck and log."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from kcompile import ngspice
+from kcompile import simulate as simulate_mod
+from kcompile.errors import SimulatorError
+from kcompile.knet import random_knet
+from kcompile.netlist import default_tran, write_circuit
+
+pytestmark = pytest.mark.ngspice
+
+RC = """* rc
+C1 n1 0 1
+B1 n1 0 I=v(n1)
+.ic v(n1)=1
+.tran 1e-3 1 0 1e-3 uic
+.end
+"""
+
+
+def test_version_and_run():
+    assert ngspice.available() and ngspice.version()[0].isdigit()
+    raw = ngspice.run(RC)
+    v = raw["v(n1)"]
+    assert raw.time[-1] == pytest.approx(1.0)
+    assert v[-1] == pytest.approx(np.exp(-1.0), rel=1e-3)
+
+
+def test_missing_binary_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv(ngspice.ENV_BINARY, str(tmp_path / "no-ngspice-here"))
+    assert not ngspice.available()
+    with pytest.raises(SimulatorError, match="apt-get install ngspice"):
+        ngspice.run(RC)
+
+
+def test_env_var_points_at_binary(monkeypatch):
+    monkeypatch.setenv(ngspice.ENV_BINARY, shutil.which("ngspice"))
+    assert ngspice.available()
+
+
+def test_timestep_too_small_is_an_error():
+    deck = "* blow-up: dv/dt = v^2 reaches infinity at t = 1\nC1 n1 0 1\nB1 0 n1 I=v(n1)*v(n1)\n" \
+           ".ic v(n1)=1\n.tran 1e-3 2 0 1e-3 uic\n.end\n"
+    with pytest.raises(SimulatorError, match="(?i)timestep too small") as info:
+        ngspice.run(deck)
+    err = info.value
+    assert err.run_dir is not None and (err.run_dir / "deck.cir").read_text() == deck
+    assert "Timestep too small" in err.log
+    shutil.rmtree(err.run_dir)
+
+
+def test_parse_error_is_an_error_despite_exit_zero():
+    with pytest.raises(SimulatorError, match="(?i)error"):
+        ngspice.run("* bad\nC1 n1 0 1\nB1 n1 0 I=frobnicate(v(n1))\n.tran 1e-3 1 0 1e-3 uic\n.end\n")
+
+
+def test_timeout():
+    deck = "* slow\nC1 n1 0 1\nB1 n1 0 I=sin(v(n1))\n.ic v(n1)=1\n.tran 1e-9 10 0 1e-9 uic\n.end\n"
+    with pytest.raises(SimulatorError, match="timed out after 0.5 s"):
+        ngspice.run(deck, timeout=0.5)
+
+
+def test_spiceinit_in_run_dir_is_not_executed(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".spiceinit").write_text("shell touch pwned\n")
+    ngspice.run(RC, run_dir=run_dir, keep=True)
+    assert not (run_dir / "pwned").exists()
+
+
+def test_truncated_raw_file_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    ngspice.run(RC, run_dir=run_dir, keep=True)
+    data = (run_dir / "out.raw").read_bytes()
+    (tmp_path / "cut.raw").write_bytes(data[:-100])
+    with pytest.raises(ValueError, match="truncated"):
+        ngspice.parse_raw(tmp_path / "cut.raw")
+    (tmp_path / "head.raw").write_bytes(data[:200])
+    with pytest.raises(ValueError):
+        ngspice.parse_raw(tmp_path / "head.raw")
+
+
+def test_ignored_initial_conditions_are_caught(tmp_path, monkeypatch):
+    """A deck whose initial conditions do not take effect (here: the .ic line is lost)."""
+    knet = random_knet(4, 2, 6, "relu", seed=1)
+    write_circuit(knet, tmp_path / "circuit.cir")
+    real = simulate_mod.render_deck
+
+    def without_ic(*args, **kwargs):
+        return "\n".join(ln for ln in real(*args, **kwargs).splitlines() if not ln.startswith((".ic", "+ v(")))
+
+    monkeypatch.setattr(simulate_mod, "render_deck", without_ic)
+    with pytest.raises(SimulatorError, match="initial conditions not applied"):
+        simulate_mod.simulate(knet, tmp_path / "circuit.cir", np.full((1, 4), 0.7), default_tran(knet), jobs=1)
