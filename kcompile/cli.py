@@ -175,12 +175,33 @@ def simulate(build_path, inputs, batch, seed, jobs, timeout, keep_runs, use_spic
 
 
 @main.command()
-@_with_common
-@click.option("--max-error", type=float, required=True, help="Largest allowed |spice - reference| at the outputs.")
+@click.argument("target", metavar="BUILD|FLOW.yaml", type=click.Path(path_type=Path))
+@click.option("--max-error", type=float, default=None,
+              help="For a BUILD: largest allowed |spice - reference| at the outputs.")
+@click.option("--inputs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="For a BUILD: input batch [B, F] as .npy.")
+@click.option("--batch", default=8, show_default=True, help="For a BUILD: samples when no --inputs is given.")
+@click.option("--seed", default=0, show_default=True, help="For a BUILD: seed of the random batch.")
+@click.option("--jobs", "-j", type=int, default=None, help="Parallel ngspice processes (default: all cores).")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds per ngspice run.")
+@click.option("--keep-runs", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="For a BUILD: keep every ngspice run directory under this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-def verify(build_path, inputs, batch, seed, jobs, timeout, keep_runs, max_error, as_json):
-    """Exit 1 when ngspice and the reference differ by more than --max-error."""
-    run = _run(build_path, inputs, True, batch, seed, jobs, timeout, keep_runs)
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="For a FLOW: write JUnit XML, one test case per gate.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="For a FLOW: write a self-contained HTML report.")
+def verify(target, max_error, inputs, batch, seed, jobs, timeout, keep_runs, as_json, junit, report):
+    """Check fidelity; exit 0 when every gate holds, 1 when one fails.
+
+    TARGET is a build directory (gate: --max-error against the reference) or
+    a flow file (flows/*.yaml: levels, gates, reports).
+    """
+    if target.suffix in (".yaml", ".yml"):
+        _verify_flow(target, jobs, as_json, junit, report)
+    if max_error is None:
+        raise click.UsageError("--max-error is required when verifying a build directory")
+    run = _run(target, inputs, True, batch, seed, jobs, timeout, keep_runs)
     c = run.comparison
     ok = c.passes(max_error)
     if as_json:
@@ -193,3 +214,50 @@ def verify(build_path, inputs, batch, seed, jobs, timeout, keep_runs, max_error,
         out.print(f"{verdict}: largest output error {c.max_output_error:.3e} "
                   f"{'<=' if ok else '>'} max-error {max_error:g}")
     raise SystemExit(0 if ok else 1)
+
+
+def _verify_flow(path: Path, jobs: int | None, as_json: bool, junit: Path | None, report: Path | None):
+    import dataclasses
+
+    from .flow import load_flow
+    from .report import summary, write_html, write_junit
+    from .verify import run_flow
+
+    flow = load_flow(path)
+    if jobs is not None:
+        flow = dataclasses.replace(flow, jobs=jobs)
+    console.print(f"flow {flow.name}: levels {', '.join(('ideal',) + flow.levels)}; {len(flow.gates)} gate(s)",
+                  highlight=False)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        tasks = {}
+
+        def progress(label, done, total):
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done)
+
+        result = run_flow(flow, progress=progress)
+    if junit:
+        write_junit(result, junit)
+    if report:
+        write_html(result, report)
+    data = summary(result)
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        t = Table(title=f"flow {flow.name}: {data['samples']} samples, {result.inputs_source}")
+        for col in ("gate", "limit", "value", "verdict"):
+            t.add_column(col, justify="right")
+        for g in data["gates"]:
+            t.add_row(g["name"], f"{g['limit']:g}", "-" if g["value"] is None else f"{g['value']:.4g}",
+                      "[green]pass[/]" if g["passed"] else "[bold red]FAIL[/]")
+        out.print(t)
+        for g in data["gates"]:
+            if not g["passed"]:
+                out.print(f"[bold red]FAIL[/] {g['detail']}", highlight=False)
+        out.print("[green]PASS[/]" if result.passed else "[bold red]FAIL[/]")
+    for f in (junit, report):
+        if f:
+            console.print(f"wrote {f}", highlight=False)
+    raise SystemExit(0 if result.passed else 1)

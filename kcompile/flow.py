@@ -1,0 +1,184 @@
+"""Verification flow files (``flows/*.yaml``): read, validate, normalise.
+
+A flow names a model, the inputs, the levels to run and the gates that
+decide the verdict. Unknown keys and wrong types are refused with the file
+and the dotted key path, e.g. ``flows/ci.yaml: 'gates[1].limit' must be a
+number, got 'abc'``.
+
+Example::
+
+    name: ci
+    model: ../examples/random_relu.npz     # relative to the flow file
+    inputs: recorded                       # or a .npy path, or "random"
+    batch: 8
+    levels: [behavioural]
+    gates:
+      - {level: behavioural, metric: max_output_error, limit: 1.0e-4}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import InputError
+
+LEVELS = ("ideal", "behavioural", "characterised", "transistor")
+METRICS = {
+    "max_output_error": "largest |level - ideal| over outputs and samples (model units)",
+    "accuracy_drop": "ideal accuracy minus level accuracy, in percentage points",
+    "mse_ratio": "level MSE / ideal MSE against the labels",
+    "mc_percentile_accuracy": "5th-percentile accuracy over Monte Carlo runs, as a floor (percent)",
+}
+_FLOOR_METRICS = {"mc_percentile_accuracy"}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One pass/fail rule: ``metric`` of ``level`` must stay within ``limit``."""
+
+    level: str
+    metric: str
+    limit: float
+
+    @property
+    def is_floor(self) -> bool:
+        """True when the value must be at least ``limit`` (otherwise at most)."""
+        return self.metric in _FLOOR_METRICS
+
+    def holds(self, value: float) -> bool:
+        return value >= self.limit if self.is_floor else value <= self.limit
+
+    @property
+    def name(self) -> str:
+        return f"{self.level}.{self.metric}"
+
+
+@dataclass(frozen=True)
+class MonteCarlo:
+    runs: int = 0
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A validated flow; paths are absolute."""
+
+    name: str
+    path: Path
+    model: Path
+    inputs: str | Path = "recorded"
+    batch: int = 8
+    seed: int = 0
+    levels: tuple[str, ...] = ("behavioural",)
+    pdk: str | None = None
+    corners: tuple[str, ...] = ("tt",)
+    temperature: tuple[float, ...] = (27.0,)
+    monte_carlo: MonteCarlo = MonteCarlo()
+    scaling: dict = field(default_factory=dict)
+    gates: tuple[Gate, ...] = ()
+    jobs: int | None = None
+    scheduler: str | None = None
+
+
+class _Checker:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, key: str, problem: str) -> InputError:
+        return InputError(f"{self.path}: '{key}' {problem}")
+
+    def typed(self, data: dict, key: str, kind, default=None, required=False):
+        if key not in data:
+            if required:
+                raise self.fail(key, "is missing")
+            return default
+        value = data[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self.fail(key, f"must be a {'number' if kind is float else names}, got {value!r}")
+        return value
+
+    def choices(self, key: str, value: str, allowed) -> str:
+        if value not in allowed:
+            raise self.fail(key, f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def load_flow(path: str | Path) -> Flow:
+    """Read and validate a flow file.
+
+    Raises
+    ------
+    InputError
+        Unreadable YAML, unknown keys, wrong types or values, a missing model.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise InputError(f"{path}: no such flow file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a flow file must be a YAML mapping")
+    c = _Checker(path)
+    known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature",
+             "monte_carlo", "scaling", "gates", "jobs", "scheduler"}
+    for key in data:
+        if key not in known:
+            raise c.fail(key, f"is not a flow key (known: {', '.join(sorted(known))})")
+
+    model = (path.parent / c.typed(data, "model", str, required=True)).resolve()
+    if not model.is_file():
+        raise c.fail("model", f"names {model}, which does not exist")
+    inputs = c.typed(data, "inputs", str, "recorded")
+    if inputs not in ("recorded", "random"):
+        inputs = (path.parent / inputs).resolve()
+    levels = tuple(c.choices("levels", str(v), LEVELS) for v in _as_list(data.get("levels", ["behavioural"])))
+    mc = c.typed(data, "monte_carlo", dict, {})
+    monte_carlo = MonteCarlo(c.typed(mc, "runs", int, 0), c.typed(mc, "seed", int, 1))
+    scaling = c.typed(data, "scaling", dict, {})
+    for key, value in scaling.items():
+        c.choices(f"scaling.{key}", key, ("v0", "vcm", "i0", "c_unit"))
+        c.typed(scaling, key, float)
+
+    gates = []
+    for i, g in enumerate(c.typed(data, "gates", list, [])):
+        if not isinstance(g, dict):
+            raise c.fail(f"gates[{i}]", f"must be a mapping with level, metric, limit; got {g!r}")
+        for key in g:
+            c.choices(f"gates[{i}].{key}", key, ("level", "metric", "limit"))
+        gate = Gate(c.choices(f"gates[{i}].level", c.typed(g, "level", str, required=True), LEVELS),
+                    c.choices(f"gates[{i}].metric", c.typed(g, "metric", str, required=True), tuple(METRICS)),
+                    float(_number(c, g, "limit", f"gates[{i}].limit")))
+        if gate.level not in levels and gate.level != "ideal":
+            raise c.fail(f"gates[{i}].level", f"is {gate.level!r}, which the flow's levels {list(levels)} don't run")
+        gates.append(gate)
+
+    return Flow(
+        name=c.typed(data, "name", str, path.stem), path=path, model=model, inputs=inputs,
+        batch=c.typed(data, "batch", int, 8), seed=c.typed(data, "seed", int, 0), levels=levels,
+        pdk=c.typed(data, "pdk", str, None),
+        corners=tuple(str(v) for v in _as_list(data.get("corners", ["tt"]))),
+        temperature=tuple(float(v) for v in _as_list(data.get("temperature", [27.0]))),
+        monte_carlo=monte_carlo, scaling=dict(scaling), gates=tuple(gates),
+        jobs=c.typed(data, "jobs", int, None), scheduler=c.typed(data, "scheduler", str, None),
+    )
+
+
+def _number(c: _Checker, data: dict, key: str, where: str) -> float:
+    if key not in data:
+        raise c.fail(where, "is missing")
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise c.fail(where, f"must be a number, got {value!r}")
+    return float(value)
