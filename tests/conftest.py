@@ -1,42 +1,13 @@
-"""Shared fixtures and the ``--ngspice required|if-available|disabled`` switch.
-
-CI passes ``--ngspice required``: a missing ngspice then fails the tests
-instead of skipping them. Elsewhere a missing ngspice skips the ngspice
-tests with a loud reason.
-"""
+"""Shared fixtures. The ``ngspice`` marker and ``--ngspice required|if-available|disabled``
+come from kcompile's pytest plugin (``kcompile/pytest_plugin.py``); CI passes
+``--ngspice required`` so that a missing ngspice fails instead of skipping."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kcompile import ngspice
 from kcompile.knet import random_knet, save_knet
-
-
-def pytest_addoption(parser):
-    parser.addoption("--ngspice", choices=("required", "if-available", "disabled"), default="if-available",
-                     help="whether tests marked 'ngspice' must run (CI: required)")
-
-
-def pytest_collection_modifyitems(config, items):
-    mode = config.getoption("--ngspice")
-    if mode == "required" and not ngspice.available():
-        raise pytest.UsageError(f"--ngspice required but ngspice is not installed: {ngspice.INSTALL_HINT}")
-    if mode == "required":
-        return
-    reason = ("ngspice tests disabled by --ngspice disabled" if mode == "disabled"
-              else f"NGSPICE NOT FOUND, ngspice tests skipped: {ngspice.INSTALL_HINT}")
-    if mode == "disabled" or not ngspice.available():
-        for item in items:
-            if "ngspice" in item.keywords:
-                item.add_marker(pytest.mark.skip(reason=reason))
-
-
-def pytest_report_header(config):
-    if ngspice.available():
-        return f"ngspice: {ngspice.version()} at {ngspice.binary()} (mode {config.getoption('--ngspice')})"
-    return f"ngspice: NOT FOUND (mode {config.getoption('--ngspice')})"
 
 
 @pytest.fixture

@@ -115,7 +115,7 @@ def test_verify_passes_then_fails_on_a_tampered_netlist(tmp_path, small_weights)
     _cli("build", small_weights, "-o", tmp_path / "b")
     good = _cli("verify", tmp_path / "b", "--max-error", "1e-4", "--json")
     assert good.exit_code == 0, good.output
-    summary = json.loads(good.output.strip().splitlines()[-1])
+    summary = json.loads(good.stdout.strip().splitlines()[-1])
     assert summary["passed"] and summary["max_output_error"] <= 1e-4 and summary["samples"] == 3
     circuit = tmp_path / "b" / "circuit.cir"
     # scale every device's first parameter by 1.5, as a broken compiler would
