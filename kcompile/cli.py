@@ -191,14 +191,18 @@ def simulate(build_path, inputs, batch, seed, jobs, timeout, keep_runs, use_spic
               help="For a FLOW: write JUnit XML, one test case per gate.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="For a FLOW: write a self-contained HTML report.")
-def verify(target, max_error, inputs, batch, seed, jobs, timeout, keep_runs, as_json, junit, report):
+@click.option("--scheduler", default=None, help="For a FLOW: run samples on a Dask cluster (tcp://HOST:PORT).")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="For a FLOW: reuse finished ngspice runs stored here (keyed by deck hash).")
+def verify(target, max_error, inputs, batch, seed, jobs, timeout, keep_runs, as_json, junit, report, scheduler,
+           cache):
     """Check fidelity; exit 0 when every gate holds, 1 when one fails.
 
     TARGET is a build directory (gate: --max-error against the reference) or
     a flow file (flows/*.yaml: levels, gates, reports).
     """
     if target.suffix in (".yaml", ".yml"):
-        _verify_flow(target, jobs, as_json, junit, report)
+        _verify_flow(target, jobs, as_json, junit, report, scheduler, cache)
     if max_error is None:
         raise click.UsageError("--max-error is required when verifying a build directory")
     run = _run(target, inputs, True, batch, seed, jobs, timeout, keep_runs)
@@ -216,7 +220,8 @@ def verify(target, max_error, inputs, batch, seed, jobs, timeout, keep_runs, as_
     raise SystemExit(0 if ok else 1)
 
 
-def _verify_flow(path: Path, jobs: int | None, as_json: bool, junit: Path | None, report: Path | None):
+def _verify_flow(path: Path, jobs: int | None, as_json: bool, junit: Path | None, report: Path | None,
+                 scheduler: str | None, cache: Path | None):
     import dataclasses
 
     from .flow import load_flow
@@ -224,8 +229,8 @@ def _verify_flow(path: Path, jobs: int | None, as_json: bool, junit: Path | None
     from .verify import run_flow
 
     flow = load_flow(path)
-    if jobs is not None:
-        flow = dataclasses.replace(flow, jobs=jobs)
+    overrides = {"jobs": jobs, "scheduler": scheduler, "cache": cache}
+    flow = dataclasses.replace(flow, **{k: v for k, v in overrides.items() if v is not None})
     console.print(f"flow {flow.name}: levels {', '.join(('ideal',) + flow.levels)}; {len(flow.gates)} gate(s)",
                   highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -14,6 +14,9 @@ Example::
     levels: [behavioural]
     gates:
       - {level: behavioural, metric: max_output_error, limit: 1.0e-4}
+    jobs: 2                                # local ngspice processes (default: all cores)
+    scheduler: tcp://127.0.0.1:8786        # optional: run samples on a Dask cluster
+    cache: ../.kcompile-cache              # optional: reuse finished runs by deck hash
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class Flow:
     gates: tuple[Gate, ...] = ()
     jobs: int | None = None
     scheduler: str | None = None
+    cache: Path | None = None
 
 
 class _Checker:
@@ -132,7 +136,7 @@ def load_flow(path: str | Path) -> Flow:
         raise InputError(f"{path}: a flow file must be a YAML mapping")
     c = _Checker(path)
     known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature",
-             "monte_carlo", "scaling", "gates", "jobs", "scheduler"}
+             "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache"}
     for key in data:
         if key not in known:
             raise c.fail(key, f"is not a flow key (known: {', '.join(sorted(known))})")
@@ -172,6 +176,7 @@ def load_flow(path: str | Path) -> Flow:
         temperature=tuple(float(v) for v in _as_list(data.get("temperature", [27.0]))),
         monte_carlo=monte_carlo, scaling=dict(scaling), gates=tuple(gates),
         jobs=c.typed(data, "jobs", int, None), scheduler=c.typed(data, "scheduler", str, None),
+        cache=None if "cache" not in data else (path.parent / c.typed(data, "cache", str)).resolve(),
     )
 
 

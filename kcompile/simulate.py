@@ -5,12 +5,19 @@ t = 0 must equal the intended inputs (``.ic`` needs ``uic``), and the run
 must reach ``tstop``. Node voltages at the layer boundaries are read by
 linear interpolation of the saved waveform (a boundary sits mid-way through
 a clock crossover, so it is not itself a time point).
+
+Samples are independent runs: they go to local processes by default, or to
+any ``concurrent.futures.Executor`` (e.g. a Dask cluster's, see
+:func:`dask_executor`). With a cache directory, each finished run is stored
+under the hash of its circuit and deck, so a re-run only redoes what is
+missing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from . import ngspice
-from .errors import SimulatorError
+from .errors import InputError, SimulatorError
 from .knet import KNet
 from .netlist import Scaling, Tran, render_deck
 
@@ -32,28 +39,50 @@ class SpiceResult:
     states: np.ndarray
     outputs: np.ndarray
     waveforms: list | None = None  # per sample (time [T] model units, volts [T, N] model units)
+    cached: int = 0  # samples read from the cache
 
 
-def _run_one(args) -> tuple[np.ndarray, tuple | None]:
-    circuit, initial, t_bounds, tran, scaling, timeout, keep_waveform, run_dir = args
-    deck = render_deck(initial, tran, scaling)
-    raw = ngspice.run(deck, files={"circuit.cir": circuit}, timeout=timeout, run_dir=run_dir, keep=run_dir is not None)
-    n = initial.size
+@dataclass(frozen=True, eq=False)
+class _Job:
+    circuit: Path
+    deck: str
+    initial: np.ndarray
+    t_bounds: np.ndarray
+    tstop: float
+    scaling: Scaling
+    timeout: float
+    run_dir: Path | None
+    cache_file: Path | None
+
+
+def _run_one(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """One sample: run, check, and return (states at the boundaries, waveform)."""
+    if job.cache_file is not None and job.cache_file.is_file():
+        with np.load(job.cache_file, allow_pickle=False) as z:
+            return z["states"], (z["t"], z["v"])
+    raw = ngspice.run(job.deck, files={"circuit.cir": job.circuit}, timeout=job.timeout, run_dir=job.run_dir,
+                      keep=job.run_dir is not None)
+    scaling, initial = job.scaling, job.initial
     t = raw.time / scaling.tau
-    volts = np.column_stack([raw[f"v(n{i})"] for i in range(1, n + 1)])
-    v = (volts - scaling.vcm) / scaling.v0
-    where = f"inputs {np.array2string(initial[:4], precision=4)}..."
-    if t[-1] < tran.tstop * (1 - 1e-9):
-        raise SimulatorError(f"ngspice stopped at t = {t[-1]:g}, before tstop = {tran.tstop:g}", run_dir, deck)
+    v = (np.column_stack([raw[f"v(n{i})"] for i in range(1, initial.size + 1)]) - scaling.vcm) / scaling.v0
+    if t[-1] < job.tstop * (1 - 1e-9):
+        raise SimulatorError(f"ngspice stopped at t = {t[-1]:g}, before tstop = {job.tstop:g}", job.run_dir, job.deck)
     start = start_voltages(t, v)
     bad = np.flatnonzero(np.abs(start - initial) > IC_TOLERANCE * max(1.0, np.abs(initial).max()))
     if bad.size:
         raise SimulatorError(
-            f"initial conditions not applied: node {bad[0] + 1} starts at {start[bad[0]]:g}, "
-            f"expected {initial[bad[0]]:g} ({where}; is 'uic' on the .tran line?)", run_dir, deck)
+            f"initial conditions not applied: node {bad[0] + 1} starts at {start[bad[0]]:g}, expected "
+            f"{initial[bad[0]]:g} (inputs {np.array2string(initial[:4], precision=4)}...; is 'uic' on the .tran line?)",
+            job.run_dir, job.deck)
     if t[0] > 0.0:
         t, v = np.r_[0.0, t], np.vstack([start, v])
-    return _at_times(t, v, t_bounds), ((t, v) if keep_waveform else None)
+    states = at_times(t, v, job.t_bounds)
+    if job.cache_file is not None:
+        tmp = job.cache_file.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, states=states, t=t, v=v)
+        tmp.replace(job.cache_file)
+    return states, (t, v)
 
 
 def start_voltages(t: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -64,7 +93,7 @@ def start_voltages(t: np.ndarray, v: np.ndarray) -> np.ndarray:
     return v[0] - t[0] * (v[1] - v[0]) / (t[1] - t[0])
 
 
-def _at_times(t: np.ndarray, v: np.ndarray, times: np.ndarray) -> np.ndarray:
+def at_times(t: np.ndarray, v: np.ndarray, times: np.ndarray) -> np.ndarray:
     """Linear interpolation of all columns of ``v [T, N]`` at ``times``."""
     hi = np.clip(np.searchsorted(t, times), 1, t.size - 1)
     lo = hi - 1
@@ -72,9 +101,33 @@ def _at_times(t: np.ndarray, v: np.ndarray, times: np.ndarray) -> np.ndarray:
     return v[lo] * (1 - w)[:, None] + v[hi] * w[:, None]
 
 
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dask_executor(address: str) -> Executor:
+    """A ``concurrent.futures`` executor on an existing Dask cluster (``tcp://HOST:PORT``).
+
+    Workers must see the circuit file at the same path (shared file system).
+    """
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError("a Dask scheduler needs the 'distributed' package: pip install -e .[dask]") from None
+    try:
+        return Client(address, timeout=30).get_executor(pure=False)
+    except OSError as exc:
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+
+
 def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scaling: Scaling = Scaling(),
-             timeout: float = 600.0, jobs: int | None = None, waveforms: bool = False,
-             run_root: Path | None = None, progress: Callable[[int], None] | None = None) -> SpiceResult:
+             timeout: float = 600.0, jobs: int | None = None, executor: Executor | None = None,
+             waveforms: bool = False, run_root: Path | None = None, cache_dir: Path | None = None,
+             progress: Callable[[int], None] | None = None) -> SpiceResult:
     """Simulate every row of ``inputs`` through ``circuit`` in ngspice.
 
     Parameters
@@ -87,34 +140,51 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
     tran : Tran
         Analysis (model time units).
     jobs : int, optional
-        Parallel ngspice processes (default: all cores, at most one per sample).
+        Local ngspice processes (default: all cores, at most one per sample).
+    executor : Executor, optional
+        Run samples there instead (e.g. :func:`dask_executor`); ``jobs`` is then ignored.
     waveforms : bool
         Also return every sample's full waveform.
     run_root : Path, optional
         Keep each run's directory under ``run_root/sample_<b>`` (for inspection).
+    cache_dir : Path, optional
+        Store and reuse finished runs, keyed by the hash of circuit and deck.
     progress : callable, optional
         Called with 1 after each finished sample.
     """
     ngspice.require()
+    circuit = Path(circuit).resolve()
     initial = knet.initial_state(inputs)
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(initial)))
-    work = [
-        (Path(circuit), initial[b], knet.t_bounds, tran, scaling, timeout, waveforms,
-         None if run_root is None else Path(run_root) / f"sample_{b}")
-        for b in range(len(initial))
-    ]
-    results = []
-    if jobs == 1:
-        for item in work:
-            results.append(_run_one(item))
+    circuit_hash = _digest(circuit) if cache_dir is not None else ""
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    work = []
+    for b, row in enumerate(initial):
+        deck = render_deck(row, tran, scaling)
+        key = hashlib.sha256(f"{circuit_hash}\n{ngspice.version()}\n{deck}".encode()).hexdigest()
+        work.append(_Job(circuit, deck, row, knet.t_bounds, tran.tstop, scaling, timeout,
+                         None if run_root is None else Path(run_root) / f"sample_{b}",
+                         None if cache_dir is None else Path(cache_dir) / f"{key}.npz"))
+    cached = sum(job.cache_file is not None and job.cache_file.is_file() for job in work)
+    results: list = [None] * len(work)
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(work)))
+    if executor is None and jobs == 1:
+        for b, job in enumerate(work):
+            results[b] = _run_one(job)
             if progress:
                 progress(1)
     else:
-        with ProcessPoolExecutor(jobs) as pool:
-            for res in pool.map(_run_one, work):
-                results.append(res)
+        own = executor is None
+        pool = ProcessPoolExecutor(jobs) if own else executor
+        try:
+            futures = {pool.submit(_run_one, job): b for b, job in enumerate(work)}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
                 if progress:
                     progress(1)
+        finally:
+            if own:
+                pool.shutdown(cancel_futures=True)
     states = np.stack([r[0] for r in results])
     return SpiceResult(states, states[:, -1, knet.output_nodes - 1],
-                       [r[1] for r in results] if waveforms else None)
+                       [r[1] for r in results] if waveforms else None, cached)

@@ -24,7 +24,7 @@ from .inputs import load_inputs, random_inputs
 from .knet import KNet
 from .netlist import Scaling
 from .reference import Trajectory, integrate
-from .simulate import simulate
+from .simulate import dask_executor, simulate
 
 GRID_POINTS_PER_LAYER = 100
 
@@ -147,8 +147,9 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
                     progress("behavioural", done[0], len(x))
 
             t0 = time.perf_counter()
-            spice = simulate(knet, b.circuit, x, b.tran, scaling=scaling, jobs=flow.jobs, waveforms=True,
-                             progress=tick)
+            executor = dask_executor(flow.scheduler) if flow.scheduler else None
+            spice = simulate(knet, b.circuit, x, b.tran, scaling=scaling, jobs=flow.jobs, executor=executor,
+                             waveforms=True, cache_dir=flow.cache, progress=tick)
             runs.append(LevelRun("behavioural", "-", spice.outputs, spice.states, time.perf_counter() - t0,
                                  spice.waveforms, task_metric(task, spice.outputs, labels)))
         for level in flow.levels:
