@@ -43,13 +43,9 @@ TORCH_HINT = "pip install torch==2.13.0 (or pip install -e .[torch])"
 _PARAM_KEY = re.compile(r"^circuit\.layer_list\.(\d+)\.model\.param$")
 _SELECT = re.compile(r"^(last|first)(\d+)$")
 
-#: input width of the reference's test benches (the config does not state it)
-TEST_BENCH_FEATURES = {
-    "mnist": 784,
-    "twomoon": 2, "circle": 2, "8gaussians": 2, "pinwheel": 2, "2spirals": 2,
-    "checkerboard": 2, "rings": 2, "swissroll": 2,
-    "potential1": 2, "potential2": 2, "potential3": 2, "potential4": 2,
-}
+#: input width of the shipped checkpoints' test benches (the config does not state it);
+#: other benches fall back to the node count of layer 0 or the ``num_features`` argument
+TEST_BENCH_FEATURES = {"mnist": 784, "twomoon": 2, "circle": 2, "8gaussians": 2, "potential1": 2}
 
 #: ``network`` keys the import understands; any other key is refused
 _KNOWN_NETWORK_KEYS = {"adjoint", "initialization", "model", "net_struct", "fill", "projector",
@@ -472,20 +468,10 @@ def import_reference(model_path: str | Path, config_path: str | Path, *,
         raise InputError(f"{config_path}: the 'simulation' section is missing")
     t_bounds = _t_bounds(sim, len(struct), config_path)
     topologies = [_topology(entry, k, config_path) for k, entry in enumerate(struct)]
-    params = _layer_params(_load_state_dict(model_path), model_path, len(struct))
 
-    layers = []
-    for k, ((src, dst), param) in enumerate(zip(topologies, params)):
-        if param.shape[1] != src.size:
-            raise InputError(f"{model_path}: layer {k} has {param.shape[1]} parameter columns but "
-                             f"{struct[k]['name']} generates {src.size} edges")
-        if param.shape[0] <= max(device.rows):
-            raise InputError(f"{model_path}: layer {k} has {param.shape[0]} parameter rows; "
-                             f"{class_name} needs {max(device.rows) + 1}")
-        layers.append((src, dst, device.theta(param)))
-
+    # everything the config decides is checked before the checkpoint is opened
     fill = net.get("fill")
-    widths = [int(max(src.max(), dst.max())) for src, dst, _ in layers]
+    widths = [int(max(src.max(), dst.max())) for src, dst in topologies]
     _check_widths(widths, fill, config_path)
     num_nodes = widths[-1]
     bench = config.get("test_bench")
@@ -498,6 +484,17 @@ def import_reference(model_path: str | Path, config_path: str | Path, *,
         raise InputError(f"num_features must be positive, got {num_features}")
     input_nodes, input_index = _input_mapping(int(num_features), widths[0], fill, config_path)
     output_nodes = _output_nodes(net.get("projector"), num_nodes, config_path)
+
+    params = _layer_params(_load_state_dict(model_path), model_path, len(struct))
+    layers = []
+    for k, ((src, dst), param) in enumerate(zip(topologies, params)):
+        if param.shape[1] != src.size:
+            raise InputError(f"{model_path}: layer {k} has {param.shape[1]} parameter columns but "
+                             f"{struct[k]['name']} generates {src.size} edges")
+        if param.shape[0] <= max(device.rows):
+            raise InputError(f"{model_path}: layer {k} has {param.shape[0]} parameter rows; "
+                             f"{class_name} needs {max(device.rows) + 1}")
+        layers.append((src, dst, device.theta(param)))
 
     meta = {
         "task": bench,

@@ -58,6 +58,7 @@ class Tran:
     vntol: float = 1e-9
     method: str = "trap"
     trtol: float = 7.0
+    uic: bool = True  # False: start from an operating point with the node voltages held at .ic
 
     def options(self, scaling: Scaling) -> str:
         abstol = self.abstol * scaling.i0
@@ -97,14 +98,7 @@ def clock_edge(knet: KNet, edge_fraction: float = 1e-6) -> float:
 
 def clock_pwl(knet: KNet, k: int, edge: float) -> str:
     """PWL points of layer ``k``'s clock: 1 on ``[t_k, t_k+1]`` with centred edges."""
-    t0, t1 = knet.t_bounds[k], knet.t_bounds[k + 1]
-    last = k == knet.num_layers - 1
-    points = [(0.0, 1.0 if k == 0 else 0.0)]
-    if k > 0:
-        points += [(t0 - edge / 2, 0.0), (t0 + edge / 2, 1.0)]
-    if not last:
-        points += [(t1 - edge / 2, 1.0), (t1 + edge / 2, 0.0)]
-    return " ".join(f"{_num(t)} {v:g}" for t, v in points)
+    return " ".join(f"{_num(t)} {v:g}" for t, v in _clock_points(knet, k, edge))
 
 
 def _terminal(node: int, scaling: Scaling) -> str:
@@ -149,6 +143,7 @@ def render_deck(initial: np.ndarray, tran: Tran, scaling: Scaling = Scaling()) -
         initial=[(n, _num(v)) for n, v in enumerate(volts.tolist(), 1)],
         options=tran.options(scaling),
         tstep=_num(tran.tstep * tau), tstop=_num(tran.tstop * tau), tmax=_num(tran.tmax * tau),
+        uic=" uic" if tran.uic else "",
         saved=range(1, volts.size + 1),
     )
 
@@ -158,3 +153,69 @@ def write_circuit(knet: KNet, path: Path, scaling: Scaling = Scaling(), edge_fra
     with open(path, "w") as f:
         for chunk in render_circuit(knet, scaling, edge_fraction):
             f.write(chunk)
+
+
+def _node(n: int, ground: str) -> str:
+    return f"n{n}" if n else ground
+
+
+def _cells(knet: KNet, cellmap, k: int) -> Iterator[tuple[str, str, str, str, str]]:
+    from .cells import SIGNED_RELU, CellParams, subckt_name
+
+    layer, lm = knet.layers[k], cellmap.layers[k]
+    for i, (s, d) in enumerate(zip(layer.src.tolist(), layer.dst.tolist())):
+        a, b = _node(s, "vref"), _node(d, "vref")
+        if lm.swap[i]:
+            a, b = b, a
+        p = CellParams(bool(lm.negative[i]), float(lm.r[i]), float(lm.ib[i]), float(lm.ipos[i]), float(lm.ineg[i]))
+        yield f"{k}_{i}", a, b, subckt_name(SIGNED_RELU, p.negative), p.spice()
+
+
+def enable_pwl(knet: KNet, k: int, edge: float, tau: float, high: float, invert: bool = False) -> str:
+    """PWL points of layer ``k``'s enable (``high`` volts while on; ``invert``: the complement)."""
+    on, off = (0.0, high) if invert else (high, 0.0)
+    return " ".join(f"{_num(t)} {on if v else off:g}" for t, v in
+                    ((float(t) * tau, float(v)) for t, v in _clock_points(knet, k, edge)))
+
+
+def _clock_points(knet: KNet, k: int, edge: float) -> list[tuple[float, float]]:
+    t0, t1 = knet.t_bounds[k], knet.t_bounds[k + 1]
+    points = [(0.0, 1.0 if k == 0 else 0.0)]
+    if k > 0:
+        points += [(t0 - edge / 2, 0.0), (t0 + edge / 2, 1.0)]
+    if k < knet.num_layers - 1:
+        points += [(t1 - edge / 2, 1.0), (t1 + edge / 2, 0.0)]
+    return points
+
+
+def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9) -> Iterator[str]:
+    """Stream the transistor-level circuit: PDK models, cell subcircuits, enables, one cell per device."""
+    from .cells import SIGNED_RELU, render_cell
+
+    sc = cellmap.scaling
+    edge = edge_seconds / sc.tau
+    subckts = "\n".join(render_cell(SIGNED_RELU, cellmap.pdk, neg, sc) for neg in (False, True))
+    supply = cellmap.pdk.supply
+    return _environment().get_template("transistor.cir.j2").generate(
+        version=__version__, law=knet.law, num_nodes=knet.num_nodes, num_layers=knet.num_layers,
+        num_devices=knet.num_devices, cell=SIGNED_RELU.name, pdk=cellmap.pdk.name, corner=cellmap.corner,
+        vcm=sc.vcm, v0=sc.v0, i0=sc.i0, c_unit=sc.c_unit, tau=sc.tau,
+        model_lines=cellmap.pdk.model_lines(cellmap.corner), subckts=subckts, supply=f"{supply:g}",
+        capacitors=((n, _num(c * sc.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
+        clocks=((k, enable_pwl(knet, k, edge, sc.tau, supply), enable_pwl(knet, k, edge, sc.tau, supply, True))
+                for k in range(knet.num_layers)),
+        layers=((k, _cells(knet, cellmap, k)) for k in range(knet.num_layers)),
+    )
+
+
+def transistor_tran(knet: KNet, points_per_layer: int = 400) -> Tran:
+    """Transient for transistor-level cells: gear, reltol 1e-4, step cap 1/points of a layer.
+
+    No ``uic``: ngspice first solves an operating point with the node
+    capacitors held at their ``.ic`` voltages, so every cell starts biased
+    (with ``uic`` the cells' internal nodes would start at 0 V and their
+    start-up transient would kick the node voltages).
+    """
+    shortest = float(np.min(np.diff(knet.t_bounds)))
+    return Tran(tstop=float(knet.t_bounds[-1]), tstep=shortest / points_per_layer,
+                tmax=shortest / points_per_layer, reltol=1e-4, abstol=1e-6, vntol=1e-4, method="gear", uic=False)

@@ -29,12 +29,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import InputError
+
 PDK_MODELS_DIR = Path(__file__).resolve().parent.parent / "pdk_models"
 ENV_CACHE = "KCOMPILE_CACHE"
 CORNERS = ("tt", "ff", "ss", "fs", "sf")
 
 
-class PdkError(Exception):
+class PdkError(InputError):
     """A PDK is unknown, not installed, or asked for a corner it lacks."""
 
 

@@ -1,0 +1,341 @@
+"""Characterise transistor-level cells with ngspice DC sweeps and calibrate them.
+
+One deck holds many instances of a cell (one per parameter point), each
+between its own pair of 0 V ammeters on two shared swept terminals; one
+nested ``.dc`` sweep over ``(vs, vd)`` measures them all. Results are cached
+as ``.npz`` under ``<cache>/cells/<pdk>/<corner>/`` keyed by a hash of the
+deck text (template, sizes, grid, scaling and model paths).
+
+Run ``python -m kcompile.characterize PDK [CORNER]`` for the figures quoted
+in ``docs/cells.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from . import ngspice
+from .cells import (POSTER_RELU, SIGNED_RELU, Calibration, Cell, CellParams, default_scaling, relu_params, render_cell,
+                    subckt_name, tail_current)
+from .netlist import Scaling
+from .pdk import Pdk, cache_dir, get_pdk
+
+
+def _run_ngspice(deck_text: str) -> dict[str, np.ndarray]:
+    """Run one deck in batch mode; every saved vector by its lower-case name.
+
+    The sweep variable (or time) is under ``"sweep"``. Thin wrapper over
+    :func:`kcompile.ngspice.run` (which raises ``SimulatorError`` on failure).
+    """
+    raw = ngspice.run(deck_text)
+    return {"sweep": raw.time, **{k.lower(): v for k, v in raw.vectors.items()}}
+
+
+@dataclass(frozen=True, eq=False)
+class Sweep:
+    """Measured DC currents of several instances on a ``(vs, vd)`` grid (model units).
+
+    ``sink[k, i, j]`` is the current instance ``k`` draws out of ``s`` and
+    ``source[k, i, j]`` the current it pushes into ``d``, at ``vs[i]``, ``vd[j]``.
+    """
+
+    vs: np.ndarray
+    vd: np.ndarray
+    sink: np.ndarray
+    source: np.ndarray
+
+    @property
+    def delta(self) -> np.ndarray:
+        """``vs − vd`` on the grid, shape ``(len(vs), len(vd))``."""
+        return self.vs[:, None] - self.vd[None, :]
+
+
+def sweep_deck(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], scaling: Scaling,
+               span: float = 4.0, points: int = 17, enabled: bool = True, full: bool = False) -> str:
+    """Deck measuring ``instances`` on a ``points × points`` grid of ``vs, vd ∈ [−span, span]``.
+
+    Parameters
+    ----------
+    cell : Cell
+    pdk : Pdk
+    corner : str
+    instances : list of CellParams
+    scaling : Scaling
+        Maps model units to volts and amperes.
+    span : float
+        Half-width of the terminal voltage range in model units.
+    points : int
+        Grid points per terminal.
+    enabled : bool
+        Drive ``en`` high (layer active) or low (layer off).
+    full : bool
+        Load the PDK's full library (sky130) instead of the trimmed one.
+    """
+    lo, hi = scaling.vcm - span * scaling.v0, scaling.vcm + span * scaling.v0
+    step = (hi - lo) / (points - 1)
+    vdd = pdk.supply
+    lines = [f"* kcompile characterisation: {cell.name} on {pdk.name}/{corner}", *pdk.model_lines(corner, full),
+             render_cell(cell, pdk, False, scaling), render_cell(cell, pdk, True, scaling),
+             f"vdd vdd 0 {vdd:g}", f"ven en 0 {vdd if enabled else 0:g}", f"venb enb 0 {0 if enabled else vdd:g}",
+             f"vs s 0 {scaling.vcm:g}", f"vd d 0 {scaling.vcm:g}"]
+    for k, p in enumerate(instances):
+        a, b = (f"d{k}", f"s{k}") if p.swap else (f"s{k}", f"d{k}")
+        lines += [f"vs{k} s{k} s 0", f"vd{k} d{k} d 0",
+                  f"x{k} {a} {b} en enb vdd 0 {subckt_name(cell, p.negative)} {p.spice()}"]
+    lines += [f".dc vs {lo:.6g} {hi:.6g} {step:.6g} vd {lo:.6g} {hi:.6g} {step:.6g}", ".end"]
+    return "\n".join(lines) + "\n"
+
+
+def run_sweep(deck: str, n: int, scaling: Scaling, points: int) -> Sweep:
+    """Run a :func:`sweep_deck` deck for ``n`` instances and reshape its currents."""
+    data = _run_ngspice(deck)
+    shape = (points, points)  # ngspice varies the first source fastest: [vd index, vs index]
+    vs = data["sweep"].reshape(shape)[0]
+    vd = data["v(d)"].reshape(shape)[:, 0]
+    sink = np.stack([-data[f"i(vs{k})"].reshape(shape).T for k in range(n)]) / scaling.i0
+    source = np.stack([data[f"i(vd{k})"].reshape(shape).T for k in range(n)]) / scaling.i0
+    return Sweep((vs - scaling.vcm) / scaling.v0, (vd - scaling.vcm) / scaling.v0, sink, source)
+
+
+def measure(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], scaling: Scaling | None = None,
+            span: float = 4.0, points: int = 17, enabled: bool = True, full: bool = False,
+            cache: bool = True) -> Sweep:
+    """Measure ``instances`` (see :func:`sweep_deck`), from the cache when it holds this deck."""
+    scaling = scaling or default_scaling(pdk)
+    deck = sweep_deck(cell, pdk, corner, instances, scaling, span, points, enabled, full)
+    key = hashlib.sha256((deck + cell.template_hash()).encode()).hexdigest()[:16]
+    path = cache_dir() / "cells" / pdk.name / corner / f"{cell.name}-{key}.npz"
+    if cache and path.is_file():
+        with np.load(path) as z:
+            return Sweep(z["vs"], z["vd"], z["sink"], z["source"])
+    sweep = run_sweep(deck, len(instances), scaling, points)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, vs=sweep.vs, vd=sweep.vd, sink=sweep.sink, source=sweep.source)
+        tmp.replace(path)
+    return sweep
+
+
+def fit_relu(delta: np.ndarray, current: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``(θ0, θ1)`` of ``max(θ0·Δ + θ1, 0)`` to a measured I–V.
+
+    Parameters
+    ----------
+    delta, current : ndarray
+        Same shape: ``vs − vd`` and the measured current (model units).
+    """
+    x, y = np.ravel(delta), np.ravel(current)
+    on = y > 0.1 * y.max()
+    a, b = np.polyfit(x[on], y[on], 1) if np.ptp(x[on]) > 0 else (0.0, y.mean())
+    res = least_squares(lambda p: np.maximum(p[0] * x + p[1], 0.0) - y, [a, b], method="lm")
+    return float(res.x[0]), float(res.x[1])
+
+
+@dataclass(frozen=True, eq=False)
+class ReluTable:
+    """Characterisation of the signed ReLU cell on one PDK corner.
+
+    ``sweep.sink[v*K + k]`` is variant ``v`` (0: θ0 > 0, 1: θ0 < 0) at ``r[k]``
+    with no offset injection; the last four instances inject
+    ``ipos = inj·i0`` and ``ineg = inj·i0`` at ``r[inj_k]`` for ``inj`` in ``inj_levels``.
+    """
+
+    pdk: str
+    corner: str
+    scaling: Scaling
+    r: np.ndarray
+    inj_k: int
+    inj_levels: np.ndarray
+    sweep: Sweep
+
+
+DEFAULT_THETA0 = np.geomspace(0.02, 8.0, 10)
+
+
+def relu_instances(r: np.ndarray, inj_k: int, inj_levels: np.ndarray, scaling: Scaling) -> list[CellParams]:
+    """Instances of :class:`ReluTable`: both variants at each ``r``, then the injection points."""
+    base = [CellParams(neg, float(x), tail_current(float(x), scaling)) for neg in (False, True) for x in r]
+    rk = float(r[inj_k])
+    ib = tail_current(rk, scaling)
+    inj = [CellParams(False, rk, ib, ipos=lvl * scaling.i0) for lvl in inj_levels]
+    inj += [CellParams(False, rk, ib, ineg=lvl * scaling.i0) for lvl in inj_levels]
+    return base + inj
+
+
+def characterize_relu(pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
+                      theta0: np.ndarray = DEFAULT_THETA0, span: float = 4.0, points: int = 17,
+                      full: bool = False, cache: bool = True) -> ReluTable:
+    """DC-sweep the signed ReLU cell over a grid of degeneration resistors.
+
+    Parameters
+    ----------
+    pdk_name, corner : str
+    scaling : Scaling, optional
+        :func:`kcompile.cells.default_scaling` if omitted.
+    theta0 : ndarray
+        Nominal ``|θ0|`` values; the resistors are :func:`kcompile.cells.nominal_r` of them.
+    span, points, full, cache
+        See :func:`measure`.
+    """
+    pdk = get_pdk(pdk_name)
+    scaling = scaling or default_scaling(pdk)
+    r = np.sort(2.0 * scaling.v0 / (np.asarray(theta0, dtype=float) * scaling.i0))
+    # injection measured where θ0 ~ 2, so that the kink of θ1 = -1, -3 lies inside the sweep
+    inj_k, levels = int(np.argmin(np.abs(np.log(np.sort(theta0)[::-1] / 2.0)))), np.array([1.0, 3.0])
+    sweep = measure(SIGNED_RELU, pdk, corner, relu_instances(r, inj_k, levels, scaling), scaling,
+                    span, points, True, full, cache)
+    return ReluTable(pdk_name, corner, scaling, r, inj_k, levels, sweep)
+
+
+def calibrate(table: ReluTable) -> Calibration:
+    """Fit the achieved ``(θ0, θ1)`` of every instance and build a :class:`Calibration`.
+
+    Fits use the s-side (sink) current. Injection gains are the slopes of
+    achieved θ1 against injected current (in units of i0) at ``r[inj_k]``.
+    """
+    k = len(table.r)
+    fits = np.array([fit_relu(table.sweep.delta, table.sweep.sink[i]) for i in range(len(table.sweep.sink))])
+    theta0 = fits[:2 * k, 0].reshape(2, k)
+    theta1 = fits[:2 * k, 1].reshape(2, k)
+    own = theta1[0, table.inj_k]
+    n = len(table.inj_levels)
+    pos, neg = fits[2 * k:2 * k + n, 1], fits[2 * k + n:, 1]
+    gain_pos = np.polyfit(np.r_[0.0, table.inj_levels], np.r_[own, pos], 1)[0]
+    gain_neg = -np.polyfit(np.r_[0.0, table.inj_levels], np.r_[own, neg], 1)[0]
+    return Calibration(table.pdk, table.corner, SIGNED_RELU.name, table.scaling, table.r, theta0, theta1,
+                       np.array([gain_pos, gain_neg]))
+
+
+def relu_error(sweep: Sweep, k: int, theta0: float, theta1: float, swap: bool = False) -> dict[str, float]:
+    """Errors of instance ``k`` against the ideal ``relu`` law, in % of the ideal full scale.
+
+    Returns ``max_err`` and ``rms_err`` (s-side), ``copy_err`` (max |source − sink|)
+    and ``full_scale`` (max ideal current on the grid, model units).
+    """
+    delta = -sweep.delta if swap else sweep.delta
+    ideal = np.maximum(theta0 * delta + theta1, 0.0)
+    fs = float(ideal.max())
+    err = sweep.sink[k] - ideal
+    return {"max_err": 100 * float(np.abs(err).max()) / fs, "rms_err": 100 * float(np.sqrt((err ** 2).mean())) / fs,
+            "copy_err": 100 * float(np.abs(sweep.source[k] - sweep.sink[k]).max()) / fs, "full_scale": fs}
+
+
+def verify_relu(cal: Calibration, thetas: list[tuple[float, float]], span: float = 4.0, points: int = 17,
+                cache: bool = True) -> tuple[Sweep, list[CellParams]]:
+    """Map each ``(θ0, θ1)`` through ``cal``, then measure the resulting instances."""
+    pdk = get_pdk(cal.pdk)
+    params = [relu_params(t0, t1, cal) for t0, t1 in thetas]
+    return measure(SIGNED_RELU, pdk, cal.corner, params, cal.scaling, span, points, True, cache=cache), params
+
+
+def measure_poster(pdk_name: str = "generic180", corner: str = "tt", vg: tuple[float, ...] = (0.9, 1.2, 1.8),
+                   iref: tuple[float, ...] = (0.0, 1.0), span: float = 8.0, points: int = 33) -> dict:
+    """DC-sweep the poster's baseline cell for each gate voltage ``vg`` (V) and ``iref`` (units of i0).
+
+    Returns the :class:`Sweep` (instances ordered ``vg``-major) and, per instance,
+    the fitted ``(θ0, θ1)``, the max deviation from that fit (% of its full
+    scale) and ``turn_on_v``, the smallest ``vs − vd`` in volts, on the line of
+    the lowest ``vd``, where the current exceeds 0.05 units.
+    """
+    pdk = get_pdk(pdk_name)
+    sc = default_scaling(pdk)
+    lo, hi = max(sc.vcm - span * sc.v0, 0.0), min(sc.vcm + span * sc.v0, pdk.supply)
+    step = (hi - lo) / (points - 1)
+    lines = [f"* kcompile baseline: poster cell on {pdk.name}/{corner}", *pdk.model_lines(corner),
+             render_cell(POSTER_RELU, pdk, False, sc), f"vdd vdd 0 {pdk.supply:g}", f"vs s 0 {sc.vcm:g}", f"vd d 0 {sc.vcm:g}"]
+    grid = [(g, i) for g in vg for i in iref]
+    for k, (g, i) in enumerate(grid):
+        lines += [f"vs{k} s{k} s 0", f"vd{k} d{k} d 0", f"vg{k} g{k} 0 {g:g}",
+                  f"x{k} s{k} d{k} g{k} vdd 0 {subckt_name(POSTER_RELU)} iref={i * sc.i0:.6g}"]
+    lines += [f".dc vs {lo:.6g} {hi:.6g} {step:.6g} vd {lo:.6g} {hi:.6g} {step:.6g}", ".end"]
+    sweep = run_sweep("\n".join(lines) + "\n", len(grid), sc, points)
+    rows = []
+    for k, (g, i) in enumerate(grid):
+        t0, t1 = fit_relu(sweep.delta, sweep.sink[k])
+        fit = np.maximum(t0 * sweep.delta + t1, 0.0)
+        on = (sweep.vs - sweep.vd[0])[sweep.sink[k][:, 0] > 0.05] * sc.v0
+        rows.append({"vg": g, "iref": i, "theta0": t0, "theta1": t1,
+                     "fit_err": 100 * float(np.abs(sweep.sink[k] - fit).max() / max(fit.max(), 1e-12)),
+                     "turn_on_v": float(on.min()) if on.size else float("nan")})
+    return {"sweep": sweep, "rows": rows}
+
+
+def switching(cal: Calibration, theta: tuple[float, float] = (1.0, 0.5), delta: float = 2.0,
+              step: float = 2.0, edge: float = 0.1e-9) -> dict[str, float]:
+    """Transient figures of one calibrated instance with ideal terminal sources.
+
+    Schedule: ``en`` low until 20 ns, high until 140 ns, low until 200 ns;
+    ``Δ = delta`` (``vs`` above ``vcm``, ``vd = vcm``), stepped by ``step`` at 80 ns.
+    Returns seconds for ``t_on`` (en edge to within 2 % of the settled current),
+    ``t_step`` (input step to within 2 % of the new value), ``t_off`` (to below
+    2 % of the on current), and amperes for ``leak_s``/``leak_d`` (largest
+    |current| into s / out of d while off, after the first 5 ns).
+    """
+    pdk = get_pdk(cal.pdk)
+    sc = cal.scaling
+    p = relu_params(*theta, cal)
+    vdd = pdk.supply
+    v1, v2 = sc.vcm + delta * sc.v0, sc.vcm + (delta + step) * sc.v0
+    lines = [f"* kcompile switching: {SIGNED_RELU.name} on {pdk.name}/{cal.corner}", *pdk.model_lines(cal.corner),
+             render_cell(SIGNED_RELU, pdk, p.negative, sc), f"vdd vdd 0 {vdd:g}",
+             f"ven en 0 pwl(0 0 20n 0 {20e-9 + edge:.6g} {vdd:g} 140n {vdd:g} {140e-9 + edge:.6g} 0)",
+             f"venb enb 0 pwl(0 {vdd:g} 20n {vdd:g} {20e-9 + edge:.6g} 0 140n 0 {140e-9 + edge:.6g} {vdd:g})",
+             f"vs s 0 pwl(0 {v1:.6g} 80n {v1:.6g} {80e-9 + edge:.6g} {v2:.6g})", f"vd d 0 {sc.vcm:g}",
+             f"x0 s d en enb vdd 0 {subckt_name(SIGNED_RELU, p.negative)} {p.spice()}",
+             ".options method=gear", f".tran 0.02n 200n 0 {edge / 2:.3g}", ".end"]
+    data = _run_ngspice("\n".join(lines) + "\n")
+    t, i_s, i_d = data["sweep"], -data["i(vs)"], data["i(vd)"]
+    def settle(t0: float, t1: float) -> float:
+        win = (t > t0) & (t < t1)
+        final = i_s[win][-1]
+        bad = win & (np.abs(i_s - final) > 0.02 * abs(final))
+        return float(t[bad].max() - t0) if bad.any() else 0.0
+    on = i_s[(t > 70e-9) & (t < 80e-9)].mean()
+    off = (t > 140e-9) & (np.abs(i_s) > 0.02 * abs(on))
+    quiet = ((t > 5e-9) & (t < 20e-9)) | (t > 190e-9)
+    return {"t_on": settle(20e-9, 80e-9), "t_step": settle(80e-9, 140e-9),
+            "t_off": float(t[off].max() - 140e-9) if off.any() else 0.0,
+            "leak_s": float(np.abs(i_s[quiet]).max()), "leak_d": float(np.abs(i_d[quiet]).max()),
+            "i_on": float(on)}
+
+
+def main(argv: list[str]) -> None:
+    """Print the signed ReLU cell's calibration and accuracy on one PDK corner."""
+    pdk_name = argv[0] if argv else "generic180"
+    corner = argv[1] if len(argv) > 1 else "tt"
+    cal = calibrate(characterize_relu(pdk_name, corner))
+    print(f"{pdk_name}/{corner}: |theta0| range +{cal.theta0_range(False)} -{cal.theta0_range(True)}, "
+          f"injection gain {cal.inj_gain.round(4)}")
+    for row, sign in ((0, "+"), (1, "-")):
+        for r, t0, t1 in zip(cal.r, cal.theta0[row], cal.theta1[row]):
+            print(f"  {sign} r={r:10.4g}  theta0={t0:+.4f}  own theta1={t1:+.4f}")
+    thetas = [(0.25, 0.5), (-0.25, 0.5), (1.0, -0.5), (-1.0, 1.0), (3.0, 0.0), (-3.0, 2.0), (0.05, 0.2)]
+    sweep, params = verify_relu(cal, thetas)
+    for k, ((t0, t1), p) in enumerate(zip(thetas, params)):
+        a0, a1 = fit_relu(sweep.delta, sweep.sink[k])
+        e = relu_error(sweep, k, t0, t1)
+        inner = np.abs(sweep.vs) <= 2.0
+        sub = Sweep(sweep.vs[inner], sweep.vd[inner], sweep.sink[:, inner][:, :, inner],
+                    sweep.source[:, inner][:, :, inner])
+        print(f"  target ({t0:+.3f}, {t1:+.3f}) -> fit ({a0:+.4f}, {a1:+.4f}); max err {e['max_err']:.2f} % "
+              f"rms {e['rms_err']:.2f} % of fs {e['full_scale']:.2f}; s/d copy {e['copy_err']:.2f} %; "
+              f"within |v| <= 2: max err {relu_error(sub, k, t0, t1)['max_err']:.2f} %")
+    pdk = get_pdk(pdk_name)
+    off = measure(SIGNED_RELU, pdk, corner, params, cal.scaling, enabled=False)
+    print(f"  disabled: max |I(s)| {np.abs(off.sink).max() * cal.scaling.i0:.3g} A, "
+          f"max |I(d)| {np.abs(off.source).max() * cal.scaling.i0:.3g} A over the same grid")
+    for theta in ((1.0, 0.5), (-0.25, 1.5)):
+        sw = switching(cal, theta)
+        print(f"  switching theta={theta}: " + ", ".join(f"{k} {v:.3g}" for k, v in sw.items()))
+    for row in measure_poster(pdk_name, corner)["rows"]:
+        print("  poster baseline: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,143 @@
+"""Technology mapping: every device of a KNet onto a calibrated transistor-level cell.
+
+``map_knet`` takes a network, a PDK corner and a scaling, characterises the
+signed ReLU cell there (cached DC sweeps), and returns a :class:`CellMap`:
+per device the cell variant, instance parameters, target θ, the θ the
+calibration predicts the instance achieves, and a flag where the two differ
+(θ outside the calibrated range, clipped). Laws without a cell are refused
+with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cells import SIGNED_RELU, Calibration, CellParams, default_scaling, relu_params, shift_relu_params
+from .characterize import calibrate, characterize_relu
+from .errors import InputError
+from .knet import KNet
+from .netlist import Scaling
+from .pdk import Pdk, get_pdk
+
+# laws with a transistor-level cell, and why the others have none (yet)
+CELL_FOR_LAW = {"relu": SIGNED_RELU, "shift_relu": SIGNED_RELU}
+NO_CELL_REASON = {
+    "relu_affine": "needs separate vs and vd gains (two degenerated pairs); no calibrated cell yet",
+    "tanh": "a differential pair's tanh has a fixed shape; no calibrated tanh cell yet",
+    "tanh_affine": "needs separate vs and vd gains into a tanh pair; no calibrated cell yet",
+    "linear": "a signed Gm without the ReLU needs a class-AB output; no calibrated cell yet",
+}
+DEFAULT_C_UNIT = 1e-12  # 1 pF per model capacitance unit: tau = 200 ns, about 5x the cell's settling time
+
+
+@dataclass(frozen=True, eq=False)
+class LayerMap:
+    """Instance parameters of one layer's cells (arrays of length ``E``)."""
+
+    negative: np.ndarray  # bool: the θ0 < 0 variant
+    swap: bool | np.ndarray  # bool: instance ports swapped (current from d to s)
+    r: np.ndarray
+    ib: np.ndarray
+    ipos: np.ndarray
+    ineg: np.ndarray
+    target: np.ndarray  # [E, P] θ as trained
+    achieved: np.ndarray  # [E, P] θ the calibration predicts for the instance
+    clipped: np.ndarray  # bool: θ outside the calibrated range, realised clipped
+
+
+@dataclass(frozen=True, eq=False)
+class CellMap:
+    """The mapped circuit: which cell, PDK, corner, scaling, and per-layer instances."""
+
+    pdk: Pdk
+    corner: str
+    scaling: Scaling
+    calibration: Calibration
+    layers: tuple[LayerMap, ...]
+
+    @property
+    def clipped(self) -> list[tuple[int, int]]:
+        """``(layer, index)`` of every device realised with clipped θ."""
+        return [(k, int(i)) for k, lm in enumerate(self.layers) for i in np.flatnonzero(lm.clipped)]
+
+
+def transistor_scaling(pdk: Pdk, **overrides: float) -> Scaling:
+    """Default transistor-level scaling: 0.1 V and 0.5 µA per unit, 1 pF, vcm a third of the supply."""
+    return dataclasses.replace(default_scaling(pdk), c_unit=DEFAULT_C_UNIT, **overrides)
+
+
+def _achieved(p: CellParams, cal: Calibration) -> tuple[float, float]:
+    """The (θ0, θ1) of the relu law the calibration predicts for instance ``p``."""
+    row = int(p.negative)
+    log_r = np.log(p.r)
+    theta0 = float(np.interp(log_r, np.log(cal.r), cal.theta0[row]))
+    own = float(np.interp(log_r, np.log(cal.r), cal.theta1[row]))
+    return theta0, own + (p.ipos * cal.inj_gain[0] - p.ineg * cal.inj_gain[1]) / cal.scaling.i0
+
+
+def _relu_target(law: str, theta: np.ndarray) -> tuple[float, float, bool]:
+    """The relu-form (θ0, θ1) a device needs, and whether its instance is port-swapped."""
+    if law == "relu":
+        return float(theta[0]), float(theta[1]), False
+    t0, t1 = float(theta[0]), float(theta[1])  # shift_relu: θ1·max(Δ − θ0, 0)
+    return (t1, -t1 * t0, False) if t1 >= 0 else (t1, t1 * t0, True)
+
+
+def _map_layer(law: str, theta: np.ndarray, cal: Calibration) -> LayerMap:
+    lo = min(cal.theta0_range(False)[0], cal.theta0_range(True)[0])
+    hi = min(cal.theta0_range(False)[1], cal.theta0_range(True)[1])
+    rows = []
+    to_params = relu_params if law == "relu" else shift_relu_params
+    for th in theta:
+        t0, t1, swap = _relu_target(law, th)
+        clipped = not (lo <= abs(t0) <= hi)
+        p = to_params(float(th[0]), float(th[1]), cal, clip=True)
+        a0, a1 = _achieved(p, cal)
+        if law == "relu":
+            achieved = (a0, a1)
+        else:  # back to shift_relu form: θ1' = a0, θ0' = ∓a1/a0 (the swapped instance has θ1 < 0)
+            achieved = ((a1 if swap else -a1) / a0 if a0 else 0.0, a0)
+        rows.append((p, achieved, clipped or not (lo <= abs(a0) <= hi)))
+    if not rows:
+        empty = np.zeros(0)
+        return LayerMap(empty.astype(bool), empty.astype(bool), empty, empty, empty, empty,
+                        np.zeros((0, theta.shape[1])), np.zeros((0, theta.shape[1])), empty.astype(bool))
+    params = [r[0] for r in rows]
+    return LayerMap(
+        np.array([p.negative for p in params]), np.array([p.swap for p in params]),
+        np.array([p.r for p in params]), np.array([p.ib for p in params]),
+        np.array([p.ipos for p in params]), np.array([p.ineg for p in params]),
+        np.asarray(theta, dtype=float), np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
+    )
+
+
+def unrealisable(knet: KNet) -> str | None:
+    """Why ``knet``'s law has no cell, or ``None`` when it has one."""
+    if knet.law in CELL_FOR_LAW:
+        return None
+    return (f"law {knet.law!r} has no transistor-level cell: {NO_CELL_REASON[knet.law]}; "
+            f"all {knet.num_devices} devices are affected (cells exist for {', '.join(CELL_FOR_LAW)})")
+
+
+def map_knet(knet: KNet, pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
+             cache: bool = True) -> CellMap:
+    """Map every device of ``knet`` onto calibrated signed ReLU cells.
+
+    Raises
+    ------
+    InputError
+        The law has no cell (the message says why).
+    """
+    reason = unrealisable(knet)
+    if reason:
+        raise InputError(reason)
+    pdk = get_pdk(pdk_name)
+    scaling = scaling or transistor_scaling(pdk)
+    # the cell's I-V in model units does not depend on the capacitance; calibrate at the cells' own scaling
+    cal_scaling = dataclasses.replace(scaling, c_unit=default_scaling(pdk).c_unit)
+    cal = calibrate(characterize_relu(pdk_name, corner, cal_scaling, cache=cache))
+    layers = tuple(_map_layer(knet.law, layer.theta, cal) for layer in knet.layers)
+    return CellMap(pdk, corner, scaling, cal, layers)

