@@ -3,8 +3,11 @@
 ``BUILD/`` holds ``circuit.cir`` (the reusable netlist), ``weights.npz``
 (the validated network, re-serialised), ``inputs.npy``/``labels.npy`` when
 the weights file recorded test data, and ``manifest.json`` (sizes, windows,
-scaling, file hashes, kcompile version). The directory appears whole or not
-at all: it is written beside the target and renamed into place.
+scaling, file hashes, kcompile version). A transistor-level build also holds
+``devices.npz``: per device the target θ, the θ the calibrated cell achieves,
+the instance parameters chosen, and which devices were clipped. The
+directory appears whole or not at all: it is written beside the target and
+renamed into place.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from . import __version__
 from .errors import InputError
 from .inputs import check_inputs
 from .knet import FORMAT, KNet, load_knet, save_knet
-from .netlist import Scaling, Tran, default_tran, write_circuit
+from .mapping import map_knet, transistor_scaling
+from .netlist import Scaling, Tran, default_tran, render_transistor_circuit, transistor_tran, write_circuit
+from .pdk import get_pdk
+from .reference import integrate
 
 MANIFEST = "manifest.json"
 
@@ -70,12 +76,13 @@ def _test_data(weights: Path, knet: KNet) -> dict[str, np.ndarray]:
     return data
 
 
-def manifest_for(knet: KNet, weights: Path, scaling: Scaling, tran: Tran, files: dict[str, str]) -> dict:
+def manifest_for(knet: KNet, weights: Path, scaling: Scaling, tran: Tran, files: dict[str, str],
+                 cells: dict | None = None) -> dict:
     return {
         "kcompile_version": __version__,
         "format": FORMAT,
         "source": {"path": str(weights), "sha256": sha256(weights)},
-        "cells": "behavioural",
+        "cells": cells or {"level": "behavioural"},
         "law": knet.law,
         "num_nodes": knet.num_nodes,
         "num_devices": knet.num_devices,
@@ -93,27 +100,90 @@ def manifest_for(knet: KNet, weights: Path, scaling: Scaling, tran: Tran, files:
     }
 
 
-def build(weights: str | Path, out_dir: str | Path, scaling: Scaling = Scaling()) -> Build:
+COMPLIANCE_SPAN = 4.0  # model units around vcm over which the cells are characterised
+
+
+def _clipped_message(cellmap, limit: int = 8) -> str:
+    items = cellmap.clipped
+    cal = cellmap.calibration
+    shown = ", ".join(
+        f"layer{k}[{i}] θ={np.round(cellmap.layers[k].target[i], 4).tolist()}" for k, i in items[:limit])
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    lo = min(cal.theta0_range(False)[0], cal.theta0_range(True)[0])
+    hi = min(cal.theta0_range(False)[1], cal.theta0_range(True)[1])
+    return (f"{len(items)} device(s) need a gain outside the cell's calibrated range |θ| in [{lo:.3g}, {hi:.3g}] "
+            f"on {cal.pdk}/{cal.corner}: {shown}{more}; pass --allow-clipped to build them clipped "
+            "(see devices.npz for target and achieved θ)")
+
+
+def compliance_warnings(knet: KNet, inputs: np.ndarray, scaling: Scaling, supply: float) -> list[str]:
+    """Warn when the ideal trajectories leave the window the cells were characterised on."""
+    grid = np.linspace(0.0, knet.t_bounds[-1], 50 * knet.num_layers + 1)
+    peak = float(np.abs(integrate(knet, inputs, grid=grid).grid_states).max())
+    if peak <= COMPLIANCE_SPAN:
+        return []
+    v0 = scaling.v0 * COMPLIANCE_SPAN / peak
+    return [f"node voltages reach ±{peak:.3g} model units ({scaling.vcm - peak * scaling.v0:.3g} to "
+            f"{scaling.vcm + peak * scaling.v0:.3g} V) on these inputs, beyond the cells' characterised window of "
+            f"±{COMPLIANCE_SPAN:g} units; the transistor level will be inaccurate. Suggest --v0 {v0:.3g} "
+            f"(volts per unit, now {scaling.v0:g}) within the {supply:g} V supply"]
+
+
+def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = None, *, cells: str = "behavioural",
+          pdk: str = "generic180", corner: str = "tt", allow_clipped: bool = False) -> Build:
     """Validate ``weights`` and write the build directory ``out_dir``.
+
+    Parameters
+    ----------
+    cells : {"behavioural", "transistor"}
+        One behavioural current source per device, or one calibrated
+        transistor-level cell per device on ``pdk``/``corner``.
+    scaling : Scaling, optional
+        Default: identity for behavioural, :func:`kcompile.mapping.transistor_scaling`
+        for transistor builds.
+    allow_clipped : bool
+        Build devices whose θ lies outside the cells' calibrated range, clipped.
 
     An existing ``out_dir`` is replaced only if it is an earlier kcompile build
     (it holds ``manifest.json``) or empty; anything else is refused.
     """
+    if cells not in ("behavioural", "transistor"):
+        raise InputError(f"The 'cells' parameter must be 'behavioural' or 'transistor'. Got {cells!r} instead.")
     weights, out_dir = Path(weights), Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file())):
         raise InputError(f"{out_dir}: exists and is not a kcompile build directory; choose another -o")
     knet = load_knet(weights)
     extras = _test_data(weights, knet)
-    tran = default_tran(knet)
+    cellmap, warnings = None, []
+    if cells == "transistor":
+        scaling = scaling or transistor_scaling(get_pdk(pdk))
+        cellmap = map_knet(knet, pdk, corner, scaling)
+        if cellmap.clipped and not allow_clipped:
+            raise InputError(f"{weights}: {_clipped_message(cellmap)}")
+        tran = transistor_tran(knet)
+        probe = extras.get("inputs")
+        probe = probe[:64] if probe is not None else np.random.default_rng(0).uniform(-1, 1, (16, knet.num_features))
+        warnings = compliance_warnings(knet, probe, scaling, cellmap.pdk.supply)
+    else:
+        scaling = scaling or Scaling()
+        tran = default_tran(knet)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        write_circuit(knet, tmp / "circuit.cir", scaling)
+        if cellmap is None:
+            write_circuit(knet, tmp / "circuit.cir", scaling)
+            cells_info = {"level": "behavioural"}
+        else:
+            with open(tmp / "circuit.cir", "w") as f:
+                f.writelines(render_transistor_circuit(knet, cellmap))
+            _save_devices(tmp / "devices.npz", cellmap)
+            cells_info = _cells_info(cellmap)
         save_knet(knet, tmp / "weights.npz")
         for name, arr in extras.items():
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
         files = {f.name: sha256(f) for f in sorted(tmp.iterdir())}
-        manifest = manifest_for(knet, weights, scaling, tran, files)
+        manifest = manifest_for(knet, weights, scaling, tran, files, cells_info)
+        manifest["warnings"] = warnings
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -122,6 +192,26 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling = Scaling()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Build(out_dir, knet, manifest, scaling, tran)
+
+
+def _save_devices(path: Path, cellmap) -> None:
+    arrays = {}
+    for k, lm in enumerate(cellmap.layers):
+        for name in ("target", "achieved", "negative", "swap", "r", "ib", "ipos", "ineg", "clipped"):
+            arrays[f"layer{k}_{name}"] = np.asarray(getattr(lm, name))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _cells_info(cellmap) -> dict:
+    err = [np.abs(lm.achieved - lm.target).max() if lm.target.size else 0.0 for lm in cellmap.layers]
+    cal = cellmap.calibration
+    return {
+        "level": "transistor", "cell": cal.cell, "pdk": cellmap.pdk.name, "corner": cellmap.corner,
+        "supply": cellmap.pdk.supply, "clipped": len(cellmap.clipped),
+        "max_theta_error": float(max(err)) if err else 0.0,
+        "theta0_range": {"positive": cal.theta0_range(False), "negative": cal.theta0_range(True)},
+    }
 
 
 def open_build(path: str | Path) -> Build:
@@ -133,6 +223,7 @@ def open_build(path: str | Path) -> Build:
     try:
         manifest = json.loads(manifest_path.read_text())
         scaling = Scaling(**{k: v for k, v in manifest["scaling"].items() if k != "tau"})
+        manifest["cells"]["level"]
         tran = Tran(**manifest["tran"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise InputError(f"{manifest_path}: unreadable manifest ({exc}); rebuild with 'kcompile build'") from None

@@ -50,14 +50,36 @@ def main():
 @click.argument("weights", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Build directory (default: build/<weights name>).")
-def build(weights: Path, out_dir: Path | None):
+@click.option("--cells", type=click.Choice(["behavioural", "transistor"]), default="behavioural", show_default=True,
+              help="One behavioural source per device, or one calibrated transistor-level cell per device.")
+@click.option("--pdk", default="generic180", show_default=True, help="PDK for transistor cells: generic180, sky130, gf180mcu.")
+@click.option("--corner", default="tt", show_default=True, help="Process corner for transistor cells.")
+@click.option("--allow-clipped", is_flag=True, help="Build devices whose θ lies outside the calibrated range, clipped.")
+@click.option("--v0", type=float, default=None, help="Volts per model voltage unit (transistor default 0.1).")
+@click.option("--i0", type=float, default=None, help="Amperes per model current unit (transistor default 5e-7).")
+@click.option("--c-unit", type=float, default=None, help="Farads per model capacitance unit (transistor default 1e-12).")
+def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped, v0, i0, c_unit):
     """Validate WEIGHTS (kcompile.knet/1 .npz) and write netlists and a manifest."""
+    import dataclasses
+
+    from .mapping import transistor_scaling
+    from .netlist import Scaling
+    from .pdk import get_pdk
+
     out_dir = out_dir or Path("build") / weights.stem
-    b = build_dir(weights, out_dir)
+    overrides = {k: v for k, v in {"v0": v0, "i0": i0, "c_unit": c_unit}.items() if v is not None}
+    base = transistor_scaling(get_pdk(pdk)) if cells == "transistor" else Scaling()
+    b = build_dir(weights, out_dir, dataclasses.replace(base, **overrides), cells=cells, pdk=pdk, corner=corner,
+                  allow_clipped=allow_clipped)
     m = b.manifest
     layers = ", ".join(f"{layer['devices']}" for layer in m["layers"])
+    what = "behavioural sources" if cells == "behavioural" else (
+        f"{m['cells']['cell']} cells on {pdk}/{corner} (tau = {b.scaling.tau:.3g} s; "
+        f"{m['cells']['clipped']} clipped; largest |achieved - target θ| {m['cells']['max_theta_error']:.3g})")
     console.print(f"built {out_dir}: {m['law']} law, {m['num_nodes']} nodes, {m['num_devices']} devices "
-                  f"(per layer: {layers}), {len(m['layers'])} layers", highlight=False)
+                  f"(per layer: {layers}), {len(m['layers'])} layers; {what}", highlight=False)
+    for w in m.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +90,21 @@ class _Run:
     reference: Trajectory
     spice: SpiceResult | None
     comparison: Comparison | None
+    characterised: Trajectory | None = None
+
+
+def _characterised(b: Build, x: np.ndarray) -> Trajectory | None:
+    """For a transistor build: the ODE with every cell's measured DC I–V (cached sweeps)."""
+    cells = b.manifest["cells"]
+    if cells.get("level") != "transistor":
+        return None
+    from .characterised import integrate_characterised, measure_devices
+    from .mapping import map_knet
+
+    console.print("characterised reference: measuring every cell's DC I-V (cached after the first run)",
+                  highlight=False)
+    cellmap = map_knet(b.knet, cells["pdk"], cells["corner"], b.scaling)
+    return integrate_characterised(b.knet, measure_devices(cellmap), x)
 
 
 def _inputs(b: Build, path: Path | None, batch: int, seed: int) -> tuple[np.ndarray, str]:
@@ -87,15 +124,16 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
     x, source = _inputs(b, inputs, batch, seed)
     console.print(f"inputs: {source}", highlight=False)
     ref = integrate(b.knet, x)
+    char = _characterised(b, x)
     if not use_spice:
-        return _Run(b.knet, x, source, ref, None, None)
+        return _Run(b.knet, x, source, ref, None, None, char)
     console.print(f"ngspice {ngspice.version()} ({ngspice.binary()}), {len(x)} sample(s)", highlight=False)
     with Progress(TextColumn("ngspice"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("", total=len(x))
         spice = run_spice(b.knet, b.circuit, x, b.tran, scaling=b.scaling, jobs=jobs, timeout=timeout,
                           run_root=keep_runs, progress=lambda n: bar.advance(task, n))
-    return _Run(b.knet, x, source, ref, spice, compare(ref.states, spice.states, b.knet.output_nodes))
+    return _Run(b.knet, x, source, ref, spice, compare(ref.states, spice.states, b.knet.output_nodes), char)
 
 
 def _table(run: _Run, rows: int = 8) -> Table:
@@ -127,6 +165,15 @@ def _report(run: _Run) -> None:
         per_layer = "  ".join(f"t{k}={e:.1e}" for k, e in enumerate(c.boundary_error))
         out.print(f"largest |spice - reference| at the outputs: {c.max_output_error:.3e} "
                   f"(sample {c.worst_sample}); all nodes per boundary: {per_layer}", highlight=False)
+    if run.characterised is not None:
+        outs = run.knet.output_nodes - 1
+        gaps = [("ideal -> characterised (cells' DC law)", run.reference.states, run.characterised.states)]
+        if run.spice is not None:
+            gaps.append(("characterised -> transistor (dynamics, switching)", run.characterised.states,
+                         run.spice.states))
+        for label, a, b in gaps:
+            out.print(f"{label}: largest output gap {np.abs(a[:, -1, outs] - b[:, -1, outs]).max():.3e}",
+                      highlight=False)
 
 
 def _save(path: Path, run: _Run) -> None:
@@ -135,6 +182,8 @@ def _save(path: Path, run: _Run) -> None:
             "t_bounds": np.asarray(knet.t_bounds), "output_nodes": knet.output_nodes}
     if run.spice is not None:
         data.update(spice=run.spice.outputs, spice_states=run.spice.states)
+    if run.characterised is not None:
+        data.update(characterised=run.characterised.outputs, characterised_states=run.characterised.states)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         np.savez(f, **data)

@@ -1,10 +1,22 @@
 """NumPy reference integrator: the ideal KirchhoffNet ODE, batched and sparse.
 
 ``C_n dv_n/dt = Σ_{e: d_e = n} g_e − Σ_{e: s_e = n} g_e``, layer by layer.
-The right-hand side gathers terminal voltages with fancy indexing and
-scatters device currents with a sparse incidence matrix, so the cost per
-step is ``O(B·E)``. Steps: adaptive Dormand–Prince 5(4) (max-norm error
-control over the whole batch, so no sample hides behind another) or
+
+Every law of the contract is ``g = scale · φ(a·vs + b·vd + c)`` with ``φ`` one
+of relu, tanh or identity (:data:`_AFFINE_FORMS`), so the right-hand side is
+two sparse products around one elementwise pass:
+
+    z = A v + c          A [E, N]: row e holds a at s_e and b at d_e
+    dv/dt = S φ(z)       S [N, E]: ± scale_e / C_n at d_e / s_e
+
+The state is held node-major (``[N, B]``: a sample's voltages in a column)
+so that each non-zero of ``A`` and ``S`` moves one contiguous row of ``B``
+numbers. The devices are processed in chunks whose ``z`` fits in the CPU
+cache, so ``z`` is written, activated and scattered before it leaves it: at
+MNIST size (460k devices, batch 64) this is 5x faster than gathering
+``v[src]``, ``v[dst]`` over the whole layer (see docs/performance.md).
+Steps: adaptive Dormand–Prince 5(4) (max-norm error control over the whole
+batch, so no sample hides behind another; PI step-size control) or
 fixed-step RK4.
 """
 
@@ -21,6 +33,9 @@ from .laws import LAWS
 
 DEFAULT_RTOL = 1e-9
 DEFAULT_ATOL = 1e-11
+
+#: bytes of one chunk's pre-activations ``z`` (about half a core's L2 cache)
+CHUNK_BYTES = 2 << 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,27 +56,96 @@ class Trajectory:
     grid_states: np.ndarray | None = None  # [B, T, N]
 
 
+# ---------------------------------------------------------------- right-hand side
+
+def _relu(z):
+    np.maximum(z, 0.0, out=z)
+
+
+def _tanh(z):
+    np.tanh(z, out=z)
+
+
+#: law -> (theta [E, P] -> (a, b, c, scale), in-place activation or None for identity);
+#: the same current as :data:`kcompile.laws.LAWS` (tests/test_reference_integrator.py checks it)
+_AFFINE_FORMS: dict[str, tuple[Callable, Callable | None]] = {
+    "relu": (lambda t: (t[:, 0], -t[:, 0], t[:, 1], 1.0), _relu),
+    "shift_relu": (lambda t: (1.0, -1.0, -t[:, 0], t[:, 1]), _relu),
+    "relu_affine": (lambda t: (t[:, 0], t[:, 1], t[:, 2], 1.0), _relu),
+    "tanh_affine": (lambda t: (t[:, 0], t[:, 1], t[:, 2], 1.0), _tanh),
+    "tanh": (lambda t: (t[:, 0], -t[:, 0], t[:, 1], 1.0), _tanh),
+    "linear": (lambda t: (1.0, -1.0, 0.0, t[:, 0]), None),
+}
+
+
+class _LayerRHS:
+    """``f(v) -> dv/dt`` for one layer, node-major: ``v`` and the result are ``[N, B]``."""
+
+    def __init__(self, knet: KNet, k: int, dtype):
+        layer = knet.layers[k]
+        self.n, self.e, self.dtype = knet.num_nodes, layer.num_devices, np.dtype(dtype)
+        src, dst, rows = layer.src, layer.dst, np.arange(layer.num_devices)
+        form = _AFFINE_FORMS.get(knet.law)
+        if form is None:  # a law without an affine form: gather, law, scatter
+            self.current, self.activation = LAWS[knet.law].current, None
+            self.theta = layer.theta.astype(dtype)
+            self.src, self.dst = src, dst
+            scale = np.ones(self.e)
+        else:
+            coeffs, self.activation = form
+            a, b, c, scale = (np.broadcast_to(np.asarray(x, float), (self.e,)) for x in coeffs(layer.theta))
+            self.current = None
+            self.c = c.astype(dtype)[:, None]
+            self.A = _matrix(rows, src, a, rows, dst, b, (self.e, self.n), dtype)  # ground columns dropped
+        inv_c = 1.0 / knet.capacitance
+        # S: + scale/C at the drain's row, - scale/C at the source's row (ground rows dropped)
+        self.S = _matrix(dst, rows, scale * inv_c[dst - 1], src, rows, -scale * inv_c[src - 1],
+                         (self.n, self.e), dtype, drop="rows").tocsc()
+        self._chunks: dict[int, list] = {}
+
+    def chunks(self, batch: int) -> list:
+        """``(A_c, c_c, S_c)`` per chunk of devices, sized for ``batch`` columns."""
+        if batch not in self._chunks:
+            size = max(1024, CHUNK_BYTES // (batch * self.dtype.itemsize))
+            bounds = list(range(0, self.e, size)) + [self.e]
+            self._chunks[batch] = [(self.A[lo:hi], self.c[lo:hi], self.S[:, lo:hi])
+                                   for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        return self._chunks[batch]
+
+    def __call__(self, v: np.ndarray) -> np.ndarray:
+        if self.current is not None:
+            vg = np.concatenate([np.zeros((1, v.shape[1]), v.dtype), v])
+            return self.S @ self.current(vg[self.src].T, vg[self.dst].T, self.theta).T
+        out = np.zeros_like(v)
+        for a, c, s in self.chunks(v.shape[1]):
+            z = a @ v
+            z += c
+            if self.activation is not None:
+                self.activation(z)
+            out += s @ z
+        return out
+
+
+def _matrix(r1, c1, v1, r2, c2, v2, shape, dtype, drop="cols") -> sp.csr_matrix:
+    """CSR matrix with entries ``v1`` at ``(r1, c1)`` and ``v2`` at ``(r2, c2)``; node 0 (ground) dropped."""
+    r, c, v = np.r_[r1, r2], np.r_[c1, c2], np.r_[v1, v2]
+    keep = (c if drop == "cols" else r) > 0
+    r, c = r[keep], c[keep]
+    if drop == "cols":
+        c = c - 1
+    else:
+        r = r - 1
+    return sp.csr_matrix((v[keep].astype(dtype), (r, c)), shape=shape, dtype=dtype)
+
+
 def layer_rhs(knet: KNet, k: int, dtype=np.float64) -> Callable[[np.ndarray], np.ndarray]:
     """``f(v) -> dv/dt`` for layer ``k``, with ``v`` of shape ``[B, N]``."""
-    layer = knet.layers[k]
-    n, e = knet.num_nodes, layer.num_devices
-    current = LAWS[knet.law].current
-    theta = layer.theta.astype(dtype)
-    # incidence [N+1, E]: +1 at the drain node, -1 at the source node; drop ground row
-    inc = sp.csr_matrix(
-        (np.r_[np.ones(e), -np.ones(e)], (np.r_[layer.dst, layer.src], np.r_[np.arange(e), np.arange(e)])),
-        shape=(n + 1, e), dtype=dtype,
-    )
-    scatter = (sp.diags(1.0 / knet.capacitance.astype(dtype)) @ inc[1:]).tocsr()
-    src, dst = layer.src, layer.dst
+    f = _LayerRHS(knet, k, dtype)
+    return lambda v: f(np.ascontiguousarray(np.asarray(v, dtype).T)).T
 
-    def rhs(v: np.ndarray) -> np.ndarray:
-        vg = np.concatenate([np.zeros((v.shape[0], 1), dtype=v.dtype), v], axis=1)
-        g = current(vg[:, src], vg[:, dst], theta)  # [B, E]
-        return (scatter @ g.T).T
 
-    return rhs
-
+# ---------------------------------------------------------------- steppers
+# The steppers see states node-major ([N, B]); ``integrate`` transposes at its edges.
 
 # Dormand–Prince 5(4) tableau
 _C = np.array([0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1, 1])
@@ -77,6 +161,11 @@ _A = [
 _B = np.array([35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0])
 _E = _B - np.array([5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40])
 
+# PI step-size control (Hairer, Nørsett & Wanner, Solving ODEs I, §II.4; DOPRI5's constants)
+_SAFETY, _BETA = 0.9, 0.04
+_ALPHA = 0.2 - 0.75 * _BETA
+_GROW, _SHRINK = 5.0, 0.2
+
 
 def _hermite(t0, t1, y0, y1, f0, f1, ts):
     """Cubic Hermite interpolation between two accepted steps, at times ``ts``."""
@@ -85,7 +174,16 @@ def _hermite(t0, t1, y0, y1, f0, f1, ts):
     s = s[:, None, None]
     h00, h10 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s
     h01, h11 = -2 * s**3 + 3 * s**2, s**3 - s**2
-    return h00 * y0 + h10 * h * f0 + h01 * y1 + h11 * h * f1  # [T, B, N]
+    return h00 * y0 + h10 * h * f0 + h01 * y1 + h11 * h * f1  # [T, N, B]
+
+
+def _combine(y, h, coeffs, ks):
+    """``y + h·Σ coeffs[i]·ks[i]`` (zero coefficients skipped) in one new array."""
+    out = y.copy()
+    for a, k in zip(coeffs, ks):
+        if a:
+            out += (h * a) * k
+    return out
 
 
 def _dopri5(f, y, t0, t1, rtol, atol, grid, out, counters):
@@ -95,23 +193,33 @@ def _dopri5(f, y, t0, t1, rtol, atol, grid, out, counters):
     scale = atol + rtol * np.abs(y)  # first step from the local derivative scale
     d0, d1 = np.max(np.abs(y) / scale), np.max(np.abs(fy) / scale)
     h = min(0.01 * d0 / d1 if d0 > 1e-5 and d1 > 1e-5 else 1e-6, t1 - t0)
+    prev_ratio, rejected = 1e-4, False
     while t < t1:
         h = min(h, t1 - t)
         ks = [fy]
         for i in range(1, 7):
-            yi = y + h * sum(a * k for a, k in zip(_A[i], ks) if a)
+            yi = _combine(y, h, _A[i], ks)
             ks.append(f(yi))
         counters[1] += 6
         y_new = yi  # the 7th stage is evaluated at the 5th-order solution (FSAL)
-        err = h * sum(e * k for e, k in zip(_E, ks) if e)
-        scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
-        ratio = float(np.max(np.abs(err) / scale))
+        err = _combine(np.zeros_like(y), h, _E, ks)
+        scale = np.maximum(np.abs(y), np.abs(y_new))
+        scale *= rtol
+        scale += atol
+        np.abs(err, out=err)
+        err /= scale
+        ratio = float(err.max())
         if ratio <= 1.0:
             t_new = t1 if t1 - (t + h) <= 1e-12 * max(1.0, abs(t1)) else t + h
             _fill_grid(grid, out, t, t_new, y, y_new, fy, ks[6])
             t, y, fy = t_new, y_new, ks[6]
             counters[0] += 1
-        h *= min(5.0, max(0.2, 0.9 * (ratio + 1e-16) ** -0.2))
+            factor = _SAFETY * (ratio + 1e-16) ** -_ALPHA * prev_ratio ** _BETA
+            factor = min(1.0 if rejected else _GROW, max(_SHRINK, factor))
+            prev_ratio, rejected = max(ratio, 1e-4), False
+        else:
+            factor, rejected = max(_SHRINK, _SAFETY * ratio ** -_ALPHA), True
+        h *= factor
         if h < 1e-14 * max(1.0, abs(t1)):
             raise FloatingPointError(f"step size underflow at t = {t}")
     return y
@@ -137,16 +245,17 @@ def _rk4(f, y, t0, t1, dt, grid, out, counters):
 
 
 def _fill_grid(grid, out, t0, t1, y0, y1, f0, f1):
+    """Write the grid points in ``[t0, t1]`` into ``out [B, T, N]`` (states arrive ``[N, B]``)."""
     if grid is None:
         return
     sel = np.flatnonzero((grid >= t0) & (grid <= t1) & np.isnan(out[0, :, 0]))
     if sel.size:
-        out[:, sel] = np.moveaxis(_hermite(t0, t1, y0, y1, f0, f1, grid[sel]), 0, 1)
+        out[:, sel] = _hermite(t0, t1, y0, y1, f0, f1, grid[sel]).transpose(2, 0, 1)
 
 
 def integrate(knet: KNet, inputs: np.ndarray, *, method: str = "dopri5", rtol: float = DEFAULT_RTOL,
               atol: float = DEFAULT_ATOL, dt: float = 1e-2, grid: np.ndarray | None = None,
-              dtype=np.float64) -> Trajectory:
+              dtype=np.float64, rhs: Callable | None = None) -> Trajectory:
     """Integrate the network for a batch of inputs.
 
     Parameters
@@ -159,6 +268,13 @@ def integrate(knet: KNet, inputs: np.ndarray, *, method: str = "dopri5", rtol: f
         Adaptive Dormand–Prince 5(4) with ``rtol``/``atol``, or RK4 with step ``dt``.
     grid : array, optional
         Times at which to also return all node voltages (``grid_states``).
+    dtype : numpy dtype
+        Arithmetic precision. ``float32`` halves the memory traffic of the
+        right-hand side (about 2.5x faster at MNIST size) but cannot meet
+        tolerances much below 1e-6; keep ``float64`` for the defaults.
+    rhs : callable, optional
+        ``rhs(knet, k, dtype) -> f`` with ``f(v [B, N]) -> dv/dt [B, N]``: replaces
+        the ideal law (the characterised reference uses measured cell tables).
 
     Returns
     -------
@@ -166,21 +282,26 @@ def integrate(knet: KNet, inputs: np.ndarray, *, method: str = "dopri5", rtol: f
     """
     if method not in ("dopri5", "rk4"):
         raise ValueError(f"The 'method' parameter of integrate must be 'dopri5' or 'rk4'. Got {method!r} instead.")
-    y = knet.initial_state(inputs).astype(dtype)
-    b, n = y.shape
+    y0 = knet.initial_state(inputs).astype(dtype)
+    b, n = y0.shape
     states = np.empty((b, knet.num_layers + 1, n), dtype=dtype)
-    states[:, 0] = y
+    states[:, 0] = y0
     grid_arr = None if grid is None else np.asarray(grid, dtype=float)
     out = None if grid_arr is None else np.full((b, grid_arr.size, n), np.nan, dtype=dtype)
     if out is not None:
-        out[:, grid_arr <= knet.t_bounds[0]] = y[:, None]
+        out[:, grid_arr <= knet.t_bounds[0]] = y0[:, None]
     counters = [0, 0]
+    y = np.ascontiguousarray(y0.T)  # node-major [N, B]
     for k, layer in enumerate(knet.layers):
-        f = layer_rhs(knet, k, dtype)
+        if rhs is None:
+            f = _LayerRHS(knet, k, dtype)
+        else:
+            batch_major = rhs(knet, k, dtype)
+            f = lambda v, g=batch_major: np.ascontiguousarray(g(v.T).T)  # noqa: E731 (node-major adapter)
         if method == "dopri5":
             y = _dopri5(f, y, layer.t_start, layer.t_stop, rtol, atol, grid_arr, out, counters)
         else:
             y = _rk4(f, y, layer.t_start, layer.t_stop, dt, grid_arr, out, counters)
-        states[:, k + 1] = y
-    return Trajectory(states, y[:, knet.output_nodes - 1], np.asarray(knet.t_bounds), counters[0],
+        states[:, k + 1] = y.T
+    return Trajectory(states, states[:, -1, knet.output_nodes - 1], np.asarray(knet.t_bounds), counters[0],
                       counters[1], grid_arr, out)
