@@ -91,6 +91,7 @@ class _Run:
     spice: SpiceResult | None
     comparison: Comparison | None
     characterised: Trajectory | None = None
+    tau: float = 1.0
 
 
 def _characterised(b: Build, x: np.ndarray) -> Trajectory | None:
@@ -126,14 +127,17 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
     ref = integrate(b.knet, x)
     char = _characterised(b, x)
     if not use_spice:
-        return _Run(b.knet, x, source, ref, None, None, char)
+        return _Run(b.knet, x, source, ref, None, None, char, b.scaling.tau)
     console.print(f"ngspice {ngspice.version()} ({ngspice.binary()}), {len(x)} sample(s)", highlight=False)
     with Progress(TextColumn("ngspice"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("", total=len(x))
+        cells = b.manifest["cells"]
+        supply = ("vdd", cells["supply"]) if cells.get("level") == "transistor" else None
         spice = run_spice(b.knet, b.circuit, x, b.tran, scaling=b.scaling, jobs=jobs, timeout=timeout,
-                          run_root=keep_runs, progress=lambda n: bar.advance(task, n))
-    return _Run(b.knet, x, source, ref, spice, compare(ref.states, spice.states, b.knet.output_nodes), char)
+                          run_root=keep_runs, supply=supply, progress=lambda n: bar.advance(task, n))
+    return _Run(b.knet, x, source, ref, spice, compare(ref.states, spice.states, b.knet.output_nodes), char,
+                b.scaling.tau)
 
 
 def _table(run: _Run, rows: int = 8) -> Table:
@@ -165,6 +169,10 @@ def _report(run: _Run) -> None:
         per_layer = "  ".join(f"t{k}={e:.1e}" for k, e in enumerate(c.boundary_error))
         out.print(f"largest |spice - reference| at the outputs: {c.max_output_error:.3e} "
                   f"(sample {c.worst_sample}); all nodes per boundary: {per_layer}", highlight=False)
+    if run.spice is not None and run.spice.energy is not None:
+        latency = float(run.knet.t_bounds[-1]) * run.tau
+        out.print(f"physical latency t_L·tau = {latency:.3g} s; energy per inference (supply) "
+                  f"mean {run.spice.energy.mean():.3g} J, max {run.spice.energy.max():.3g} J", highlight=False)
     if run.characterised is not None:
         outs = run.knet.output_nodes - 1
         gaps = [("ideal -> characterised (cells' DC law)", run.reference.states, run.characterised.states)]
@@ -182,6 +190,8 @@ def _save(path: Path, run: _Run) -> None:
             "t_bounds": np.asarray(knet.t_bounds), "output_nodes": knet.output_nodes}
     if run.spice is not None:
         data.update(spice=run.spice.outputs, spice_states=run.spice.states)
+        if run.spice.energy is not None:
+            data.update(energy=run.spice.energy, latency=float(run.knet.t_bounds[-1]) * run.tau)
     if run.characterised is not None:
         data.update(characterised=run.characterised.outputs, characterised_states=run.characterised.states)
     path.parent.mkdir(parents=True, exist_ok=True)

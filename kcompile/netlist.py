@@ -134,8 +134,11 @@ def render_circuit(knet: KNet, scaling: Scaling = Scaling(), edge_fraction: floa
     )
 
 
-def render_deck(initial: np.ndarray, tran: Tran, scaling: Scaling = Scaling()) -> str:
-    """The per-run deck: node voltages at t = 0 (model units, ``[N]``) and the analysis."""
+def render_deck(initial: np.ndarray, tran: Tran, scaling: Scaling = Scaling(), supply: str | None = None) -> str:
+    """The per-run deck: node voltages at t = 0 (model units, ``[N]``) and the analysis.
+
+    ``supply`` names a voltage source whose current is saved too (energy).
+    """
     volts = scaling.vcm + scaling.v0 * np.asarray(initial, dtype=float)
     tau = scaling.tau
     return _environment().get_template("deck.cir.j2").render(
@@ -144,7 +147,7 @@ def render_deck(initial: np.ndarray, tran: Tran, scaling: Scaling = Scaling()) -
         options=tran.options(scaling),
         tstep=_num(tran.tstep * tau), tstop=_num(tran.tstop * tau), tmax=_num(tran.tmax * tau),
         uic=" uic" if tran.uic else "",
-        saved=range(1, volts.size + 1),
+        saved=range(1, volts.size + 1), extra_saves=[f"i({supply})"] if supply else [],
     )
 
 

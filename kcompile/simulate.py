@@ -40,6 +40,7 @@ class SpiceResult:
     outputs: np.ndarray
     waveforms: list | None = None  # per sample (time [T] model units, volts [T, N] model units)
     cached: int = 0  # samples read from the cache
+    energy: np.ndarray | None = None  # [B] joules drawn from the supply per sample (transistor level)
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,13 +54,14 @@ class _Job:
     timeout: float
     run_dir: Path | None
     cache_file: Path | None
+    supply: tuple[str, float] | None = None  # (source name, volts): integrate its power
 
 
-def _run_one(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """One sample: run, check, and return (states at the boundaries, waveform)."""
+def _run_one(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], float]:
+    """One sample: run, check, and return (states at the boundaries, waveform, supply energy)."""
     if job.cache_file is not None and job.cache_file.is_file():
         with np.load(job.cache_file, allow_pickle=False) as z:
-            return z["states"], (z["t"], z["v"])
+            return z["states"], (z["t"], z["v"]), float(z["energy"])
     raw = ngspice.run(job.deck, files={"circuit.cir": job.circuit}, timeout=job.timeout, run_dir=job.run_dir,
                       keep=job.run_dir is not None)
     scaling, initial = job.scaling, job.initial
@@ -74,15 +76,19 @@ def _run_one(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
             f"initial conditions not applied: node {bad[0] + 1} starts at {start[bad[0]]:g}, expected "
             f"{initial[bad[0]]:g} (inputs {np.array2string(initial[:4], precision=4)}...; is 'uic' on the .tran line?)",
             job.run_dir, job.deck)
+    energy = float("nan")
+    if job.supply is not None:  # a source delivering power carries negative current in SPICE
+        name, volts = job.supply
+        energy = float(np.trapezoid(-raw[f"i({name})"] * volts, raw.time))
     if t[0] > 0.0:
         t, v = np.r_[0.0, t], np.vstack([start, v])
     states = at_times(t, v, job.t_bounds)
     if job.cache_file is not None:
         tmp = job.cache_file.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
-            np.savez(f, states=states, t=t, v=v)
+            np.savez(f, states=states, t=t, v=v, energy=energy)
         tmp.replace(job.cache_file)
-    return states, (t, v)
+    return states, (t, v), energy
 
 
 def start_voltages(t: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -127,6 +133,7 @@ def dask_executor(address: str) -> Executor:
 def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scaling: Scaling = Scaling(),
              timeout: float = 600.0, jobs: int | None = None, executor: Executor | None = None,
              waveforms: bool = False, run_root: Path | None = None, cache_dir: Path | None = None,
+             supply: tuple[str, float] | None = None,
              progress: Callable[[int], None] | None = None) -> SpiceResult:
     """Simulate every row of ``inputs`` through ``circuit`` in ngspice.
 
@@ -149,6 +156,8 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
         Keep each run's directory under ``run_root/sample_<b>`` (for inspection).
     cache_dir : Path, optional
         Store and reuse finished runs, keyed by the hash of circuit and deck.
+    supply : (str, float), optional
+        Voltage source name and volts: report the energy it delivers per sample.
     progress : callable, optional
         Called with 1 after each finished sample.
     """
@@ -160,11 +169,11 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     work = []
     for b, row in enumerate(initial):
-        deck = render_deck(row, tran, scaling)
+        deck = render_deck(row, tran, scaling, supply[0] if supply else None)
         key = hashlib.sha256(f"{circuit_hash}\n{ngspice.version()}\n{deck}".encode()).hexdigest()
         work.append(_Job(circuit, deck, row, knet.t_bounds, tran.tstop, scaling, timeout,
                          None if run_root is None else Path(run_root) / f"sample_{b}",
-                         None if cache_dir is None else Path(cache_dir) / f"{key}.npz"))
+                         None if cache_dir is None else Path(cache_dir) / f"{key}.npz", supply))
     cached = sum(job.cache_file is not None and job.cache_file.is_file() for job in work)
     results: list = [None] * len(work)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(work)))
@@ -187,4 +196,5 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
                 pool.shutdown(cancel_futures=True)
     states = np.stack([r[0] for r in results])
     return SpiceResult(states, states[:, -1, knet.output_nodes - 1],
-                       [r[1] for r in results] if waveforms else None, cached)
+                       [r[1] for r in results] if waveforms else None, cached,
+                       np.array([r[2] for r in results]) if supply else None)
