@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -314,12 +315,12 @@ def _verify_flow(path: Path, jobs: int | None, as_json: bool, junit: Path | None
         for col in ("gate", "limit", "value", "verdict"):
             t.add_column(col, justify="right")
         for g in data["gates"]:
-            t.add_row(g["name"], f"{g['limit']:g}", "-" if g["value"] is None else f"{g['value']:.4g}",
+            t.add_row(escape(g["name"] + ("" if g["corner"] == "-" else f" [{g['corner']}]")), f"{g['limit']:g}", "-" if g["value"] is None else f"{g['value']:.4g}",
                       "[green]pass[/]" if g["passed"] else "[bold red]FAIL[/]")
         out.print(t)
         for g in data["gates"]:
             if not g["passed"]:
-                out.print(f"[bold red]FAIL[/] {g['detail']}", highlight=False)
+                out.print(f"[bold red]FAIL[/] {escape(g['detail'])}", highlight=False)
         out.print("[green]PASS[/]" if result.passed else "[bold red]FAIL[/]")
     for f in (junit, report):
         if f:

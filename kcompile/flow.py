@@ -17,6 +17,10 @@ Example::
     jobs: 2                                # local ngspice processes (default: all cores)
     scheduler: tcp://127.0.0.1:8786        # optional: run samples on a Dask cluster
     cache: ../.kcompile-cache              # optional: reuse finished runs by deck hash
+
+Transistor-level keys: ``pdk`` (generic180, sky130, gf180mcu), ``corners``
+(the first is the calibration corner), ``temperature`` (°C, list),
+``scaling`` (v0, vcm, i0, c_unit overrides), ``allow_clipped``.
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ class Flow:
     jobs: int | None = None
     scheduler: str | None = None
     cache: Path | None = None
+    allow_clipped: bool = False
 
 
 class _Checker:
@@ -136,7 +141,7 @@ def load_flow(path: str | Path) -> Flow:
         raise InputError(f"{path}: a flow file must be a YAML mapping")
     c = _Checker(path)
     known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature",
-             "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache"}
+             "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache", "allow_clipped"}
     for key in data:
         if key not in known:
             raise c.fail(key, f"is not a flow key (known: {', '.join(sorted(known))})")
@@ -177,6 +182,7 @@ def load_flow(path: str | Path) -> Flow:
         monte_carlo=monte_carlo, scaling=dict(scaling), gates=tuple(gates),
         jobs=c.typed(data, "jobs", int, None), scheduler=c.typed(data, "scheduler", str, None),
         cache=None if "cache" not in data else (path.parent / c.typed(data, "cache", str)).resolve(),
+        allow_clipped=c.typed(data, "allow_clipped", bool, False),
     )
 
 

@@ -28,12 +28,14 @@ def summary(result: FlowResult) -> dict:
         "levels": [
             {"level": r.level, "corner": r.corner, "seconds": r.seconds, "task_metric": r.metric,
              "max_output_error": float(np.abs(r.outputs - ideal).max()),
+             "energy_per_inference_j": None if r.energy is None else float(np.mean(r.energy)),
+             "latency_s": r.latency,
              "boundary_error": np.abs(r.states - result.ideal.states).max(axis=(0, 2)).tolist()}
             for r in result.levels
         ],
         "gates": [
-            {"name": g.gate.name, "level": g.gate.level, "metric": g.gate.metric, "limit": g.gate.limit,
-             "value": g.value, "passed": g.passed, "detail": g.detail}
+            {"name": g.gate.name, "level": g.gate.level, "corner": g.corner, "metric": g.gate.metric,
+             "limit": g.gate.limit, "value": g.value, "passed": g.passed, "detail": g.detail}
             for g in result.gates
         ],
     }
@@ -45,7 +47,8 @@ def write_junit(result: FlowResult, path: Path) -> None:
     suite = ET.Element("testsuite", name=f"kcompile.verify.{result.flow.name}", tests=str(len(result.gates)),
                        failures=str(failures), errors="0")
     for g in result.gates:
-        case = ET.SubElement(suite, "testcase", classname=f"{result.flow.name}.{g.gate.level}", name=g.gate.metric)
+        name = g.gate.metric if g.corner == "-" else f"{g.gate.metric}[{g.corner}]"
+        case = ET.SubElement(suite, "testcase", classname=f"{result.flow.name}.{g.gate.level}", name=name)
         if not g.passed:
             ET.SubElement(case, "failure", message=g.detail, type="GateFailed").text = g.detail
         else:
@@ -119,7 +122,7 @@ def write_html(result: FlowResult, path: Path) -> None:
     s = summary(result)
     figs = _figures(result)
     verdict = '<span class="pass">PASS</span>' if result.passed else '<span class="fail">FAIL</span>'
-    gate_rows = [[html.escape(g["name"]), f"{g['limit']:g}", "—" if g["value"] is None else f"{g['value']:.4g}",
+    gate_rows = [[html.escape(g["name"] + ("" if g["corner"] == "-" else f" [{g['corner']}]")), f"{g['limit']:g}", "—" if g["value"] is None else f"{g['value']:.4g}",
                   '<span class="pass">pass</span>' if g["passed"] else '<span class="fail">FAIL</span>',
                   html.escape(g["detail"])] for g in s["gates"]]
     metric_name = {"classification": "accuracy (%)", "regression": "MSE"}.get(result.task, "task metric")
@@ -132,8 +135,21 @@ def write_html(result: FlowResult, path: Path) -> None:
             drop = f"{ideal_metric - m:+.2f} pts" if result.task == "classification" else f"×{m / max(ideal_metric, 1e-300):.3f}"
         level_rows.append([lv["level"], lv["corner"], f"{lv['max_output_error']:.3e}",
                            "—" if m is None else f"{m:.4g}", drop, f"{lv['seconds']:.2f}"])
-    mc = ("<p>Monte Carlo mismatch runs need the transistor level, which this flow does not run.</p>")
-    corners = ("<p>Process corners need the transistor level, which this flow does not run.</p>")
+    mc = "<p>No Monte Carlo mismatch runs in this flow (set monte_carlo.runs).</p>"
+    transistor = [lv for lv in s["levels"] if lv["level"] == "transistor"]
+    if transistor:
+        rows = [[html.escape(lv["corner"]), f"{lv['max_output_error']:.3e}",
+                 "—" if lv["task_metric"] is None else f"{lv['task_metric']:.4g}",
+                 "—" if lv["energy_per_inference_j"] is None else f"{lv['energy_per_inference_j']:.3g}",
+                 "—" if lv["latency_s"] is None else f"{lv['latency_s']:.3g}"] for lv in transistor]
+        corners = _table(rows, ["corner, temperature", "max |output − ideal|", metric_name,
+                                "energy / inference (J)", "latency t_L·τ (s)"])
+        ideal_s = result.levels[0].seconds / max(len(result.inputs), 1)
+        corners += (f"<p>Calibrated at the first corner; the others show the degradation. For comparison, the "
+                    f"NumPy reference integrator took {ideal_s:.3g} s per sample on this machine (wall time, "
+                    f"batch of {len(result.inputs)}).</p>")
+    else:
+        corners = "<p>No transistor-level runs in this flow, so no corners, energy or latency.</p>"
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8">
 <title>kcompile verify: {html.escape(result.flow.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
@@ -150,7 +166,7 @@ law <code>{html.escape(result.knet.law)}</code>, {result.knet.num_nodes} nodes, 
 <h2 id="waveforms">Waveforms (output nodes; solid: ideal, dashed: simulated)</h2>{figs['waveforms']}
 <h2 id="errors">Error at each layer boundary, and output error histogram</h2>{figs.get('errors', '<p>No simulated level.</p>')}
 <h2 id="montecarlo">Monte Carlo</h2>{mc}
-<h2 id="corners">Corners</h2>{corners}
+<h2 id="corners">Corners, energy and latency</h2>{corners}
 </body></html>
 """
     Path(path).write_text(page)

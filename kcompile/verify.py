@@ -2,7 +2,10 @@
 
 Level ``ideal`` is the NumPy reference (always run: it is what the others
 are judged against); ``behavioural`` compiles the network to behavioural
-sources and runs ngspice. Each level's gap to ``ideal`` is reported
+sources and runs ngspice; ``characterised`` integrates the ODE with every
+cell's measured DC I–V; ``transistor`` runs the calibrated transistor-level
+cells in ngspice at every process corner and temperature of the flow
+(calibrated at the first corner, so the others show the degradation). Each level's gap to ``ideal`` is reported
 separately so a compiler bug (behavioural) can be told from a device
 non-ideality (transistor).
 """
@@ -17,9 +20,15 @@ from typing import Callable
 
 import numpy as np
 
+import dataclasses
+
 from .build import build
+from .characterised import integrate_characterised, measure_devices
 from .errors import InputError
 from .flow import Flow, Gate
+from .mapping import map_knet, transistor_scaling
+from .netlist import render_transistor_circuit, transistor_tran
+from .pdk import get_pdk
 from .inputs import load_inputs, random_inputs
 from .knet import KNet
 from .netlist import Scaling
@@ -40,6 +49,8 @@ class LevelRun:
     seconds: float
     waveforms: list | None = None  # per sample: (t [T], v [T, N])
     metric: float | None = None
+    energy: np.ndarray | None = None  # [B] joules per inference (transistor level)
+    latency: float | None = None  # seconds: t_L · tau
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +59,7 @@ class GateResult:
     value: float | None
     passed: bool
     detail: str
+    corner: str = "-"
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,10 +113,15 @@ def _inputs(flow: Flow, build_inputs: np.ndarray | None, build_labels: np.ndarra
     return load_inputs(flow.inputs, knet), None, str(flow.inputs)
 
 
-def _gate(gate: Gate, result_levels: dict[str, LevelRun], ideal_outputs: np.ndarray, ideal_metric, task) -> GateResult:
-    run = result_levels.get(gate.level)
-    if run is None:
-        return GateResult(gate, None, False, f"level {gate.level} did not run")
+def _gates(gate: Gate, runs: list[LevelRun], ideal_outputs: np.ndarray, ideal_metric, task) -> list[GateResult]:
+    """One result per run of the gate's level (one per corner for the transistor level)."""
+    mine = [run for run in runs if run.level == gate.level]
+    if not mine:
+        return [GateResult(gate, None, False, f"level {gate.level} did not run")]
+    return [_gate(gate, run, ideal_outputs, ideal_metric, task) for run in mine]
+
+
+def _gate(gate: Gate, run: LevelRun, ideal_outputs: np.ndarray, ideal_metric, task) -> GateResult:
     if gate.metric == "max_output_error":
         value = float(np.abs(run.outputs - ideal_outputs).max())
     elif gate.metric in ("accuracy_drop", "mse_ratio"):
@@ -116,7 +133,53 @@ def _gate(gate: Gate, result_levels: dict[str, LevelRun], ideal_outputs: np.ndar
         return GateResult(gate, None, False, f"metric {gate.metric} needs Monte Carlo runs, which this flow has not")
     ok = gate.holds(value)
     rel = ">=" if gate.is_floor else "<="
-    return GateResult(gate, value, ok, f"{gate.name} = {value:.4g} {'' if ok else 'not '}{rel} {gate.limit:g}")
+    where = "" if run.corner == "-" else f" [{run.corner}]"
+    return GateResult(gate, value, ok, f"{gate.name}{where} = {value:.4g} {'' if ok else 'not '}{rel} {gate.limit:g}",
+                      run.corner)
+
+
+def _ticker(progress, label: str, total: int):
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress:
+            progress(label, done[0], total)
+
+    return tick
+
+
+def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: Path, executor, progress):
+    """Characterised and transistor levels: calibrated at the nominal (first) corner, run at every corner."""
+    pdk = get_pdk(flow.pdk or "generic180")
+    scaling = dataclasses.replace(transistor_scaling(pdk), **flow.scaling)
+    nominal = flow.corners[0]
+    cellmap = map_knet(knet, pdk.name, nominal, scaling)
+    if cellmap.clipped and not flow.allow_clipped:
+        raise InputError(f"{flow.path}: {len(cellmap.clipped)} device(s) of {flow.model} need θ outside the cell's "
+                         "calibrated range; set 'allow_clipped: true' in the flow to run them clipped")
+    runs = []
+    if "characterised" in flow.levels:
+        t0 = time.perf_counter()
+        ch = integrate_characterised(knet, measure_devices(cellmap), x)
+        runs.append(LevelRun("characterised", nominal, ch.outputs, ch.states, time.perf_counter() - t0,
+                             metric=task_metric(task, ch.outputs, labels)))
+    if "transistor" in flow.levels:
+        tran = transistor_tran(knet)
+        for corner in flow.corners:
+            for temp in flow.temperature:
+                label = f"{corner} {temp:g}C"
+                circuit = work / f"transistor_{corner}_{temp:g}.cir"
+                with open(circuit, "w") as f:
+                    f.writelines(render_transistor_circuit(knet, dataclasses.replace(cellmap, corner=corner)))
+                t0 = time.perf_counter()
+                spice = simulate(knet, circuit, x, dataclasses.replace(tran, temp=temp), scaling=scaling, jobs=flow.jobs, executor=executor,
+                                 waveforms=True, cache_dir=flow.cache, supply=("vdd", pdk.supply),
+                                 progress=_ticker(progress, f"transistor {label}", len(x)))
+                runs.append(LevelRun("transistor", label, spice.outputs, spice.states, time.perf_counter() - t0,
+                                     spice.waveforms, task_metric(task, spice.outputs, labels),
+                                     energy=spice.energy, latency=float(knet.t_bounds[-1]) * scaling.tau))
+    return runs
 
 
 def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = None,
@@ -138,24 +201,14 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
         ideal_run = LevelRun("ideal", "-", ideal.outputs, ideal.states, time.perf_counter() - t0,
                              metric=task_metric(task, ideal.outputs, labels))
         runs = [ideal_run]
+        executor = dask_executor(flow.scheduler) if flow.scheduler else None
         if "behavioural" in flow.levels:
-            done = [0]
-
-            def tick(n):
-                done[0] += n
-                if progress:
-                    progress("behavioural", done[0], len(x))
-
             t0 = time.perf_counter()
-            executor = dask_executor(flow.scheduler) if flow.scheduler else None
             spice = simulate(knet, b.circuit, x, b.tran, scaling=scaling, jobs=flow.jobs, executor=executor,
-                             waveforms=True, cache_dir=flow.cache, progress=tick)
+                             waveforms=True, cache_dir=flow.cache, progress=_ticker(progress, "behavioural", len(x)))
             runs.append(LevelRun("behavioural", "-", spice.outputs, spice.states, time.perf_counter() - t0,
                                  spice.waveforms, task_metric(task, spice.outputs, labels)))
-        for level in flow.levels:
-            if level in ("characterised", "transistor"):
-                raise InputError(f"{flow.path}: level '{level}' needs transistor-level cells, "
-                                 "which this version of kcompile does not build yet")
-        by_level = {run.level: run for run in runs}
-        gates = [_gate(g, by_level, ideal.outputs, ideal_run.metric, task) for g in flow.gates]
+        if {"characterised", "transistor"} & set(flow.levels):
+            runs += _transistor_runs(flow, knet, x, labels, task, work, executor, progress)
+        gates = [result for g in flow.gates for result in _gates(g, runs, ideal.outputs, ideal_run.metric, task)]
     return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates)
