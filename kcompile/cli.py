@@ -326,3 +326,12 @@ def _verify_flow(path: Path, jobs: int | None, as_json: bool, junit: Path | None
         if f:
             console.print(f"wrote {f}", highlight=False)
     raise SystemExit(0 if result.passed else 1)
+
+
+def _register_optional_commands() -> None:
+    from .train import train_command  # imports neither torch nor scikit-learn until it runs
+
+    main.add_command(train_command)
+
+
+_register_optional_commands()

@@ -1,0 +1,759 @@
+"""``kcompile train``: train a KirchhoffNet (or a matched ReLU-MLP baseline) in PyTorch.
+
+The model is the circuit itself: node voltages ``v`` (``[B, N]``, ground 0 V),
+devices ``g(vs, vd, θ)`` per layer, ``C dv/dt = Σ_in g − Σ_out g`` on layer
+windows ``[t_k, t_{k+1}]``. Training backpropagates through a fixed-step RK4
+solver (``steps = ceil((t_{k+1} − t_k) / dt)`` per layer, exactly the steps
+of :func:`kcompile.reference.integrate` with ``method="rk4"``), so the
+gradient is exact for the discretised model. After training the network is
+exported as a :class:`~kcompile.knet.KNet` and scored again with the NumPy
+reference, with RK4 (same ``dt``: the model that was trained) and with
+adaptive Dormand–Prince 5(4) (the ODE the circuit solves); both are recorded.
+
+Readout: the voltages of the output nodes at ``t_L``; classification uses
+them as logits of a cross-entropy (one node per class), regression uses one
+node and an MSE on the scaled target (:mod:`kcompile.tasks`).
+
+PyTorch is an optional extra (``pip install -e .[train]``); importing this
+module never needs it, only training does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import __version__
+from .errors import InputError, KCompileError
+from .knet import KNet, make_knet, save_knet
+from .laws import LAWS
+from .tasks import TASKS, Task, load_task
+
+TRAIN_HINT = "pip install -e .[train]  (torch==2.13.0 CPU wheel, scikit-learn, mlxtend)"
+
+#: target parameter counts of the paper's Table I sizes
+SIZE_PARAMS = {"small": 170, "medium": 530, "large": 1520}
+#: extra hub nodes (beyond one per class) of the image topology, per size
+SIZE_HUBS = {"small": 0, "medium": 10, "large": 30}
+
+
+def require_torch():
+    """Import torch or raise a :class:`KCompileError` that says how to install it."""
+    try:
+        import torch
+    except ImportError:
+        raise KCompileError(f"kcompile train needs PyTorch, which is not installed: {TRAIN_HINT}") from None
+    return torch
+
+
+# ------------------------------------------------------------------ device laws in torch
+# Written with tensor methods only, so they need no torch import here; each one
+# equals the NumPy form in kcompile.laws (tests/test_train.py checks it).
+
+def _relu(vs, vd, t):
+    return (t[..., 0] * (vs - vd) + t[..., 1]).clamp_min(0.0)
+
+
+def _shift_relu(vs, vd, t):
+    return t[..., 1] * (vs - vd - t[..., 0]).clamp_min(0.0)
+
+
+def _relu_affine(vs, vd, t):
+    return (t[..., 0] * vs + t[..., 1] * vd + t[..., 2]).clamp_min(0.0)
+
+
+def _tanh_affine(vs, vd, t):
+    return (t[..., 0] * vs + t[..., 1] * vd + t[..., 2]).tanh()
+
+
+def _tanh(vs, vd, t):
+    return (t[..., 0] * (vs - vd) + t[..., 1]).tanh()
+
+
+def _linear(vs, vd, t):
+    return t[..., 0] * (vs - vd)
+
+
+TORCH_LAWS = {
+    "relu": _relu,
+    "shift_relu": _shift_relu,
+    "relu_affine": _relu_affine,
+    "tanh_affine": _tanh_affine,
+    "tanh": _tanh,
+    "linear": _linear,
+}
+assert set(TORCH_LAWS) == set(LAWS), "every law of the contract needs a torch form"
+
+
+# ------------------------------------------------------------------ topology generators
+
+def fully_connected(num_nodes: int, include_ground: bool = True, repeat: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair ``s → d`` (``s != d``) of nodes ``0..N`` (``1..N`` without ground).
+
+    Each pair carries ``repeat`` parallel devices (consecutive). With ground,
+    a layer has ``repeat · N · (N + 1)`` devices.
+    """
+    nodes = np.arange(0 if include_ground else 1, num_nodes + 1)
+    s, d = np.meshgrid(nodes, nodes, indexing="ij")
+    off = s != d
+    return np.repeat(s[off], repeat), np.repeat(d[off], repeat)
+
+
+def chain(num_nodes: int, include_ground: bool = True, both_ways: bool = True,
+          repeat: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A chain ``0 → 1 → … → N`` (from 1 without ground), and back with ``both_ways``."""
+    a = np.arange(0 if include_ground else 1, num_nodes)
+    src, dst = (np.r_[a, a + 1], np.r_[a + 1, a]) if both_ways else (a, a + 1)
+    return np.repeat(src, repeat), np.repeat(dst, repeat)
+
+
+def mix(height: int, width: int, hubs: int, neighbor: int = 3, include_ground: bool = True,
+        hub_to_hub: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbour-plus-hub topology for images.
+
+    Pixel nodes ``1..H·W`` (row-major) link both ways to every other pixel
+    within a ``neighbor × neighbor`` window (Chebyshev distance
+    ``≤ neighbor // 2``), and to ground; hub nodes ``H·W + 1 .. H·W + hubs``
+    link both ways to every pixel and to ground (and to each other with
+    ``hub_to_hub``). Each ordered pair carries one device.
+    """
+    p = height * width
+    r, c = np.divmod(np.arange(p), width)
+    near = (np.abs(r[:, None] - r[None, :]) <= neighbor // 2) & (np.abs(c[:, None] - c[None, :]) <= neighbor // 2)
+    np.fill_diagonal(near, False)
+    s_pix, d_pix = np.nonzero(near)
+    src, dst = [s_pix + 1], [d_pix + 1]
+    pixels = np.arange(1, p + 1)
+    hub_ids = np.arange(p + 1, p + hubs + 1)
+    if include_ground:
+        src += [pixels, np.zeros(p, np.int64)]
+        dst += [np.zeros(p, np.int64), pixels]
+    others = np.r_[0, pixels] if include_ground else pixels
+    for h in hub_ids:
+        src += [others, np.full(others.size, h)]
+        dst += [np.full(others.size, h), others]
+    if hub_to_hub and hubs > 1:
+        hs, hd = np.meshgrid(hub_ids, hub_ids, indexing="ij")
+        off = hs != hd
+        src.append(hs[off])
+        dst.append(hd[off])
+    return np.concatenate(src).astype(np.int64), np.concatenate(dst).astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class Topology:
+    """Where the devices sit: one ``(src, dst)`` per layer, plus input and output nodes."""
+
+    num_nodes: int
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...]
+    input_nodes: np.ndarray
+    input_index: np.ndarray
+    output_nodes: np.ndarray
+    description: dict
+
+    def num_params(self, law: str) -> int:
+        return LAWS[law].num_params * sum(int(s.size) for s, _ in self.layers)
+
+
+def _fc_params(n: int, law: str, layers: int) -> int:
+    return layers * n * (n + 1) * LAWS[law].num_params
+
+
+def fully_connected_sizes(num_features: int, num_outputs: int, law: str, layers: int = 2) -> dict[str, int]:
+    """Node count per size for :func:`fully_connected_topology`.
+
+    Each size takes the ``N ≥ F + M`` whose parameter count is closest (in
+    ratio) to its :data:`SIZE_PARAMS` budget. When the inputs force ``N`` up
+    so that a size would repeat the smaller one, its budget moves to the
+    geometric midpoint between its own and the next budget (for ``medium``:
+    ``sqrt(530 · 1520) ≈ 898``), else to ``N + 1``. For the 10-feature
+    Diabetes data this gives 528 / 840 / 1520 parameters, the paper's sizes.
+    """
+    n_min = num_features + num_outputs
+
+    def closest(target):
+        return min(range(n_min, n_min + 400), key=lambda n: abs(math.log(_fc_params(n, law, layers) / target)))
+
+    names = list(SIZE_PARAMS)
+    out, prev = {}, 0
+    for i, name in enumerate(names):
+        n = closest(SIZE_PARAMS[name])
+        if n <= prev and i + 1 < len(names):
+            n = closest(math.sqrt(SIZE_PARAMS[name] * SIZE_PARAMS[names[i + 1]]))
+        out[name] = n = max(n, prev + 1)
+        prev = n
+    return out
+
+
+def fully_connected_topology(num_features: int, num_outputs: int, law: str, size: str = "small",
+                             layers: int = 2, num_nodes: int | None = None) -> Topology:
+    """Fully connected (ground included) KirchhoffNet for tabular data.
+
+    Inputs are nodes ``1..F``; outputs the last ``M`` nodes ``N−M+1..N``. The
+    node count ``N`` (``≥ F + M``) is the one whose parameter count
+    ``layers · N (N + 1) · P`` is closest (in ratio) to :data:`SIZE_PARAMS`;
+    with the ``relu`` law and 2 layers that gives the paper's Table I sizes
+    168 / 528 / 1520 (N = 6 / 11 / 19) when the features fit (see
+    :func:`fully_connected_sizes` for when they do not).
+    """
+    n_min = num_features + num_outputs
+    if num_nodes is None:
+        num_nodes = fully_connected_sizes(num_features, num_outputs, law, layers)[size]
+    elif num_nodes < n_min:
+        raise InputError(f"--nodes {num_nodes} is too few for {num_features} inputs and {num_outputs} outputs")
+    edges = fully_connected(num_nodes)
+    return Topology(
+        num_nodes, tuple(edges for _ in range(layers)),
+        np.arange(1, num_features + 1), np.arange(num_features),
+        np.arange(num_nodes - num_outputs + 1, num_nodes + 1),
+        {"generator": "fully_connected", "include_ground": True, "repeat": 1, "num_nodes": num_nodes,
+         "layers": layers, "size": size, "inputs": "nodes 1..F", "outputs": "last M nodes"},
+    )
+
+
+def mix_topology(image_shape: tuple[int, int], num_outputs: int, size: str = "small", layers: int = 2,
+                 neighbor: int = 3) -> Topology:
+    """Neighbour-plus-hub KirchhoffNet for images: pixels are the input nodes,
+    the first ``M`` hubs the outputs; ``M +`` :data:`SIZE_HUBS` hubs in all."""
+    h, w = image_shape
+    hubs = num_outputs + SIZE_HUBS[size]
+    edges = mix(h, w, hubs, neighbor)
+    p = h * w
+    return Topology(
+        p + hubs, tuple(edges for _ in range(layers)),
+        np.arange(1, p + 1), np.arange(p), np.arange(p + 1, p + num_outputs + 1),
+        {"generator": "mix", "neighbor": neighbor, "hubs": hubs, "include_ground": True, "hub_to_hub": True,
+         "layers": layers, "size": size, "inputs": "pixel nodes 1..H*W (row-major)",
+         "outputs": "first M hub nodes"},
+    )
+
+
+def task_topology(task: Task, law: str, size: str, layers: int) -> Topology:
+    """The default topology of a task: ``mix`` for images, fully connected otherwise."""
+    if task.image_shape is not None:
+        return mix_topology(task.image_shape, task.num_outputs, size, layers)
+    return fully_connected_topology(task.num_features, task.num_outputs, law, size, layers)
+
+
+# ------------------------------------------------------------------ the model in torch
+
+class TorchKNet:
+    """A KirchhoffNet as torch tensors: ``θ`` per layer (leaf tensors) and the RK4 forward pass.
+
+    Not an ``nn.Module`` on purpose (this module imports without torch);
+    :meth:`parameters` gives what an optimiser needs.
+    """
+
+    #: above this many nodes the right-hand side gathers and scatters (index ops)
+    #: instead of multiplying by dense incidence matrices
+    DENSE_MAX_NODES = 128
+
+    def __init__(self, topology: Topology, law: str, t_bounds, thetas, capacitance: float = 1.0,
+                 dtype=None):
+        torch = require_torch()
+        self.torch, self.topology, self.law = torch, topology, law
+        self.dtype = dtype or torch.float64
+        self.t_bounds = np.asarray(t_bounds, dtype=float)
+        self.capacitance = float(capacitance)
+        n = topology.num_nodes
+        self.dense = n <= self.DENSE_MAX_NODES
+        self.layer_ops = []
+        for s, d in topology.layers:
+            e = np.arange(s.size)
+            ops = {"src": torch.as_tensor(s, dtype=torch.long), "dst": torch.as_tensor(d, dtype=torch.long)}
+            if self.dense:
+                # gather [N, E] (ground row dropped: it is 0 V) and scatter [E, N] (±1/C)
+                sel_s, sel_d = np.zeros((n + 1, s.size)), np.zeros((n + 1, s.size))
+                sel_s[s, e] = 1.0
+                sel_d[d, e] = 1.0
+                ops["S"] = torch.as_tensor(sel_s[1:], dtype=self.dtype)
+                ops["D"] = torch.as_tensor(sel_d[1:], dtype=self.dtype)
+                ops["delta"] = torch.as_tensor(sel_s[1:] - sel_d[1:], dtype=self.dtype)
+                ops["scatter"] = torch.as_tensor((sel_d[1:] - sel_s[1:]).T / self.capacitance, dtype=self.dtype)
+            self.layer_ops.append(ops)
+        self.thetas = [torch.as_tensor(np.asarray(t), dtype=self.dtype).clone().requires_grad_(True)
+                       for t in thetas]
+        self.input_nodes = torch.as_tensor(topology.input_nodes - 1, dtype=torch.long)
+        self.input_index = torch.as_tensor(topology.input_index, dtype=torch.long)
+        self.output_nodes = torch.as_tensor(topology.output_nodes - 1, dtype=torch.long)
+
+    @classmethod
+    def init(cls, topology: Topology, law: str, t_bounds, *, seed: int = 0, init_scale: float = 1.0,
+             dtype=None) -> "TorchKNet":
+        """Random θ: ``N(0, σ²)`` per entry, ``σ = init_scale / sqrt(mean devices per node)``."""
+        rng = np.random.default_rng(seed)
+        thetas = []
+        for s, d in topology.layers:
+            degree = 2.0 * s.size / max(1, topology.num_nodes)
+            sigma = init_scale / math.sqrt(max(degree, 1.0))
+            thetas.append(rng.normal(0.0, sigma, (s.size, LAWS[law].num_params)))
+        return cls(topology, law, t_bounds, thetas, dtype=dtype)
+
+    def parameters(self):
+        return list(self.thetas)
+
+    @property
+    def num_params(self) -> int:
+        return sum(int(t.numel()) for t in self.thetas)
+
+    def _currents(self, ops, v, cols):
+        """Device currents ``[B, E]``; ``cols`` are θ's columns (each ``[E]``)."""
+        torch, law = self.torch, self.law
+        if not self.dense:
+            vg = torch.nn.functional.pad(v, (1, 0))  # column 0: ground
+            return TORCH_LAWS[law](vg[:, ops["src"]], vg[:, ops["dst"]], torch.stack(cols, -1))
+        if law in ("relu", "tanh", "shift_relu", "linear"):
+            delta = v @ ops["delta"]
+            if law == "relu":
+                return torch.addcmul(cols[1], delta, cols[0]).clamp_min(0.0)
+            if law == "tanh":
+                return torch.addcmul(cols[1], delta, cols[0]).tanh()
+            if law == "shift_relu":
+                return (delta - cols[0]).clamp_min(0.0) * cols[1]
+            return delta * cols[0]
+        z = torch.addcmul(torch.addcmul(cols[2], v @ ops["S"], cols[0]), v @ ops["D"], cols[1])
+        return z.clamp_min(0.0) if law == "relu_affine" else z.tanh()
+
+    def rhs(self, k: int, v, cols):
+        """``dv/dt`` of layer ``k`` for node voltages ``v`` ``[B, N]`` and θ columns ``cols``."""
+        ops = self.layer_ops[k]
+        g = self._currents(ops, v, cols)
+        if self.dense:
+            return g @ ops["scatter"]
+        out = v.new_zeros((v.shape[0], self.topology.num_nodes + 1))
+        out = out.index_add(1, ops["dst"], g).index_add(1, ops["src"], -g)
+        return out[:, 1:] / self.capacitance
+
+    def forward(self, x, dt: float, *, theta_noise: float = 0.0, voltage_noise: float = 0.0, generator=None):
+        """Output-node voltages at ``t_L`` (``[B, M]``) for inputs ``x`` ``[B, F]``.
+
+        ``theta_noise`` adds ``N(0, theta_noise²)`` to every θ once per call;
+        ``voltage_noise`` adds ``N(0, voltage_noise²·h)`` to the state after
+        every RK4 step of length ``h`` (a Wiener-like disturbance whose
+        variance over a window does not depend on ``dt``). Both default to 0.
+        """
+        torch = self.torch
+        x = torch.as_tensor(x, dtype=self.dtype)
+        v = x.new_zeros((x.shape[0], self.topology.num_nodes))
+        v = v.index_copy(1, self.input_nodes, x[:, self.input_index])
+        for k, theta in enumerate(self.thetas):
+            if theta_noise:
+                theta = theta + theta_noise * torch.randn(theta.shape, dtype=theta.dtype, generator=generator)
+            cols = theta.unbind(1)
+            t0, t1 = self.t_bounds[k], self.t_bounds[k + 1]
+            steps = max(1, int(np.ceil((t1 - t0) / dt - 1e-9)))
+            h = (t1 - t0) / steps
+            for _ in range(steps):
+                k1 = self.rhs(k, v, cols)
+                k2 = self.rhs(k, torch.add(v, k1, alpha=h / 2), cols)
+                k3 = self.rhs(k, torch.add(v, k2, alpha=h / 2), cols)
+                k4 = self.rhs(k, torch.add(v, k3, alpha=h), cols)
+                v = torch.add(v, torch.add(k1 + k4, k2 + k3, alpha=2.0), alpha=h / 6)
+                if voltage_noise:
+                    v = v + voltage_noise * math.sqrt(h) * torch.randn(v.shape, dtype=v.dtype, generator=generator)
+        return v[:, self.output_nodes]
+
+    __call__ = forward
+
+    def theta_arrays(self) -> list[np.ndarray]:
+        return [t.detach().cpu().numpy().astype(np.float64) for t in self.thetas]
+
+    def to_knet(self, meta: dict | None = None) -> KNet:
+        """The trained network as a :class:`~kcompile.knet.KNet` (θ in float64)."""
+        topo = self.topology
+        return make_knet(
+            topo.num_nodes, self.law,
+            [(s, d, th) for (s, d), th in zip(topo.layers, self.theta_arrays())],
+            self.t_bounds, capacitance=self.capacitance, input_nodes=topo.input_nodes,
+            input_index=topo.input_index, output_nodes=topo.output_nodes, meta=meta,
+        )
+
+
+def mlp_hidden_width(num_features: int, num_outputs: int, target_params: int, hidden_layers: int = 2) -> int:
+    """Hidden width ``h`` whose ReLU-MLP ``F → h → … → h → M`` has the parameter count closest to the target."""
+    return min(range(1, 2000), key=lambda h: abs(mlp_num_params(num_features, num_outputs, h, hidden_layers)
+                                                 - target_params))
+
+
+def mlp_num_params(num_features: int, num_outputs: int, width: int, hidden_layers: int = 2) -> int:
+    sizes = [num_features] + [width] * hidden_layers + [num_outputs]
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+class TorchMLP:
+    """ReLU-MLP baseline ``F → h (ReLU) → … → h (ReLU) → M`` with PyTorch's default init."""
+
+    def __init__(self, num_features: int, num_outputs: int, width: int, hidden_layers: int = 2, seed: int = 0,
+                 dtype=None):
+        torch = require_torch()
+        self.torch, self.dtype = torch, dtype or torch.float64
+        torch.manual_seed(seed)
+        mods = []
+        sizes = [num_features] + [width] * hidden_layers
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+        mods.append(torch.nn.Linear(sizes[-1], num_outputs))
+        self.net = torch.nn.Sequential(*mods).to(self.dtype)
+        self.width, self.hidden_layers = width, hidden_layers
+
+    def parameters(self):
+        return list(self.net.parameters())
+
+    @property
+    def num_params(self) -> int:
+        return sum(int(p.numel()) for p in self.net.parameters())
+
+    def forward(self, x, dt=None, **_):
+        return self.net(self.torch.as_tensor(x, dtype=self.dtype))
+
+    __call__ = forward
+
+
+# ------------------------------------------------------------------ training
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one run (recorded in ``meta.training``)."""
+
+    epochs: int = 100
+    lr: float = 0.01
+    batch_size: int = 64
+    seed: int = 0
+    dt: float = 0.05
+    t_layer: float = 1.0
+    init_scale: float = 0.3
+    weight_decay: float = 0.0
+    theta_max: float | None = None
+    theta_noise: float = 0.0
+    voltage_noise: float = 0.0
+    dtype: str = "float32"
+    optimizer: str = "Adam"
+    schedule: str = "cosine (lr -> 0 over all epochs)"
+
+
+#: per-task defaults (law, epochs, batch size, learning rate, RK4 step, dtype); CLI options override them
+TASK_DEFAULTS = {
+    "moons": {"law": "relu", "epochs": 40, "batch_size": 32, "lr": 0.02, "dt": 0.05},
+    "circles": {"law": "relu", "epochs": 40, "batch_size": 32, "lr": 0.02, "dt": 0.05},
+    "friedman": {"law": "relu", "epochs": 100, "batch_size": 32, "lr": 0.01, "dt": 0.1},
+    "diabetes": {"law": "relu", "epochs": 150, "batch_size": 32, "lr": 0.005, "dt": 0.1},
+    "housing": {"law": "relu", "epochs": 150, "batch_size": 32, "lr": 0.005, "dt": 0.1},
+    "digits": {"law": "relu", "epochs": 20, "batch_size": 64, "lr": 0.01, "dt": 0.1},
+    "mnist14": {"law": "relu", "epochs": 10, "batch_size": 64, "lr": 0.01, "dt": 0.1},
+}
+
+
+def _loss_fn(task: Task):
+    torch = require_torch()
+    if task.kind == "classification":
+        return lambda out, y: torch.nn.functional.cross_entropy(out, y)
+    return lambda out, y: torch.nn.functional.mse_loss(out[:, 0], y)
+
+
+def _targets(task: Task, y):
+    torch = require_torch()
+    return torch.as_tensor(y, dtype=torch.long if task.kind == "classification" else torch.float64)
+
+
+def fit(model, task: Task, cfg: TrainConfig, log=None) -> dict:
+    """Adam on mini-batches with a cosine learning-rate schedule; returns the loss history.
+
+    ``model`` is a :class:`TorchKNet` or :class:`TorchMLP`; noise options only
+    act on a :class:`TorchKNet`, and ``theta_max`` clamps its θ after each step.
+    """
+    torch = require_torch()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    X = torch.as_tensor(task.X_train, dtype=model.dtype)
+    y = _targets(task, task.y_train)
+    if task.kind == "regression":
+        y = y.to(model.dtype)
+    loss_fn = _loss_fn(task)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
+    noise = {}
+    if isinstance(model, TorchKNet):
+        noise = {"theta_noise": cfg.theta_noise, "voltage_noise": cfg.voltage_noise, "generator": gen}
+    history = []
+    t_start = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(X.shape[0], generator=gen)
+        total, count = 0.0, 0
+        for i in range(0, X.shape[0], cfg.batch_size):
+            idx = perm[i:i + cfg.batch_size]
+            loss = loss_fn(model(X[idx], cfg.dt, **noise), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if cfg.theta_max is not None and isinstance(model, TorchKNet):
+                with torch.no_grad():
+                    for t in model.thetas:
+                        t.clamp_(-cfg.theta_max, cfg.theta_max)
+            total += float(loss.detach()) * idx.numel()
+            count += idx.numel()
+        sched.step()
+        history.append(total / count)
+        if not math.isfinite(history[-1]):
+            raise KCompileError(f"training diverged at epoch {epoch + 1} (loss {history[-1]}): "
+                                "lower --lr, --init-scale or --dt")
+        if log and (epoch + 1 == cfg.epochs or (epoch + 1) % max(1, cfg.epochs // 10) == 0):
+            log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {history[-1]:.4g} "
+                f"({time.perf_counter() - t_start:.0f} s)")
+    return {"loss": history, "seconds": time.perf_counter() - t_start}
+
+
+def score(task: Task, outputs: np.ndarray, y: np.ndarray) -> dict:
+    """Metrics of outputs ``[B, M]``: accuracy and cross-entropy, or MSE and R² (scaled target)."""
+    outputs = np.asarray(outputs, dtype=float)
+    if task.kind == "classification":
+        z = outputs - outputs.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return {"accuracy": float(np.mean(outputs.argmax(axis=1) == y)),
+                "cross_entropy": float(-np.mean(logp[np.arange(y.size), y]))}
+    err = outputs[:, 0] - y
+    mse = float(np.mean(err**2))
+    return {"mse": mse, "r2": float(1.0 - mse / np.var(y)) if np.var(y) > 0 else float("nan")}
+
+
+def _model_outputs(model, X: np.ndarray, dt: float, batch: int = 1024) -> np.ndarray:
+    torch = require_torch()
+    with torch.no_grad():
+        return np.concatenate([model(X[i:i + batch], dt).cpu().numpy() for i in range(0, len(X), batch)])
+
+
+def evaluate_knet(knet: KNet, task: Task, dt: float, rtol: float = 1e-7, atol: float = 1e-9) -> dict:
+    """Score an exported network with the NumPy reference: RK4 (step ``dt``) and dopri5.
+
+    Also reports the largest output difference between the two on the test
+    split (how far the trained, discretised model is from the ODE).
+    """
+    from .reference import integrate
+
+    res = {"rk4": {"dt": dt}, "dopri5": {"rtol": rtol, "atol": atol}}
+    outs = {}
+    for split, X, y in (("train", task.X_train, task.y_train), ("test", task.X_test, task.y_test)):
+        for method in ("rk4", "dopri5"):
+            t0 = time.perf_counter()
+            tr = integrate(knet, X, method=method, dt=dt, rtol=rtol, atol=atol)
+            outs[method, split] = tr.outputs
+            res[method][split] = score(task, tr.outputs, y)
+            res[method][f"{split}_seconds"] = round(time.perf_counter() - t0, 3)
+    res["max_abs_output_diff_rk4_vs_dopri5"] = float(
+        max(np.max(np.abs(outs["rk4", s] - outs["dopri5", s])) for s in ("train", "test")))
+    res["max_abs_output"] = float(max(np.max(np.abs(outs["dopri5", s])) for s in ("train", "test")))
+    res["max_rel_output_diff_rk4_vs_dopri5"] = res["max_abs_output_diff_rk4_vs_dopri5"] / max(
+        res["max_abs_output"], 1e-300)
+    return res
+
+
+def _provenance() -> dict:
+    prov = {"kcompile": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    try:
+        import torch
+        prov["torch"] = torch.__version__
+    except ImportError:
+        pass
+    try:
+        import sklearn
+        prov["scikit-learn"] = sklearn.__version__
+    except ImportError:
+        pass
+    return prov
+
+
+@dataclass
+class TrainResult:
+    """What one run produced: the model, its exported network (KirchhoffNet only) and a report."""
+
+    model: object
+    knet: KNet | None
+    report: dict = field(default_factory=dict)
+
+
+def train_knet(task: Task, law: str, size: str = "small", layers: int = 2, cfg: TrainConfig | None = None,
+               topology: Topology | None = None, log=None, command: str | None = None,
+               evaluate: bool = True) -> TrainResult:
+    """Train a KirchhoffNet on ``task`` and export it with full ``meta``.
+
+    Returns a :class:`TrainResult` whose ``knet.meta`` records the task, split,
+    normalisation, topology, hyper-parameters, metrics (train/test, RK4 and
+    dopri5) and provenance.
+    """
+    torch = require_torch()
+    cfg = cfg or TrainConfig()
+    if law not in LAWS:
+        raise InputError(f"unknown law {law!r}: choose one of {', '.join(LAWS)}")
+    topology = topology or task_topology(task, law, size, layers)
+    layers = len(topology.layers)
+    t_bounds = np.arange(layers + 1) * cfg.t_layer
+    dtype = getattr(torch, cfg.dtype)
+    model = TorchKNet.init(topology, law, t_bounds, seed=cfg.seed, init_scale=cfg.init_scale, dtype=dtype)
+    hist = fit(model, task, cfg, log)
+    # the exported float64 model, scored by the torch RK4 (what was trained) ...
+    meta = {
+        "kind": "trained",
+        "task": task.summary(),
+        "model": {"type": "kirchhoffnet", "law": law, "law_formula": LAWS[law].formula, "size": size,
+                  "layers": layers, "t_bounds": t_bounds.tolist(), "num_nodes": topology.num_nodes,
+                  "num_devices": int(sum(s.size for s, _ in topology.layers)),
+                  "num_params": model.num_params, "topology": topology.description,
+                  "readout": ("output-node voltages at t_L as logits of a cross-entropy, one node per class"
+                              if task.kind == "classification" else
+                              "output-node voltage at t_L = scaled target, MSE")},
+        "training": {**asdict(cfg), "loss": task.kind == "classification" and "cross_entropy" or "mse",
+                     "final_train_loss": hist["loss"][-1], "seconds": round(hist["seconds"], 1),
+                     "gradient": "backprop through fixed-step RK4 (exact for the discretised model)"},
+        "provenance": {**_provenance(), **({"command": command} if command else {})},
+    }
+    knet = model.to_knet(meta)
+    if evaluate:
+        meta["metrics"] = evaluate_knet(knet, task, cfg.dt)
+        knet = model.to_knet(meta)
+    return TrainResult(model, knet, meta)
+
+
+def train_mlp(task: Task, size: str = "small", target_params: int | None = None, hidden_layers: int = 2,
+              cfg: TrainConfig | None = None, log=None, command: str | None = None) -> TrainResult:
+    """Train the ReLU-MLP baseline whose parameter count is closest to ``target_params``."""
+    cfg = cfg or TrainConfig()
+    target = target_params or SIZE_PARAMS[size]
+    width = mlp_hidden_width(task.num_features, task.num_outputs, target, hidden_layers)
+    torch = require_torch()
+    model = TorchMLP(task.num_features, task.num_outputs, width, hidden_layers, seed=cfg.seed,
+                     dtype=getattr(torch, cfg.dtype))
+    hist = fit(model, task, cfg, log)
+    metrics = {split: score(task, _model_outputs(model, X, None), y)
+               for split, X, y in (("train", task.X_train, task.y_train), ("test", task.X_test, task.y_test))}
+    report = {
+        "kind": "baseline",
+        "task": task.summary(),
+        "model": {"type": "mlp", "activation": "relu", "hidden_layers": hidden_layers, "width": width,
+                  "num_params": model.num_params, "target_params": target, "size": size},
+        "training": {**{k: v for k, v in asdict(cfg).items()
+                        if k not in ("dt", "t_layer", "init_scale", "theta_max", "theta_noise", "voltage_noise")},
+                     "init": "torch default (Kaiming-uniform)", "final_train_loss": hist["loss"][-1],
+                     "seconds": round(hist["seconds"], 1)},
+        "metrics": metrics,
+        "provenance": {**_provenance(), **({"command": command} if command else {})},
+    }
+    return TrainResult(model, None, report)
+
+
+def export(result: TrainResult, task: Task, path: str | Path) -> tuple[Path, Path]:
+    """Write ``path`` (``kcompile.knet/1`` with ``test_inputs``/``test_labels``) and ``path.json`` (the meta)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labels = task.y_test.astype(np.int64 if task.kind == "classification" else np.float64)
+    save_knet(result.knet, path, test_inputs=np.asarray(task.X_test, dtype=np.float64), test_labels=labels)
+    side = path.with_suffix(".json")
+    side.write_text(json.dumps(result.report, indent=1) + "\n")
+    return path, side
+
+
+# ------------------------------------------------------------------ CLI
+
+def _headline(task: Task, report: dict) -> str:
+    m = report["metrics"]
+    key = "accuracy" if task.kind == "classification" else "mse"
+    fmt = (lambda x: f"{x:.4f}") if key == "accuracy" else (lambda x: f"{x:.3e}")
+    if "rk4" in m:
+        return (f"{key}: train {fmt(m['rk4']['train'][key])} / test {fmt(m['rk4']['test'][key])} (RK4 dt "
+                f"{m['rk4']['dt']}), test {fmt(m['dopri5']['test'][key])} (dopri5); "
+                f"max |RK4 - dopri5| {m['max_abs_output_diff_rk4_vs_dopri5']:.2e}")
+    return f"{key}: train {fmt(m['train'][key])} / test {fmt(m['test'][key])}"
+
+
+def _command_line(ctx, **resolved) -> str:
+    """The command that reproduces this run, defaults resolved (recorded in the provenance)."""
+    words = ["kcompile", "train"]
+    from click.core import ParameterSource
+
+    for name, value in {**ctx.params, **resolved}.items():
+        if value is None or value is False or name in ("out_path", "quiet", "threads"):
+            continue
+        if (name not in resolved and name not in ("task_name", "size")
+                and ctx.get_parameter_source(name) is ParameterSource.DEFAULT):
+            continue
+        flag = "--" + {"task_name": "task"}.get(name, name).replace("_", "-")
+        words += [flag] if value is True else [flag, str(value)]
+    if ctx.params.get("out_path") is not None:
+        words += ["-o", str(ctx.params["out_path"])]
+    return " ".join(words)
+
+
+@click.command("train")
+@click.option("--task", "task_name", type=click.Choice(list(TASKS)), required=True, help="Data set (kcompile.tasks).")
+@click.option("--law", type=click.Choice(list(LAWS)), default=None, help="Device law (default: per task, relu).")
+@click.option("--size", type=click.Choice(list(SIZE_PARAMS)), default="small", show_default=True,
+              help="Parameter budget: small ~170, medium ~530, large ~1520 (Table I); images: hubs.")
+@click.option("--layers", type=int, default=2, show_default=True, help="Layer windows of the KirchhoffNet.")
+@click.option("--t-layer", type=float, default=1.0, show_default=True, help="Length of each layer window.")
+@click.option("--epochs", type=int, default=None, help="Training epochs (default: per task).")
+@click.option("--batch-size", type=int, default=None, help="Mini-batch size (default: per task).")
+@click.option("--lr", type=float, default=None, help="Adam learning rate (default: per task).")
+@click.option("--dt", type=float, default=None, help="RK4 step of training and of the RK4 score (default: per task).")
+@click.option("--init-scale", type=float, default=0.3, show_default=True, help="Scale of the random θ init.")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default=None,
+              help="Training precision (default float32; the export and its scoring are float64).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the init and the batches.")
+@click.option("--data-seed", type=int, default=42, show_default=True, help="Seed of the data set and split.")
+@click.option("--theta-max", type=float, default=None, help="Clamp every θ to [-m, m] (hardware range).")
+@click.option("--theta-noise", type=float, default=0.0, show_default=True,
+              help="Std of Gaussian noise added to θ in each training forward pass.")
+@click.option("--voltage-noise", type=float, default=0.0, show_default=True,
+              help="Std (per sqrt time unit) of Gaussian noise on node voltages during training.")
+@click.option("--baseline", type=click.Choice(["mlp"]), default=None,
+              help="Train the matched ReLU-MLP baseline instead (writes only the metrics JSON).")
+@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Weights file (.npz) to write, with a .json of the metrics beside it.")
+@click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def train_command(task_name, law, size, layers, t_layer, epochs, batch_size, lr, dt, init_scale, dtype, seed, data_seed,
+                  theta_max, theta_noise, voltage_noise, baseline, out_path, threads, quiet):
+    """Train a KirchhoffNet on a bundled task and export it as kcompile.knet/1."""
+    torch = require_torch()
+    torch.set_num_threads(max(1, threads))
+    if baseline is None and out_path is None:
+        raise InputError("kcompile train needs -o WEIGHTS.npz (where to write the trained network)")
+    if layers < 1:
+        raise InputError(f"--layers must be at least 1, got {layers}")
+    defaults = TASK_DEFAULTS[task_name]
+    law = law or defaults["law"]
+    cfg = TrainConfig(epochs=epochs or defaults["epochs"], lr=lr or defaults["lr"],
+                      batch_size=batch_size or defaults["batch_size"], seed=seed,
+                      dt=dt or defaults["dt"], t_layer=t_layer, init_scale=init_scale,
+                      dtype=dtype or defaults.get("dtype", "float32"),
+                      theta_max=theta_max, theta_noise=theta_noise, voltage_noise=voltage_noise)
+    task = load_task(task_name, data_seed)
+    log = None if quiet else (lambda s: click.echo(s, err=True))
+    command = _command_line(click.get_current_context(), law=law, epochs=cfg.epochs, lr=cfg.lr,
+                            batch_size=cfg.batch_size, dt=cfg.dt, dtype=cfg.dtype)
+    if baseline == "mlp":
+        # the KirchhoffNet of the same size sets the parameter budget
+        target = task_topology(task, law, size, layers).num_params(law)
+        result = train_mlp(task, size, target, cfg=cfg, log=log, command=command)
+        if out_path is not None:
+            side = out_path.with_suffix(".json")
+            side.parent.mkdir(parents=True, exist_ok=True)
+            side.write_text(json.dumps(result.report, indent=1) + "\n")
+            click.echo(f"wrote {side}", err=True)
+        m = result.report["model"]
+        click.echo(f"{task_name} mlp-{size} ({m['num_params']} params, width {m['width']}): "
+                   + _headline(task, result.report))
+        return
+    result = train_knet(task, law, size, layers, cfg, log=log, command=command)
+    npz, side = export(result, task, out_path)
+    m = result.report["model"]
+    click.echo(f"{task_name} kirchhoffnet-{size} ({law}, {m['num_nodes']} nodes, {m['num_params']} params): "
+               + _headline(task, result.report))
+    click.echo(f"wrote {npz} and {side}", err=True)
+
+
+if __name__ == "__main__":  # python -m kcompile.train ... (same as kcompile train ...)
+    train_command()
