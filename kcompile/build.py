@@ -13,7 +13,6 @@ renamed into place.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import tempfile
@@ -24,6 +23,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError
+from .files import sha256
 from .inputs import check_inputs
 from .knet import FORMAT, KNet, load_knet, save_knet
 from .mapping import map_knet, transistor_scaling
@@ -52,14 +52,6 @@ class Build:
         """``inputs`` or ``labels`` recorded with the model, if any."""
         f = self.path / f"{name}.npy"
         return np.load(f, allow_pickle=False) if f.is_file() else None
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _test_data(weights: Path, knet: KNet) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import ngspice
 from .errors import InputError, SimulatorError
+from .files import sha256
 from .knet import KNet
 from .netlist import Scaling, Tran, render_deck
 
@@ -107,14 +108,6 @@ def at_times(t: np.ndarray, v: np.ndarray, times: np.ndarray) -> np.ndarray:
     return v[lo] * (1 - w)[:, None] + v[hi] * w[:, None]
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def dask_executor(address: str) -> Executor:
     """A ``concurrent.futures`` executor on an existing Dask cluster (``tcp://HOST:PORT``).
 
@@ -164,7 +157,7 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
     ngspice.require()
     circuit = Path(circuit).resolve()
     initial = knet.initial_state(inputs)
-    circuit_hash = _digest(circuit) if cache_dir is not None else ""
+    circuit_hash = sha256(circuit) if cache_dir is not None else ""
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     work = []
