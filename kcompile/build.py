@@ -122,7 +122,8 @@ def compliance_warnings(knet: KNet, inputs: np.ndarray, scaling: Scaling, supply
 
 
 def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = None, *, cells: str = "behavioural",
-          pdk: str = "generic180", corner: str = "tt", allow_clipped: bool = False) -> Build:
+          pdk: str = "generic180", corner: str = "tt", allow_clipped: bool = False,
+          points_per_layer: int | None = None) -> Build:
     """Validate ``weights`` and write the build directory ``out_dir``.
 
     Parameters
@@ -135,6 +136,10 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         for transistor builds.
     allow_clipped : bool
         Build devices whose θ lies outside the cells' calibrated range, clipped.
+    points_per_layer : int, optional
+        Step cap of the transient, 1/points of the shortest layer (default 1000
+        behavioural, 400 transistor). ngspice's error falls as its square; its
+        cost grows linearly (docs/foundation.md, docs/performance.md).
 
     An existing ``out_dir`` is replaced only if it is an earlier kcompile build
     (it holds ``manifest.json``) or empty; anything else is refused.
@@ -152,13 +157,13 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         cellmap = map_knet(knet, pdk, corner, scaling)
         if cellmap.clipped and not allow_clipped:
             raise InputError(f"{weights}: {_clipped_message(cellmap)}")
-        tran = transistor_tran(knet)
+        tran = transistor_tran(knet, *([points_per_layer] if points_per_layer else []))
         probe = extras.get("inputs")
         probe = probe[:64] if probe is not None else np.random.default_rng(0).uniform(-1, 1, (16, knet.num_features))
         warnings = compliance_warnings(knet, probe, scaling, cellmap.pdk.supply)
     else:
         scaling = scaling or Scaling()
-        tran = default_tran(knet)
+        tran = default_tran(knet, *([points_per_layer] if points_per_layer else []))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

@@ -59,7 +59,9 @@ def main():
 @click.option("--v0", type=float, default=None, help="Volts per model voltage unit (transistor default 0.1).")
 @click.option("--i0", type=float, default=None, help="Amperes per model current unit (transistor default 5e-7).")
 @click.option("--c-unit", type=float, default=None, help="Farads per model capacitance unit (transistor default 1e-12).")
-def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped, v0, i0, c_unit):
+@click.option("--points-per-layer", type=click.IntRange(min=10), default=None,
+              help="Transient step cap: 1/N of the shortest layer (default 1000 behavioural, 400 transistor).")
+def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped, v0, i0, c_unit, points_per_layer):
     """Validate WEIGHTS (kcompile.knet/1 .npz) and write netlists and a manifest."""
     import dataclasses
 
@@ -71,7 +73,7 @@ def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped
     overrides = {k: v for k, v in {"v0": v0, "i0": i0, "c_unit": c_unit}.items() if v is not None}
     base = transistor_scaling(get_pdk(pdk)) if cells == "transistor" else Scaling()
     b = build_dir(weights, out_dir, dataclasses.replace(base, **overrides), cells=cells, pdk=pdk, corner=corner,
-                  allow_clipped=allow_clipped)
+                  allow_clipped=allow_clipped, points_per_layer=points_per_layer)
     m = b.manifest
     layers = ", ".join(f"{layer['devices']}" for layer in m["layers"])
     what = "behavioural sources" if cells == "behavioural" else (

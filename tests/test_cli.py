@@ -119,7 +119,7 @@ def test_verify_passes_then_fails_on_a_tampered_netlist(tmp_path, small_weights)
     assert summary["passed"] and summary["max_output_error"] <= 1e-4 and summary["samples"] == 3
     circuit = tmp_path / "b" / "circuit.cir"
     # scale every device's first parameter by 1.5, as a broken compiler would
-    text = re.sub(r"max\((-?[0-9.e+-]+)\*", lambda m: f"max({float(m.group(1)) * 1.5!r}*", circuit.read_text())
+    text = re.sub(r"uramp\((-?[0-9.e+-]+)\*", lambda m: f"uramp({float(m.group(1)) * 1.5!r}*", circuit.read_text())
     circuit.write_text(text)
     bad = _cli("verify", tmp_path / "b", "--max-error", "1e-4")
     assert bad.exit_code == 1, bad.output
