@@ -26,7 +26,7 @@ from .errors import InputError
 from .files import sha256
 from .inputs import check_inputs
 from .knet import FORMAT, KNet, load_knet, save_knet
-from .mapping import map_knet, transistor_scaling
+from .mapping import clip_reason, relu_target, map_knet, transistor_scaling
 from .netlist import Scaling, Tran, default_tran, render_transistor_circuit, transistor_tran, write_circuit
 from .pdk import get_pdk
 from .reference import integrate
@@ -95,17 +95,19 @@ def manifest_for(knet: KNet, weights: Path, scaling: Scaling, tran: Tran, files:
 COMPLIANCE_SPAN = 4.0  # model units around vcm over which the cells are characterised
 
 
-def _clipped_message(cellmap, limit: int = 8) -> str:
+def _clipped_message(cellmap, law: str, limit: int = 4) -> str:
+    """The flagged devices, each with the reason :func:`kcompile.mapping.clip_reason` gives."""
     items = cellmap.clipped
     cal = cellmap.calibration
-    shown = ", ".join(
-        f"layer{k}[{i}] θ={np.round(cellmap.layers[k].target[i], 4).tolist()}" for k, i in items[:limit])
+    shown = []
+    for k, i in items[:limit]:
+        theta = cellmap.layers[k].target[i]
+        why = clip_reason(relu_target(law, theta)[0], cal)
+        shown.append(f"layer{k}[{i}] θ={np.round(theta, 4).tolist()} ({why})")
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    lo = min(cal.theta0_range(False)[0], cal.theta0_range(True)[0])
-    hi = min(cal.theta0_range(False)[1], cal.theta0_range(True)[1])
-    return (f"{len(items)} device(s) need a gain outside the cell's calibrated range |θ| in [{lo:.3g}, {hi:.3g}] "
-            f"on {cal.pdk}/{cal.corner}: {shown}{more}; pass --allow-clipped to build them clipped "
-            "(see devices.npz for target and achieved θ)")
+    return (f"{len(items)} device(s) cannot be realised within tolerance by cell {cal.cell} on "
+            f"{cal.pdk}/{cal.corner}: {'; '.join(shown)}{more}; pass --allow-clipped to build them clipped "
+            "(devices.npz holds target and achieved θ)")
 
 
 def compliance_warnings(knet: KNet, inputs: np.ndarray, scaling: Scaling, supply: float) -> list[str]:
@@ -156,7 +158,7 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         scaling = scaling or transistor_scaling(get_pdk(pdk))
         cellmap = map_knet(knet, pdk, corner, scaling)
         if cellmap.clipped and not allow_clipped:
-            raise InputError(f"{weights}: {_clipped_message(cellmap)}")
+            raise InputError(f"{weights}: {_clipped_message(cellmap, knet.law)}")
         tran = transistor_tran(knet, *([points_per_layer] if points_per_layer else []))
         probe = extras.get("inputs")
         probe = probe[:64] if probe is not None else np.random.default_rng(0).uniform(-1, 1, (16, knet.num_features))

@@ -67,11 +67,14 @@ class Cell:
 SIGNED_RELU = Cell(
     name="kc_relu",
     template="signed_relu.sp.j2",
-    ports=("s", "d", "en", "enb", "vdd", "vss"),
+    ports=("s", "d", "en", "enb", "vdd", "vss", "vr"),
     laws=("relu", "shift_relu"),
     params=("r", "ib", "ipos", "ineg"),
+    # w_po = w_pmir / 1.03: trims the d-side copy's systematic +2..4.5 % excess (measured on generic180,
+    # positive / negative variant); w_sw/l_sw minimum size (l is raised to each PDK's lmin): switch charge
+    # (docs/transistor.md)
     sizes=(("w_tail", 2.0), ("l_tail", 4.0), ("w_in", 8.0), ("l_in", 1.0), ("w_mir", 2.0), ("l_mir", 2.0),
-           ("w_pmir", 4.0), ("l_pmir", 2.0), ("w_sw", 1.0), ("l_sw", 0.5)),
+           ("w_pmir", 4.0), ("l_pmir", 2.0), ("w_po", 3.88), ("w_sw", 0.5), ("l_sw", 0.18)),
     theta_range=((-4.5, 4.5), (-4.0, 4.0)),  # |θ0| calibrated to >= 4.6 on all three PDKs; θ1 tested to ±3
 )
 
@@ -248,6 +251,9 @@ def shift_relu_params(theta0: float, theta1: float, cal: Calibration, clip: bool
     ``max(θ1·Δ' + θ1·θ0, 0)`` with ``Δ' = vd − vs``: a ReLU instance with its
     ports swapped (``swap=True``).
     """
+    if clip:  # clip the gain and keep the threshold θ0 (clipping the relu-form slope alone would move it)
+        lo, hi = cal.theta0_range(theta1 < 0)
+        theta1 = float(np.copysign(np.clip(abs(theta1), lo, hi), theta1 if theta1 else 1.0))
     if theta1 >= 0:
         return relu_params(theta1, -theta1 * theta0, cal, clip)
     p = relu_params(theta1, theta1 * theta0, cal, clip)

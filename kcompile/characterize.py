@@ -82,11 +82,11 @@ def sweep_deck(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], s
     lines = [f"* kcompile characterisation: {cell.name} on {pdk.name}/{corner}", *pdk.model_lines(corner, full),
              render_cell(cell, pdk, False, scaling), render_cell(cell, pdk, True, scaling),
              f"vdd vdd 0 {vdd:g}", f"ven en 0 {vdd if enabled else 0:g}", f"venb enb 0 {0 if enabled else vdd:g}",
-             f"vs s 0 {scaling.vcm:g}", f"vd d 0 {scaling.vcm:g}"]
+             f"vr vr 0 {scaling.vcm:g}", f"vs s 0 {scaling.vcm:g}", f"vd d 0 {scaling.vcm:g}"]
     for k, p in enumerate(instances):
         a, b = (f"d{k}", f"s{k}") if p.swap else (f"s{k}", f"d{k}")
         lines += [f"vs{k} s{k} s 0", f"vd{k} d{k} d 0",
-                  f"x{k} {a} {b} en enb vdd 0 {subckt_name(cell, p.negative)} {p.spice()}"]
+                  f"x{k} {a} {b} en enb vdd 0 vr {subckt_name(cell, p.negative)} {p.spice()}"]
     lines += [f".dc vs {lo:.6g} {hi:.6g} {step:.6g} vd {lo:.6g} {hi:.6g} {step:.6g}", ".end"]
     return "\n".join(lines) + "\n"
 
@@ -118,6 +118,81 @@ def measure(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], scal
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".tmp.npz")
         np.savez(tmp, vs=sweep.vs, vd=sweep.vd, sink=sweep.sink, source=sweep.source)
+        tmp.replace(path)
+    return sweep
+
+
+@dataclass(frozen=True, eq=False)
+class DiffSweep:
+    """Measured DC currents on a ``(Δ, m)`` grid: ``Δ = vs − vd``, ``m = (vs + vd)/2`` (model units).
+
+    ``sink[k, i, j]`` / ``source[k, i, j]`` at ``delta[i]``, ``mid[j]``. The signed
+    cell's current is a function of Δ to first order (the common mode only
+    enters through output conductance), so this grid resolves the ReLU kink
+    finely in Δ while sampling the common mode coarsely; a square ``(vs, vd)``
+    grid of the same size puts the kink diagonally across its cells, where
+    bilinear interpolation errs by up to ``θ0·h/2``.
+    """
+
+    delta: np.ndarray
+    mid: np.ndarray
+    sink: np.ndarray
+    source: np.ndarray
+
+
+DIFF_SPAN, DIFF_POINTS = 8.0, 129  # Δ in [-8, 8] units, 0.125 apart
+MID_SPAN, MID_POINTS = 4.0, 9  # common mode in [-4, 4] units, 1 apart
+
+
+def diff_sweep_deck(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], scaling: Scaling,
+                    dspan: float = DIFF_SPAN, dpoints: int = DIFF_POINTS, mspan: float = MID_SPAN,
+                    mpoints: int = MID_POINTS, enabled: bool = True) -> str:
+    """Deck measuring ``instances`` on a ``(Δ, m)`` grid (see :class:`DiffSweep`).
+
+    Two swept sources, ``vdl`` (Δ in volts) and ``vcmn`` (common mode), drive
+    the terminals through exact linear VCVSs: ``s = cm + dl/2``, ``d = cm − dl/2``.
+    """
+    vdd = pdk.supply
+    lines = [f"* kcompile differential characterisation: {cell.name} on {pdk.name}/{corner}",
+             *pdk.model_lines(corner), render_cell(cell, pdk, False, scaling), render_cell(cell, pdk, True, scaling),
+             f"vdd vdd 0 {vdd:g}", f"ven en 0 {vdd if enabled else 0:g}", f"venb enb 0 {0 if enabled else vdd:g}",
+             f"vr vr 0 {scaling.vcm:g}", f"vcmn cm 0 {scaling.vcm:g}", "vdl dl 0 0",
+             "es s cm dl 0 0.5", "ed d cm dl 0 -0.5"]
+    for k, p in enumerate(instances):
+        a, b = (f"d{k}", f"s{k}") if p.swap else (f"s{k}", f"d{k}")
+        lines += [f"vs{k} s{k} s 0", f"vd{k} d{k} d 0",
+                  f"x{k} {a} {b} en enb vdd 0 vr {subckt_name(cell, p.negative)} {p.spice()}"]
+    dstep = 2 * dspan * scaling.v0 / (dpoints - 1)
+    mlo, mhi = scaling.vcm - mspan * scaling.v0, scaling.vcm + mspan * scaling.v0
+    mstep = (mhi - mlo) / (mpoints - 1)
+    lines += [f".dc vdl {-dspan * scaling.v0:.6g} {dspan * scaling.v0:.6g} {dstep:.6g} "
+              f"vcmn {mlo:.6g} {mhi:.6g} {mstep:.6g}", ".end"]
+    return "\n".join(lines) + "\n"
+
+
+def measure_diff(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], scaling: Scaling | None = None,
+                 dspan: float = DIFF_SPAN, dpoints: int = DIFF_POINTS, mspan: float = MID_SPAN,
+                 mpoints: int = MID_POINTS, enabled: bool = True, cache: bool = True) -> DiffSweep:
+    """Measure ``instances`` on a ``(Δ, m)`` grid (:func:`diff_sweep_deck`), cached like :func:`measure`."""
+    scaling = scaling or default_scaling(pdk)
+    deck = diff_sweep_deck(cell, pdk, corner, instances, scaling, dspan, dpoints, mspan, mpoints, enabled)
+    key = hashlib.sha256((deck + cell.template_hash()).encode()).hexdigest()[:16]
+    path = cache_dir() / "cells" / pdk.name / corner / f"{cell.name}-diff-{key}.npz"
+    if cache and path.is_file():
+        with np.load(path) as z:
+            return DiffSweep(z["delta"], z["mid"], z["sink"], z["source"])
+    data = _run_ngspice(deck)
+    shape = (mpoints, dpoints)  # the first source (vdl) varies fastest: [mid index, delta index]
+    delta = (data["sweep"].reshape(shape)[0]) / scaling.v0
+    mid = (data["v(cm)"].reshape(shape)[:, 0] - scaling.vcm) / scaling.v0
+    n = len(instances)
+    sink = np.stack([-data[f"i(vs{k})"].reshape(shape).T for k in range(n)]) / scaling.i0
+    source = np.stack([data[f"i(vd{k})"].reshape(shape).T for k in range(n)]) / scaling.i0
+    sweep = DiffSweep(delta, mid, sink, source)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, delta=sweep.delta, mid=sweep.mid, sink=sweep.sink, source=sweep.source)
         tmp.replace(path)
     return sweep
 
@@ -155,7 +230,12 @@ class ReluTable:
     sweep: Sweep
 
 
-DEFAULT_THETA0 = np.geomspace(0.02, 8.0, 10)
+# Nominal |θ0| of the calibration table: 0.002 … 8, a factor ≈2 apart. The slope keeps falling as
+# 1/r down to the table's end (r = 200 MΩ; measured to 400 MΩ: θ0 = 0.0012 on generic180), so the
+# floor is where the table stops, not a property of the cell; the old floor of 0.02 clipped 9 % of a
+# ±0.25 uniform θ (see docs/transistor.md). Resistors above ~20 MΩ are ideal here; on silicon they
+# would be pseudo-resistors or a scaled-down output mirror.
+DEFAULT_THETA0 = np.geomspace(0.002, 8.0, 13)
 
 
 def relu_instances(r: np.ndarray, inj_k: int, inj_levels: np.ndarray, scaling: Scaling) -> list[CellParams]:
@@ -287,7 +367,7 @@ def switching(cal: Calibration, theta: tuple[float, float] = (1.0, 0.5), delta: 
              f"ven en 0 pwl(0 0 20n 0 {20e-9 + edge:.6g} {vdd:g} 140n {vdd:g} {140e-9 + edge:.6g} 0)",
              f"venb enb 0 pwl(0 {vdd:g} 20n {vdd:g} {20e-9 + edge:.6g} 0 140n 0 {140e-9 + edge:.6g} {vdd:g})",
              f"vs s 0 pwl(0 {v1:.6g} 80n {v1:.6g} {80e-9 + edge:.6g} {v2:.6g})", f"vd d 0 {sc.vcm:g}",
-             f"x0 s d en enb vdd 0 {subckt_name(SIGNED_RELU, p.negative)} {p.spice()}",
+             f"vr vr 0 {sc.vcm:g}", f"x0 s d en enb vdd 0 vr {subckt_name(SIGNED_RELU, p.negative)} {p.spice()}",
              ".options method=gear", f".tran 0.02n 200n 0 {edge / 2:.3g}", ".end"]
     data = _run_ngspice("\n".join(lines) + "\n")
     t, i_s, i_d = data["sweep"], -data["i(vs)"], data["i(vd)"]

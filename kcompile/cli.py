@@ -58,7 +58,7 @@ def main():
 @click.option("--allow-clipped", is_flag=True, help="Build devices whose θ lies outside the calibrated range, clipped.")
 @click.option("--v0", type=float, default=None, help="Volts per model voltage unit (transistor default 0.1).")
 @click.option("--i0", type=float, default=None, help="Amperes per model current unit (transistor default 5e-7).")
-@click.option("--c-unit", type=float, default=None, help="Farads per model capacitance unit (transistor default 1e-12).")
+@click.option("--c-unit", type=float, default=None, help="Farads per model capacitance unit (transistor default 1e-11).")
 @click.option("--points-per-layer", type=click.IntRange(min=10), default=None,
               help="Transient step cap: 1/N of the shortest layer (default 1000 behavioural, 400 transistor).")
 def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped, v0, i0, c_unit, points_per_layer):

@@ -4,7 +4,8 @@
 signed ReLU cell there (cached DC sweeps), and returns a :class:`CellMap`:
 per device the cell variant, instance parameters, target θ, the θ the
 calibration predicts the instance achieves, and a flag where the two differ
-(θ outside the calibrated range, clipped). Laws without a cell are refused
+(a slope above the calibrated range, or below a floor coarser than
+``THETA0_RESOLUTION``; see :func:`clip_reason`). Laws without a cell are refused
 with the reason.
 """
 
@@ -30,7 +31,17 @@ NO_CELL_REASON = {
     "tanh_affine": "needs separate vs and vd gains into a tanh pair; no calibrated cell yet",
     "linear": "a signed Gm without the ReLU needs a class-AB output; no calibrated cell yet",
 }
-DEFAULT_C_UNIT = 1e-12  # 1 pF per model capacitance unit: tau = 200 ns, about 5x the cell's settling time
+# 10 pF per model capacitance unit: tau = 2 µs at 0.5 µA. What sets the transistor level's error is not
+# tau but the ratio of the node capacitance to the charge each cell moves on its own: ~8 fC of switch charge
+# at every enable edge and ~150 fF of effective (delay) capacitance per enabled cell, independent of i0 and
+# θ0 (docs/transistor.md). At 1 pF they moved the shipped example's nodes by up to 0.25 units per layer
+# boundary; at 10 pF by 0.025. ngspice's cost does not depend on C (its steps follow the layer windows).
+DEFAULT_C_UNIT = 10e-12
+# Slopes |θ0| (relu) or gains |θ1| (shift_relu) below the calibrated floor are realised AT the floor, sign
+# kept, and not flagged while the floor is at most this: the law's error is then at most 0.0025·|Δ|, i.e.
+# 0.01 units of current at |Δ| = 4 (the compliance window), below the cells' own DC error (≈2-5 % of full
+# scale, ≥ 0.02 units for a 0.25-slope device). Slopes above the calibrated ceiling are clipped AND flagged.
+THETA0_RESOLUTION = 0.0025
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,7 +56,7 @@ class LayerMap:
     ineg: np.ndarray
     target: np.ndarray  # [E, P] θ as trained
     achieved: np.ndarray  # [E, P] θ the calibration predicts for the instance
-    clipped: np.ndarray  # bool: θ outside the calibrated range, realised clipped
+    clipped: np.ndarray  # bool: flagged by clip_reason (realised clipped, beyond tolerance)
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,19 +77,21 @@ class CellMap:
 
 def transistor_scaling(pdk: Pdk, **overrides: float) -> Scaling:
     """Default transistor-level scaling: 0.1 V and 0.5 µA per unit, 1 pF, vcm a third of the supply."""
-    return dataclasses.replace(default_scaling(pdk), c_unit=DEFAULT_C_UNIT, **overrides)
+    return dataclasses.replace(default_scaling(pdk), **{"c_unit": DEFAULT_C_UNIT, **overrides})
 
 
 def _achieved(p: CellParams, cal: Calibration) -> tuple[float, float]:
     """The (θ0, θ1) of the relu law the calibration predicts for instance ``p``."""
     row = int(p.negative)
     log_r = np.log(p.r)
-    theta0 = float(np.interp(log_r, np.log(cal.r), cal.theta0[row]))
+    # the same log-log interpolation relu_params inverts (θ0 ∝ 1/r to first order)
+    theta0 = float(np.copysign(np.exp(np.interp(log_r, np.log(cal.r), np.log(np.abs(cal.theta0[row])))),
+                               cal.theta0[row][0]))
     own = float(np.interp(log_r, np.log(cal.r), cal.theta1[row]))
     return theta0, own + (p.ipos * cal.inj_gain[0] - p.ineg * cal.inj_gain[1]) / cal.scaling.i0
 
 
-def _relu_target(law: str, theta: np.ndarray) -> tuple[float, float, bool]:
+def relu_target(law: str, theta: np.ndarray) -> tuple[float, float, bool]:
     """The relu-form (θ0, θ1) a device needs, and whether its instance is port-swapped."""
     if law == "relu":
         return float(theta[0]), float(theta[1]), False
@@ -86,21 +99,34 @@ def _relu_target(law: str, theta: np.ndarray) -> tuple[float, float, bool]:
     return (t1, -t1 * t0, False) if t1 >= 0 else (t1, t1 * t0, True)
 
 
+def clip_reason(t0: float, cal: Calibration) -> str | None:
+    """Why a device needing relu-form slope ``t0`` is flagged, or ``None`` when it is realised within tolerance.
+
+    Below the calibrated floor the slope is realised at the floor; that is flagged only when the floor
+    exceeds :data:`THETA0_RESOLUTION` (it is 0.002 on every calibrated PDK). Above the ceiling it is
+    always flagged.
+    """
+    lo, hi = cal.theta0_range(t0 < 0)
+    if abs(t0) > hi:
+        return f"|slope| {abs(t0):.4g} above the calibrated ceiling {hi:.4g}: realised at the ceiling"
+    if abs(t0) < lo and lo > THETA0_RESOLUTION:
+        return (f"|slope| {abs(t0):.4g} below the calibrated floor {lo:.4g} (> resolution {THETA0_RESOLUTION:g}): "
+                "realised at the floor")
+    return None
+
+
 def _map_layer(law: str, theta: np.ndarray, cal: Calibration) -> LayerMap:
-    lo = min(cal.theta0_range(False)[0], cal.theta0_range(True)[0])
-    hi = min(cal.theta0_range(False)[1], cal.theta0_range(True)[1])
     rows = []
     to_params = relu_params if law == "relu" else shift_relu_params
     for th in theta:
-        t0, t1, swap = _relu_target(law, th)
-        clipped = not (lo <= abs(t0) <= hi)
+        t0, t1, swap = relu_target(law, th)
         p = to_params(float(th[0]), float(th[1]), cal, clip=True)
         a0, a1 = _achieved(p, cal)
         if law == "relu":
             achieved = (a0, a1)
         else:  # back to shift_relu form: θ1' = a0, θ0' = ∓a1/a0 (the swapped instance has θ1 < 0)
             achieved = ((a1 if swap else -a1) / a0 if a0 else 0.0, a0)
-        rows.append((p, achieved, clipped or not (lo <= abs(a0) <= hi)))
+        rows.append((p, achieved, clip_reason(t0, cal) is not None))
     if not rows:
         empty = np.zeros(0)
         return LayerMap(empty.astype(bool), empty.astype(bool), empty, empty, empty, empty,

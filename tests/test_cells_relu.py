@@ -35,7 +35,7 @@ def _synthetic_cal() -> Calibration:
 def test_template_renders_documented_ports():
     text = render_cell(SIGNED_RELU, get_pdk("generic180"), negative=True)
     assert "* Ports (in order):" in text
-    assert ".subckt kc_relu_n s d en enb vdd vss r=" in text
+    assert ".subckt kc_relu_n s d en enb vdd vss vr r=" in text
     assert "M1 y d ta ta pch" in text  # negative variant: gate of the y-side device is d
 
 
