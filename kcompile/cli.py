@@ -330,6 +330,26 @@ def _verify_flow(path: Path, jobs: int | None, as_json: bool, junit: Path | None
     raise SystemExit(0 if result.passed else 1)
 
 
+@main.command("import-reference")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Weights file to write (kcompile.knet/1).")
+@click.option("--num-features", type=int, default=None, help="Input width, when the config's test_bench is unknown.")
+def import_reference_command(model: Path, config: Path, out_path: Path, num_features: int | None):
+    """Convert a checkpoint of the paper's reference code (MODEL.pth + CONFIG.yaml)."""
+    from .importer import import_reference
+    from .knet import save_knet
+
+    knet = import_reference(model, config, num_features=num_features)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    save_knet(knet, tmp)
+    tmp.replace(out_path)
+    console.print(f"wrote {out_path}: {knet.law} law, {knet.num_nodes} nodes, {knet.num_devices} devices, "
+                  f"{knet.num_layers} layers", highlight=False)
+
+
 def _register_optional_commands() -> None:
     from .train import train_command  # imports neither torch nor scikit-learn until it runs
 

@@ -294,3 +294,22 @@ def test_checkpoint_needing_full_unpickling_is_refused(tmp_path):
                                               "extra": _Opaque()})
     with pytest.raises(KCompileError, match="weights_only"):
         import_reference(model, _config(tmp_path))
+
+
+def test_cli_import_reference_writes_a_loadable_file(tmp_path):
+    pytest.importorskip("torch", reason=TORCH_REASON)
+    from click.testing import CliRunner
+
+    from kcompile.cli import main
+    from kcompile.knet import load_knet
+
+    folder = _checkpoint("twomoon")
+    out = tmp_path / "twomoon.npz"
+    result = CliRunner().invoke(main, ["import-reference", str(folder / "model.pth"), str(folder / "config.yaml"),
+                                       "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    knet = load_knet(out)
+    assert knet.law == "tanh_affine" and knet.num_devices == 600
+    bad = CliRunner().invoke(main, ["import-reference", str(folder / "model.pth"), str(tmp_path / "none.yaml"),
+                                    "-o", str(tmp_path / "x.npz")])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output and not (tmp_path / "x.npz").exists()
