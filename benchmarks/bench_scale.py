@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kcompile.knet import KNet, load_knet, make_knet, save_knet
+from kcompile.knet import KNet, make_knet, save_knet
 from kcompile.netlist import default_tran, write_circuit
 from kcompile.reference import integrate
 from kcompile.simulate import simulate

@@ -8,7 +8,6 @@ Usage: python benchmarks/law_accuracy.py [--points 100,1000] [--samples 3]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
