@@ -92,6 +92,202 @@ TORCH_LAWS = {
 assert set(TORCH_LAWS) == set(LAWS), "every law of the contract needs a torch form"
 
 
+# ------------------------------------------------------------------ hardware-aware training
+# What the transistor-level signed ReLU cell (kcompile.cells.SIGNED_RELU) can realise, read from its
+# cached calibration (kcompile.characterize): the |θ0| range per sign (--theta-range) and a small
+# surrogate of its measured DC I–V (--device-in-the-loop). Both need ngspice only when the cell's
+# characterisation is not cached yet.
+
+def _parse_cell_spec(spec: str, option: str) -> tuple[str, str]:
+    """``cell:PDK[:CORNER]`` (or ``PDK[:CORNER]``, ``kc_relu:PDK``) → ``(pdk, corner)``."""
+    parts = [p for p in str(spec).split(":") if p]
+    if parts and parts[0] in ("cell", "kc_relu"):
+        parts = parts[1:]
+    if not 1 <= len(parts) <= 2:
+        raise InputError(f"{option} takes cell:PDK or cell:PDK:CORNER (e.g. cell:generic180), got {spec!r}")
+    return parts[0], parts[1] if len(parts) > 1 else "tt"
+
+
+_CAL_CACHE: dict = {}
+
+
+def _cell_table(pdk: str, corner: str):
+    """The signed ReLU cell's characterisation table and calibration (cached per process)."""
+    if (pdk, corner) not in _CAL_CACHE:
+        from .characterize import calibrate, characterize_relu
+        from .pdk import get_pdk
+
+        get_pdk(pdk)  # a clear error for an unknown PDK
+        table = characterize_relu(pdk, corner)
+        _CAL_CACHE[pdk, corner] = (table, calibrate(table))
+    return _CAL_CACHE[pdk, corner]
+
+
+@dataclass(frozen=True)
+class ThetaBox:
+    """Where a ``relu`` device's θ may lie: ``lo[s] ≤ |θ0| ≤ hi[s]`` for sign ``s`` (0: θ0 ≥ 0, 1: θ0 < 0),
+    ``|θ1| ≤ theta1_max``. :meth:`project` puts θ back inside after each optimiser step."""
+
+    lo: tuple[float, float]
+    hi: tuple[float, float]
+    theta1_max: float
+    source: str = ""
+
+    def project(self, theta) -> None:
+        """In place on a torch ``[E, 2]`` tensor (no grad): clip |θ0| per sign (sign kept, 0 → +lo), clip θ1."""
+        t0 = theta[:, 0]
+        neg = t0 < 0
+        mag = t0.abs()
+        lo = mag.new_tensor(self.lo)[neg.long()]
+        hi = mag.new_tensor(self.hi)[neg.long()]
+        mag = mag.maximum(lo).minimum(hi)
+        theta[:, 0] = mag.where(~neg, -mag)
+        theta[:, 1].clamp_(-self.theta1_max, self.theta1_max)
+
+
+def theta_box(spec: str) -> ThetaBox:
+    """The calibrated θ range of the signed ReLU cell for ``--theta-range cell:PDK[:CORNER]``.
+
+    ``|θ0|`` is kept inside the measured range of each sign variant, shrunk by
+    0.1 % so rounding never puts a device just outside it (:func:`kcompile.mapping.clip_reason`
+    flags only a slope strictly above the ceiling, or below a floor coarser than
+    ``THETA0_RESOLUTION``); ``|θ1|`` inside the cell's tested intercept range
+    (``SIGNED_RELU.theta_range[1]``).
+    """
+    from .cells import SIGNED_RELU
+
+    pdk, corner = _parse_cell_spec(spec, "--theta-range")
+    _, cal = _cell_table(pdk, corner)
+    lo, hi = zip(cal.theta0_range(False), cal.theta0_range(True))
+    t1 = min(abs(x) for x in SIGNED_RELU.theta_range[1])
+    return ThetaBox(tuple(float(x) * 1.001 for x in lo), tuple(float(x) * 0.999 for x in hi), float(t1),
+                    f"{SIGNED_RELU.name} calibration on {pdk}/{corner}")
+
+
+def _interp(torch, x, xs, ys):
+    """Piecewise-linear ``ys(xs)`` at ``x`` (``xs`` increasing; constant beyond the ends), differentiable in x."""
+    idx = torch.searchsorted(xs, x.detach().contiguous()).clamp(1, xs.numel() - 1)
+    x0, x1, y0, y1 = xs[idx - 1], xs[idx], ys[idx - 1], ys[idx]
+    f = ((x - x0) / (x1 - x0)).clamp(0.0, 1.0)
+    return y0 + f * (y1 - y0)
+
+
+def _softplus_relu(u: np.ndarray, w: float) -> np.ndarray:
+    return w * np.logaddexp(0.0, u / w)
+
+
+class CellSurrogate:
+    """A small model of the characterised signed ReLU cell, for training with the device in the loop.
+
+    For a ``relu`` device with target θ (what the exported file holds, i.e. what
+    :func:`kcompile.mapping.map_knet` is asked to realise), per sign variant ``s``:
+
+    * **achieved slope** ``a0 = sign(θ0)·clip(|θ0|, lo_s, hi_s)``: the mapping interpolates the
+      calibration table (log r against log |θ0|), which returns every table point exactly, and
+      clips at the table's ends;
+    * **intercept** ``θ1``: the mapping subtracts the cell's own offset ``θ1_own(r)`` (measured per
+      table point, kept here as ``own``) and injects the rest with the calibrated injection gain,
+      so the achieved intercept is the target one; ``own`` is used only by :meth:`raw_currents`
+      (an instance with no injection, as measured in the table);
+    * **soft knee**: ``i_s = w·softplus(u / w)``, ``u = a0·Δ + θ1``, with the width ``w(|θ0|)``
+      fitted by least squares to each table point's measured s-side sweep (θ0, θ1 fixed at the
+      calibration) and interpolated in log |θ0|;
+    * **copy ratio**: the current entering d is ``i_d = ρ(|θ0|)·i_s``, ``ρ`` the median
+      source/sink ratio of each table point's sweep where it conducts (1.00–1.07 on generic180).
+
+    Not modelled: the slope's growth with Δ and the common mode (the measured I–V is
+    slightly convex: up to ~8 % of full scale at |θ0| ≈ 1.7, 11 % at the 6.3 ceiling),
+    the current limit of the pair (≈ 2·ib), compliance outside ±4 units, injection-gain
+    variation with r, and everything dynamic (switching charge, delays).
+    """
+
+    def __init__(self, pdk: str, corner: str, log_mag, knee, copy, own, lo, hi):
+        self.pdk, self.corner = pdk, corner
+        self.log_mag = np.asarray(log_mag, dtype=float)  # [2, K], increasing per row
+        self.knee, self.copy, self.own = (np.asarray(a, dtype=float) for a in (knee, copy, own))
+        self.lo, self.hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+        self._torch = {}
+
+    @classmethod
+    def from_pdk(cls, spec: str) -> "CellSurrogate":
+        """Fit to the cached characterisation of ``PDK[:CORNER]`` (also ``cell:PDK``)."""
+        from scipy.optimize import minimize_scalar
+
+        pdk, corner = _parse_cell_spec(spec, "--device-in-the-loop")
+        table, cal = _cell_table(pdk, corner)
+        sw, k = table.sweep, len(table.r)
+        delta = sw.delta
+        log_mag, knee, copy, own = (np.zeros((2, k)) for _ in range(4))
+        for row in range(2):
+            for j in range(k):
+                sink, source = sw.sink[row * k + j], sw.source[row * k + j]
+                t0, t1 = cal.theta0[row, j], cal.theta1[row, j]
+                u = t0 * delta + t1
+                fs = max(float(np.maximum(u, 0).max()), 1e-12)
+                res = minimize_scalar(lambda lw: float(np.sum((_softplus_relu(u, np.exp(lw)) - sink) ** 2)),
+                                      bounds=(np.log(1e-4 * fs), np.log(0.5 * fs)), method="bounded")
+                on = sink > 0.1 * sink.max()
+                log_mag[row, j], knee[row, j] = np.log(abs(t0)), float(np.exp(res.x))
+                copy[row, j] = float(np.median(source[on] / sink[on])) if on.any() else 1.0
+                own[row, j] = t1
+        order = np.argsort(log_mag, axis=1)
+        take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
+        lo, hi = zip(cal.theta0_range(False), cal.theta0_range(True))
+        return cls(pdk, corner, take(log_mag), take(knee), take(copy), take(own), lo, hi)
+
+    def summary(self) -> dict:
+        """What the surrogate holds, for ``meta.training``."""
+        return {"pdk": self.pdk, "corner": self.corner, "theta0_abs_range": [self.lo.tolist(), self.hi.tolist()],
+                "table_theta0_abs": np.exp(self.log_mag).round(6).tolist(), "knee_width": self.knee.round(6).tolist(),
+                "copy_ratio_d_over_s": self.copy.round(5).tolist(), "own_theta1": self.own.round(6).tolist(),
+                "model": "i_s = w(|θ0|)·softplus((a0·Δ + θ1)/w), a0 = sign·clip(|θ0|, lo, hi); i_d = ρ(|θ0|)·i_s"}
+
+    def _tensors(self, torch, dtype):
+        key = (dtype,)
+        if key not in self._torch:
+            t = lambda a: torch.as_tensor(a, dtype=dtype)  # noqa: E731
+            self._torch[key] = {"log_mag": t(self.log_mag), "knee": t(np.log(self.knee)), "copy": t(self.copy),
+                                "own": t(self.own), "lo": t(self.lo), "hi": t(self.hi)}
+        return self._torch[key]
+
+    def prepare(self, theta0, theta1, inject: bool = True):
+        """Per-device ``(a0, intercept, w, ρ)`` (each ``[E]``), computed once per forward pass."""
+        torch = require_torch()
+        p = self._tensors(torch, theta0.dtype)
+        neg = theta0 < 0
+        row = neg.long()
+        mag = theta0.abs().maximum(p["lo"][row]).minimum(p["hi"][row])
+        a0 = mag.where(~neg, -mag)
+        lm = mag.log()
+
+        def table(name):
+            pos = _interp(torch, lm, p["log_mag"][0], p[name][0])
+            ng = _interp(torch, lm, p["log_mag"][1], p[name][1])
+            return ng.where(neg, pos)
+
+        return a0, theta1 if inject else table("own"), table("knee").exp(), table("copy")
+
+    @staticmethod
+    def apply(delta, prepared):
+        """``(i_s, i_d)`` for ``delta`` ``[B, E]`` from :meth:`prepare`'s tensors."""
+        a0, b, w, rho = prepared
+        torch = require_torch()
+        i_s = w * torch.nn.functional.softplus((a0 * delta + b) / w)
+        return i_s, rho * i_s
+
+    def currents(self, delta, theta0, theta1, inject: bool = True):
+        """``(i_s, i_d)``: current leaving s and entering d (torch; ``delta`` ``[B, E]``, θ columns ``[E]``).
+
+        With ``inject=False`` the intercept is the cell's own offset at that slope (no injection,
+        as measured in the calibration table) and ``theta1`` is ignored.
+        """
+        return self.apply(delta, self.prepare(theta0, theta1, inject))
+
+    def raw_currents(self, delta, theta0):
+        """The surrogate of an instance with no offset injection (as in the calibration table)."""
+        return self.currents(delta, theta0, theta0, inject=False)
+
+
 # ------------------------------------------------------------------ topology generators
 
 def fully_connected(num_nodes: int, include_ground: bool = True, repeat: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -277,7 +473,11 @@ class TorchKNet:
                 ops["D"] = torch.as_tensor(sel_d[1:], dtype=self.dtype)
                 ops["delta"] = torch.as_tensor(sel_s[1:] - sel_d[1:], dtype=self.dtype)
                 ops["scatter"] = torch.as_tensor((sel_d[1:] - sel_s[1:]).T / self.capacitance, dtype=self.dtype)
+                ops["into"] = torch.as_tensor(sel_d[1:].T / self.capacitance, dtype=self.dtype)
+                ops["out"] = torch.as_tensor(sel_s[1:].T / self.capacitance, dtype=self.dtype)
             self.layer_ops.append(ops)
+        #: a :class:`CellSurrogate` used in place of the ideal ``relu`` law (``--device-in-the-loop``)
+        self.surrogate = None
         self.thetas = [torch.as_tensor(np.asarray(t), dtype=self.dtype).clone().requires_grad_(True)
                        for t in thetas]
         self.input_nodes = torch.as_tensor(topology.input_nodes - 1, dtype=torch.long)
@@ -324,11 +524,31 @@ class TorchKNet:
     def rhs(self, k: int, v, cols):
         """``dv/dt`` of layer ``k`` for node voltages ``v`` ``[B, N]`` and θ columns ``cols``."""
         ops = self.layer_ops[k]
+        if self.surrogate is not None:
+            return self._surrogate_rhs(ops, v, cols)
         g = self._currents(ops, v, cols)
         if self.dense:
             return g @ ops["scatter"]
         out = v.new_zeros((v.shape[0], self.topology.num_nodes + 1))
         out = out.index_add(1, ops["dst"], g).index_add(1, ops["src"], -g)
+        return out[:, 1:] / self.capacitance
+
+    def _surrogate_rhs(self, ops, v, cols):
+        """``dv/dt`` with the cell surrogate: current ``i_s`` leaves s, ``i_d`` enters d (they differ)."""
+        torch = self.torch
+        if self.dense:
+            delta = v @ ops["delta"]
+        else:
+            vg = torch.nn.functional.pad(v, (1, 0))
+            delta = vg[:, ops["src"]] - vg[:, ops["dst"]]
+        if len(cols) == 4:  # prepared once per forward pass (CellSurrogate.prepare)
+            i_s, i_d = self.surrogate.apply(delta, cols)
+        else:
+            i_s, i_d = self.surrogate.currents(delta, cols[0], cols[1])
+        if self.dense:
+            return i_d @ ops["into"] - i_s @ ops["out"]
+        out = v.new_zeros((v.shape[0], self.topology.num_nodes + 1))
+        out = out.index_add(1, ops["dst"], i_d).index_add(1, ops["src"], -i_s)
         return out[:, 1:] / self.capacitance
 
     def forward(self, x, dt: float, *, theta_noise: float = 0.0, voltage_noise: float = 0.0, generator=None):
@@ -339,14 +559,30 @@ class TorchKNet:
         every RK4 step of length ``h`` (a Wiener-like disturbance whose
         variance over a window does not depend on ``dt``). Both default to 0.
         """
+        return self.forward_with_penalty(x, dt, theta_noise=theta_noise, voltage_noise=voltage_noise,
+                                         generator=generator)[0]
+
+    def forward_with_penalty(self, x, dt: float, voltage_max: float | None = None, *, theta_noise: float = 0.0,
+                             voltage_noise: float = 0.0, generator=None):
+        """:meth:`forward` plus the voltage-range penalty and the peak ``|v|``.
+
+        Returns ``(outputs, penalty, peak)``: ``penalty`` is the mean over RK4
+        step states, samples and nodes of ``relu(|v| − voltage_max)²`` (a
+        0-d tensor; 0 when ``voltage_max`` is None) and ``peak`` the largest
+        ``|v|`` over the whole trajectory (a float, no gradient).
+        """
         torch = self.torch
         x = torch.as_tensor(x, dtype=self.dtype)
         v = x.new_zeros((x.shape[0], self.topology.num_nodes))
         v = v.index_copy(1, self.input_nodes, x[:, self.input_index])
+        excess, n_states = v.new_zeros(()), 0
+        peak = float(v.detach().abs().max()) if v.numel() else 0.0
         for k, theta in enumerate(self.thetas):
             if theta_noise:
                 theta = theta + theta_noise * torch.randn(theta.shape, dtype=theta.dtype, generator=generator)
             cols = theta.unbind(1)
+            if self.surrogate is not None:
+                cols = self.surrogate.prepare(cols[0], cols[1])
             t0, t1 = self.t_bounds[k], self.t_bounds[k + 1]
             steps = max(1, int(np.ceil((t1 - t0) / dt - 1e-9)))
             h = (t1 - t0) / steps
@@ -358,7 +594,11 @@ class TorchKNet:
                 v = torch.add(v, torch.add(k1 + k4, k2 + k3, alpha=2.0), alpha=h / 6)
                 if voltage_noise:
                     v = v + voltage_noise * math.sqrt(h) * torch.randn(v.shape, dtype=v.dtype, generator=generator)
-        return v[:, self.output_nodes]
+                if voltage_max is not None:
+                    excess = excess + ((v.abs() - voltage_max).clamp_min(0.0) ** 2).mean()
+                    n_states += 1
+                peak = max(peak, float(v.detach().abs().max()))
+        return v[:, self.output_nodes], excess / max(n_states, 1), peak
 
     __call__ = forward
 
@@ -433,6 +673,10 @@ class TrainConfig:
     theta_max: float | None = None
     theta_noise: float = 0.0
     voltage_noise: float = 0.0
+    voltage_max: float | None = None
+    voltage_weight: float = 10.0
+    theta_range: str | None = None
+    device_in_the_loop: str | None = None
     dtype: str = "float32"
     optimizer: str = "Adam"
     schedule: str = "cosine (lr -> 0 over all epochs)"
@@ -467,6 +711,11 @@ def fit(model, task: Task, cfg: TrainConfig, log=None) -> dict:
 
     ``model`` is a :class:`TorchKNet` or :class:`TorchMLP`; noise options only
     act on a :class:`TorchKNet`, and ``theta_max`` clamps its θ after each step.
+    Hardware-aware options (:class:`TorchKNet` only): ``voltage_max`` adds
+    ``voltage_weight · mean(relu(|v| − voltage_max)²)`` over every RK4 step state
+    to the loss; ``theta_range`` (``cell:PDK``) projects θ into the signed cell's
+    calibrated range after every step (:func:`theta_box`). The loss history is
+    the task loss alone.
     """
     torch = require_torch()
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -478,34 +727,58 @@ def fit(model, task: Task, cfg: TrainConfig, log=None) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
     noise = {}
-    if isinstance(model, TorchKNet):
+    knet_model = isinstance(model, TorchKNet)
+    if knet_model:
         noise = {"theta_noise": cfg.theta_noise, "voltage_noise": cfg.voltage_noise, "generator": gen}
-    history = []
+    box = None
+    if knet_model and cfg.theta_range:
+        if model.law != "relu":
+            raise InputError(f"--theta-range needs the relu law (the signed cell's calibration), not {model.law!r}")
+        box = theta_box(cfg.theta_range)
+        with torch.no_grad():  # start inside the box too
+            for t in model.thetas:
+                box.project(t)
+    history, penalties, peaks = [], [], []
     t_start = time.perf_counter()
     for epoch in range(cfg.epochs):
         perm = torch.randperm(X.shape[0], generator=gen)
-        total, count = 0.0, 0
+        total, total_pen, count, peak = 0.0, 0.0, 0, 0.0
         for i in range(0, X.shape[0], cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            loss = loss_fn(model(X[idx], cfg.dt, **noise), y[idx])
+            if knet_model:
+                out, pen, pk = model.forward_with_penalty(X[idx], cfg.dt, cfg.voltage_max, **noise)
+                task_loss = loss_fn(out, y[idx])
+                loss = task_loss + cfg.voltage_weight * pen if cfg.voltage_max is not None else task_loss
+                total_pen += float(pen.detach()) * idx.numel()
+                peak = max(peak, pk)
+            else:
+                task_loss = loss = loss_fn(model(X[idx], cfg.dt), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if cfg.theta_max is not None and isinstance(model, TorchKNet):
+            if knet_model and (cfg.theta_max is not None or box is not None):
                 with torch.no_grad():
                     for t in model.thetas:
-                        t.clamp_(-cfg.theta_max, cfg.theta_max)
-            total += float(loss.detach()) * idx.numel()
+                        if cfg.theta_max is not None:
+                            t.clamp_(-cfg.theta_max, cfg.theta_max)
+                        if box is not None:
+                            box.project(t)
+            total += float(task_loss.detach()) * idx.numel()
             count += idx.numel()
         sched.step()
         history.append(total / count)
+        penalties.append(total_pen / count)
+        peaks.append(peak)
         if not math.isfinite(history[-1]):
             raise KCompileError(f"training diverged at epoch {epoch + 1} (loss {history[-1]}): "
                                 "lower --lr, --init-scale or --dt")
         if log and (epoch + 1 == cfg.epochs or (epoch + 1) % max(1, cfg.epochs // 10) == 0):
-            log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {history[-1]:.4g} "
+            extra = (f", voltage penalty {penalties[-1]:.3g}, peak |v| {peaks[-1]:.3g}"
+                     if cfg.voltage_max is not None and knet_model else "")
+            log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {history[-1]:.4g}{extra} "
                 f"({time.perf_counter() - t_start:.0f} s)")
-    return {"loss": history, "seconds": time.perf_counter() - t_start}
+    return {"loss": history, "voltage_penalty": penalties, "peak_voltage": peaks,
+            "seconds": time.perf_counter() - t_start}
 
 
 def score(task: Task, outputs: np.ndarray, y: np.ndarray) -> dict:
@@ -537,10 +810,15 @@ def evaluate_knet(knet: KNet, task: Task, dt: float, rtol: float = 1e-7, atol: f
 
     res = {"rk4": {"dt": dt}, "dopri5": {"rtol": rtol, "atol": atol}}
     outs = {}
+    grid = np.linspace(0.0, knet.t_bounds[-1], 50 * knet.num_layers + 1)
+    peak = 0.0
     for split, X, y in (("train", task.X_train, task.y_train), ("test", task.X_test, task.y_test)):
         for method in ("rk4", "dopri5"):
             t0 = time.perf_counter()
-            tr = integrate(knet, X, method=method, dt=dt, rtol=rtol, atol=atol)
+            tr = integrate(knet, X, method=method, dt=dt, rtol=rtol, atol=atol,
+                           grid=grid if method == "dopri5" else None)
+            if tr.grid_states is not None:
+                peak = max(peak, float(np.nanmax(np.abs(tr.grid_states))))
             outs[method, split] = tr.outputs
             res[method][split] = score(task, tr.outputs, y)
             res[method][f"{split}_seconds"] = round(time.perf_counter() - t0, 3)
@@ -549,6 +827,8 @@ def evaluate_knet(knet: KNet, task: Task, dt: float, rtol: float = 1e-7, atol: f
     res["max_abs_output"] = float(max(np.max(np.abs(outs["dopri5", s])) for s in ("train", "test")))
     res["max_rel_output_diff_rk4_vs_dopri5"] = res["max_abs_output_diff_rk4_vs_dopri5"] / max(
         res["max_abs_output"], 1e-300)
+    # the largest |node voltage| anywhere on the trajectory (dopri5, 50 points per layer; train and test)
+    res["max_abs_voltage"] = peak
     return res
 
 
@@ -594,7 +874,24 @@ def train_knet(task: Task, law: str, size: str = "small", layers: int = 2, cfg: 
     t_bounds = np.arange(layers + 1) * cfg.t_layer
     dtype = getattr(torch, cfg.dtype)
     model = TorchKNet.init(topology, law, t_bounds, seed=cfg.seed, init_scale=cfg.init_scale, dtype=dtype)
+    hardware = {}
+    if cfg.device_in_the_loop:
+        if law != "relu":
+            raise InputError(f"--device-in-the-loop models the signed relu cell; law {law!r} has no surrogate")
+        model.surrogate = CellSurrogate.from_pdk(cfg.device_in_the_loop)
+        hardware["surrogate"] = model.surrogate.summary()
+    if cfg.theta_range:
+        box = theta_box(cfg.theta_range)
+        hardware["theta_box"] = {"theta0_abs_min": list(box.lo), "theta0_abs_max": list(box.hi),
+                                 "theta1_abs_max": box.theta1_max, "source": box.source,
+                                 "note": "per sign of θ0: [θ0 >= 0, θ0 < 0]; projected after every step"}
     hist = fit(model, task, cfg, log)
+    if cfg.voltage_max is not None:
+        hardware["voltage"] = {"max": cfg.voltage_max, "weight": cfg.voltage_weight,
+                               "penalty": "voltage_weight * mean over RK4 step states, samples, nodes of "
+                                          "relu(|v| - voltage_max)^2",
+                               "final_penalty": hist["voltage_penalty"][-1],
+                               "final_epoch_peak_abs_voltage": hist["peak_voltage"][-1]}
     # the exported float64 model, scored by the torch RK4 (what was trained) ...
     meta = {
         "kind": "trained",
@@ -608,12 +905,18 @@ def train_knet(task: Task, law: str, size: str = "small", layers: int = 2, cfg: 
                               "output-node voltage at t_L = scaled target, MSE")},
         "training": {**asdict(cfg), "loss": task.kind == "classification" and "cross_entropy" or "mse",
                      "final_train_loss": hist["loss"][-1], "seconds": round(hist["seconds"], 1),
-                     "gradient": "backprop through fixed-step RK4 (exact for the discretised model)"},
+                     "gradient": "backprop through fixed-step RK4 (exact for the discretised model)",
+                     **({"hardware_aware": hardware} if hardware else {})},
         "provenance": {**_provenance(), **({"command": command} if command else {})},
     }
     knet = model.to_knet(meta)
     if evaluate:
         meta["metrics"] = evaluate_knet(knet, task, cfg.dt)
+        if model.surrogate is not None:  # the model as trained: surrogate cell, torch RK4
+            meta["metrics"]["device_in_the_loop"] = {
+                "dt": cfg.dt, "surrogate": f"{model.surrogate.pdk}/{model.surrogate.corner}",
+                **{split: score(task, _model_outputs(model, X, cfg.dt), y)
+                   for split, X, y in (("train", task.X_train, task.y_train), ("test", task.X_test, task.y_test))}}
         knet = model.to_knet(meta)
     return TrainResult(model, knet, meta)
 
@@ -636,7 +939,8 @@ def train_mlp(task: Task, size: str = "small", target_params: int | None = None,
         "model": {"type": "mlp", "activation": "relu", "hidden_layers": hidden_layers, "width": width,
                   "num_params": model.num_params, "target_params": target, "size": size},
         "training": {**{k: v for k, v in asdict(cfg).items()
-                        if k not in ("dt", "t_layer", "init_scale", "theta_max", "theta_noise", "voltage_noise")},
+                        if k not in ("dt", "t_layer", "init_scale", "theta_max", "theta_noise", "voltage_noise",
+                                     "voltage_max", "voltage_weight", "theta_range", "device_in_the_loop")},
                      "init": "torch default (Kaiming-uniform)", "final_train_loss": hist["loss"][-1],
                      "seconds": round(hist["seconds"], 1)},
         "metrics": metrics,
@@ -708,6 +1012,14 @@ def _command_line(ctx, **resolved) -> str:
               help="Std of Gaussian noise added to θ in each training forward pass.")
 @click.option("--voltage-noise", type=float, default=0.0, show_default=True,
               help="Std (per sqrt time unit) of Gaussian noise on node voltages during training.")
+@click.option("--voltage-max", type=float, default=None,
+              help="Keep every node voltage within ±V model units over the whole trajectory (loss penalty).")
+@click.option("--voltage-weight", type=float, default=10.0, show_default=True,
+              help="Weight of the --voltage-max penalty mean(relu(|v|-V)^2).")
+@click.option("--theta-range", default=None, metavar="cell:PDK[:CORNER]",
+              help="Keep |θ0| (relu) inside the signed cell's calibrated range and |θ1| <= 4 (e.g. cell:generic180).")
+@click.option("--device-in-the-loop", default=None, metavar="PDK[:CORNER]",
+              help="Train with a surrogate of the characterised signed cell in place of the ideal relu law.")
 @click.option("--baseline", type=click.Choice(["mlp"]), default=None,
               help="Train the matched ReLU-MLP baseline instead (writes only the metrics JSON).")
 @click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -715,7 +1027,8 @@ def _command_line(ctx, **resolved) -> str:
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def train_command(task_name, law, size, layers, t_layer, epochs, batch_size, lr, dt, init_scale, dtype, seed, data_seed,
-                  theta_max, theta_noise, voltage_noise, baseline, out_path, threads, quiet):
+                  theta_max, theta_noise, voltage_noise, voltage_max, voltage_weight, theta_range, device_in_the_loop,
+                  baseline, out_path, threads, quiet):
     """Train a KirchhoffNet on a bundled task and export it as kcompile.knet/1."""
     torch = require_torch()
     torch.set_num_threads(max(1, threads))
@@ -729,11 +1042,16 @@ def train_command(task_name, law, size, layers, t_layer, epochs, batch_size, lr,
                       batch_size=batch_size or defaults["batch_size"], seed=seed,
                       dt=dt or defaults["dt"], t_layer=t_layer, init_scale=init_scale,
                       dtype=dtype or defaults.get("dtype", "float32"),
-                      theta_max=theta_max, theta_noise=theta_noise, voltage_noise=voltage_noise)
+                      theta_max=theta_max, theta_noise=theta_noise, voltage_noise=voltage_noise,
+                      voltage_max=voltage_max, voltage_weight=voltage_weight, theta_range=theta_range,
+                      device_in_the_loop=device_in_the_loop)
+    if voltage_max is not None and voltage_max <= 0:
+        raise InputError(f"--voltage-max must be positive, got {voltage_max}")
     task = load_task(task_name, data_seed)
     log = None if quiet else (lambda s: click.echo(s, err=True))
     command = _command_line(click.get_current_context(), law=law, epochs=cfg.epochs, lr=cfg.lr,
-                            batch_size=cfg.batch_size, dt=cfg.dt, dtype=cfg.dtype)
+                            batch_size=cfg.batch_size, dt=cfg.dt, dtype=cfg.dtype,
+                            **({"voltage_weight": voltage_weight} if voltage_max is not None else {}))
     if baseline == "mlp":
         # the KirchhoffNet of the same size sets the parameter budget
         target = task_topology(task, law, size, layers).num_params(law)
