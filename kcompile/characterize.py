@@ -13,6 +13,7 @@ in ``docs/cells.md``.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from dataclasses import dataclass
 
@@ -115,11 +116,16 @@ def measure(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], scal
             return Sweep(z["vs"], z["vd"], z["sink"], z["source"])
     sweep = run_sweep(deck, len(instances), scaling, points)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, vs=sweep.vs, vd=sweep.vd, sink=sweep.sink, source=sweep.source)
-        tmp.replace(path)
+        _store(path, vs=sweep.vs, vd=sweep.vd, sink=sweep.sink, source=sweep.source)
     return sweep
+
+
+def _store(path, **arrays: np.ndarray) -> None:
+    """Write a cache entry atomically (a per-process temporary file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,10 +196,7 @@ def measure_diff(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams],
     source = np.stack([data[f"i(vd{k})"].reshape(shape).T for k in range(n)]) / scaling.i0
     sweep = DiffSweep(delta, mid, sink, source)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, delta=sweep.delta, mid=sweep.mid, sink=sweep.sink, source=sweep.source)
-        tmp.replace(path)
+        _store(path, delta=sweep.delta, mid=sweep.mid, sink=sweep.sink, source=sweep.source)
     return sweep
 
 
