@@ -222,7 +222,8 @@ def open_build(path: str | Path) -> Build:
     try:
         manifest = json.loads(manifest_path.read_text())
         scaling = Scaling(**{k: v for k, v in manifest["scaling"].items() if k != "tau"})
-        manifest["cells"]["level"]
+        if manifest["cells"]["level"] not in ("behavioural", "transistor"):
+            raise KeyError("cells.level")
         tran = Tran(**manifest["tran"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise InputError(f"{manifest_path}: unreadable manifest ({exc}); rebuild with 'kcompile build'") from None

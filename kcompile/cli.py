@@ -7,6 +7,7 @@ for simulator failures), never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,9 @@ from .build import Build, build as build_dir, modified_files, open_build
 from .compare import Comparison, compare
 from .errors import KCompileError
 from .inputs import load_inputs, random_inputs
+from .mapping import transistor_scaling
+from .netlist import Scaling
+from .pdk import get_pdk
 from .reference import Trajectory, integrate
 from .simulate import SpiceResult, simulate as run_spice
 
@@ -63,12 +67,6 @@ def main():
               help="Transient step cap: 1/N of the shortest layer (default 1000 behavioural, 400 transistor).")
 def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped, v0, i0, c_unit, points_per_layer):
     """Validate WEIGHTS (kcompile.knet/1 .npz) and write netlists and a manifest."""
-    import dataclasses
-
-    from .mapping import transistor_scaling
-    from .netlist import Scaling
-    from .pdk import get_pdk
-
     out_dir = out_dir or Path("build") / weights.stem
     overrides = {k: v for k, v in {"v0": v0, "i0": i0, "c_unit": c_unit}.items() if v is not None}
     base = transistor_scaling(get_pdk(pdk)) if cells == "transistor" else Scaling()
@@ -284,8 +282,6 @@ def verify(target, max_error, inputs, batch, seed, jobs, timeout, keep_runs, as_
 
 def _verify_flow(path: Path, jobs: int | None, as_json: bool, junit: Path | None, report: Path | None,
                  scheduler: str | None, cache: Path | None):
-    import dataclasses
-
     from .flow import load_flow
     from .report import summary, write_html, write_junit
     from .verify import run_flow

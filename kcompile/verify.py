@@ -12,6 +12,7 @@ non-ideality (transistor).
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,18 +21,15 @@ from typing import Callable
 
 import numpy as np
 
-import dataclasses
-
 from .build import build
 from .characterised import integrate_characterised, measure_devices
 from .errors import InputError
 from .flow import Flow, Gate
-from .mapping import map_knet, transistor_scaling
-from .netlist import render_transistor_circuit, transistor_tran
-from .pdk import get_pdk
 from .inputs import load_inputs, random_inputs
 from .knet import KNet
-from .netlist import Scaling
+from .mapping import map_knet, transistor_scaling
+from .netlist import Scaling, render_transistor_circuit, transistor_tran
+from .pdk import get_pdk
 from .reference import Trajectory, integrate
 from .simulate import dask_executor, simulate
 
