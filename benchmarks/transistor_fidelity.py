@@ -20,6 +20,7 @@ Usage (from the repository root; every case prints one line per network)::
     python benchmarks/transistor_fidelity.py mnist   # clipping statistics of the imported checkpoint
     python benchmarks/transistor_fidelity.py example --c-unit 1e-12   # the old 1 pF scaling
     python benchmarks/transistor_fidelity.py example --points-per-layer 800   # timestep check
+    python benchmarks/transistor_fidelity.py example --refine-steps 0   # without per-device refinement
 
 ``--out FILE.npz`` saves every state array. Runs use all cores (``--jobs``).
 """
@@ -43,16 +44,17 @@ from kcompile.mapping import map_knet, transistor_scaling  # noqa: E402
 from kcompile.netlist import render_transistor_circuit, transistor_tran  # noqa: E402
 from kcompile.pdk import get_pdk  # noqa: E402
 from kcompile.reference import integrate  # noqa: E402
+from kcompile.refine import refine, steps_for  # noqa: E402
 from kcompile.simulate import simulate  # noqa: E402
 
 
 def fidelity(knet: KNet, x: np.ndarray, pdk: str = "generic180", corner: str = "tt", c_unit: float | None = None,
-             jobs: int | None = None, points_per_layer: int = 400) -> dict:
+             jobs: int | None = None, points_per_layer: int = 400, refine_steps: int | None = None) -> dict:
     """Run the three levels on inputs ``x``; errors are max |a − b| in model units."""
     over = {} if c_unit is None else {"c_unit": c_unit}
     scaling = transistor_scaling(get_pdk(pdk), **over)
     t0 = time.perf_counter()
-    cellmap = map_knet(knet, pdk, corner, scaling)
+    cellmap = refine(knet, map_knet(knet, pdk, corner, scaling), steps_for(knet, refine_steps))
     tables = measure_devices(cellmap)
     t1 = time.perf_counter()
     ideal = integrate(knet, x)
@@ -104,13 +106,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--points-per-layer", type=int, default=400,
                     help="ngspice step cap, 1/points of a layer (kcompile's default 400)")
+    ap.add_argument("--refine-steps", type=int, default=None,
+                    help="per-device refinement steps (kcompile's default: 2 up to 2,000 devices)")
     a = ap.parse_args(argv)
     saved = {}
     if a.case == "example":
         path = ROOT / "examples/random_relu.npz"
         knet = load_knet(path)
         x = np.load(path)["test_inputs"][:a.batch or 2]
-        r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer)
+        r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer, a.refine_steps)
         print(_line(f"example {a.pdk}/{a.corner} batch {len(x)}", r), flush=True)
         saved.update({k: r[k] for k in ("ideal", "char", "spice")})
     elif a.case == "random":
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in _seeds(a.seeds):
             knet = random_knet(a.nodes, 2, a.devices, "relu", num_outputs=2, theta_scale=0.3, seed=seed)
             x = np.random.default_rng(100 + seed).uniform(-1, 1, (a.batch or 2, knet.num_features))
-            r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer)
+            r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer, a.refine_steps)
             worst = np.maximum(worst, [r["tr_char"][0], r["tr_ideal"][0], r["char_ideal"][0]])
             print(_line(f"random seed {seed} ({a.nodes} nodes, 2x{a.devices} devices) {a.pdk}/{a.corner}", r),
                   flush=True)
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         z = np.load(a.model)
         x = z["test_inputs"][a.start:a.start + (a.batch or 200)]
         labels = z["test_labels"][a.start:a.start + len(x)] if "test_labels" in z else None
-        r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer)
+        r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer, a.refine_steps)
         out = knet.output_nodes - 1
         cls = {k: r[k][:, -1, out].argmax(axis=1) for k in ("ideal", "char", "spice")}
         agree = lambda p, q: 100.0 * float(np.mean(cls[p] == cls[q]))  # noqa: E731

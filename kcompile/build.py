@@ -26,10 +26,11 @@ from .errors import InputError
 from .files import sha256
 from .inputs import check_inputs
 from .knet import FORMAT, KNet, load_knet, save_knet
-from .mapping import clip_reason, relu_target, map_knet, transistor_scaling
+from .mapping import clip_reason, map_knet, relu_target, transistor_scaling
 from .netlist import Scaling, Tran, default_tran, render_transistor_circuit, transistor_tran, write_circuit
 from .pdk import get_pdk
 from .reference import integrate
+from .refine import refine, steps_for
 
 MANIFEST = "manifest.json"
 
@@ -125,7 +126,7 @@ def compliance_warnings(knet: KNet, inputs: np.ndarray, scaling: Scaling, supply
 
 def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = None, *, cells: str = "behavioural",
           pdk: str = "generic180", corner: str = "tt", allow_clipped: bool = False,
-          points_per_layer: int | None = None) -> Build:
+          points_per_layer: int | None = None, refine_steps: int | None = None) -> Build:
     """Validate ``weights`` and write the build directory ``out_dir``.
 
     Parameters
@@ -142,6 +143,9 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         Step cap of the transient, 1/points of the shortest layer (default 1000
         behavioural, 400 transistor). ngspice's error falls as its square; its
         cost grows linearly (docs/foundation.md, docs/performance.md).
+    refine_steps : int, optional
+        Per-device refinement steps of transistor cells (:mod:`kcompile.refine`);
+        default: 2 for networks up to 2,000 devices, else 0.
 
     An existing ``out_dir`` is replaced only if it is an earlier kcompile build
     (it holds ``manifest.json``) or empty; anything else is refused.
@@ -159,6 +163,8 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         cellmap = map_knet(knet, pdk, corner, scaling)
         if cellmap.clipped and not allow_clipped:
             raise InputError(f"{weights}: {_clipped_message(cellmap, knet.law)}")
+        refine_steps = steps_for(knet, refine_steps)
+        cellmap = refine(knet, cellmap, refine_steps)
         tran = transistor_tran(knet, *([points_per_layer] if points_per_layer else []))
         probe = extras.get("inputs")
         probe = probe[:64] if probe is not None else np.random.default_rng(0).uniform(-1, 1, (16, knet.num_features))
@@ -176,7 +182,7 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
             with open(tmp / "circuit.cir", "w") as f:
                 f.writelines(render_transistor_circuit(knet, cellmap))
             _save_devices(tmp / "devices.npz", cellmap)
-            cells_info = _cells_info(cellmap)
+            cells_info = {**_cells_info(cellmap), "refine_steps": refine_steps}
         save_knet(knet, tmp / "weights.npz")
         for name, arr in extras.items():
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)

@@ -24,10 +24,12 @@ from .build import Build, build as build_dir, modified_files, open_build
 from .compare import Comparison, compare
 from .errors import KCompileError
 from .inputs import load_inputs, random_inputs
-from .mapping import transistor_scaling
+from .characterised import integrate_characterised, measure_devices
+from .mapping import map_knet, transistor_scaling
 from .netlist import Scaling
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
+from .refine import refine
 from .simulate import SpiceResult, simulate as run_spice
 
 console = Console(stderr=True)
@@ -65,13 +67,17 @@ def main():
 @click.option("--c-unit", type=float, default=None, help="Farads per model capacitance unit (transistor default 1e-11).")
 @click.option("--points-per-layer", type=click.IntRange(min=10), default=None,
               help="Transient step cap: 1/N of the shortest layer (default 1000 behavioural, 400 transistor).")
-def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped, v0, i0, c_unit, points_per_layer):
+@click.option("--refine-steps", type=click.IntRange(min=0), default=None,
+              help="Per-device refinement steps of transistor cells from their measured I-V "
+                   "(default 2 up to 2,000 devices, else 0).")
+def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped, v0, i0, c_unit, points_per_layer,
+          refine_steps):
     """Validate WEIGHTS (kcompile.knet/1 .npz) and write netlists and a manifest."""
     out_dir = out_dir or Path("build") / weights.stem
     overrides = {k: v for k, v in {"v0": v0, "i0": i0, "c_unit": c_unit}.items() if v is not None}
     base = transistor_scaling(get_pdk(pdk)) if cells == "transistor" else Scaling()
     b = build_dir(weights, out_dir, dataclasses.replace(base, **overrides), cells=cells, pdk=pdk, corner=corner,
-                  allow_clipped=allow_clipped, points_per_layer=points_per_layer)
+                  allow_clipped=allow_clipped, points_per_layer=points_per_layer, refine_steps=refine_steps)
     m = b.manifest
     layers = ", ".join(f"{layer['devices']}" for layer in m["layers"])
     what = "behavioural sources" if cells == "behavioural" else (
@@ -100,12 +106,9 @@ def _characterised(b: Build, x: np.ndarray) -> Trajectory | None:
     cells = b.manifest["cells"]
     if cells.get("level") != "transistor":
         return None
-    from .characterised import integrate_characterised, measure_devices
-    from .mapping import map_knet
-
     console.print("characterised reference: measuring every cell's DC I-V (cached after the first run)",
                   highlight=False)
-    cellmap = map_knet(b.knet, cells["pdk"], cells["corner"], b.scaling)
+    cellmap = refine(b.knet, map_knet(b.knet, cells["pdk"], cells["corner"], b.scaling), cells.get("refine_steps", 0))
     return integrate_characterised(b.knet, measure_devices(cellmap), x)
 
 

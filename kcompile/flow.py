@@ -20,7 +20,8 @@ Example::
 
 Transistor-level keys: ``pdk`` (generic180, sky130, gf180mcu), ``corners``
 (the first is the calibration corner), ``temperature`` (°C, list),
-``scaling`` (v0, vcm, i0, c_unit overrides), ``allow_clipped``.
+``scaling`` (v0, vcm, i0, c_unit overrides), ``allow_clipped``, ``refine_steps`` (per-device
+refinement of the transistor cells, :mod:`kcompile.refine`; default 2 up to 2,000 devices).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class Flow:
     scheduler: str | None = None
     cache: Path | None = None
     allow_clipped: bool = False
+    refine_steps: int | None = None
 
 
 class _Checker:
@@ -141,7 +143,8 @@ def load_flow(path: str | Path) -> Flow:
         raise InputError(f"{path}: a flow file must be a YAML mapping")
     c = _Checker(path)
     known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature",
-             "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache", "allow_clipped"}
+             "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache", "allow_clipped",
+             "refine_steps"}
     for key in data:
         if key not in known:
             raise c.fail(key, f"is not a flow key (known: {', '.join(sorted(known))})")
@@ -183,7 +186,15 @@ def load_flow(path: str | Path) -> Flow:
         jobs=c.typed(data, "jobs", int, None), scheduler=c.typed(data, "scheduler", str, None),
         cache=None if "cache" not in data else (path.parent / c.typed(data, "cache", str)).resolve(),
         allow_clipped=c.typed(data, "allow_clipped", bool, False),
+        refine_steps=_non_negative(c, data, "refine_steps"),
     )
+
+
+def _non_negative(c: _Checker, data: dict, key: str) -> int | None:
+    value = c.typed(data, key, int, None)
+    if value is not None and value < 0:
+        raise c.fail(key, f"must be 0 or more, got {value}")
+    return value
 
 
 def _number(c: _Checker, data: dict, key: str, where: str) -> float:

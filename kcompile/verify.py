@@ -28,6 +28,7 @@ from .flow import Flow, Gate
 from .inputs import load_inputs, random_inputs
 from .knet import KNet
 from .mapping import map_knet, transistor_scaling
+from .refine import refine, steps_for
 from .netlist import Scaling, render_transistor_circuit, transistor_tran
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
@@ -156,6 +157,7 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
     if cellmap.clipped and not flow.allow_clipped:
         raise InputError(f"{flow.path}: {len(cellmap.clipped)} device(s) of {flow.model} need θ outside the cell's "
                          "calibrated range; set 'allow_clipped: true' in the flow to run them clipped")
+    cellmap = refine(knet, cellmap, steps_for(knet, flow.refine_steps))
     runs = []
     if "characterised" in flow.levels:
         t0 = time.perf_counter()
