@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the model zoo and the MLP baselines of docs/training.md (CPU, one torch thread each).
-# Usage: bash examples/zoo/make_zoo.sh [a|b|all]   (a and b can run in parallel on two cores)
+# Usage: bash examples/zoo/make_zoo.sh [a|b|hw|all]   (a and b can run in parallel on two cores)
 # `python -m kcompile.train` is the same command as `kcompile train`. Every shipped NAME.json also
 # records, under provenance.command, the exact command (per-task defaults spelled out) that made it.
 # The first models were trained in float64, before float32 became the default; --dtype float64 keeps them.
@@ -36,8 +36,14 @@ stream_b() {
     $T --task housing --size $s --baseline mlp -o $B/mlp-housing-$s.json
   done
 }
+stream_hw() {  # the transistor-level model of docs/hardware_aware.md (needs ngspice: characterises the cell)
+  $T --task moons --epochs 40 --batch-size 32 --dt 0.1 --voltage-max 3.0 --voltage-weight 100.0 \
+    --theta-range cell:generic180 --device-in-the-loop generic180 --law relu --size small --lr 0.02 \
+    --dtype float32 -o $Z/moons-hw-transistor.npz
+}
 case "${1:-all}" in
   a) stream_a ;;
   b) stream_b ;;
-  all) stream_a; stream_b ;;
+  hw) stream_hw ;;
+  all) stream_a; stream_b; stream_hw ;;
 esac
