@@ -63,7 +63,8 @@ def fidelity(knet: KNet, x: np.ndarray, pdk: str = "generic180", corner: str = "
         circuit = Path(tmp) / "circuit.cir"
         with open(circuit, "w") as f:
             f.writelines(render_transistor_circuit(knet, cellmap))
-        spice = simulate(knet, circuit, x, transistor_tran(knet, points_per_layer), scaling=scaling, jobs=jobs)
+        spice = simulate(knet, circuit, x, transistor_tran(knet, points_per_layer), scaling=scaling, jobs=jobs,
+                         timeout=7200)
     t2 = time.perf_counter()
     out = knet.output_nodes - 1
 
