@@ -23,6 +23,7 @@ import numpy as np
 
 from .characterize import fit_relu
 from .characterised import DeviceTables, measure_devices
+from .errors import InputError
 from .knet import KNet
 from .mapping import CellMap, map_knet
 
@@ -34,6 +35,7 @@ MID_WINDOW = 2.0  # |common mode| fitted
 MIN_SLOPE = 0.01  # devices with a smaller |slope| are kept as mapped (the fit is noise there)
 MIN_CURRENT = 0.05  # ... and those that conduct less than this inside the window
 MAX_RATIO, MAX_SHIFT = 1.4, 0.5  # bounds of one secant step
+LAWS = ("relu", "shift_relu")  # laws whose cells are refined (one relu fit per device)
 # Two steps: on the moons classifier the largest θ miss fell 0.115 -> 0.014 -> 0.003 units and the
 # characterised level's largest output error vs the ideal model 2.54 -> 0.58 -> 0.41 (docs/transistor.md).
 DEFAULT_STEPS = 2
@@ -101,6 +103,9 @@ def refine(knet: KNet, cellmap: CellMap, steps: int = DEFAULT_STEPS, cache: bool
     if steps <= 0:
         return cellmap
     law = knet.law
+    if law not in LAWS:
+        raise InputError(f"per-device refinement covers the {' and '.join(LAWS)} laws, not {law!r}; "
+                         "build with --refine-steps 0")
     requests = [layer.theta for layer in knet.layers]
     mapped, tables = cellmap, measure_devices(cellmap, cache=cache)
     for _ in range(steps):
@@ -117,7 +122,7 @@ def refine(knet: KNet, cellmap: CellMap, steps: int = DEFAULT_STEPS, cache: bool
 
 
 def steps_for(knet: KNet, refine_steps: int | None) -> int:
-    """Refinement steps to run: ``refine_steps``, or :data:`DEFAULT_STEPS` for small networks when ``None``."""
+    """Refinement steps to run: ``refine_steps``, or :data:`DEFAULT_STEPS` for small relu-law networks when ``None``."""
     if refine_steps is None:
-        return DEFAULT_STEPS if knet.num_devices <= AUTO_MAX_DEVICES else 0
+        return DEFAULT_STEPS if knet.num_devices <= AUTO_MAX_DEVICES and knet.law in LAWS else 0
     return refine_steps

@@ -16,7 +16,8 @@ import pytest
 from kcompile.characterised import DeviceTables
 from kcompile.knet import random_knet
 from kcompile.laws import LAWS
-from kcompile.refine import AUTO_MAX_DEVICES, DEFAULT_STEPS, MAX_RATIO, MAX_SHIFT, fit_law, secant, steps_for
+from kcompile.errors import InputError
+from kcompile.refine import AUTO_MAX_DEVICES, DEFAULT_STEPS, MAX_RATIO, MAX_SHIFT, fit_law, refine, secant, steps_for
 
 
 def _ideal_tables(law: str, theta: np.ndarray, scale: float = 1.0, shift: float = 0.0) -> DeviceTables:
@@ -69,6 +70,13 @@ def test_default_steps_follow_network_size():
     assert steps_for(small, None) == DEFAULT_STEPS and steps_for(small, 0) == 0 and steps_for(small, 3) == 3
     big = random_knet(60, 2, AUTO_MAX_DEVICES // 2 + 1, "relu", seed=0)
     assert steps_for(big, None) == 0
+    assert steps_for(random_knet(6, 2, 12, "tanh", seed=0), None) == 0  # no relu fit for other laws
+
+
+def test_refining_another_law_is_refused_with_the_fix():
+    knet = random_knet(6, 2, 12, "tanh", seed=0)
+    with pytest.raises(InputError, match="--refine-steps 0"):
+        refine(knet, None, steps=1)
 
 
 @pytest.mark.ngspice
@@ -76,7 +84,6 @@ def test_refinement_shrinks_the_measured_theta_miss():
     from kcompile.characterised import measure_devices
     from kcompile.knet import load_knet
     from kcompile.mapping import map_knet
-    from kcompile.refine import refine
 
     knet = load_knet(Path(__file__).parent.parent / "examples/zoo/moons-hw-transistor.npz")
     mapped = map_knet(knet, "generic180", "tt")
