@@ -41,10 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kcompile.knet import KNet, make_knet, save_knet
-from kcompile.netlist import default_tran, write_circuit
-from kcompile.reference import integrate
-from kcompile.simulate import simulate
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # benchmark this checkout, not whichever kcompile is installed
+
+from kcompile.knet import KNet, make_knet, save_knet  # noqa: E402
+from kcompile.netlist import default_tran, write_circuit  # noqa: E402
+from kcompile.reference import integrate  # noqa: E402
+from kcompile.simulate import simulate  # noqa: E402
 
 CHECKPOINT = Path(os.environ.get("KCOMPILE_CHECKPOINTS", "/work/shared/reference-checkpoints")) / "mnist"
 TIGHT = 1e-9
@@ -348,7 +351,7 @@ def main() -> None:
     ap.add_argument("--spice-form", choices=("segmented", "clocked", "auto"), default="segmented",
                     help="netlist form for the size sweep (auto: by size, as kcompile build does)")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: reference,build,spice")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "img")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "kcompile-bench-scale")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -386,8 +389,10 @@ def main() -> None:
     report["load_average_end"] = os.getloadavg()
     summary(report)
     (args.out / "bench_scale.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, args.out / "bench_scale.png")
-    print(f"wrote {args.out / 'bench_scale.json'} and bench_scale.png", flush=True)
+    if report.get("ngspice"):  # the figure is the sweep's: leave an existing one alone when the sweep did not run
+        plot(report, args.out / "bench_scale.png")
+    print(f"wrote {args.out / 'bench_scale.json'}" + (" and bench_scale.png" if report.get("ngspice") else ""),
+          flush=True)
 
 
 if __name__ == "__main__":
