@@ -81,10 +81,13 @@ class Tran:
 
 #: networks with at least this many devices are built segmented, with :data:`LARGE_POINTS_PER_LAYER`
 SEGMENTED_MIN_DEVICES = 10_000
-#: step cap of the segmented transient for large networks (1/points of the shortest layer)
-LARGE_POINTS_PER_LAYER = 50
+#: step cap of the segmented transient for large networks (1/points of the shortest layer); ngspice's
+#: error on the MNIST checkpoint falls as the square of the step: 0.021 at 100 points (docs/performance.md)
+LARGE_POINTS_PER_LAYER = 500
 #: LTE tolerance factor for large networks: the step cap, not the LTE estimate, sets the step
 LARGE_TRTOL = 1000.0
+#: Newton tolerances for large networks: 30 % fewer iterations than 1e-6 at the same error (MNIST, 100 points)
+LARGE_RELTOL, LARGE_VNTOL, LARGE_ABSTOL = 1e-3, 1e-6, 1e-12
 
 
 def is_large(knet: KNet) -> bool:
@@ -101,17 +104,20 @@ def default_tran(knet: KNet, points_per_layer: int | None = None, *, segmented: 
     points keeps a 10x margin below the 1e-4 gate (docs/foundation.md).
 
     Large networks (:func:`is_large`; ``segmented`` overrides) get one
-    transient per layer, :data:`LARGE_POINTS_PER_LAYER` points per layer and
-    ``trtol`` = :data:`LARGE_TRTOL`, so that the cap, not the local-error
-    estimate, sets the step: on the MNIST checkpoint (460k devices) this is
-    within 1e-3 of the reference at a few CPU-minutes per image, where the
-    small-network default would take hours (docs/performance.md).
+    transient per layer (:func:`render_circuit`), :data:`LARGE_POINTS_PER_LAYER`
+    points per layer, ``trtol`` = :data:`LARGE_TRTOL` so that the cap rather
+    than the local-error estimate sets the step, and Newton tolerances
+    :data:`LARGE_RELTOL`/:data:`LARGE_VNTOL`/:data:`LARGE_ABSTOL`. Measured on
+    the MNIST checkpoint (460k devices) in docs/performance.md.
     """
     large = is_large(knet) if segmented is None else segmented
     points = points_per_layer or (LARGE_POINTS_PER_LAYER if large else 1000)
     shortest = float(np.min(np.diff(knet.t_bounds)))
-    return Tran(tstop=float(knet.t_bounds[-1]), tstep=shortest / points, tmax=shortest / points,
-                trtol=LARGE_TRTOL if large else 7.0, segmented=large)
+    step = dict(tstop=float(knet.t_bounds[-1]), tstep=shortest / points, tmax=shortest / points)
+    if not large:
+        return Tran(**step)
+    return Tran(**step, reltol=LARGE_RELTOL, vntol=LARGE_VNTOL, abstol=LARGE_ABSTOL, trtol=LARGE_TRTOL,
+                segmented=True)
 
 
 def _environment() -> jinja2.Environment:
