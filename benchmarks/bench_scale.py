@@ -233,7 +233,8 @@ def spice_section(sizes: list[str], ppl: int, samples: int, jobs: int, work: Pat
         res = simulate(knet, circuit, x, tran, jobs=1, timeout=7200)
         wall1, cpu1 = (time.perf_counter() - t) / samples, (_children_cpu() - c) / samples
         row = {"name": name, "nodes": knet.num_nodes, "devices": knet.num_devices, "points_per_layer": ppl,
-               "segmented": tran.segmented, "trtol": tran.trtol, "samples": samples, "seconds_per_sample": wall1, "cpu_seconds_per_sample": cpu1}
+               "segmented": tran.segmented, "trtol": tran.trtol, "samples": samples, "seconds_per_sample": wall1,
+               "cpu_seconds_per_sample": cpu1}
         if jobs > 1:
             t = time.perf_counter()
             simulate(knet, circuit, x, tran, jobs=jobs, timeout=7200)
@@ -281,7 +282,8 @@ def summary(report: dict) -> None:
     ref = report.get("reference", {})
     if "speedup" in ref:
         sp, td = ref["speedup"], ref["torchdiffeq"]
-        print(f"  reference vs torchdiffeq (batch {ref['batch']}): {sp['cpu_ratio']:.1f}x CPU, {sp['wall_ratio']:.1f}x wall; "
+        print(f"  reference vs torchdiffeq (batch {ref['batch']}): {sp['cpu_ratio']:.1f}x CPU, "
+              f"{sp['wall_ratio']:.1f}x wall; "
               f"errors vs the {ref['tight_tol']:g} solve: ours {sp['vs']['max_output_error']:.3g} "
               f"({sp['vs']['rhs_evals']} RHS, {sp['vs']['cpu_seconds']:.2f} s CPU), "
               f"torchdiffeq {td['max_output_error']:.3g} ({td['rhs_evals']} RHS, {td['cpu_seconds']:.1f} s CPU)")
@@ -293,13 +295,15 @@ def summary(report: dict) -> None:
         print(f"  ngspice {r['devices']} devices ({'segmented' if r['segmented'] else 'clocked'}, "
               f"{r['points_per_layer']} pts/layer): {r['cpu_seconds_per_sample']:.2f} s CPU/sample, "
               f"error {r['max_error_vs_reference']:.2g}" +
-              (f", {r['parallel_speedup']:.2f}x with {r['samples']} samples on 2 jobs" if "parallel_speedup" in r else ""))
+              (f", {r['parallel_speedup']:.2f}x with {r['samples']} samples on 2 jobs"
+               if "parallel_speedup" in r else ""))
     g = report.get("growth_exponent", {})
     if g.get("cpu_seconds_per_sample"):
         print(f"  ngspice growth exponent (CPU): {g['cpu_seconds_per_sample']:.2f}")
     m = report.get("mnist_spice")
     if m:
-        print(f"  MNIST one image in ngspice: {m['cpu_seconds']:.0f} s CPU ({m['seconds']:.0f} s wall), max output error "
+        print(f"  MNIST one image in ngspice: {m['cpu_seconds']:.0f} s CPU ({m['seconds']:.0f} s wall), "
+              f"max output error "
               f"{m['max_output_error']:.3g} (outputs up to {m['output_span']:.3g}), class {m['class_spice']} vs "
               f"{m['class_reference']}: {'within' if m['match'] else 'NOT within'} {m['within']:g}")
 
@@ -383,7 +387,8 @@ def main() -> None:
                                           "reference_seconds_per_sample")}
             print("growth exponents", json.dumps(report["growth_exponent"]), flush=True)
         if args.mnist_spice is not None:
-            print(f"MNIST checkpoint in ngspice, one image, {args.mnist_spice or 'default'} points per layer", flush=True)
+            ppl = args.mnist_spice or "default"
+            print(f"MNIST checkpoint in ngspice, one image, {ppl} points per layer", flush=True)
             report["mnist_spice"] = mnist_spice(knet, x[:1], args.mnist_spice or None, tmp)
             print("  ", json.dumps(report["mnist_spice"]), flush=True)
     report["load_average_end"] = os.getloadavg()
