@@ -195,15 +195,28 @@ def reference_section(knet: KNet, x: np.ndarray, repeat: int, cache: Path, confi
 # ---------------------------------------------------------------- 2. build
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). ``ru_maxrss`` is no use in a spawned child:
+    Linux carries it over from the parent across ``execve``, so it reports the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _build_child(weights: str, out: str) -> dict:
     from kcompile.build import build
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = _peak_rss_mb()
     t, c = time.perf_counter(), time.process_time()
     b = build(weights, out)
     return {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - c,
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_before_mb": base,
-            "devices": b.knet.num_devices, "circuit_mb": b.circuit.stat().st_size / 1e6}
+            "peak_mb": _peak_rss_mb(), "peak_before_mb": base,
+            "devices": b.knet.num_devices, "circuit_mb": b.circuit.stat().st_size / 1e6,
+            "segmented": b.tran.segmented}
 
 
 def _child(fn, *args):
