@@ -347,7 +347,8 @@ def plot(report: dict, path: Path) -> None:
     ax.set_xlabel("devices (2 layers, mix topology)")
     ax.set_ylabel("seconds per sample")
     ppl = rows[0]["points_per_layer"] if rows else "?"
-    ax.set_title(f"Time per sample vs size ({ppl} points per layer)")
+    form = ("segmented" if rows[0].get("segmented") else "clocked") if rows else "?"
+    ax.set_title(f"Time per sample vs size ({form}, {ppl} points per layer)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
