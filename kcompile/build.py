@@ -141,7 +141,7 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         Build devices whose θ lies outside the cells' calibrated range, clipped.
     points_per_layer : int, optional
         Step cap of the transient, 1/points of the shortest layer (default 1000
-        behavioural, 400 transistor). ngspice's error falls as its square; its
+        behavioural, 500 for a large segmented network, 400 transistor). ngspice's error falls as its square; its
         cost grows linearly (docs/foundation.md, docs/performance.md).
     refine_steps : int, optional
         Per-device refinement steps of transistor cells (:mod:`kcompile.refine`);

@@ -66,7 +66,8 @@ def main():
 @click.option("--i0", type=float, default=None, help="Amperes per model current unit (transistor default 5e-7).")
 @click.option("--c-unit", type=float, default=None, help="Farads per model capacitance unit (transistor default 1e-11).")
 @click.option("--points-per-layer", type=click.IntRange(min=10), default=None,
-              help="Transient step cap: 1/N of the shortest layer (default 1000 behavioural, 400 transistor).")
+              help="Transient step cap: 1/N of the shortest layer "
+                   "(default 1000 behavioural, 500 from 10,000 devices, 400 transistor).")
 @click.option("--refine-steps", type=click.IntRange(min=0), default=None,
               help="Per-device refinement steps of transistor cells from their measured I-V "
                    "(default 2 up to 2,000 devices, else 0).")

@@ -4,6 +4,15 @@ A build is split in two: ``circuit.cir`` (capacitors, layer clocks, one
 behavioural current source per device; reused for every input) and a small
 per-run deck (``.ic`` for the inputs, ``.tran`` with ``uic``, ``.save``).
 Only kcompile-generated names and formatted numbers reach the text.
+
+Large networks (:data:`SEGMENTED_MIN_DEVICES` devices and up) are written
+*segmented*: no clocks, one ``.lib`` section per layer, and one transient per
+layer, each starting from the previous one's final voltages. A clocked
+circuit evaluates every layer's sources at every Newton iteration (the
+inactive ones times a zero clock) and each source also differentiates
+against its clock; the segmented form evaluates only the active layer's
+devices, against two nodes each: 4.9x less ngspice CPU at 10^4 devices
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ class Tran:
     trtol: float = 7.0
     uic: bool = True  # False: start from an operating point with the node voltages held at .ic
     temp: float | None = None  # circuit temperature in °C (ngspice default 27)
+    segmented: bool = False  # one transient per layer on a segmented circuit (write_circuit(segmented=True))
 
     def options(self, scaling: Scaling) -> str:
         abstol = self.abstol * scaling.i0
@@ -69,17 +79,45 @@ class Tran:
                 f"method={self.method}" + ("" if self.temp is None else f" temp={self.temp:g}"))
 
 
-def default_tran(knet: KNet, points_per_layer: int = 1000) -> Tran:
+#: networks with at least this many devices are built segmented, with :data:`LARGE_POINTS_PER_LAYER`
+SEGMENTED_MIN_DEVICES = 10_000
+#: step cap of the segmented transient for large networks (1/points of the shortest layer); ngspice's
+#: error on the MNIST checkpoint falls as the square of the step: 0.021 at 100 points (docs/performance.md)
+LARGE_POINTS_PER_LAYER = 500
+#: LTE tolerance factor for large networks: the step cap, not the LTE estimate, sets the step
+LARGE_TRTOL = 1000.0
+#: Newton tolerances for large networks: 30 % fewer iterations than 1e-6 at the same error (MNIST, 100 points)
+LARGE_RELTOL, LARGE_VNTOL, LARGE_ABSTOL = 1e-3, 1e-6, 1e-12
+
+
+def is_large(knet: KNet) -> bool:
+    """Whether ``knet`` gets the large-network netlist and analysis (segmented, looser step control)."""
+    return knet.num_devices >= SEGMENTED_MIN_DEVICES
+
+
+def default_tran(knet: KNet, points_per_layer: int | None = None, *, segmented: bool | None = None) -> Tran:
     """Analysis spanning every layer window, the step capped at 1/points of the shortest layer.
 
     ngspice's error here is set by the step cap, not by reltol: ReLU kinks make
     it fall as h² (measured on the shipped example: 7e-4 at 100 points per
     layer, 5e-5 at 400, 1e-5 at 1000, 3e-6 at 1600), so the default of 1000
     points keeps a 10x margin below the 1e-4 gate (docs/foundation.md).
+
+    Large networks (:func:`is_large`; ``segmented`` overrides) get one
+    transient per layer (:func:`render_circuit`), :data:`LARGE_POINTS_PER_LAYER`
+    points per layer, ``trtol`` = :data:`LARGE_TRTOL` so that the cap rather
+    than the local-error estimate sets the step, and Newton tolerances
+    :data:`LARGE_RELTOL`/:data:`LARGE_VNTOL`/:data:`LARGE_ABSTOL`. Measured on
+    the MNIST checkpoint (460k devices) in docs/performance.md.
     """
+    large = is_large(knet) if segmented is None else segmented
+    points = points_per_layer or (LARGE_POINTS_PER_LAYER if large else 1000)
     shortest = float(np.min(np.diff(knet.t_bounds)))
-    return Tran(tstop=float(knet.t_bounds[-1]), tstep=shortest / points_per_layer,
-                tmax=shortest / points_per_layer)
+    step = dict(tstop=float(knet.t_bounds[-1]), tstep=shortest / points, tmax=shortest / points)
+    if not large:
+        return Tran(**step)
+    return Tran(**step, reltol=LARGE_RELTOL, vntol=LARGE_VNTOL, abstol=LARGE_ABSTOL, trtol=LARGE_TRTOL,
+                segmented=True)
 
 
 def _environment() -> jinja2.Environment:
@@ -122,8 +160,26 @@ def _devices(knet: KNet, k: int, scaling: Scaling) -> Iterator[tuple[str, str, s
         yield f"{k}_{i}", f"n{s}" if s else "0", f"n{d}" if d else "0", f"{prefix}({expr})"
 
 
-def render_circuit(knet: KNet, scaling: Scaling = Scaling(), edge_fraction: float = 1e-6) -> Iterator[str]:
-    """Stream the behavioural circuit file (text chunks) for ``knet``."""
+#: first line of a segmented circuit file (:func:`simulate` checks it against the analysis)
+SEGMENTED_MARK = "segmented behavioural circuit"
+
+
+def render_circuit(knet: KNet, scaling: Scaling = Scaling(), edge_fraction: float = 1e-6,
+                   segmented: bool | None = None) -> Iterator[str]:
+    """Stream the behavioural circuit file (text chunks) for ``knet``.
+
+    ``segmented`` (default: :func:`is_large`): no clocks, a ``.lib`` section
+    ``nodes`` (capacitors) and one section ``layer{k}`` per layer, for one
+    transient per layer (:class:`Tran` with ``segmented=True``).
+    """
+    if is_large(knet) if segmented is None else segmented:
+        return _environment().get_template("segmented.cir.j2").generate(
+            version=__version__, mark=SEGMENTED_MARK, law=knet.law, num_nodes=knet.num_nodes,
+            num_layers=knet.num_layers, num_devices=knet.num_devices, vcm=scaling.vcm, v0=scaling.v0,
+            i0=scaling.i0, c_unit=scaling.c_unit, tau=scaling.tau,
+            capacitors=((n, _num(c * scaling.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
+            layers=((k, _devices(knet, k, scaling)) for k in range(knet.num_layers)),
+        )
     edge = clock_edge(knet, edge_fraction)
     template = _environment().get_template("circuit.cir.j2")
     return template.generate(
@@ -136,15 +192,22 @@ def render_circuit(knet: KNet, scaling: Scaling = Scaling(), edge_fraction: floa
     )
 
 
-def render_deck(initial: np.ndarray, tran: Tran, scaling: Scaling = Scaling(), supply: str | None = None) -> str:
+def render_deck(initial: np.ndarray, tran: Tran, scaling: Scaling = Scaling(), supply: str | None = None,
+                layer: int | None = None) -> str:
     """The per-run deck: node voltages at t = 0 (model units, ``[N]``) and the analysis.
 
     ``supply`` names a voltage source whose current is saved too (energy).
+    ``layer``: a segmented run's deck for that layer (its sections of the
+    circuit; ``tran.tstop`` is then the layer's duration).
     """
+    if layer is None:
+        includes = [".include circuit.cir"]
+    else:
+        includes = [".lib circuit.cir nodes", f".lib circuit.cir layer{int(layer)}"]
     volts = scaling.vcm + scaling.v0 * np.asarray(initial, dtype=float)
     tau = scaling.tau
     return _environment().get_template("deck.cir.j2").render(
-        version=__version__,
+        version=__version__, includes=includes,
         initial=[(n, _num(v)) for n, v in enumerate(volts.tolist(), 1)],
         options=tran.options(scaling),
         tstep=_num(tran.tstep * tau), tstop=_num(tran.tstop * tau), tmax=_num(tran.tmax * tau),
@@ -153,13 +216,15 @@ def render_deck(initial: np.ndarray, tran: Tran, scaling: Scaling = Scaling(), s
     )
 
 
-def write_circuit(knet: KNet, path: Path, scaling: Scaling = Scaling(), edge_fraction: float = 1e-6) -> None:
+def write_circuit(knet: KNet, path: Path, scaling: Scaling = Scaling(), edge_fraction: float = 1e-6,
+                  segmented: bool | None = None) -> None:
     """Render the circuit to ``path`` in blocks of 64k template chunks (a few MB), never whole.
 
     Joining the chunks before writing saves one ``write`` call per chunk: about
     15% of the CPU time of an MNIST-size build (docs/performance.md).
+    ``segmented``: see :func:`render_circuit` (default: by size, like :func:`default_tran`).
     """
-    chunks = render_circuit(knet, scaling, edge_fraction)
+    chunks = render_circuit(knet, scaling, edge_fraction, segmented)
     with open(path, "w") as f:
         while block := "".join(islice(chunks, 1 << 16)):
             f.write(block)

@@ -14,7 +14,9 @@ so that each non-zero of ``A`` and ``S`` moves one contiguous row of ``B``
 numbers. The devices are processed in chunks whose ``z`` fits in the CPU
 cache, so ``z`` is written, activated and scattered before it leaves it: at
 MNIST size (460k devices, batch 64) this is 5x faster than gathering
-``v[src]``, ``v[dst]`` over the whole layer (see docs/performance.md).
+``v[src]``, ``v[dst]`` over the whole layer. For the relu laws of
+``Δ = vs − vd`` a forward and a reverse device between the same two nodes
+share one row of ``A`` (:class:`_LayerRHS`): another 1.35x (docs/performance.md).
 Steps: adaptive Dormand–Prince 5(4) (max-norm error control over the whole
 batch, so no sample hides behind another; PI step-size control) or
 fixed-step RK4.
@@ -79,51 +81,140 @@ _AFFINE_FORMS: dict[str, tuple[Callable, Callable | None]] = {
 
 
 class _LayerRHS:
-    """``f(v) -> dv/dt`` for one layer, node-major: ``v`` and the result are ``[N, B]``."""
+    """``f(v) -> dv/dt`` for one layer, node-major: ``v`` and the result are ``[N, B]``.
+
+    Three forms, the fastest that fits the law:
+
+    * **pairs** (relu of ``Δ``: ``relu``, ``shift_relu``): devices between the
+      same two nodes share one row ``Δ_p = v_lo − v_hi`` of ``A``, and
+      ``relu(α·Δ + c) = α·max(Δ, τ) + c`` (``α > 0``) or ``α·min(Δ, τ) + c``
+      (``α < 0``) with ``τ = −c/α``; a row carries one "max" and one "min"
+      device (a forward and a reverse device), so the gather ``A v`` is
+      half as long, the offset needs no pass of its own, and the constant
+      ``c`` terms sum into one bias per node;
+    * **affine** (other laws with a form in :data:`_AFFINE_FORMS`): one row of
+      ``A`` per device, ``φ(A v + c)`` (relu as ``max(A v, −c)`` plus a bias);
+    * **gather** (no affine form): ``v[src]``, ``v[dst]``, the law, a scatter.
+    """
 
     def __init__(self, knet: KNet, k: int, dtype):
         layer = knet.layers[k]
         self.n, self.e, self.dtype = knet.num_nodes, layer.num_devices, np.dtype(dtype)
         src, dst, rows = layer.src, layer.dst, np.arange(layer.num_devices)
+        inv_c = 1.0 / knet.capacitance
+        self._chunks: dict[int, list] = {}
+        self.bias = None
         form = _AFFINE_FORMS.get(knet.law)
         if form is None:  # a law without an affine form: gather, law, scatter
-            self.current, self.activation = LAWS[knet.law].current, None
+            self.mode, self.current = "gather", LAWS[knet.law].current
             self.theta = layer.theta.astype(dtype)
             self.src, self.dst = src, dst
-            scale = np.ones(self.e)
+            self.S = _scatter(src, dst, rows, np.ones(self.e), inv_c, self.n, self.e, dtype)
+            return
+        coeffs, self.activation = form
+        a, b, c, scale = (np.broadcast_to(np.asarray(x, float), (self.e,)) for x in coeffs(layer.theta))
+        if self.activation is _relu and np.array_equal(a, -b):
+            self.mode = "pairs"
+            self._init_pairs(src, dst, a, c, scale, inv_c, dtype)
+            return
+        self.mode = "affine"
+        self.A = _matrix(rows, src, a, rows, dst, b, (self.e, self.n), dtype)  # ground columns dropped
+        self.S = _scatter(src, dst, rows, scale, inv_c, self.n, self.e, dtype)
+        if self.activation is _relu:  # relu(z + c) = max(z, -c) + c: the c terms become a bias
+            self.c = (-c).astype(dtype)[:, None]
+            self.bias = _bias(src, dst, scale * c, inv_c, self.n, dtype)
         else:
-            coeffs, self.activation = form
-            a, b, c, scale = (np.broadcast_to(np.asarray(x, float), (self.e,)) for x in coeffs(layer.theta))
-            self.current = None
             self.c = c.astype(dtype)[:, None]
-            self.A = _matrix(rows, src, a, rows, dst, b, (self.e, self.n), dtype)  # ground columns dropped
-        inv_c = 1.0 / knet.capacitance
-        # S: + scale/C at the drain's row, - scale/C at the source's row (ground rows dropped)
-        self.S = _matrix(dst, rows, scale * inv_c[dst - 1], src, rows, -scale * inv_c[src - 1],
-                         (self.n, self.e), dtype, drop="rows").tocsc()
-        self._chunks: dict[int, list] = {}
+
+    def _init_pairs(self, src, dst, a, c, scale, inv_c, dtype):
+        n = self.n
+        lo, hi = np.minimum(src, dst), np.maximum(src, dst)
+        alpha = np.where(src == lo, a, -a)  # z = alpha·(v_lo − v_hi) + c
+        is_min = alpha < 0
+        live = alpha != 0
+        # slot rank of each device among the devices of its (pair, kind): rank r goes to the pair's r-th row
+        key = (lo.astype(np.int64) * (n + 1) + hi) * 2 + is_min
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+        first = np.r_[0, np.flatnonzero(ks[1:] != ks[:-1]) + 1]
+        rank = np.empty(self.e, np.int64)
+        rank[order] = np.arange(self.e) - np.repeat(first, np.diff(np.r_[first, self.e]))
+        pair = lo.astype(np.int64) * (n + 1) + hi
+        row_key, row = np.unique(pair[live] * (int(rank.max(initial=0)) + 1) + rank[live], return_inverse=True)
+        nrows = row_key.size
+        rlo, rhi = np.zeros(nrows, np.int64), np.zeros(nrows, np.int64)
+        rlo[row], rhi[row] = lo[live], hi[live]
+        r = np.arange(nrows)
+        self.A = _matrix(r, rlo, np.ones(nrows), r, rhi, -np.ones(nrows), (nrows, n), dtype)
+        al, cl, sl = alpha[live], c[live], scale[live]
+        tau = -cl / al
+        weight = sl * al
+        self.taus, self.S = [], []
+        for sel in (~is_min[live], is_min[live]):  # max slots, then min slots
+            t = np.zeros(nrows)
+            t[row[sel]] = tau[sel]
+            self.taus.append(t.astype(dtype)[:, None])
+            self.S.append(_scatter(src[live][sel], dst[live][sel], row[sel], weight[sel], inv_c, n, nrows, dtype))
+        # constant currents: the c of every live device, relu(c) of a device with alpha = 0
+        const = np.where(live, scale * c, scale * np.maximum(c, 0.0))
+        self.bias = _bias(src, dst, const, inv_c, n, dtype)
+        self.rows = nrows
 
     def chunks(self, batch: int) -> list:
-        """``(A_c, c_c, S_c)`` per chunk of devices, sized for ``batch`` columns."""
+        """Per chunk of rows of ``A``, the slices each form needs, sized for ``batch`` columns."""
         if batch not in self._chunks:
+            total = self.rows if self.mode == "pairs" else self.e
             size = max(1024, CHUNK_BYTES // (batch * self.dtype.itemsize))
-            bounds = list(range(0, self.e, size)) + [self.e]
-            self._chunks[batch] = [(self.A[lo:hi], self.c[lo:hi], self.S[:, lo:hi])
-                                   for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+            bounds = [(lo, min(lo + size, total)) for lo in range(0, total, size)]
+            if self.mode == "pairs":
+                (tmax, tmin), (smax, smin) = self.taus, self.S
+                chunks = [(self.A[lo:hi], tmax[lo:hi], tmin[lo:hi], smax[:, lo:hi], smin[:, lo:hi])
+                          for lo, hi in bounds]
+            else:
+                chunks = [(self.A[lo:hi], self.c[lo:hi], self.S[:, lo:hi]) for lo, hi in bounds]
+            self._chunks[batch] = chunks
         return self._chunks[batch]
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
-        if self.current is not None:
+        if self.mode == "gather":
             vg = np.concatenate([np.zeros((1, v.shape[1]), v.dtype), v])
             return self.S @ self.current(vg[self.src].T, vg[self.dst].T, self.theta).T
         out = np.zeros_like(v)
-        for a, c, s in self.chunks(v.shape[1]):
-            z = a @ v
-            z += c
-            if self.activation is not None:
-                self.activation(z)
-            out += s @ z
+        if self.mode == "pairs":
+            for a, tmax, tmin, smax, smin in self.chunks(v.shape[1]):
+                d = a @ v
+                z = np.maximum(d, tmax)
+                np.minimum(d, tmin, out=d)
+                out += smax @ z
+                out += smin @ d
+        else:
+            relu_bias = self.bias is not None
+            for a, c, s in self.chunks(v.shape[1]):
+                z = a @ v
+                if relu_bias:
+                    np.maximum(z, c, out=z)
+                else:
+                    z += c
+                    if self.activation is not None:
+                        self.activation(z)
+                out += s @ z
+        if self.bias is not None:
+            out += self.bias
         return out
+
+
+def _scatter(src, dst, cols, weight, inv_c, n, ncols, dtype) -> sp.csc_matrix:
+    """``[N, ncols]``: ``+weight/C`` at the drain's row, ``−weight/C`` at the source's row (ground dropped)."""
+    inv = np.r_[0.0, inv_c]
+    return _matrix(dst, cols, weight * inv[dst], src, cols, -weight * inv[src], (n, ncols), dtype,
+                   drop="rows").tocsc()
+
+
+def _bias(src, dst, current, inv_c, n, dtype) -> np.ndarray:
+    """``[N, 1]``: the net constant current into each node over its capacitance."""
+    inv = np.r_[0.0, inv_c]
+    out = np.bincount(dst, current * inv[dst], minlength=n + 1) - np.bincount(src, current * inv[src], minlength=n + 1)
+    return out[1:].astype(dtype)[:, None]
 
 
 def _matrix(r1, c1, v1, r2, c2, v2, shape, dtype, drop="cols") -> sp.csr_matrix:
@@ -167,6 +258,31 @@ _ALPHA = 0.2 - 0.75 * _BETA
 _GROW, _SHRINK = 5.0, 0.2
 
 
+#: a step may grow by this factor to reach the end of the window in one go
+_STRETCH = 1.1
+
+
+def _first_step(f, y, fy, rtol, atol, span, counters):
+    """Starting step (Hairer, Nørsett & Wanner, Solving ODEs I, §II.4), max norm.
+
+    ``h0 = 0.01·|y|/|f|``, one explicit Euler step of ``h0`` to estimate the
+    second derivative, then ``h1 = (0.01 / max(|f|, |f'|))^(1/5)`` in units of
+    the tolerance; ``min(100·h0, h1)``. One extra right-hand side, and several
+    fewer steps at loose tolerances (the ramp from a tiny first step).
+    """
+    scale = atol + rtol * np.abs(y)
+    d0, d1 = float(np.max(np.abs(y) / scale)), float(np.max(np.abs(fy) / scale))
+    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    h0 = min(h0, span)
+    f1 = f(y + h0 * fy)
+    counters[1] += 1
+    f1 -= fy
+    f1 /= scale
+    d2 = float(np.max(np.abs(f1))) / h0
+    h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** 0.2
+    return min(100 * h0, h1, span)
+
+
 def _hermite(t0, t1, y0, y1, f0, f1, ts):
     """Cubic Hermite interpolation between two accepted steps, at times ``ts``."""
     h = t1 - t0
@@ -190,12 +306,10 @@ def _dopri5(f, y, t0, t1, rtol, atol, grid, out, counters):
     t = t0
     fy = f(y)
     counters[1] += 1
-    scale = atol + rtol * np.abs(y)  # first step from the local derivative scale
-    d0, d1 = np.max(np.abs(y) / scale), np.max(np.abs(fy) / scale)
-    h = min(0.01 * d0 / d1 if d0 > 1e-5 and d1 > 1e-5 else 1e-6, t1 - t0)
+    h = _first_step(f, y, fy, rtol, atol, t1 - t0, counters)
     prev_ratio, rejected = 1e-4, False
     while t < t1:
-        h = min(h, t1 - t)
+        h = t1 - t if t + _STRETCH * h >= t1 else h  # no sliver of a step at the end of the window
         ks = [fy]
         for i in range(1, 7):
             yi = _combine(y, h, _A[i], ks)

@@ -6,6 +6,10 @@ must reach ``tstop``. Node voltages at the layer boundaries are read by
 linear interpolation of the saved waveform (a boundary sits mid-way through
 a clock crossover, so it is not itself a time point).
 
+A segmented circuit (large networks, :func:`kcompile.netlist.default_tran`)
+runs as one transient per layer, each starting from the previous layer's
+final voltages read from its raw file; every segment is checked the same way.
+
 Samples are independent runs: they go to local processes by default, or to
 any ``concurrent.futures.Executor`` (e.g. a Dask cluster's, see
 :func:`dask_executor`). With a cache directory, each finished run is stored
@@ -15,6 +19,7 @@ missing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
@@ -28,7 +33,7 @@ from . import ngspice
 from .errors import InputError, SimulatorError
 from .files import sha256
 from .knet import KNet
-from .netlist import Scaling, Tran, render_deck
+from .netlist import SEGMENTED_MARK, Scaling, Tran, render_deck
 
 IC_TOLERANCE = 1e-6  # model units, relative to max(1, |input|)
 
@@ -56,6 +61,56 @@ class _Job:
     run_dir: Path | None
     cache_file: Path | None
     supply: tuple[str, float] | None = None  # (source name, volts): integrate its power
+    tran: Tran | None = None  # set for a segmented run: the decks after the first are rendered from its states
+
+
+def _checked_run(job: _Job, deck: str, initial: np.ndarray, tstop: float, run_dir: Path | None):
+    """Run one deck; check ``tstop`` and the start voltages; return (raw, t, v) in model units."""
+    raw = ngspice.run(deck, files={"circuit.cir": job.circuit}, timeout=job.timeout, run_dir=run_dir,
+                      keep=run_dir is not None)
+    scaling = job.scaling
+    t = raw.time / scaling.tau
+    v = (np.column_stack([raw[f"v(n{i})"] for i in range(1, initial.size + 1)]) - scaling.vcm) / scaling.v0
+    if t[-1] < tstop * (1 - 1e-9):
+        raise SimulatorError(f"ngspice stopped at t = {t[-1]:g}, before tstop = {tstop:g}", run_dir, deck)
+    start = start_voltages(t, v)
+    bad = np.flatnonzero(np.abs(start - initial) > IC_TOLERANCE * max(1.0, np.abs(initial).max()))
+    if bad.size:
+        raise SimulatorError(
+            f"initial conditions not applied: node {bad[0] + 1} starts at {start[bad[0]]:g}, expected "
+            f"{initial[bad[0]]:g} (inputs {np.array2string(initial[:4], precision=4)}...; is 'uic' on the .tran line?)",
+            run_dir, deck)
+    return raw, t, v, start
+
+
+def _run_segments(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], float]:
+    """One sample on a segmented circuit: one transient per layer, chained through the final voltages."""
+    bounds = np.asarray(job.t_bounds, dtype=float)
+    state, states, ts, vs = job.initial, [job.initial], [], []
+    for k in range(bounds.size - 1):
+        span = float(bounds[k + 1] - bounds[k])
+        deck = job.deck if k == 0 else render_deck(state, dataclasses.replace(job.tran, tstop=span), job.scaling,
+                                                   layer=k)
+        run_dir = None if job.run_dir is None else job.run_dir / f"layer{k}"
+        _, t, v, start = _checked_run(job, deck, state, span, run_dir)
+        if t[0] > 0.0:
+            t, v = np.r_[0.0, t], np.vstack([start, v])
+        state = at_times(t, v, np.array([span]))[0]
+        states.append(state)
+        ts.append(t + bounds[k])
+        vs.append(v)
+    states = np.stack(states)
+    t, v = np.concatenate(ts), np.vstack(vs)
+    _store(job, states, t, v, float("nan"))
+    return states, (t, v), float("nan")
+
+
+def _store(job: _Job, states, t, v, energy) -> None:
+    if job.cache_file is not None:
+        tmp = job.cache_file.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, states=states, t=t, v=v, energy=energy)
+        tmp.replace(job.cache_file)
 
 
 def _run_one(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], float]:
@@ -63,20 +118,9 @@ def _run_one(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], floa
     if job.cache_file is not None and job.cache_file.is_file():
         with np.load(job.cache_file, allow_pickle=False) as z:
             return z["states"], (z["t"], z["v"]), float(z["energy"])
-    raw = ngspice.run(job.deck, files={"circuit.cir": job.circuit}, timeout=job.timeout, run_dir=job.run_dir,
-                      keep=job.run_dir is not None)
-    scaling, initial = job.scaling, job.initial
-    t = raw.time / scaling.tau
-    v = (np.column_stack([raw[f"v(n{i})"] for i in range(1, initial.size + 1)]) - scaling.vcm) / scaling.v0
-    if t[-1] < job.tstop * (1 - 1e-9):
-        raise SimulatorError(f"ngspice stopped at t = {t[-1]:g}, before tstop = {job.tstop:g}", job.run_dir, job.deck)
-    start = start_voltages(t, v)
-    bad = np.flatnonzero(np.abs(start - initial) > IC_TOLERANCE * max(1.0, np.abs(initial).max()))
-    if bad.size:
-        raise SimulatorError(
-            f"initial conditions not applied: node {bad[0] + 1} starts at {start[bad[0]]:g}, expected "
-            f"{initial[bad[0]]:g} (inputs {np.array2string(initial[:4], precision=4)}...; is 'uic' on the .tran line?)",
-            job.run_dir, job.deck)
+    if job.tran is not None:
+        return _run_segments(job)
+    raw, t, v, start = _checked_run(job, job.deck, job.initial, job.tstop, job.run_dir)
     energy = float("nan")
     if job.supply is not None:  # a source delivering power carries negative current in SPICE
         name, volts = job.supply
@@ -84,12 +128,23 @@ def _run_one(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], floa
     if t[0] > 0.0:
         t, v = np.r_[0.0, t], np.vstack([start, v])
     states = at_times(t, v, job.t_bounds)
-    if job.cache_file is not None:
-        tmp = job.cache_file.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, states=states, t=t, v=v, energy=energy)
-        tmp.replace(job.cache_file)
+    _store(job, states, t, v, energy)
     return states, (t, v), energy
+
+
+def _check_form(circuit: Path, tran: Tran, supply) -> None:
+    """A segmented analysis needs a segmented circuit and vice versa (the first line says which)."""
+    try:
+        with open(circuit, errors="replace") as f:
+            segmented = SEGMENTED_MARK in f.readline()
+    except OSError as exc:
+        raise InputError(f"{circuit}: cannot read the circuit ({exc})") from None
+    if segmented != tran.segmented:
+        have, want = ("segmented", "clocked") if segmented else ("clocked", "segmented")
+        raise InputError(f"{circuit}: a {have} circuit but a {want} analysis; write the circuit and the analysis "
+                         f"with the same 'segmented' choice (write_circuit / default_tran)")
+    if segmented and supply is not None:
+        raise InputError(f"{circuit}: a segmented (behavioural) circuit has no supply to measure")
 
 
 def start_voltages(t: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -138,7 +193,9 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
         The ``circuit.cir`` written by :func:`kcompile.netlist.write_circuit`.
     inputs : array ``[B, F]``
     tran : Tran
-        Analysis (model time units).
+        Analysis (model time units). ``tran.segmented`` must match the circuit
+        (both come from the network's size by default; see
+        :func:`kcompile.netlist.default_tran`).
     jobs : int, optional
         Local ngspice processes (default: all cores, at most one per sample).
     executor : Executor, optional
@@ -156,17 +213,21 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
     """
     ngspice.require()
     circuit = Path(circuit).resolve()
+    _check_form(circuit, tran, supply)
     initial = knet.initial_state(inputs)
     circuit_hash = sha256(circuit) if cache_dir is not None else ""
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     work = []
+    first = dataclasses.replace(tran, tstop=float(knet.t_bounds[1] - knet.t_bounds[0])) if tran.segmented else tran
     for b, row in enumerate(initial):
-        deck = render_deck(row, tran, scaling, supply[0] if supply else None)
-        key = hashlib.sha256(f"{circuit_hash}\n{ngspice.version()}\n{deck}".encode()).hexdigest()
+        deck = render_deck(row, first, scaling, supply[0] if supply else None, layer=0 if tran.segmented else None)
+        segments = f"\nsegments {knet.t_bounds.tolist()}" if tran.segmented else ""  # later decks follow from these
+        key = hashlib.sha256(f"{circuit_hash}\n{ngspice.version()}\n{deck}{segments}".encode()).hexdigest()
         work.append(_Job(circuit, deck, row, knet.t_bounds, tran.tstop, scaling, timeout,
                          None if run_root is None else Path(run_root) / f"sample_{b}",
-                         None if cache_dir is None else Path(cache_dir) / f"{key}.npz", supply))
+                         None if cache_dir is None else Path(cache_dir) / f"{key}.npz", supply,
+                         tran if tran.segmented else None))
     cached = sum(job.cache_file is not None and job.cache_file.is_file() for job in work)
     results: list = [None] * len(work)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(work)))
