@@ -203,12 +203,91 @@ class Calibration:
         return float(a.min()), float(a.max())
 
 
+@dataclass(frozen=True, eq=False)
+class ParamArrays:
+    """Instance parameters of many signed-cell instances (arrays of one length; see :class:`CellParams`)."""
+
+    negative: np.ndarray
+    r: np.ndarray
+    ib: np.ndarray
+    ipos: np.ndarray
+    ineg: np.ndarray
+    swap: np.ndarray
+
+    def __getitem__(self, i: int) -> CellParams:
+        return CellParams(bool(self.negative[i]), float(self.r[i]), float(self.ib[i]), float(self.ipos[i]),
+                          float(self.ineg[i]), bool(self.swap[i]))
+
+
+def tail_currents(r: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """:func:`tail_current` of every element of ``r``."""
+    return np.maximum(VLIN / np.asarray(r, dtype=float), IB_MIN * scaling.i0 / 0.5e-6)
+
+
+def _signed_clip(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``|x|`` clipped into ``[lo, hi]``, the sign of ``x`` kept (``+`` for zero)."""
+    return np.copysign(np.clip(np.abs(x), lo, hi), np.where(x != 0, x, 1.0))
+
+
+def _ranges(cal: Calibration, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per element, the calibrated ``|θ0|`` range of its variant."""
+    (lp, hp), (ln, hn) = cal.theta0_range(False), cal.theta0_range(True)
+    return np.where(negative, ln, lp), np.where(negative, hn, hp)
+
+
+def relu_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: Calibration, clip: bool = False) -> ParamArrays:
+    """:func:`relu_params` of every element of ``theta0``, ``theta1`` (arrays of one shape).
+
+    Raises
+    ------
+    ValueError
+        Some ``|θ0|`` is outside the calibrated range and ``clip`` is false.
+    """
+    theta0, theta1 = np.asarray(theta0, dtype=float), np.asarray(theta1, dtype=float)
+    negative = theta0 < 0
+    lo, hi = _ranges(cal, negative)
+    if clip:
+        theta0 = _signed_clip(theta0, lo, hi)
+    else:
+        bad = (np.abs(theta0) < lo) | (np.abs(theta0) > hi)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"|theta0| = {abs(theta0.flat[i]):g} is outside the calibrated range "
+                             f"[{lo.flat[i]:.4g}, {hi.flat[i]:.4g}] of cell {cal.cell} on {cal.pdk}/{cal.corner}.")
+    log_r, own = np.empty_like(theta0), np.empty_like(theta0)
+    log_abs = np.log(np.abs(theta0))
+    for row in (0, 1):
+        sel = negative == bool(row)
+        mag = np.abs(cal.theta0[row])
+        order = np.argsort(mag)
+        log_r[sel] = np.interp(log_abs[sel], np.log(mag[order]), np.log(cal.r[order]))
+        own[sel] = np.interp(log_r[sel], np.log(cal.r), cal.theta1[row])
+    r = np.exp(log_r)
+    need = theta1 - own
+    up = need >= 0
+    current = np.where(up, need / cal.inj_gain[0], -need / cal.inj_gain[1]) * cal.scaling.i0
+    return ParamArrays(negative, r, tail_currents(r, cal.scaling), np.where(up, current, 0.0),
+                       np.where(up, 0.0, current), np.zeros(theta0.shape, dtype=bool))
+
+
+def shift_relu_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: Calibration,
+                            clip: bool = False) -> ParamArrays:
+    """:func:`shift_relu_params` of every element of ``theta0``, ``theta1``."""
+    theta0, theta1 = np.asarray(theta0, dtype=float), np.asarray(theta1, dtype=float)
+    if clip:  # clip the gain and keep the threshold θ0 (clipping the relu-form slope alone would move it)
+        theta1 = _signed_clip(theta1, *_ranges(cal, theta1 < 0))
+    swap = theta1 < 0
+    p = relu_param_arrays(theta1, np.where(swap, theta1 * theta0, -theta1 * theta0), cal, clip)
+    return ParamArrays(p.negative, p.r, p.ib, p.ipos, p.ineg, swap)
+
+
 def relu_params(theta0: float, theta1: float, cal: Calibration, clip: bool = False) -> CellParams:
     """Instance parameters realising ``relu`` law ``max(θ0·Δ + θ1, 0)``.
 
     ``r`` is interpolated (log r against log |θ0|) in the calibration table of
     the variant of θ0's sign; the cell's own offset at that ``r`` is subtracted
-    from θ1 and the rest injected through ``ipos`` or ``ineg``.
+    from θ1 and the rest injected through ``ipos`` or ``ineg``. One element of
+    :func:`relu_param_arrays`.
 
     Parameters
     ----------
@@ -223,24 +302,7 @@ def relu_params(theta0: float, theta1: float, cal: Calibration, clip: bool = Fal
     ValueError
         ``|θ0|`` is outside the calibrated range and ``clip`` is false.
     """
-    negative = bool(theta0 < 0)
-    row = int(negative)
-    mag = np.abs(cal.theta0[row])
-    lo, hi = float(mag.min()), float(mag.max())
-    if clip:
-        theta0 = float(np.copysign(np.clip(abs(theta0), lo, hi), theta0 if theta0 else 1.0))
-    elif not lo <= abs(theta0) <= hi:
-        raise ValueError(f"|theta0| = {abs(theta0):g} is outside the calibrated range [{lo:.4g}, {hi:.4g}] "
-                         f"of cell {cal.cell} on {cal.pdk}/{cal.corner}.")
-    order = np.argsort(mag)
-    log_r = np.interp(np.log(abs(theta0)), np.log(mag[order]), np.log(cal.r[order]))
-    r = float(np.exp(log_r))
-    own = float(np.interp(log_r, np.log(cal.r), cal.theta1[row]))
-    need = theta1 - own
-    inj = need / cal.inj_gain[0] if need >= 0 else -need / cal.inj_gain[1]
-    current = inj * cal.scaling.i0
-    return CellParams(negative, r, tail_current(r, cal.scaling),
-                      ipos=current if need >= 0 else 0.0, ineg=current if need < 0 else 0.0)
+    return relu_param_arrays(np.array([theta0]), np.array([theta1]), cal, clip)[0]
 
 
 def shift_relu_params(theta0: float, theta1: float, cal: Calibration, clip: bool = False) -> CellParams:
@@ -251,10 +313,4 @@ def shift_relu_params(theta0: float, theta1: float, cal: Calibration, clip: bool
     ``max(θ1·Δ' + θ1·θ0, 0)`` with ``Δ' = vd − vs``: a ReLU instance with its
     ports swapped (``swap=True``).
     """
-    if clip:  # clip the gain and keep the threshold θ0 (clipping the relu-form slope alone would move it)
-        lo, hi = cal.theta0_range(theta1 < 0)
-        theta1 = float(np.copysign(np.clip(abs(theta1), lo, hi), theta1 if theta1 else 1.0))
-    if theta1 >= 0:
-        return relu_params(theta1, -theta1 * theta0, cal, clip)
-    p = relu_params(theta1, theta1 * theta0, cal, clip)
-    return CellParams(p.negative, p.r, p.ib, p.ipos, p.ineg, swap=True)
+    return shift_relu_param_arrays(np.array([theta0]), np.array([theta1]), cal, clip)[0]
