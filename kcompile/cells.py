@@ -54,6 +54,12 @@ class Cell:
     params: tuple[str, ...]
     sizes: tuple[tuple[str, float], ...] = ()
     theta_range: tuple[tuple[float, float], ...] = ()
+    options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Sign variants, one letter per input pair (``p``: as drawn, ``n``: the pair's gates swapped)."""
+        return ("pp", "pn", "np", "nn") if dict(self.options).get("pairs") == 2 else ("p", "n")
 
     def template_text(self) -> str:
         """The template source (its hash keys the characterisation cache)."""
@@ -61,7 +67,7 @@ class Cell:
 
     def template_hash(self) -> str:
         """First 12 hex digits of the SHA-256 of the template and sizes."""
-        return hashlib.sha256((self.template_text() + repr(self.sizes)).encode()).hexdigest()[:12]
+        return hashlib.sha256((self.template_text() + repr(self.sizes) + repr(self.options)).encode()).hexdigest()[:12]
 
 
 SIGNED_RELU = Cell(
@@ -87,7 +93,35 @@ POSTER_RELU = Cell(
     sizes=(("w_res", 1.0), ("l_res", 4.0), ("w_dio", 4.0), ("l_dio", 0.5), ("w_mir", 2.0), ("l_mir", 2.0)),
 )
 
-CELLS: dict[str, Cell] = {c.name: c for c in (SIGNED_RELU, POSTER_RELU)}
+# w_cc = w_mir / 1.08: the NMOS copies feeding the cores' PMOS mirrors (c2p, c1n) sit at ~0.5 V more drain
+# voltage than the diodes they copy; untrimmed, each core carried +4..6 % of the tail current at balance (both
+# cores on: the slope doubled near zero). Trimmed past balance, every tail current leaves a small dead zone,
+# which the calibration fills exactly with ap = an (currents added at the cores' ReLU nodes).
+_GM_SIZES = (("w_tail", 2.0), ("l_tail", 4.0), ("w_in", 8.0), ("l_in", 1.0), ("w_mir", 2.0), ("l_mir", 2.0),
+             ("w_cc", 2.0 / 1.08), ("w_pmir", 4.0), ("l_pmir", 2.0), ("w_po", 3.88), ("w_sw", 0.5), ("l_sw", 0.18))
+
+# one input pair (s against d), signed output: linear (tails >> signal) and tanh (tails = I0/2: the pair saturates)
+SIGNED_GM = Cell(
+    name="kc_gm",
+    template="signed_gm.sp.j2",
+    ports=("s", "d", "en", "enb", "vdd", "vss", "vr"),
+    laws=("linear", "tanh"),
+    params=("r", "ib", "io", "ap", "sp", "an", "sn"),
+    sizes=_GM_SIZES,
+    options=(("pairs", 1), ("out", "signed")),
+)
+# two input pairs (s against vr, d against vr), ReLU output
+AFFINE_RELU = Cell(
+    name="kc_arelu",
+    template="signed_gm.sp.j2",
+    ports=("s", "d", "en", "enb", "vdd", "vss", "vr"),
+    laws=("relu_affine",),
+    params=("r", "ib", "io", "rb", "ibb", "iob", "ap", "sp"),
+    sizes=_GM_SIZES,
+    options=(("pairs", 2), ("out", "relu")),
+)
+
+CELLS: dict[str, Cell] = {c.name: c for c in (SIGNED_RELU, POSTER_RELU, SIGNED_GM, AFFINE_RELU)}
 
 
 def _environment() -> jinja2.Environment:
@@ -95,12 +129,13 @@ def _environment() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
-def subckt_name(cell: Cell, negative: bool = False) -> str:
-    """Subcircuit name of one variant: ``<cell>_p`` or ``<cell>_n`` (θ0 sign)."""
-    return f"{cell.name}_{'n' if negative else 'p'}"
+def subckt_name(cell: Cell, negative: bool = False, signs: str | None = None) -> str:
+    """Subcircuit name of one variant: ``<cell>_p`` or ``<cell>_n`` (θ0 sign), or ``<cell>_<signs>``."""
+    return f"{cell.name}_{signs or ('n' if negative else 'p')}"
 
 
-def render_cell(cell: Cell, pdk: Pdk, negative: bool = False, scaling: Scaling | None = None) -> str:
+def render_cell(cell: Cell, pdk: Pdk, negative: bool = False, scaling: Scaling | None = None,
+                signs: str | None = None) -> str:
     """The ``.subckt`` text of one cell variant for one PDK.
 
     Parameters
@@ -112,11 +147,16 @@ def render_cell(cell: Cell, pdk: Pdk, negative: bool = False, scaling: Scaling |
     scaling : Scaling, optional
         Sets the parameter defaults (``r`` for θ0 = 1, ``ib`` from :func:`tail_current`);
         :func:`default_scaling` if omitted.
+    signs : str, optional
+        The variant of a cell with :attr:`Cell.variants` (one letter per input pair); overrides ``negative``.
     """
     scaling = scaling or default_scaling(pdk)
     r = nominal_r(1.0, scaling)
+    signs = signs or ("n" if negative else "p") * (2 if len(cell.variants) == 4 else 1)
+    negative = signs[0] == "n"
     return _environment().get_template(cell.template).render(
-        name=subckt_name(cell, negative), negative=negative, pdk=pdk, sz=dict(cell.sizes),
+        name=subckt_name(cell, negative, signs if cell.options else None), negative=negative, signs=signs, pdk=pdk,
+        sz=dict(cell.sizes), opt=dict(cell.options),
         r=f"{r:.6g}", ib=f"{tail_current(r, scaling):.6g}", iref=f"{scaling.i0:.6g}")
 
 
@@ -162,9 +202,44 @@ class CellParams:
     ineg: float = 0.0
     swap: bool = False
 
+    @property
+    def signs(self) -> str:
+        """The variant letter (:attr:`Cell.variants`)."""
+        return "n" if self.negative else "p"
+
     def spice(self) -> str:
         """``name=value`` pairs for the instance line."""
         return f"r={self.r:.6g} ib={self.ib:.6g} ipos={self.ipos:.6g} ineg={self.ineg:.6g}"
+
+
+@dataclass(frozen=True)
+class GmParams:
+    """Instance parameters of one :data:`SIGNED_GM` / :data:`AFFINE_RELU` instance (ohms, amperes).
+
+    ``signs`` is the variant (one letter per input pair); pair B (``rb``, ``ibb``, ``iob``) exists
+    only in the two-pair cell; ``swap`` as in :class:`CellParams`.
+    """
+
+    signs: str
+    r: float
+    ib: float
+    io: float = 0.0
+    rb: float = 1e6
+    ibb: float = 1e-7
+    iob: float = 0.0
+    ap: float = 0.0
+    sp: float = 0.0
+    an: float = 0.0
+    sn: float = 0.0
+    swap: bool = False
+
+    @property
+    def negative(self) -> bool:
+        return self.signs[0] == "n"
+
+    def spice(self) -> str:
+        """``name=value`` pairs for the instance line."""
+        return " ".join(f"{k}={getattr(self, k):.6g}" for k in ("r", "ib", "io", "rb", "ibb", "iob", "ap", "sp", "an", "sn"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -314,3 +389,121 @@ def shift_relu_params(theta0: float, theta1: float, cal: Calibration, clip: bool
     ports swapped (``swap=True``).
     """
     return shift_relu_param_arrays(np.array([theta0]), np.array([theta1]), cal, clip)[0]
+
+
+@dataclass(frozen=True, eq=False)
+class GmCalibration:
+    """Measured map from :data:`SIGNED_GM` instance parameters to achieved θ, per sign variant (row 0: θ0 > 0).
+
+    The cell's law is ``P(Δ + σ)`` with ``P = θ0·Δ + θ1`` (``linear``, ``θ1`` its own output offset) or
+    ``amp·tanh(θ0·Δ + θ1)`` (``tanh``); the two output cores pass ``relu(P + eps) − relu(−P + eps)``
+    (``eps < 0``: a dead zone, filled by ``ap = an = −eps·i0``).
+
+    Attributes
+    ----------
+    law : {"linear", "tanh"}
+    r : ndarray, shape (K,)
+        Degeneration resistors measured (ohms, increasing).
+    ib : ndarray, shape (K,)
+        Tail current per side used at each ``r`` (A).
+    theta0, theta1, eps, amp : ndarray, shape (2, K)
+        Fitted slope, own offset, crossover and amplitude with ``io = ap = an = 0``.
+    shift_gain : float
+        Input shift (Δ units) of the positive variant per ``io·r/v0``: the law becomes ``P(Δ + σ)`` with
+        ``σ = ±shift_gain·io·r/v0`` (``−`` for the negative variant, whose pair sees ``−Δ``).
+    """
+
+    pdk: str
+    corner: str
+    cell: str
+    law: str
+    scaling: Scaling
+    r: np.ndarray
+    ib: np.ndarray
+    theta0: np.ndarray
+    theta1: np.ndarray
+    eps: np.ndarray
+    amp: np.ndarray
+    shift_gain: float = 1.0
+
+    def theta0_range(self, negative: bool = False) -> tuple[float, float]:
+        """Smallest and largest achievable ``|θ0|`` of one variant."""
+        a = np.abs(self.theta0[int(negative)])
+        return float(a.min()), float(a.max())
+
+
+@dataclass(frozen=True, eq=False)
+class GmArrays:
+    """Instance parameters of many :data:`SIGNED_GM` instances (arrays of one length)."""
+
+    negative: np.ndarray
+    r: np.ndarray
+    ib: np.ndarray
+    io: np.ndarray
+    ap: np.ndarray  # = an (both cores get the same crossover fill)
+    swap: np.ndarray
+
+    def __getitem__(self, i: int) -> GmParams:
+        return GmParams("n" if self.negative[i] else "p", float(self.r[i]), float(self.ib[i]), float(self.io[i]),
+                        ap=float(self.ap[i]), an=float(self.ap[i]), swap=bool(self.swap[i]))
+
+
+def _interp_rows(x: np.ndarray, negative: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """``np.interp(x, xp, fp[row])`` with the row chosen per element by ``negative``."""
+    out = np.empty_like(x, dtype=float)
+    for row in (0, 1):
+        sel = negative == bool(row)
+        out[sel] = np.interp(x[sel], xp[row] if xp.ndim == 2 else xp, fp[row])
+    return out
+
+
+def gm_log_r(theta0: np.ndarray, negative: np.ndarray, cal: GmCalibration) -> np.ndarray:
+    """log r realising ``|θ0|`` (log–log interpolation in the variant's table; ``|θ0|`` already in range)."""
+    mag = np.abs(cal.theta0)
+    order = np.argsort(mag, axis=1)
+    xs = np.log(np.take_along_axis(mag, order, axis=1))
+    ys = np.log(cal.r)[order]
+    out = np.empty_like(theta0, dtype=float)
+    for row in (0, 1):
+        sel = negative == bool(row)
+        out[sel] = np.interp(np.log(np.abs(theta0[sel])), xs[row], ys[row])
+    return out
+
+
+def gm_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: GmCalibration, clip: bool = True) -> GmArrays:
+    """Instances realising ``linear`` ``θ0·Δ`` (``theta1`` = 0) or ``tanh`` ``tanh(θ0·Δ + θ1)`` (arrays).
+
+    ``r`` from the variant's table (log r against log |θ0|); ``ib`` interpolated (for tanh it was set so
+    that the amplitude is 1); the input shift ``(θ1 − own θ1)/θ0`` is made by ``io`` across ``r``; the
+    cores' dead zone is filled with ``ap = an``. ``|θ0|`` is clipped into the calibrated range (sign kept),
+    or out-of-range values raise when ``clip`` is false.
+    """
+    theta0, theta1 = np.asarray(theta0, dtype=float), np.asarray(theta1, dtype=float)
+    negative = theta0 < 0
+    (lp, hp), (ln, hn) = cal.theta0_range(False), cal.theta0_range(True)
+    lo, hi = np.where(negative, ln, lp), np.where(negative, hn, hp)
+    if clip:
+        theta0 = _signed_clip(theta0, lo, hi)
+    elif ((np.abs(theta0) < lo) | (np.abs(theta0) > hi)).any():
+        raise ValueError(f"|theta0| outside the calibrated range of cell {cal.cell} ({cal.law}) on "
+                         f"{cal.pdk}/{cal.corner}.")
+    log_r = gm_log_r(theta0, negative, cal)
+    lr = np.log(cal.r)
+    own = _interp_rows(log_r, negative, lr, cal.theta1)
+    eps = _interp_rows(log_r, negative, lr, cal.eps)
+    a0 = _interp_rows(log_r, negative, lr, cal.theta0)  # the slope the table predicts (= θ0 inside the range)
+    r = np.exp(log_r)
+    ib = np.exp(np.interp(log_r, lr, np.log(cal.ib)))
+    shift = (theta1 - own) / a0  # Δ units; the negative variant's pair sees −Δ, so io shifts it the other way
+    io = np.where(negative, -1.0, 1.0) * shift * cal.scaling.v0 / (cal.shift_gain * r)
+    return GmArrays(negative, r, ib, io, np.maximum(-eps, 0.0) * cal.scaling.i0, np.zeros(theta0.shape, dtype=bool))
+
+
+def gm_achieved(p: GmArrays, cal: GmCalibration) -> tuple[np.ndarray, np.ndarray]:
+    """The (θ0, θ1) the calibration predicts for instances ``p``."""
+    lr = np.log(cal.r)
+    log_r = np.log(p.r)
+    sign = np.where(p.negative, -1.0, 1.0)
+    a0 = sign * np.exp(_interp_rows(log_r, p.negative, lr, np.log(np.abs(cal.theta0))))
+    own = _interp_rows(log_r, p.negative, lr, cal.theta1)
+    return a0, own + a0 * sign * cal.shift_gain * p.io * p.r / cal.scaling.v0

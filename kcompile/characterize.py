@@ -21,8 +21,8 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from . import ngspice
-from .cells import (POSTER_RELU, SIGNED_RELU, Calibration, Cell, CellParams, default_scaling, relu_params, render_cell,
-                    subckt_name, tail_current)
+from .cells import (POSTER_RELU, SIGNED_GM, SIGNED_RELU, Calibration, Cell, CellParams, GmCalibration, GmParams,
+                    default_scaling, nominal_r, relu_params, render_cell, subckt_name, tail_current, tail_currents)
 from .netlist import Scaling
 from .pdk import Pdk, cache_dir, get_pdk
 
@@ -56,6 +56,18 @@ class Sweep:
         return self.vs[:, None] - self.vd[None, :]
 
 
+def _subckts(cell: Cell, pdk: Pdk, scaling: Scaling) -> list[str]:
+    """Every variant's ``.subckt`` of ``cell``."""
+    return [render_cell(cell, pdk, scaling=scaling, signs=v) for v in cell.variants]
+
+
+def _instance(cell: Cell, k: int, p) -> list[str]:
+    """Ammeters and instance line of instance ``k`` between the swept terminals ``s``/``d``."""
+    a, b = (f"d{k}", f"s{k}") if p.swap else (f"s{k}", f"d{k}")
+    name = subckt_name(cell, signs=p.signs)
+    return [f"vs{k} s{k} s 0", f"vd{k} d{k} d 0", f"x{k} {a} {b} en enb vdd 0 vr {name} {p.spice()}"]
+
+
 def sweep_deck(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], scaling: Scaling,
                span: float = 4.0, points: int = 17, enabled: bool = True, full: bool = False) -> str:
     """Deck measuring ``instances`` on a ``points × points`` grid of ``vs, vd ∈ [−span, span]``.
@@ -81,13 +93,11 @@ def sweep_deck(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], s
     step = (hi - lo) / (points - 1)
     vdd = pdk.supply
     lines = [f"* kcompile characterisation: {cell.name} on {pdk.name}/{corner}", *pdk.model_lines(corner, full),
-             render_cell(cell, pdk, False, scaling), render_cell(cell, pdk, True, scaling),
+             *_subckts(cell, pdk, scaling),
              f"vdd vdd 0 {vdd:g}", f"ven en 0 {vdd if enabled else 0:g}", f"venb enb 0 {0 if enabled else vdd:g}",
              f"vr vr 0 {scaling.vcm:g}", f"vs s 0 {scaling.vcm:g}", f"vd d 0 {scaling.vcm:g}"]
     for k, p in enumerate(instances):
-        a, b = (f"d{k}", f"s{k}") if p.swap else (f"s{k}", f"d{k}")
-        lines += [f"vs{k} s{k} s 0", f"vd{k} d{k} d 0",
-                  f"x{k} {a} {b} en enb vdd 0 vr {subckt_name(cell, p.negative)} {p.spice()}"]
+        lines += _instance(cell, k, p)
     lines += [f".dc vs {lo:.6g} {hi:.6g} {step:.6g} vd {lo:.6g} {hi:.6g} {step:.6g}", ".end"]
     return "\n".join(lines) + "\n"
 
@@ -160,14 +170,12 @@ def diff_sweep_deck(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParam
     """
     vdd = pdk.supply
     lines = [f"* kcompile differential characterisation: {cell.name} on {pdk.name}/{corner}",
-             *pdk.model_lines(corner), render_cell(cell, pdk, False, scaling), render_cell(cell, pdk, True, scaling),
+             *pdk.model_lines(corner), *_subckts(cell, pdk, scaling),
              f"vdd vdd 0 {vdd:g}", f"ven en 0 {vdd if enabled else 0:g}", f"venb enb 0 {0 if enabled else vdd:g}",
              f"vr vr 0 {scaling.vcm:g}", f"vcmn cm 0 {scaling.vcm:g}", "vdl dl 0 0",
              "es s cm dl 0 0.5", "ed d cm dl 0 -0.5"]
     for k, p in enumerate(instances):
-        a, b = (f"d{k}", f"s{k}") if p.swap else (f"s{k}", f"d{k}")
-        lines += [f"vs{k} s{k} s 0", f"vd{k} d{k} d 0",
-                  f"x{k} {a} {b} en enb vdd 0 vr {subckt_name(cell, p.negative)} {p.spice()}"]
+        lines += _instance(cell, k, p)
     dstep = 2 * dspan * scaling.v0 / (dpoints - 1)
     mlo, mhi = scaling.vcm - mspan * scaling.v0, scaling.vcm + mspan * scaling.v0
     mstep = (mhi - mlo) / (mpoints - 1)
@@ -293,6 +301,127 @@ def calibrate(table: ReluTable) -> Calibration:
     gain_neg = -np.polyfit(np.r_[0.0, table.inj_levels], np.r_[own, neg], 1)[0]
     return Calibration(table.pdk, table.corner, SIGNED_RELU.name, table.scaling, table.r, theta0, theta1,
                        np.array([gain_pos, gain_neg]))
+
+
+def gm_model(law: str, p: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """The signed cell's model current: ``relu(P + eps) − relu(−P + eps)``, ``p = (θ0, θ1, eps[, amp])``."""
+    arg = p[0] * delta + p[1]
+    core = p[3] * np.tanh(arg) if law == "tanh" else arg
+    return np.maximum(core + p[2], 0.0) - np.maximum(p[2] - core, 0.0)
+
+
+def fit_gm(law: str, delta: np.ndarray, current: np.ndarray, amp: float | None = None) -> np.ndarray:
+    """Least-squares ``(θ0, θ1, eps, amp)`` of :func:`gm_model` to a measured I–V (model units).
+
+    ``amp`` (tanh) is fitted only when not given; linear fits return ``amp = 1``.
+    """
+    x, y = np.ravel(delta), np.ravel(current)
+    g0 = np.polyfit(x[np.abs(x) <= 1], y[np.abs(x) <= 1], 1)[0]
+    if law == "tanh" and amp is None:
+        a0 = float(np.abs(y).max())
+        return least_squares(lambda q: gm_model(law, q, x) - y, [g0 / a0, 0.0, 0.0, a0], method="lm").x
+    a = 1.0 if amp is None else amp
+    res = least_squares(lambda q: gm_model(law, np.r_[q, a], x) - y, [g0 / a, 0.0, 0.0], method="lm")
+    return np.r_[res.x, a]
+
+
+# Nominal |θ0| of the tables. linear: as the ReLU cell (tails VLIN/r); tanh: tails I0/2, r from 1 Ω
+# (undegenerated: the pair's own slope, ~1.14 per unit at 0.1 V per unit) down to θ0 ≈ 0.002.
+GM_THETA0 = {"linear": np.geomspace(0.002, 8.0, 13), "tanh": np.geomspace(0.002, 1.0, 10)}
+GM_FIT_SPAN = {"linear": 4.0, "tanh": 8.0}  # |Δ| window of the fits (linear: the compliance window)
+
+
+@dataclass(frozen=True, eq=False)
+class GmTable:
+    """Characterisation of :data:`SIGNED_GM` for one law: both variants at each ``r``, then ``io`` points."""
+
+    law: str
+    pdk: str
+    corner: str
+    scaling: Scaling
+    r: np.ndarray
+    ib: np.ndarray
+    io_k: int
+    io_levels: np.ndarray  # Δ units of nominal shift (io = level·v0/r)
+    sweep: DiffSweep
+
+
+def gm_table_r(law: str, scaling: Scaling) -> np.ndarray:
+    """Degeneration resistors of the law's table (increasing; tanh adds 1 Ω, the undegenerated end)."""
+    r = np.sort(nominal_r(1.0, scaling) / GM_THETA0[law])
+    # tanh: below ~2/gm (~300 kΩ at 0.25 µA) the slope bends over to the undegenerated pair's; sample it
+    return np.r_[1.0, 25e3, 50e3, 100e3, 200e3, r] if law == "tanh" else r
+
+
+def gm_instances(r: np.ndarray, ib: np.ndarray, io_k: int, io_levels: np.ndarray, scaling: Scaling) -> list[GmParams]:
+    """Both variants at each ``r`` (no injection), then the positive variant at ``r[io_k]`` with ``io`` shifts."""
+    base = [GmParams(v, float(x), float(b)) for v in ("p", "n") for x, b in zip(r, ib)]
+    rk = float(r[io_k])
+    return base + [GmParams("p", rk, float(ib[io_k]), io=lvl * scaling.v0 / rk) for lvl in io_levels]
+
+
+def characterize_gm(law: str, pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
+                    cache: bool = True) -> GmTable:
+    """DC-sweep :data:`SIGNED_GM` over the law's table of resistors (Δ ∈ ±8, 129 points; m ∈ {−1, 0, 1}).
+
+    tanh is measured twice: at ``ib = i0/2``, then at ``ib = i0/(2·amp)`` with the amplitude ``amp``
+    the first pass fitted, so that the output saturates at ±1 unit.
+    """
+    pdk = get_pdk(pdk_name)
+    scaling = scaling or default_scaling(pdk)
+    r = gm_table_r(law, scaling)
+    io_k = int(np.argmin(np.abs(np.log(r / nominal_r(0.5, scaling)))))
+    levels = np.array([-1.0, 1.0])
+    ib = tail_currents(r, scaling) if law == "linear" else np.full(r.size, scaling.i0 / 2)
+    def run(ib: np.ndarray) -> DiffSweep:
+        return measure_diff(SIGNED_GM, pdk, corner, gm_instances(r, ib, io_k, levels, scaling), scaling,
+                            8.0, 129, 1.0, 3, cache=cache)
+    sweep = run(ib)
+    if law == "tanh":  # the amplitude, 2·ib times the output copies' gain, is seen saturated at r = 1 Ω
+        amp = np.mean([fit_gm(law, sweep.delta, sweep.sink[k][:, 1])[3] for k in (0, r.size)])
+        ib = ib / amp
+        sweep = run(ib)
+    return GmTable(law, pdk_name, corner, scaling, r, ib, io_k, levels, sweep)
+
+
+def calibrate_gm(table: GmTable) -> GmCalibration:
+    """Fit every instance (s-side current, common mode 0, ``|Δ| ≤`` :data:`GM_FIT_SPAN`) into a calibration.
+
+    The shift gain is the slope of the fitted input shift ``θ1/θ0`` against ``io·r/v0``.
+    """
+    k = table.r.size
+    sw = table.sweep
+    win = np.abs(sw.delta) <= GM_FIT_SPAN[table.law]
+    amp = 1.0 if table.law == "tanh" else None  # tanh: the amplitude was set to 1 by ib; fit the slope only
+    fits = np.array([fit_gm(table.law, sw.delta[win], sw.sink[i][win, sw.mid.size // 2], amp)
+                     for i in range(len(sw.sink))])
+    rows = lambda j: fits[:2 * k, j].reshape(2, k)  # noqa: E731
+    shifts = fits[2 * k:, 1] / fits[2 * k:, 0] - fits[table.io_k, 1] / fits[table.io_k, 0]
+    gain = float(np.polyfit(table.io_levels, shifts, 1)[0])
+    return GmCalibration(table.pdk, table.corner, SIGNED_GM.name, table.law, table.scaling, table.r, table.ib,
+                         rows(0), rows(1), rows(2), rows(3), gain)
+
+
+def verify_gm(cal: GmCalibration, thetas: list[tuple[float, float]], cache: bool = True) -> tuple[DiffSweep, list]:
+    """Map each ``(θ0, θ1)`` through ``cal`` and measure the instances (Δ ∈ ±8, m ∈ {−1, 0, 1})."""
+    from .cells import gm_param_arrays
+
+    t = np.array(thetas, dtype=float)
+    arrays = gm_param_arrays(t[:, 0], t[:, 1], cal, clip=False)
+    params = [arrays[i] for i in range(len(t))]
+    sweep = measure_diff(SIGNED_GM, get_pdk(cal.pdk), cal.corner, params, cal.scaling, 8.0, 129, 1.0, 3, cache=cache)
+    return sweep, params
+
+
+def gm_error(law: str, delta: np.ndarray, current: np.ndarray, theta0: float, theta1: float,
+             span: float = 8.0) -> dict[str, float]:
+    """Shape error of a measured I–V against the ideal law on ``|Δ| ≤ span``, in % of the ideal full scale."""
+    win = np.abs(delta) <= span
+    ideal = np.tanh(theta0 * delta + theta1) if law == "tanh" else theta0 * delta + theta1
+    err = (current - ideal)[win]
+    fs = float(np.abs(ideal[win]).max()) if law == "linear" else 1.0
+    return {"max_err": 100 * float(np.abs(err).max()) / fs, "rms_err": 100 * float(np.sqrt((err ** 2).mean())) / fs,
+            "full_scale": fs}
 
 
 def relu_error(sweep: Sweep, k: int, theta0: float, theta1: float, swap: bool = False) -> dict[str, float]:
