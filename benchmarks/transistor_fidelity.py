@@ -14,7 +14,7 @@ boundary:
 Usage (from the repository root; every case prints one line per network)::
 
     python benchmarks/transistor_fidelity.py example [--pdk generic180] [--batch 2]
-    python benchmarks/transistor_fidelity.py random  [--pdk generic180] [--seeds 0-4] [--batch 2]
+    python benchmarks/transistor_fidelity.py random  [--pdk generic180] [--seeds 0-4] [--batch 2] [--law linear]
     python benchmarks/transistor_fidelity.py classify [--model examples/zoo/moons-hw-transistor.npz] \
         [--batch 200] [--start 0]
     python benchmarks/transistor_fidelity.py mnist   # clipping statistics of the imported checkpoint
@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--start", type=int, default=0, help="classify: first test input (run long batches in chunks)")
     ap.add_argument("--seeds", default="0-4")
+    ap.add_argument("--law", default="relu", help="random: device law (relu, shift_relu, linear, tanh)")
+    ap.add_argument("--theta-scale", type=float, default=0.3, help="random: θ uniform in ±this")
     ap.add_argument("--nodes", type=int, default=6)
     ap.add_argument("--devices", type=int, default=12)
     ap.add_argument("--model", default=str(ROOT / "examples/zoo/moons-hw-transistor.npz"))
@@ -116,11 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     elif a.case == "random":
         worst = np.zeros(3)
         for seed in _seeds(a.seeds):
-            knet = random_knet(a.nodes, 2, a.devices, "relu", num_outputs=2, theta_scale=0.3, seed=seed)
+            knet = random_knet(a.nodes, 2, a.devices, a.law, num_outputs=2, theta_scale=a.theta_scale, seed=seed)
             x = np.random.default_rng(100 + seed).uniform(-1, 1, (a.batch or 2, knet.num_features))
             r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer)
             worst = np.maximum(worst, [r["tr_char"][0], r["tr_ideal"][0], r["char_ideal"][0]])
-            print(_line(f"random seed {seed} ({a.nodes} nodes, 2x{a.devices} devices) {a.pdk}/{a.corner}", r),
+            print(_line(f"random {a.law} seed {seed} ({a.nodes} nodes, 2x{a.devices} devices, θ ±{a.theta_scale:g}) "
+                        f"{a.pdk}/{a.corner}", r),
                   flush=True)
             saved.update({f"{k}_{seed}": r[k] for k in ("ideal", "char", "spice")})
         print(f"worst over seeds: outputs |tr-char| {worst[0]:.4f}, |tr-ideal| {worst[1]:.4f}, "

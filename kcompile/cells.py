@@ -62,8 +62,9 @@ class Cell:
         return ("pp", "pn", "np", "nn") if dict(self.options).get("pairs") == 2 else ("p", "n")
 
     def template_text(self) -> str:
-        """The template source (its hash keys the characterisation cache)."""
-        return (CELL_TEMPLATE_DIR / self.template).read_text()
+        """The template source (its hash keys the characterisation cache); two-stage cells include the gm one."""
+        text = (CELL_TEMPLATE_DIR / self.template).read_text()
+        return text + (CELL_TEMPLATE_DIR / "signed_gm.sp.j2").read_text() if "stages" in dict(self.options) else text
 
     def template_hash(self) -> str:
         """First 12 hex digits of the SHA-256 of the template and sizes."""
@@ -121,7 +122,27 @@ AFFINE_RELU = Cell(
     options=(("pairs", 2), ("out", "relu")),
 )
 
-CELLS: dict[str, Cell] = {c.name: c for c in (SIGNED_RELU, POSTER_RELU, SIGNED_GM, AFFINE_RELU)}
+# two stages: a linear kc_gm (one pair, or two for tanh_affine) into a resistor, then an undegenerated kc_gm (tanh)
+TANH2 = Cell(
+    name="kc_tanh2",
+    template="tanh2.sp.j2",
+    ports=("s", "d", "en", "enb", "vdd", "vss", "vr"),
+    laws=("tanh",),
+    params=("r", "ib", "io", "ap", "an", "rl", "ib2"),
+    sizes=_GM_SIZES,
+    options=(("pairs", 1), ("stages", 2)),
+)
+AFFINE_TANH = Cell(
+    name="kc_atanh",
+    template="tanh2.sp.j2",
+    ports=("s", "d", "en", "enb", "vdd", "vss", "vr"),
+    laws=("tanh_affine",),
+    params=("r", "ib", "io", "rb", "ibb", "iob", "ap", "an", "rl", "ib2"),
+    sizes=_GM_SIZES,
+    options=(("pairs", 2), ("stages", 2)),
+)
+
+CELLS: dict[str, Cell] = {c.name: c for c in (SIGNED_RELU, POSTER_RELU, SIGNED_GM, AFFINE_RELU, TANH2, AFFINE_TANH)}
 
 
 def _environment() -> jinja2.Environment:
@@ -232,6 +253,9 @@ class GmParams:
     an: float = 0.0
     sn: float = 0.0
     swap: bool = False
+    rl: float | None = None  # two-stage tanh cells only: z-to-vr resistor (ohm) ...
+    ib2: float | None = None  # ... and the tanh pair's tail per side (A)
+    iz: float = 0.0  # two-stage tanh cells only: offset current into z (A)
 
     @property
     def negative(self) -> bool:
@@ -239,7 +263,9 @@ class GmParams:
 
     def spice(self) -> str:
         """``name=value`` pairs for the instance line."""
-        return " ".join(f"{k}={getattr(self, k):.6g}" for k in ("r", "ib", "io", "rb", "ibb", "iob", "ap", "sp", "an", "sn"))
+        keys = (("r", "ib", "io", "rb", "ibb", "iob", "ap", "sp", "an", "sn") if self.rl is None else
+                ("r", "ib", "io", "rb", "ibb", "iob", "ap", "an", "iz", "rl", "ib2"))
+        return " ".join(f"{k}={getattr(self, k):.6g}" for k in keys)
 
 
 @dataclass(frozen=True, eq=False)
@@ -425,6 +451,9 @@ class GmCalibration:
     eps: np.ndarray
     amp: np.ndarray
     shift_gain: float = 1.0
+    ib2: float | None = None  # two-stage tanh cell (kc_tanh2): stage 2's tail per side (A) ...
+    rl: float | None = None  # ... its z-to-vr resistor (ohm) ...
+    iz_gain: float | None = None  # ... and θ1 per unit of iz/i0 (θ1 is made by iz, not by io)
 
     def theta0_range(self, negative: bool = False) -> tuple[float, float]:
         """Smallest and largest achievable ``|θ0|`` of one variant."""
@@ -443,9 +472,14 @@ class GmArrays:
     ap: np.ndarray  # = an (both cores get the same crossover fill)
     swap: np.ndarray
 
+    rl: float | None = None  # kc_tanh2: the same for every instance
+    ib2: float | None = None
+    iz: np.ndarray | None = None  # kc_tanh2: offset current into z (A)
+
     def __getitem__(self, i: int) -> GmParams:
         return GmParams("n" if self.negative[i] else "p", float(self.r[i]), float(self.ib[i]), float(self.io[i]),
-                        ap=float(self.ap[i]), an=float(self.ap[i]), swap=bool(self.swap[i]))
+                        ap=float(self.ap[i]), an=float(self.ap[i]), swap=bool(self.swap[i]), rl=self.rl, ib2=self.ib2,
+                        iz=0.0 if self.iz is None else float(self.iz[i]))
 
 
 def _interp_rows(x: np.ndarray, negative: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
@@ -491,12 +525,18 @@ def gm_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: GmCalibration, 
     lr = np.log(cal.r)
     own = _interp_rows(log_r, negative, lr, cal.theta1)
     eps = _interp_rows(log_r, negative, lr, cal.eps)
-    a0 = _interp_rows(log_r, negative, lr, cal.theta0)  # the slope the table predicts (= θ0 inside the range)
+    # the slope the table predicts (= θ0 inside the range), by the log–log interpolation gm_achieved uses
+    a0 = np.where(negative, -1.0, 1.0) * np.exp(_interp_rows(log_r, negative, lr, np.log(np.abs(cal.theta0))))
     r = np.exp(log_r)
     ib = np.exp(np.interp(log_r, lr, np.log(cal.ib)))
+    fill = np.maximum(-eps, 0.0) * cal.scaling.i0
+    swap = np.zeros(theta0.shape, dtype=bool)
+    if cal.iz_gain is not None:  # two-stage tanh: θ1 is a current into the tanh stage's input node z
+        iz = (theta1 - own) / cal.iz_gain * cal.scaling.i0
+        return GmArrays(negative, r, ib, np.zeros(theta0.shape), fill, swap, cal.rl, cal.ib2, iz)
     shift = (theta1 - own) / a0  # Δ units; the negative variant's pair sees −Δ, so io shifts it the other way
     io = np.where(negative, -1.0, 1.0) * shift * cal.scaling.v0 / (cal.shift_gain * r)
-    return GmArrays(negative, r, ib, io, np.maximum(-eps, 0.0) * cal.scaling.i0, np.zeros(theta0.shape, dtype=bool))
+    return GmArrays(negative, r, ib, io, fill, swap)
 
 
 def gm_achieved(p: GmArrays, cal: GmCalibration) -> tuple[np.ndarray, np.ndarray]:
@@ -506,4 +546,127 @@ def gm_achieved(p: GmArrays, cal: GmCalibration) -> tuple[np.ndarray, np.ndarray
     sign = np.where(p.negative, -1.0, 1.0)
     a0 = sign * np.exp(_interp_rows(log_r, p.negative, lr, np.log(np.abs(cal.theta0))))
     own = _interp_rows(log_r, p.negative, lr, cal.theta1)
+    if cal.iz_gain is not None:
+        return a0, own + cal.iz_gain * p.iz / cal.scaling.i0
     return a0, own + a0 * sign * cal.shift_gain * p.io * p.r / cal.scaling.v0
+
+
+@dataclass(frozen=True, eq=False)
+class AffineCalibration:
+    """Measured map from :data:`AFFINE_RELU` instance parameters to achieved θ of ``max(θ0·vs + θ1·vd + θ2, 0)``.
+
+    Table instances have both pairs at the same ``r`` and sign (row 0: ``pp``, row 1: ``nn``).
+
+    Attributes
+    ----------
+    r : ndarray, shape (K,)
+        Degeneration resistors (ohms, increasing); each pair's tail is ``tail_current(r)``.
+    a, b : ndarray, shape (2, K)
+        Fitted coefficient of vs (pair A) and of vd (pair B).
+    own : ndarray, shape (2, K)
+        Fitted θ2 with no injection (both pairs' offsets and the core's); an instance is assigned the
+        mean of its two pairs' values.
+    inj_gain : ndarray, shape (2,)
+        Achieved θ2 per unit of ``ap`` (added at xp) and per unit of ``sp`` (subtracted through the mirror).
+    """
+
+    pdk: str
+    corner: str
+    cell: str
+    scaling: Scaling
+    r: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    own: np.ndarray
+    inj_gain: np.ndarray
+    law: str = "relu_affine"
+    eps: np.ndarray | None = None  # tanh_affine (kc_atanh): stage 1's crossover per row, filled by ap = an
+    iz_gain: float = 1.0  # tanh_affine: θ2 per unit of iz/i0 (the offset current into the tanh stage's input)
+    ib2: float | None = None  # tanh_affine: stage 2's tail per side (A) ...
+    rl: float | None = None  # ... and its z-to-vr resistor (ohm)
+
+    def theta0_range(self, negative: bool = False) -> tuple[float, float]:
+        """Smallest and largest achievable coefficient magnitude (the tighter of the two pairs)."""
+        row = int(negative)
+        lo = max(np.abs(self.a[row]).min(), np.abs(self.b[row]).min())
+        hi = min(np.abs(self.a[row]).max(), np.abs(self.b[row]).max())
+        return float(lo), float(hi)
+
+
+@dataclass(frozen=True, eq=False)
+class AffineArrays:
+    """Instance parameters of many :data:`AFFINE_RELU` instances (arrays of one length)."""
+
+    signs: np.ndarray  # str: "pp", "pn", "np", "nn"
+    r: np.ndarray
+    ib: np.ndarray
+    rb: np.ndarray
+    ibb: np.ndarray
+    ap: np.ndarray
+    sp: np.ndarray
+    iz: np.ndarray | None = None  # tanh_affine: θ2 as a current into the tanh stage's input node z (A)
+    rl: float | None = None
+    ib2: float | None = None
+
+    def __getitem__(self, i: int) -> GmParams:
+        if self.rl is None:
+            return GmParams(str(self.signs[i]), float(self.r[i]), float(self.ib[i]), rb=float(self.rb[i]),
+                            ibb=float(self.ibb[i]), ap=float(self.ap[i]), sp=float(self.sp[i]))
+        return GmParams(str(self.signs[i]), float(self.r[i]), float(self.ib[i]), rb=float(self.rb[i]),
+                        ibb=float(self.ibb[i]), ap=float(self.ap[i]), an=float(self.ap[i]), rl=self.rl, ib2=self.ib2,
+                        iz=float(self.iz[i]))
+
+
+def _log_r_for(coef: np.ndarray, table: np.ndarray, cal: AffineCalibration) -> tuple[np.ndarray, np.ndarray]:
+    """Sign row and log r realising ``|coef|`` from a ``(2, K)`` coefficient table (clipped into range)."""
+    neg = coef < 0
+    out = np.empty_like(coef, dtype=float)
+    for row in (0, 1):
+        sel = neg == bool(row)
+        mag = np.abs(table[row])
+        order = np.argsort(mag)
+        x = np.clip(np.abs(coef[sel]), mag.min(), mag.max())
+        out[sel] = np.interp(np.log(np.where(x > 0, x, mag.min())), np.log(mag[order]), np.log(cal.r[order]))
+    return neg, out
+
+
+def _coef(log_r: np.ndarray, neg: np.ndarray, table: np.ndarray, cal: AffineCalibration) -> np.ndarray:
+    """The signed coefficient a table predicts at ``log r`` (log–log interpolation)."""
+    return np.where(neg, -1.0, 1.0) * np.exp(_interp_rows(log_r, neg, np.log(cal.r), np.log(np.abs(table))))
+
+
+def affine_param_arrays(theta: np.ndarray, cal: AffineCalibration) -> AffineArrays:
+    """Instances realising ``max(θ0·vs + θ1·vd + θ2, 0)`` (kc_arelu) or ``tanh(θ0·vs + θ1·vd + θ2)`` (kc_atanh)
+    for rows of ``theta`` ``[E, 3]`` (coefficients clipped into the calibrated range)."""
+    theta = np.asarray(theta, dtype=float)
+    lr = np.log(cal.r)
+    neg_a, log_ra = _log_r_for(theta[:, 0], cal.a, cal)
+    neg_b, log_rb = _log_r_for(theta[:, 1], cal.b, cal)
+    own = 0.5 * (_interp_rows(log_ra, neg_a, lr, cal.own) + _interp_rows(log_rb, neg_b, lr, cal.own))
+    need = theta[:, 2] - own
+    i0 = cal.scaling.i0
+    ra, rb = np.exp(log_ra), np.exp(log_rb)
+    signs = np.char.add(np.where(neg_a, "n", "p"), np.where(neg_b, "n", "p"))
+    if cal.law == "tanh_affine":  # θ2 as a current into the tanh stage's input node; stage 1's dead zone filled
+        eps = 0.5 * (_interp_rows(log_ra, neg_a, lr, cal.eps) + _interp_rows(log_rb, neg_b, lr, cal.eps))
+        return AffineArrays(signs, ra, tail_currents(ra, cal.scaling), rb, tail_currents(rb, cal.scaling),
+                            np.maximum(-eps, 0.0) * i0, np.zeros(theta.shape[0]), need / cal.iz_gain * i0,
+                            cal.rl, cal.ib2)
+    return AffineArrays(signs, ra, tail_currents(ra, cal.scaling), rb, tail_currents(rb, cal.scaling),
+                        np.where(need >= 0, need / cal.inj_gain[0], 0.0) * i0,
+                        np.where(need < 0, -need / cal.inj_gain[1], 0.0) * i0)
+
+
+def affine_achieved(p: AffineArrays, cal: AffineCalibration) -> np.ndarray:
+    """The ``[E, 3]`` θ the calibration predicts for instances ``p``."""
+    lr = np.log(cal.r)
+    neg_a = np.array([s[0] == "n" for s in p.signs], dtype=bool)
+    neg_b = np.array([s[1] == "n" for s in p.signs], dtype=bool)
+    la, lb = np.log(p.r), np.log(p.rb)
+    a, b = _coef(la, neg_a, cal.a, cal), _coef(lb, neg_b, cal.b, cal)
+    own = 0.5 * (_interp_rows(la, neg_a, lr, cal.own) + _interp_rows(lb, neg_b, lr, cal.own))
+    if cal.law == "tanh_affine":
+        c = own + cal.iz_gain * p.iz / cal.scaling.i0
+    else:
+        c = own + (p.ap * cal.inj_gain[0] - p.sp * cal.inj_gain[1]) / cal.scaling.i0
+    return np.stack([a, b, c], axis=1)

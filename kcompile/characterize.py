@@ -12,6 +12,7 @@ in ``docs/cells.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -21,7 +22,8 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from . import ngspice
-from .cells import (POSTER_RELU, SIGNED_GM, SIGNED_RELU, Calibration, Cell, CellParams, GmCalibration, GmParams,
+from .cells import (AFFINE_RELU, AFFINE_TANH, POSTER_RELU, TANH2, SIGNED_GM, SIGNED_RELU, AffineCalibration, Calibration, Cell, CellParams,
+                    GmCalibration, GmParams,
                     default_scaling, nominal_r, relu_params, render_cell, subckt_name, tail_current, tail_currents)
 from .netlist import Scaling
 from .pdk import Pdk, cache_dir, get_pdk
@@ -306,6 +308,8 @@ def calibrate(table: ReluTable) -> Calibration:
 def gm_model(law: str, p: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """The signed cell's model current: ``relu(P + eps) − relu(−P + eps)``, ``p = (θ0, θ1, eps[, amp])``."""
     arg = p[0] * delta + p[1]
+    if law == "tanh2":  # two-stage cell: stage 1's cores (dead zone eps) feed the tanh pair
+        return p[3] * np.tanh(np.maximum(arg + p[2], 0.0) - np.maximum(p[2] - arg, 0.0))
     core = p[3] * np.tanh(arg) if law == "tanh" else arg
     return np.maximum(core + p[2], 0.0) - np.maximum(p[2] - core, 0.0)
 
@@ -317,7 +321,7 @@ def fit_gm(law: str, delta: np.ndarray, current: np.ndarray, amp: float | None =
     """
     x, y = np.ravel(delta), np.ravel(current)
     g0 = np.polyfit(x[np.abs(x) <= 1], y[np.abs(x) <= 1], 1)[0]
-    if law == "tanh" and amp is None:
+    if law in ("tanh", "tanh2") and amp is None:
         a0 = float(np.abs(y).max())
         return least_squares(lambda q: gm_model(law, q, x) - y, [g0 / a0, 0.0, 0.0, a0], method="lm").x
     a = 1.0 if amp is None else amp
@@ -328,7 +332,7 @@ def fit_gm(law: str, delta: np.ndarray, current: np.ndarray, amp: float | None =
 # Nominal |θ0| of the tables. linear: as the ReLU cell (tails VLIN/r); tanh: tails I0/2, r from 1 Ω
 # (undegenerated: the pair's own slope, ~1.14 per unit at 0.1 V per unit) down to θ0 ≈ 0.002.
 GM_THETA0 = {"linear": np.geomspace(0.002, 8.0, 13), "tanh": np.geomspace(0.002, 1.0, 10)}
-GM_FIT_SPAN = {"linear": 4.0, "tanh": 8.0}  # |Δ| window of the fits (linear: the compliance window)
+GM_FIT_SPAN = {"linear": 4.0, "tanh": 8.0, "tanh2": 8.0}  # |Δ| window of the fits (linear: the compliance window)
 
 
 @dataclass(frozen=True, eq=False)
@@ -384,6 +388,41 @@ def characterize_gm(law: str, pdk_name: str = "generic180", corner: str = "tt", 
     return GmTable(law, pdk_name, corner, scaling, r, ib, io_k, levels, sweep)
 
 
+# Two-stage tanh (kc_tanh2): stage 1 as the linear table, stage 2 undegenerated with rl = v0/(THETA_WI·i0), so
+# that 1 unit of stage-1 current is 1 unit of tanh argument; THETA_WI is the undegenerated pair's slope per
+# unit (measured 1.14 on generic180 tt, the kc_gm tanh table at r = 1 Ω).
+THETA_WI = 1.14
+
+
+def tanh2_rl(scaling: Scaling) -> float:
+    """The two-stage tanh cell's z-to-vr resistor (ohm)."""
+    return scaling.v0 / (THETA_WI * scaling.i0)
+
+
+def characterize_tanh2(pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
+                       cache: bool = True) -> GmTable:
+    """DC-sweep :data:`TANH2` over the linear law's resistor table (stage 1), twice: the second pass sets the
+    stage-2 tails to ``i0/(2·amp)`` with the amplitude ``amp`` fitted on the first."""
+    pdk = get_pdk(pdk_name)
+    scaling = scaling or default_scaling(pdk)
+    r = gm_table_r("linear", scaling)
+    io_k = int(np.argmin(np.abs(np.log(r / nominal_r(0.5, scaling)))))
+    levels = np.array([-1.0, 1.0])
+    ib = tail_currents(r, scaling)
+    rl = tanh2_rl(scaling)
+
+    def run(ib2: float) -> DiffSweep:  # the last two instances inject iz = ±1 unit instead of io
+        inst = [dataclasses.replace(p, rl=rl, ib2=ib2) for p in gm_instances(r, ib, io_k, levels, scaling)]
+        inst[-2:] = [dataclasses.replace(p, io=0.0, iz=lvl * scaling.i0) for p, lvl in zip(inst[-2:], levels)]
+        return measure_diff(TANH2, pdk, corner, inst, scaling, 8.0, 129, 1.0, 3, cache=cache)
+
+    sweep = run(scaling.i0 / 2)
+    big = int(np.argmin(np.abs(np.log(r / nominal_r(2.0, scaling)))))  # saturated within ±8
+    amp = np.mean([fit_gm("tanh2", sweep.delta, sweep.sink[k][:, 1])[3] for k in (big, r.size + big)])
+    ib2 = scaling.i0 / (2 * amp)
+    return GmTable("tanh2", pdk_name, corner, scaling, r, np.r_[ib, ib2], io_k, levels, run(ib2))
+
+
 def calibrate_gm(table: GmTable) -> GmCalibration:
     """Fit every instance (s-side current, common mode 0, ``|Δ| ≤`` :data:`GM_FIT_SPAN`) into a calibration.
 
@@ -392,10 +431,15 @@ def calibrate_gm(table: GmTable) -> GmCalibration:
     k = table.r.size
     sw = table.sweep
     win = np.abs(sw.delta) <= GM_FIT_SPAN[table.law]
-    amp = 1.0 if table.law == "tanh" else None  # tanh: the amplitude was set to 1 by ib; fit the slope only
+    amp = None if table.law == "linear" else 1.0  # tanh: the amplitude was set to 1 by ib; fit the slope only
     fits = np.array([fit_gm(table.law, sw.delta[win], sw.sink[i][win, sw.mid.size // 2], amp)
                      for i in range(len(sw.sink))])
     rows = lambda j: fits[:2 * k, j].reshape(2, k)  # noqa: E731
+    two = table.law == "tanh2"  # kc_tanh2: table.ib holds stage 1's tails, then stage 2's (one value)
+    if two:  # θ1 per unit of iz
+        gain = float(np.polyfit(table.io_levels, fits[2 * k:, 1] - fits[table.io_k, 1], 1)[0])
+        return GmCalibration(table.pdk, table.corner, TANH2.name, "tanh", table.scaling, table.r, table.ib[:k],
+                             rows(0), rows(1), rows(2), rows(3), 1.0, float(table.ib[k]), tanh2_rl(table.scaling), gain)
     shifts = fits[2 * k:, 1] / fits[2 * k:, 0] - fits[table.io_k, 1] / fits[table.io_k, 0]
     gain = float(np.polyfit(table.io_levels, shifts, 1)[0])
     return GmCalibration(table.pdk, table.corner, SIGNED_GM.name, table.law, table.scaling, table.r, table.ib,
@@ -411,6 +455,136 @@ def verify_gm(cal: GmCalibration, thetas: list[tuple[float, float]], cache: bool
     params = [arrays[i] for i in range(len(t))]
     sweep = measure_diff(SIGNED_GM, get_pdk(cal.pdk), cal.corner, params, cal.scaling, 8.0, 129, 1.0, 3, cache=cache)
     return sweep, params
+
+
+def fit_affine_relu(vs: np.ndarray, vd: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Least-squares ``(θ0, θ1, θ2)`` of ``max(θ0·vs + θ1·vd + θ2, 0)`` to a measured current (model units)."""
+    x, y, z = np.ravel(vs), np.ravel(vd), np.ravel(current)
+    on = z > 0.1 * z.max()
+    start = np.linalg.lstsq(np.c_[x[on], y[on], np.ones(on.sum())], z[on], rcond=None)[0]
+    return least_squares(lambda q: np.maximum(q[0] * x + q[1] * y + q[2], 0.0) - z, start, method="lm").x
+
+
+@dataclass(frozen=True, eq=False)
+class AffineTable:
+    """Characterisation of :data:`AFFINE_RELU`: rows ``pp``/``nn`` at each ``r``, then injection points."""
+
+    pdk: str
+    corner: str
+    scaling: Scaling
+    r: np.ndarray
+    inj_k: int
+    inj_levels: np.ndarray
+    sweep: DiffSweep
+
+
+AFFINE_GRID = (8.0, 33, 4.0, 17)  # Δ ∈ ±8 (0.5 apart), common mode ∈ ±4 (0.5 apart): the (vs, vd) plane
+
+
+def affine_instances(r: np.ndarray, inj_k: int, levels: np.ndarray, scaling: Scaling) -> list[GmParams]:
+    """Table instances of :class:`AffineTable`."""
+    ib = tail_currents(r, scaling)
+    base = [GmParams(v, float(x), float(b), rb=float(x), ibb=float(b)) for v in ("pp", "nn") for x, b in zip(r, ib)]
+    rk, bk = float(r[inj_k]), float(ib[inj_k])
+    inj = [GmParams("pp", rk, bk, rb=rk, ibb=bk, ap=lvl * scaling.i0) for lvl in levels]
+    inj += [GmParams("pp", rk, bk, rb=rk, ibb=bk, sp=lvl * scaling.i0) for lvl in levels]
+    return base + inj
+
+
+def characterize_affine_relu(pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
+                             theta0: np.ndarray = DEFAULT_THETA0, cache: bool = True) -> AffineTable:
+    """DC-sweep :data:`AFFINE_RELU` on the (vs, vd) plane over a table of resistors (both pairs equal)."""
+    pdk = get_pdk(pdk_name)
+    scaling = scaling or default_scaling(pdk)
+    r = np.sort(nominal_r(1.0, scaling) / np.asarray(theta0, dtype=float))
+    inj_k = int(np.argmin(np.abs(np.log(r / nominal_r(1.0, scaling)))))
+    levels = np.array([1.0, 2.0])
+    sweep = measure_diff(AFFINE_RELU, pdk, corner, affine_instances(r, inj_k, levels, scaling), scaling,
+                         *AFFINE_GRID, cache=cache)
+    return AffineTable(pdk_name, corner, scaling, r, inj_k, levels, sweep)
+
+
+def _plane(sw: DiffSweep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """vs, vd of a (Δ, m) grid and the mask of points with both inside ±4 units."""
+    vs = sw.mid[None, :] + sw.delta[:, None] / 2
+    vd = sw.mid[None, :] - sw.delta[:, None] / 2
+    return vs, vd, (np.abs(vs) <= 4.0 + 1e-9) & (np.abs(vd) <= 4.0 + 1e-9)
+
+
+def calibrate_affine_relu(table: AffineTable) -> AffineCalibration:
+    """Fit every instance (s-side current, ``|vs|, |vd| ≤ 4``) into an :class:`AffineCalibration`."""
+    sw = table.sweep
+    vs, vd, ok = _plane(sw)
+    fits = np.array([fit_affine_relu(vs[ok], vd[ok], sw.sink[i][ok]) for i in range(len(sw.sink))])
+    k = table.r.size
+    rows = lambda j: fits[:2 * k, j].reshape(2, k)  # noqa: E731
+    own = fits[table.inj_k, 2]
+    n = table.inj_levels.size
+    x = np.r_[0.0, table.inj_levels]
+    gain_ap = np.polyfit(x, np.r_[own, fits[2 * k:2 * k + n, 2]], 1)[0]
+    gain_sp = -np.polyfit(x, np.r_[own, fits[2 * k + n:, 2]], 1)[0]
+    return AffineCalibration(table.pdk, table.corner, AFFINE_RELU.name, table.scaling, table.r, rows(0), rows(1),
+                             rows(2), np.array([gain_ap, gain_sp]))
+
+
+def fit_affine_tanh(vs: np.ndarray, vd: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Least-squares ``(θ0, θ1, θ2, eps)`` of ``tanh(dz(θ0·vs + θ1·vd + θ2, eps))`` (stage 1's cores: dead zone
+    ``eps < 0``, as :func:`gm_model` ``tanh2``) to a measured current (model units)."""
+    x, y, z = np.ravel(vs), np.ravel(vd), np.ravel(current)
+    lin = np.abs(z) < 0.7
+    start = np.linalg.lstsq(np.c_[x[lin], y[lin], np.ones(lin.sum())], np.arctanh(np.clip(z[lin], -0.99, 0.99)),
+                            rcond=None)[0]
+
+    def model(q):
+        arg = q[0] * x + q[1] * y + q[2]
+        return np.tanh(np.maximum(arg + q[3], 0.0) - np.maximum(q[3] - arg, 0.0))
+
+    return least_squares(lambda q: model(q) - z, np.r_[start, 0.0], method="lm").x
+
+
+def characterize_affine_tanh(pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
+                             theta0: np.ndarray = DEFAULT_THETA0, cache: bool = True) -> AffineTable:
+    """DC-sweep :data:`AFFINE_TANH` on the (vs, vd) plane: rows ``pp``/``nn`` with both pairs at each ``r``, then
+    ``r[inj_k]`` with ``iz`` = ±1 unit. Stage 2 is :data:`TANH2`'s, with its tails."""
+    pdk = get_pdk(pdk_name)
+    scaling = scaling or default_scaling(pdk)
+    ib2 = float(characterize_tanh2(pdk_name, corner, scaling, cache).ib[-1])
+    rl = tanh2_rl(scaling)
+    r = np.sort(nominal_r(1.0, scaling) / np.asarray(theta0, dtype=float))
+    inj_k = int(np.argmin(np.abs(np.log(r / nominal_r(0.5, scaling)))))
+    levels = np.array([-1.0, 1.0])
+    ib = tail_currents(r, scaling)
+    inst = [GmParams(v, float(x), float(b), rb=float(x), ibb=float(b), rl=rl, ib2=ib2)
+            for v in ("pp", "nn") for x, b in zip(r, ib)]
+    rk, bk = float(r[inj_k]), float(ib[inj_k])
+    inst += [GmParams("pp", rk, bk, rb=rk, ibb=bk, rl=rl, ib2=ib2, iz=lvl * scaling.i0) for lvl in levels]
+    sweep = measure_diff(AFFINE_TANH, pdk, corner, inst, scaling, *AFFINE_GRID, cache=cache)
+    return AffineTable(pdk_name, corner, scaling, r, inj_k, levels, sweep)
+
+
+def calibrate_affine_tanh(table: AffineTable) -> AffineCalibration:
+    """Fit every instance of :func:`characterize_affine_tanh` (``|vs|, |vd| ≤ 4``) into an :class:`AffineCalibration`."""
+    sw = table.sweep
+    vs, vd, ok = _plane(sw)
+    fits = np.array([fit_affine_tanh(vs[ok], vd[ok], sw.sink[i][ok]) for i in range(len(sw.sink))])
+    k = table.r.size
+    rows = lambda j: fits[:2 * k, j].reshape(2, k)  # noqa: E731
+    gain = float(np.polyfit(table.inj_levels, fits[2 * k:, 2] - fits[table.inj_k, 2], 1)[0])  # θ2 per unit iz
+    ib2 = float(characterize_tanh2(table.pdk, table.corner, table.scaling).ib[-1])
+    return AffineCalibration(table.pdk, table.corner, AFFINE_TANH.name, table.scaling, table.r, rows(0), rows(1),
+                             rows(2), np.ones(2), "tanh_affine", rows(3), gain, ib2, tanh2_rl(table.scaling))
+
+
+def verify_affine_relu(cal: AffineCalibration, thetas: list[tuple[float, float, float]],
+                       cache: bool = True) -> tuple[DiffSweep, list[GmParams]]:
+    """Map each ``(θ0, θ1, θ2)`` through ``cal`` and measure the instances on the (vs, vd) plane."""
+    from .cells import affine_param_arrays
+
+    arrays = affine_param_arrays(np.array(thetas, dtype=float), cal)
+    params = [arrays[i] for i in range(len(thetas))]
+    cell = AFFINE_TANH if cal.law == "tanh_affine" else AFFINE_RELU
+    return measure_diff(cell, get_pdk(cal.pdk), cal.corner, params, cal.scaling, *AFFINE_GRID,
+                        cache=cache), params
 
 
 def gm_error(law: str, delta: np.ndarray, current: np.ndarray, theta0: float, theta1: float,
