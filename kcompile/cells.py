@@ -128,7 +128,7 @@ TANH2 = Cell(
     template="tanh2.sp.j2",
     ports=("s", "d", "en", "enb", "vdd", "vss", "vr"),
     laws=("tanh",),
-    params=("r", "ib", "io", "ap", "an", "rl", "ib2"),
+    params=("r", "ib", "io", "ap", "an", "iz", "rl", "ib2"),
     sizes=_GM_SIZES,
     options=(("pairs", 1), ("stages", 2)),
 )
@@ -137,7 +137,7 @@ AFFINE_TANH = Cell(
     template="tanh2.sp.j2",
     ports=("s", "d", "en", "enb", "vdd", "vss", "vr"),
     laws=("tanh_affine",),
-    params=("r", "ib", "io", "rb", "ibb", "iob", "ap", "an", "rl", "ib2"),
+    params=("r", "ib", "rb", "ibb", "ap", "an", "iz", "rl", "ib2"),
     sizes=_GM_SIZES,
     options=(("pairs", 2), ("stages", 2)),
 )

@@ -6,8 +6,9 @@ nested ``.dc`` sweep over ``(vs, vd)`` measures them all. Results are cached
 as ``.npz`` under ``<cache>/cells/<pdk>/<corner>/`` keyed by a hash of the
 deck text (template, sizes, grid, scaling and model paths).
 
-Run ``python -m kcompile.characterize PDK [CORNER]`` for the figures quoted
-in ``docs/cells.md``.
+Run ``python -m kcompile.characterize PDK [CORNER [LAW]]`` for the figures quoted
+in ``docs/cells.md`` (LAW: linear, tanh, tanh1 (the one-stage tanh), relu_affine,
+tanh_affine; default the signed ReLU cell).
 """
 
 from __future__ import annotations
@@ -423,6 +424,12 @@ def characterize_tanh2(pdk_name: str = "generic180", corner: str = "tt", scaling
     return GmTable("tanh2", pdk_name, corner, scaling, r, np.r_[ib, ib2], io_k, levels, run(ib2))
 
 
+def _fit_after_stage1(base: np.ndarray, delta: np.ndarray, current: np.ndarray) -> float:
+    """The offset ``d`` of ``tanh(dz(θ0·Δ + θ1, eps) + d)`` with ``(θ0, θ1, eps)`` from ``base`` (two-stage tanh)."""
+    core = gm_model("linear", base[:3], delta)
+    return float(least_squares(lambda q: np.tanh(core + q[0]) - current, [0.0], method="lm").x[0])
+
+
 def calibrate_gm(table: GmTable) -> GmCalibration:
     """Fit every instance (s-side current, common mode 0, ``|Δ| ≤`` :data:`GM_FIT_SPAN`) into a calibration.
 
@@ -436,8 +443,10 @@ def calibrate_gm(table: GmTable) -> GmCalibration:
                      for i in range(len(sw.sink))])
     rows = lambda j: fits[:2 * k, j].reshape(2, k)  # noqa: E731
     two = table.law == "tanh2"  # kc_tanh2: table.ib holds stage 1's tails, then stage 2's (one value)
-    if two:  # θ1 per unit of iz
-        gain = float(np.polyfit(table.io_levels, fits[2 * k:, 1] - fits[table.io_k, 1], 1)[0])
+    if two:  # θ1 per unit of iz: iz enters after stage 1's dead zone, so fit it as tanh(dz(θ0·Δ + θ1, eps) + d)
+        base = fits[table.io_k]
+        d = [_fit_after_stage1(base, sw.delta[win], sw.sink[i][win, sw.mid.size // 2]) for i in range(2 * k, len(fits))]
+        gain = float(np.polyfit(table.io_levels, d, 1)[0])
         return GmCalibration(table.pdk, table.corner, TANH2.name, "tanh", table.scaling, table.r, table.ib[:k],
                              rows(0), rows(1), rows(2), rows(3), 1.0, float(table.ib[k]), tanh2_rl(table.scaling), gain)
     shifts = fits[2 * k:, 1] / fits[2 * k:, 0] - fits[table.io_k, 1] / fits[table.io_k, 0]
@@ -569,7 +578,12 @@ def calibrate_affine_tanh(table: AffineTable) -> AffineCalibration:
     fits = np.array([fit_affine_tanh(vs[ok], vd[ok], sw.sink[i][ok]) for i in range(len(sw.sink))])
     k = table.r.size
     rows = lambda j: fits[:2 * k, j].reshape(2, k)  # noqa: E731
-    gain = float(np.polyfit(table.inj_levels, fits[2 * k:, 2] - fits[table.inj_k, 2], 1)[0])  # θ2 per unit iz
+    # θ2 per unit iz: iz enters after stage 1's dead zone, so fit tanh(dz(θ0·vs + θ1·vd + θ2, eps) + d)
+    a, b, c, e = fits[table.inj_k]
+    core = np.maximum(a * vs[ok] + b * vd[ok] + c + e, 0.0) - np.maximum(e - a * vs[ok] - b * vd[ok] - c, 0.0)
+    d = [float(least_squares(lambda q: np.tanh(core + q[0]) - sw.sink[i][ok], [0.0], method="lm").x[0])
+         for i in range(2 * k, len(fits))]
+    gain = float(np.polyfit(table.inj_levels, d, 1)[0])
     ib2 = float(characterize_tanh2(table.pdk, table.corner, table.scaling).ib[-1])
     return AffineCalibration(table.pdk, table.corner, AFFINE_TANH.name, table.scaling, table.r, rows(0), rows(1),
                              rows(2), np.ones(2), "tanh_affine", rows(3), gain, ib2, tanh2_rl(table.scaling))
@@ -691,10 +705,67 @@ def switching(cal: Calibration, theta: tuple[float, float] = (1.0, 0.5), delta: 
             "i_on": float(on)}
 
 
+# targets re-measured by ``python -m kcompile.characterize PDK CORNER LAW`` (docs/cells.md)
+GM_TARGETS = {
+    "linear": [(0.05, 0.0), (-0.05, 0.0), (0.3, 0.0), (-0.3, 0.0), (1.0, 0.0), (-1.0, 0.0), (3.0, 0.0)],
+    "tanh": [(0.1, 0.0), (-0.1, 0.3), (0.3, -0.5), (-0.3, 0.2), (0.6, 0.5), (-0.6, -1.0), (1.0, 0.0), (0.02, 0.1),
+             (2.0, 0.5)],
+}
+AFFINE_TARGETS = [(0.3, -0.2, 0.1), (-0.3, 0.25, 0.2), (0.5, 0.5, -0.3), (-0.2, -0.3, 0.5), (1.0, -1.0, 0.0),
+                  (0.05, -0.1, 0.2), (0.25, 0.0, 0.3)]
+
+
+def main_gm(law: str, pdk_name: str, corner: str) -> None:
+    """Print a transconductance cell's calibration and its re-measured accuracy (``tanh1``: one-stage kc_gm)."""
+    from .cells import affine_param_arrays, gm_param_arrays
+
+    np.set_printoptions(precision=4, suppress=True, linewidth=160)
+    pdk = get_pdk(pdk_name)
+    if law in ("relu_affine", "tanh_affine"):
+        cal = (calibrate_affine_relu(characterize_affine_relu(pdk_name, corner)) if law == "relu_affine"
+               else calibrate_affine_tanh(characterize_affine_tanh(pdk_name, corner)))
+        print(f"{law} on {pdk_name}/{corner} ({cal.cell}): r {cal.r}\n  a {cal.a}\n  b {cal.b}\n  own {cal.own}")
+        sweep, params = verify_affine_relu(cal, AFFINE_TARGETS)
+        vs, vd, ok = _plane(sweep)
+        for k, t in enumerate(AFFINE_TARGETS):
+            fit = (fit_affine_relu if law == "relu_affine" else fit_affine_tanh)(vs[ok], vd[ok], sweep.sink[k][ok])
+            arg = t[0] * vs + t[1] * vd + t[2]
+            ideal = np.maximum(arg, 0.0) if law == "relu_affine" else np.tanh(arg)
+            fs = float(np.abs(ideal[ok]).max()) if law == "relu_affine" else 1.0
+            err = np.abs(sweep.sink[k] - ideal)[ok]
+            copy = np.abs(sweep.source[k] - sweep.sink[k])[ok].max()
+            print(f"  target {t} [{params[k].signs}] -> fit {np.round(fit[:3], 4)}; max err {100 * err.max() / fs:.2f} % "
+                  f"rms {100 * np.sqrt((err ** 2).mean()) / fs:.2f} % of fs {fs:.3g} (|vs|, |vd| <= 4); "
+                  f"s/d copy {100 * copy / fs:.2f} %")
+        return
+    two = law == "tanh"
+    fit_law = "tanh" if law == "tanh1" else law
+    table = characterize_tanh2(pdk_name, corner) if two else characterize_gm(fit_law, pdk_name, corner)
+    cal = calibrate_gm(table)
+    print(f"{law} on {pdk_name}/{corner} ({cal.cell}): r {cal.r}\n  theta0 {cal.theta0}\n  own theta1 {cal.theta1}\n"
+          f"  eps {cal.eps}")
+    thetas = GM_TARGETS[fit_law]
+    t = np.array(thetas)
+    arrays = gm_param_arrays(t[:, 0], t[:, 1], cal, clip=True)
+    params = [arrays[i] for i in range(len(t))]
+    sweep = measure_diff(TANH2 if two else SIGNED_GM, pdk, corner, params, cal.scaling, 8.0, 129, 1.0, 3)
+    for k, (t0, t1) in enumerate(thetas):
+        cur = sweep.sink[k][:, 1]
+        win = np.abs(sweep.delta) <= GM_FIT_SPAN[fit_law]
+        fit = fit_gm(fit_law, sweep.delta[win], cur[win], None if fit_law == "linear" else 1.0)
+        e8, e4 = (gm_error(fit_law, sweep.delta, cur, t0, t1, w) for w in (8.0, 4.0))
+        copy = np.abs(sweep.source[k][:, 1] - cur)[np.abs(sweep.delta) <= 8].max() / e8["full_scale"]
+        print(f"  target ({t0:+.3f}, {t1:+.3f}) -> fit ({fit[0]:+.4f}, {fit[1]:+.4f}); |Δ| <= 8: max {e8['max_err']:.2f} % "
+              f"rms {e8['rms_err']:.2f} %; |Δ| <= 4: max {e4['max_err']:.2f} % rms {e4['rms_err']:.2f} % of fs "
+              f"{e8['full_scale']:.3g}; s/d copy {100 * copy:.2f} %")
+
+
 def main(argv: list[str]) -> None:
-    """Print the signed ReLU cell's calibration and accuracy on one PDK corner."""
+    """Print a cell's calibration and accuracy on one PDK corner: ``PDK [CORNER [LAW]]`` (default: the ReLU cell)."""
     pdk_name = argv[0] if argv else "generic180"
     corner = argv[1] if len(argv) > 1 else "tt"
+    if len(argv) > 2 and argv[2] not in ("relu", "shift_relu"):
+        return main_gm(argv[2], pdk_name, corner)
     cal = calibrate(characterize_relu(pdk_name, corner))
     print(f"{pdk_name}/{corner}: |theta0| range +{cal.theta0_range(False)} -{cal.theta0_range(True)}, "
           f"injection gain {cal.inj_gain.round(4)}")

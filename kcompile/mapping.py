@@ -63,10 +63,10 @@ class LayerMap:
     io: np.ndarray | None = None  # input shift current of pair A (A)
     ap: np.ndarray | None = None  # current added at the ReLU core(s): the dead-zone fill, or kc_arelu's θ2 (A)
     signs: np.ndarray | None = None  # two-pair cells: variant per instance ("pp", "pn", "np", "nn")
-    rb: np.ndarray | None = None  # two-pair cells: pair B (vd) resistor (ohm), tail (A) and input shift (A)
+    rb: np.ndarray | None = None  # two-pair cells: pair B (vd) resistor (ohm) and tail (A)
     ibb: np.ndarray | None = None
-    iob: np.ndarray | None = None
     sp: np.ndarray | None = None  # kc_arelu: current subtracted through the core's mirror (A)
+    iz: np.ndarray | None = None  # two-stage tanh cells: offset current into the tanh stage's input z (A)
     rl: float | None = None  # two-stage tanh cells: z-to-vr resistor (ohm) and stage-2 tail (A), per layer
     ib2: float | None = None
 
@@ -78,9 +78,8 @@ class LayerMap:
         at = lambda a, default=0.0: default if a is None else float(a[i])  # noqa: E731
         signs = str(self.signs[i]) if self.signs is not None else ("n" if self.negative[i] else "p")
         return GmParams(signs, float(self.r[i]), float(self.ib[i]), at(self.io), at(self.rb, 1e6), at(self.ibb, 1e-7),
-                        at(self.iob), at(self.ap), at(self.sp), an=at(self.ap) if self.sp is None else 0.0,
-                        swap=bool(self.swap[i]),
-                        rl=self.rl, ib2=self.ib2)
+                        0.0, at(self.ap), at(self.sp), an=at(self.ap) if self.sp is None else 0.0,
+                        swap=bool(self.swap[i]), rl=self.rl, ib2=self.ib2, iz=at(self.iz))
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,7 +189,7 @@ def _map_gm_layer(law: str, theta: np.ndarray, cal: GmCalibration) -> LayerMap:
     achieved = np.stack([a0, a1], axis=1) if law == "tanh" else a0[:, None]
     zero = np.zeros(t0.shape)
     return LayerMap(p.negative, p.swap, p.r, p.ib, zero, zero, theta, achieved.reshape(theta.shape),
-                    clip_flags(t0, cal), io=p.io, ap=p.ap, rl=p.rl, ib2=p.ib2)
+                    clip_flags(t0, cal), io=p.io, ap=p.ap, iz=p.iz, rl=p.rl, ib2=p.ib2)
 
 
 # kc_arelu subtracts θ2 through the core's PMOS mirror, whose input carries the copy of I2 ≈ (ib + ibb)/1.08:
@@ -226,7 +225,7 @@ def _map_affine_layer(theta: np.ndarray, cal: AffineCalibration) -> LayerMap:
     neg = np.array([str(s)[0] == "n" for s in p.signs], dtype=bool)
     return LayerMap(neg, np.zeros(theta.shape[0], dtype=bool), p.r, p.ib, zero, zero, theta,
                     affine_achieved(p, cal).reshape(theta.shape), affine_flags(theta, p, cal),
-                    io=p.io, ap=p.ap, signs=p.signs, rb=p.rb, ibb=p.ibb, iob=p.iob, sp=p.sp, rl=p.rl, ib2=p.ib2)
+                    ap=p.ap, signs=p.signs, rb=p.rb, ibb=p.ibb, sp=p.sp, iz=p.iz, rl=p.rl, ib2=p.ib2)
 
 
 def unrealisable(knet: KNet) -> str | None:
