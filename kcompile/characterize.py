@@ -551,8 +551,26 @@ def fit_affine_tanh(vs: np.ndarray, vd: np.ndarray, current: np.ndarray) -> np.n
     return least_squares(lambda q: model(q) - z, np.r_[start, 0.0], method="lm").x
 
 
+# kc_atanh's table: nominal coefficients 0.002 … 1. Above ~1 the (vs, vd) grid (0.5 units) cannot resolve the
+# tanh's transition (the fits fell to 0.86 at nominal 1 and 1.0 at nominal 2); below ~0.005 the table
+# instances' own stage-1 dead zone (no fill yet) hides the slope, which is extrapolated as 1/r there
+# (:func:`_one_over_r`; kc_gm's linear table follows 1/r down to 0.0012).
+AFFINE_TANH_THETA0 = np.geomspace(0.002, 1.0, 10)
+
+
+def _one_over_r(coef: np.ndarray, r: np.ndarray, tol: float = 0.2) -> np.ndarray:
+    """Coefficients of a table row (increasing ``r``) with the tail that falls below ``1/r`` scaling by more
+    than ``tol`` replaced by the ``1/r`` extrapolation of the last entry that did not."""
+    out = coef.copy()
+    for k in range(1, coef.size):
+        if abs(out[k]) * r[k] < (1 - tol) * abs(out[k - 1]) * r[k - 1]:
+            out[k:] = out[k - 1] * r[k - 1] / r[k:]
+            break
+    return out
+
+
 def characterize_affine_tanh(pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
-                             theta0: np.ndarray = DEFAULT_THETA0, cache: bool = True) -> AffineTable:
+                             theta0: np.ndarray = AFFINE_TANH_THETA0, cache: bool = True) -> AffineTable:
     """DC-sweep :data:`AFFINE_TANH` on the (vs, vd) plane: rows ``pp``/``nn`` with both pairs at each ``r``, then
     ``r[inj_k]`` with ``iz`` = ±1 unit. Stage 2 is :data:`TANH2`'s, with its tails."""
     pdk = get_pdk(pdk_name)
@@ -578,6 +596,7 @@ def calibrate_affine_tanh(table: AffineTable) -> AffineCalibration:
     fits = np.array([fit_affine_tanh(vs[ok], vd[ok], sw.sink[i][ok]) for i in range(len(sw.sink))])
     k = table.r.size
     rows = lambda j: fits[:2 * k, j].reshape(2, k)  # noqa: E731
+    coef = lambda j: np.array([_one_over_r(row, table.r) for row in rows(j)])  # noqa: E731
     # θ2 per unit iz: iz enters after stage 1's dead zone, so fit tanh(dz(θ0·vs + θ1·vd + θ2, eps) + d)
     a, b, c, e = fits[table.inj_k]
     core = np.maximum(a * vs[ok] + b * vd[ok] + c + e, 0.0) - np.maximum(e - a * vs[ok] - b * vd[ok] - c, 0.0)
@@ -585,7 +604,7 @@ def calibrate_affine_tanh(table: AffineTable) -> AffineCalibration:
          for i in range(2 * k, len(fits))]
     gain = float(np.polyfit(table.inj_levels, d, 1)[0])
     ib2 = float(characterize_tanh2(table.pdk, table.corner, table.scaling).ib[-1])
-    return AffineCalibration(table.pdk, table.corner, AFFINE_TANH.name, table.scaling, table.r, rows(0), rows(1),
+    return AffineCalibration(table.pdk, table.corner, AFFINE_TANH.name, table.scaling, table.r, coef(0), coef(1),
                              rows(2), np.ones(2), "tanh_affine", rows(3), gain, ib2, tanh2_rl(table.scaling))
 
 
