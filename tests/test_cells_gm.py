@@ -156,7 +156,7 @@ def test_transistor_level_cells_track_characterised_and_ideal(law, tmp_path):
     from kcompile.simulate import simulate
 
     t0 = time.perf_counter()
-    knet = random_knet(3, 2, 4, law, num_outputs=2, theta_scale=0.4, seed=2)
+    knet = random_knet(3, 2, 3, law, num_outputs=2, theta_scale=0.4, seed=2)
     x = np.random.default_rng(7).uniform(-1, 1, (1, knet.num_features))
     cellmap = map_knet(knet, "generic180", "tt")
     assert not cellmap.clipped and cellmap.cell is CELL_FOR_LAW[law]
