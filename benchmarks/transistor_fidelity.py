@@ -47,13 +47,16 @@ from kcompile.simulate import simulate  # noqa: E402
 
 
 def fidelity(knet: KNet, x: np.ndarray, pdk: str = "generic180", corner: str = "tt", c_unit: float | None = None,
-             jobs: int | None = None, points_per_layer: int = 400) -> dict:
-    """Run the three levels on inputs ``x``; errors are max |a − b| in model units."""
+             jobs: int | None = None, points_per_layer: int = 400, table: tuple[int, int | None] | None = None) -> dict:
+    """Run the three levels on inputs ``x``; errors are max |a − b| in model units.
+
+    ``table`` = (Δ points, common-mode points) of the characterised tables (default: measure_devices's).
+    """
     over = {} if c_unit is None else {"c_unit": c_unit}
     scaling = transistor_scaling(get_pdk(pdk), **over)
     t0 = time.perf_counter()
     cellmap = map_knet(knet, pdk, corner, scaling)
-    tables = measure_devices(cellmap)
+    tables = measure_devices(cellmap, *([table[0]] if table else []), **({"mpoints": table[1]} if table else {}))
     t1 = time.perf_counter()
     ideal = integrate(knet, x)
     char = integrate_characterised(knet, tables, x)
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", default="0-4")
     ap.add_argument("--law", default="relu", help="random: device law (relu, shift_relu, linear, tanh)")
     ap.add_argument("--theta-scale", type=float, default=0.3, help="random: θ uniform in ±this")
+    ap.add_argument("--table", default=None, help="characterised table grid DPOINTS,MPOINTS (default 129,9; "
+                    "129,33 for the affine laws)")
     ap.add_argument("--nodes", type=int, default=6)
     ap.add_argument("--devices", type=int, default=12)
     ap.add_argument("--model", default=str(ROOT / "examples/zoo/moons-hw-transistor.npz"))
@@ -120,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
         for seed in _seeds(a.seeds):
             knet = random_knet(a.nodes, 2, a.devices, a.law, num_outputs=2, theta_scale=a.theta_scale, seed=seed)
             x = np.random.default_rng(100 + seed).uniform(-1, 1, (a.batch or 2, knet.num_features))
-            r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer)
+            table = tuple(int(v) for v in a.table.split(",")) if a.table else None
+            r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer, table)
             worst = np.maximum(worst, [r["tr_char"][0], r["tr_ideal"][0], r["char_ideal"][0]])
             print(_line(f"random {a.law} seed {seed} ({a.nodes} nodes, 2x{a.devices} devices, θ ±{a.theta_scale:g}) "
                         f"{a.pdk}/{a.corner}", r),

@@ -160,8 +160,9 @@ def test_transistor_level_cells_track_characterised_and_ideal(law, tmp_path):
     x = np.random.default_rng(7).uniform(-1, 1, (1, knet.num_features))
     cellmap = map_knet(knet, "generic180", "tt")
     assert not cellmap.clipped and cellmap.cell is CELL_FOR_LAW[law]
-    affine = law.endswith("affine")
-    char = integrate_characterised(knet, measure_devices(cellmap, dpoints=65, mpoints=17 if affine else 5), x)
+    # coarser tables than the defaults (measured: the characterised states move by < 0.005 on these networks)
+    dpoints, mpoints = {"linear": (65, 5), "tanh": (33, 5), "relu_affine": (65, 17), "tanh_affine": (33, 9)}[law]
+    char = integrate_characterised(knet, measure_devices(cellmap, dpoints=dpoints, mpoints=mpoints), x)
     ideal = integrate(knet, x)
     circuit = tmp_path / "circuit.cir"
     circuit.write_text("".join(render_transistor_circuit(knet, cellmap)))
