@@ -608,8 +608,8 @@ def calibrate_affine_tanh(table: AffineTable) -> AffineCalibration:
                              rows(2), np.ones(2), "tanh_affine", rows(3), gain, ib2, tanh2_rl(table.scaling))
 
 
-def verify_affine_relu(cal: AffineCalibration, thetas: list[tuple[float, float, float]],
-                       cache: bool = True) -> tuple[DiffSweep, list[GmParams]]:
+def verify_affine(cal: AffineCalibration, thetas: list[tuple[float, float, float]],
+                  cache: bool = True) -> tuple[DiffSweep, list[GmParams]]:
     """Map each ``(θ0, θ1, θ2)`` through ``cal`` and measure the instances on the (vs, vd) plane."""
     from .cells import affine_param_arrays
 
@@ -736,7 +736,7 @@ AFFINE_TARGETS = [(0.3, -0.2, 0.1), (-0.3, 0.25, 0.2), (0.5, 0.5, -0.3), (-0.2, 
 
 def main_gm(law: str, pdk_name: str, corner: str) -> None:
     """Print a transconductance cell's calibration and its re-measured accuracy (``tanh1``: one-stage kc_gm)."""
-    from .cells import affine_param_arrays, gm_param_arrays
+    from .cells import gm_param_arrays
 
     np.set_printoptions(precision=4, suppress=True, linewidth=160)
     pdk = get_pdk(pdk_name)
@@ -744,7 +744,7 @@ def main_gm(law: str, pdk_name: str, corner: str) -> None:
         cal = (calibrate_affine_relu(characterize_affine_relu(pdk_name, corner)) if law == "relu_affine"
                else calibrate_affine_tanh(characterize_affine_tanh(pdk_name, corner)))
         print(f"{law} on {pdk_name}/{corner} ({cal.cell}): r {cal.r}\n  a {cal.a}\n  b {cal.b}\n  own {cal.own}")
-        sweep, params = verify_affine_relu(cal, AFFINE_TARGETS)
+        sweep, params = verify_affine(cal, AFFINE_TARGETS)
         vs, vd, ok = _plane(sweep)
         for k, t in enumerate(AFFINE_TARGETS):
             fit = (fit_affine_relu if law == "relu_affine" else fit_affine_tanh)(vs[ok], vd[ok], sweep.sink[k][ok])
