@@ -65,7 +65,7 @@ class LayerMap:
     signs: np.ndarray | None = None  # two-pair cells: variant per instance ("pp", "pn", "np", "nn")
     rb: np.ndarray | None = None  # two-pair cells: pair B (vd) resistor (ohm) and tail (A)
     ibb: np.ndarray | None = None
-    sp: np.ndarray | None = None  # kc_arelu: current subtracted through the core's mirror (A)
+    sp: np.ndarray | None = None  # kc_arelu only (its single core): current subtracted through its mirror (A)
     iz: np.ndarray | None = None  # two-stage tanh cells: offset current into the tanh stage's input z (A)
     rl: float | None = None  # two-stage tanh cells: z-to-vr resistor (ohm) and stage-2 tail (A), per layer
     ib2: float | None = None
@@ -225,7 +225,8 @@ def _map_affine_layer(theta: np.ndarray, cal: AffineCalibration) -> LayerMap:
     neg = np.array([str(s)[0] == "n" for s in p.signs], dtype=bool)
     return LayerMap(neg, np.zeros(theta.shape[0], dtype=bool), p.r, p.ib, zero, zero, theta,
                     affine_achieved(p, cal).reshape(theta.shape), affine_flags(theta, p, cal),
-                    ap=p.ap, signs=p.signs, rb=p.rb, ibb=p.ibb, sp=p.sp, iz=p.iz, rl=p.rl, ib2=p.ib2)
+                    ap=p.ap, signs=p.signs, rb=p.rb, ibb=p.ibb, sp=p.sp if cal.law == "relu_affine" else None,
+                    iz=p.iz, rl=p.rl, ib2=p.ib2)
 
 
 def unrealisable(knet: KNet) -> str | None:

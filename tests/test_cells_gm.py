@@ -104,6 +104,19 @@ def test_affine_calibration_inverts_its_own_model(law):
         assert (p.sp == 0).all() and p.iz is not None
 
 
+@pytest.mark.parametrize("law", ["relu_affine", "tanh_affine"])
+def test_mapped_affine_instances_fill_both_cores_of_signed_cells(law):
+    from kcompile.mapping import _map_affine_layer
+
+    lm = _map_affine_layer(np.array([[0.3, -0.2, 0.1], [-0.2, 0.25, -0.3]]), _affine_cal(law))
+    for i in range(2):
+        p = lm.instance(i)
+        if law == "tanh_affine":  # stage 1 has both cores: the same dead-zone fill into each
+            assert p.ap > 0 and p.an == p.ap and p.sp == 0 and p.rl == 1.75e5
+        else:  # one core: θ2 by ap or sp, nothing into the (absent) negative core
+            assert p.an == 0 and (p.ap > 0) != (p.sp > 0)
+
+
 def test_relu_affine_flags_a_theta2_the_core_cannot_subtract():
     cal = _affine_cal("relu_affine")
     theta = np.array([[0.01, 0.01, -3.0], [0.5, -0.5, -0.1]])
