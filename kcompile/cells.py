@@ -507,10 +507,11 @@ def gm_log_r(theta0: np.ndarray, negative: np.ndarray, cal: GmCalibration) -> np
 def gm_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: GmCalibration, clip: bool = True) -> GmArrays:
     """Instances realising ``linear`` ``θ0·Δ`` (``theta1`` = 0) or ``tanh`` ``tanh(θ0·Δ + θ1)`` (arrays).
 
-    ``r`` from the variant's table (log r against log |θ0|); ``ib`` interpolated (for tanh it was set so
-    that the amplitude is 1); the input shift ``(θ1 − own θ1)/θ0`` is made by ``io`` across ``r``; the
-    cores' dead zone is filled with ``ap = an``. ``|θ0|`` is clipped into the calibrated range (sign kept),
-    or out-of-range values raise when ``clip`` is false.
+    ``r`` from the variant's table (log r against log |θ0|), ``ib`` interpolated; ``θ1 − own θ1`` is made by
+    ``io`` across ``r`` (an input shift ``(θ1 − own)/θ0``; kc_gm) or, for the two-stage tanh cell (a
+    calibration with ``iz_gain``), by ``iz`` into the tanh stage's input; stage 1's (the cores') dead zone
+    is filled with ``ap = an``. ``|θ0|`` is clipped into the calibrated range (sign kept), or out-of-range
+    values raise when ``clip`` is false.
     """
     theta0, theta1 = np.asarray(theta0, dtype=float), np.asarray(theta1, dtype=float)
     negative = theta0 < 0
