@@ -14,7 +14,7 @@ boundary:
 Usage (from the repository root; every case prints one line per network)::
 
     python benchmarks/transistor_fidelity.py example [--pdk generic180] [--batch 2]
-    python benchmarks/transistor_fidelity.py random  [--pdk generic180] [--seeds 0-4] [--batch 2]
+    python benchmarks/transistor_fidelity.py random  [--pdk generic180] [--seeds 0-4] [--batch 2] [--law linear]
     python benchmarks/transistor_fidelity.py classify [--model examples/zoo/moons-hw-transistor.npz] \
         [--batch 200] [--start 0]
     python benchmarks/transistor_fidelity.py mnist   # clipping statistics of the imported checkpoint
@@ -49,13 +49,18 @@ from kcompile.simulate import simulate  # noqa: E402
 
 
 def fidelity(knet: KNet, x: np.ndarray, pdk: str = "generic180", corner: str = "tt", c_unit: float | None = None,
-             jobs: int | None = None, points_per_layer: int = 400, refine_steps: int | None = None) -> dict:
-    """Run the three levels on inputs ``x``; errors are max |a − b| in model units."""
+             jobs: int | None = None, points_per_layer: int = 400, table: tuple[int, int | None] | None = None,
+             refine_steps: int | None = None) -> dict:
+    """Run the three levels on inputs ``x``; errors are max |a − b| in model units.
+
+    ``table`` = (Δ points, common-mode points) of the characterised tables (default: measure_devices's).
+    ``refine_steps``: per-device refinement (default: kcompile's, 2 steps for small relu networks).
+    """
     over = {} if c_unit is None else {"c_unit": c_unit}
     scaling = transistor_scaling(get_pdk(pdk), **over)
     t0 = time.perf_counter()
     cellmap = refine(knet, map_knet(knet, pdk, corner, scaling), steps_for(knet, refine_steps))
-    tables = measure_devices(cellmap)
+    tables = measure_devices(cellmap, *([table[0]] if table else []), **({"mpoints": table[1]} if table else {}))
     t1 = time.perf_counter()
     ideal = integrate(knet, x)
     char = integrate_characterised(knet, tables, x)
@@ -99,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--start", type=int, default=0, help="classify: first test input (run long batches in chunks)")
     ap.add_argument("--seeds", default="0-4")
+    ap.add_argument("--law", default="relu", help="random: device law (relu, shift_relu, linear, tanh)")
+    ap.add_argument("--theta-scale", type=float, default=0.3, help="random: θ uniform in ±this")
+    ap.add_argument("--table", default=None, help="characterised table grid DPOINTS,MPOINTS (default 129,9; "
+                    "129,33 for the affine laws)")
     ap.add_argument("--nodes", type=int, default=6)
     ap.add_argument("--devices", type=int, default=12)
     ap.add_argument("--model", default=str(ROOT / "examples/zoo/moons-hw-transistor.npz"))
@@ -115,17 +124,19 @@ def main(argv: list[str] | None = None) -> None:
         path = ROOT / "examples/random_relu.npz"
         knet = load_knet(path)
         x = np.load(path)["test_inputs"][:a.batch or 2]
-        r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer, a.refine_steps)
+        r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer, refine_steps=a.refine_steps)
         print(_line(f"example {a.pdk}/{a.corner} batch {len(x)}", r), flush=True)
         saved.update({k: r[k] for k in ("ideal", "char", "spice")})
     elif a.case == "random":
         worst = np.zeros(3)
         for seed in _seeds(a.seeds):
-            knet = random_knet(a.nodes, 2, a.devices, "relu", num_outputs=2, theta_scale=0.3, seed=seed)
+            knet = random_knet(a.nodes, 2, a.devices, a.law, num_outputs=2, theta_scale=a.theta_scale, seed=seed)
             x = np.random.default_rng(100 + seed).uniform(-1, 1, (a.batch or 2, knet.num_features))
-            r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer, a.refine_steps)
+            table = tuple(int(v) for v in a.table.split(",")) if a.table else None
+            r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer, table, a.refine_steps)
             worst = np.maximum(worst, [r["tr_char"][0], r["tr_ideal"][0], r["char_ideal"][0]])
-            print(_line(f"random seed {seed} ({a.nodes} nodes, 2x{a.devices} devices) {a.pdk}/{a.corner}", r),
+            print(_line(f"random {a.law} seed {seed} ({a.nodes} nodes, 2x{a.devices} devices, θ ±{a.theta_scale:g}) "
+                        f"{a.pdk}/{a.corner}", r),
                   flush=True)
             saved.update({f"{k}_{seed}": r[k] for k in ("ideal", "char", "spice")})
         print(f"worst over seeds: outputs |tr-char| {worst[0]:.4f}, |tr-ideal| {worst[1]:.4f}, "
@@ -135,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         z = np.load(a.model)
         x = z["test_inputs"][a.start:a.start + (a.batch or 200)]
         labels = z["test_labels"][a.start:a.start + len(x)] if "test_labels" in z else None
-        r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer, a.refine_steps)
+        r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer, refine_steps=a.refine_steps)
         out = knet.output_nodes - 1
         cls = {k: r[k][:, -1, out].argmax(axis=1) for k in ("ideal", "char", "spice")}
         agree = lambda p, q: 100.0 * float(np.mean(cls[p] == cls[q]))  # noqa: E731
@@ -152,20 +163,22 @@ def main(argv: list[str] | None = None) -> None:
         saved.update({k: r[k] for k in ("ideal", "char", "spice")}, labels=labels if labels is not None else [])
     else:
         from kcompile.importer import import_reference
-        from kcompile.mapping import clip_reason
+        from kcompile.mapping import clip_flags, clip_reason
 
         ref = "/work/shared/reference-checkpoints/mnist/"
         knet = import_reference(ref + "model.pth", ref + "config.yaml")
         knet = knet.knet if hasattr(knet, "knet") else knet
-        t0 = time.perf_counter()
+        map_knet(knet, a.pdk, a.corner)  # calibration cached
+        t0, c0 = time.perf_counter(), time.process_time()
         cellmap = map_knet(knet, a.pdk, a.corner)
+        t_map, c_map = time.perf_counter() - t0, time.process_time() - c0
         cal = cellmap.calibration
         theta = np.concatenate([layer.theta for layer in knet.layers])
         gains = theta[:, 1]  # shift_relu: θ1 is the gain (the relu-form slope)
         lo = max(cal.theta0_range(False)[0], cal.theta0_range(True)[0])
-        reasons = [clip_reason(float(g), cal) for g in gains]
+        reasons = [clip_reason(float(g), cal) for g in gains[clip_flags(gains, cal)]]
         print(f"mnist checkpoint on {a.pdk}/{a.corner}: {knet.law}, {gains.size} devices, mapped in "
-              f"{time.perf_counter() - t0:.0f} s; θ0 (threshold) in "
+              f"{t_map:.2f} s wall, {c_map:.2f} s CPU (calibration cached); θ0 (threshold) in "
               f"[{theta[:, 0].min():.3f}, {theta[:, 0].max():.3f}], "
               f"θ1 (gain) in [{gains.min():.3f}, {gains.max():.3f}]")
         flagged = len(cellmap.clipped)

@@ -26,7 +26,7 @@ from .errors import InputError
 from .files import sha256
 from .inputs import check_inputs
 from .knet import FORMAT, KNet, load_knet, save_knet
-from .mapping import clip_reason, map_knet, relu_target, transistor_scaling
+from .mapping import affine_reason, clip_reason, map_knet, relu_target, transistor_scaling
 from .netlist import Scaling, Tran, default_tran, render_transistor_circuit, transistor_tran, write_circuit
 from .pdk import get_pdk
 from .reference import integrate
@@ -102,8 +102,10 @@ def _clipped_message(cellmap, law: str, limit: int = 4) -> str:
     cal = cellmap.calibration
     shown = []
     for k, i in items[:limit]:
-        theta = cellmap.layers[k].target[i]
-        why = clip_reason(relu_target(law, theta)[0], cal)
+        lm = cellmap.layers[k]
+        theta = lm.target[i]
+        why = (affine_reason(theta, lm.sp[i], lm.ib[i] + lm.ibb[i], cal) if law in ("relu_affine", "tanh_affine")
+               else clip_reason(relu_target(law, theta)[0], cal))
         shown.append(f"layer{k}[{i}] θ={np.round(theta, 4).tolist()} ({why})")
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return (f"{len(items)} device(s) cannot be realised within tolerance by cell {cal.cell} on "
@@ -202,8 +204,9 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
 def _save_devices(path: Path, cellmap) -> None:
     arrays = {}
     for k, lm in enumerate(cellmap.layers):
-        for name in ("target", "achieved", "negative", "swap", "r", "ib", "ipos", "ineg", "clipped"):
-            arrays[f"layer{k}_{name}"] = np.asarray(getattr(lm, name))
+        for name in ("target", "achieved", "negative", "swap", "r", "ib", "ipos", "ineg", "clipped", "io", "ap", "signs", "rb", "ibb", "sp", "iz"):
+            if getattr(lm, name) is not None:
+                arrays[f"layer{k}_{name}"] = np.asarray(getattr(lm, name))
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 

@@ -54,14 +54,21 @@ class Cell:
     params: tuple[str, ...]
     sizes: tuple[tuple[str, float], ...] = ()
     theta_range: tuple[tuple[float, float], ...] = ()
+    options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Sign variants, one letter per input pair (``p``: as drawn, ``n``: the pair's gates swapped)."""
+        return ("pp", "pn", "np", "nn") if dict(self.options).get("pairs") == 2 else ("p", "n")
 
     def template_text(self) -> str:
-        """The template source (its hash keys the characterisation cache)."""
-        return (CELL_TEMPLATE_DIR / self.template).read_text()
+        """The template source (its hash keys the characterisation cache); two-stage cells include the gm one."""
+        text = (CELL_TEMPLATE_DIR / self.template).read_text()
+        return text + (CELL_TEMPLATE_DIR / "signed_gm.sp.j2").read_text() if "stages" in dict(self.options) else text
 
     def template_hash(self) -> str:
         """First 12 hex digits of the SHA-256 of the template and sizes."""
-        return hashlib.sha256((self.template_text() + repr(self.sizes)).encode()).hexdigest()[:12]
+        return hashlib.sha256((self.template_text() + repr(self.sizes) + repr(self.options)).encode()).hexdigest()[:12]
 
 
 SIGNED_RELU = Cell(
@@ -87,7 +94,55 @@ POSTER_RELU = Cell(
     sizes=(("w_res", 1.0), ("l_res", 4.0), ("w_dio", 4.0), ("l_dio", 0.5), ("w_mir", 2.0), ("l_mir", 2.0)),
 )
 
-CELLS: dict[str, Cell] = {c.name: c for c in (SIGNED_RELU, POSTER_RELU)}
+# w_cc = w_mir / 1.08: the NMOS copies feeding the cores' PMOS mirrors (c2p, c1n) sit at ~0.5 V more drain
+# voltage than the diodes they copy; untrimmed, each core carried +4..6 % of the tail current at balance (both
+# cores on: the slope doubled near zero). Trimmed past balance, every tail current leaves a small dead zone,
+# which the calibration fills exactly with ap = an (currents added at the cores' ReLU nodes).
+_GM_SIZES = (("w_tail", 2.0), ("l_tail", 4.0), ("w_in", 8.0), ("l_in", 1.0), ("w_mir", 2.0), ("l_mir", 2.0),
+             ("w_cc", 2.0 / 1.08), ("w_pmir", 4.0), ("l_pmir", 2.0), ("w_po", 3.88), ("w_sw", 0.5), ("l_sw", 0.18))
+
+# one input pair (s against d), signed output: linear (tails >> signal) and tanh (tails = I0/2: the pair saturates)
+SIGNED_GM = Cell(
+    name="kc_gm",
+    template="signed_gm.sp.j2",
+    ports=("s", "d", "en", "enb", "vdd", "vss", "vr"),
+    laws=("linear", "tanh"),
+    params=("r", "ib", "io", "ap", "sp", "an", "sn"),
+    sizes=_GM_SIZES,
+    options=(("pairs", 1), ("out", "signed")),
+)
+# two input pairs (s against vr, d against vr), ReLU output
+AFFINE_RELU = Cell(
+    name="kc_arelu",
+    template="signed_gm.sp.j2",
+    ports=("s", "d", "en", "enb", "vdd", "vss", "vr"),
+    laws=("relu_affine",),
+    params=("r", "ib", "io", "rb", "ibb", "iob", "ap", "sp"),
+    sizes=_GM_SIZES,
+    options=(("pairs", 2), ("out", "relu")),
+)
+
+# two stages: a linear kc_gm (one pair, or two for tanh_affine) into a resistor, then an undegenerated kc_gm (tanh)
+TANH2 = Cell(
+    name="kc_tanh2",
+    template="tanh2.sp.j2",
+    ports=("s", "d", "en", "enb", "vdd", "vss", "vr"),
+    laws=("tanh",),
+    params=("r", "ib", "io", "ap", "an", "iz", "rl", "ib2"),
+    sizes=_GM_SIZES,
+    options=(("pairs", 1), ("stages", 2)),
+)
+AFFINE_TANH = Cell(
+    name="kc_atanh",
+    template="tanh2.sp.j2",
+    ports=("s", "d", "en", "enb", "vdd", "vss", "vr"),
+    laws=("tanh_affine",),
+    params=("r", "ib", "rb", "ibb", "ap", "an", "iz", "rl", "ib2"),
+    sizes=_GM_SIZES,
+    options=(("pairs", 2), ("stages", 2)),
+)
+
+CELLS: dict[str, Cell] = {c.name: c for c in (SIGNED_RELU, POSTER_RELU, SIGNED_GM, AFFINE_RELU, TANH2, AFFINE_TANH)}
 
 
 def _environment() -> jinja2.Environment:
@@ -95,12 +150,13 @@ def _environment() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
-def subckt_name(cell: Cell, negative: bool = False) -> str:
-    """Subcircuit name of one variant: ``<cell>_p`` or ``<cell>_n`` (θ0 sign)."""
-    return f"{cell.name}_{'n' if negative else 'p'}"
+def subckt_name(cell: Cell, negative: bool = False, signs: str | None = None) -> str:
+    """Subcircuit name of one variant: ``<cell>_p`` or ``<cell>_n`` (θ0 sign), or ``<cell>_<signs>``."""
+    return f"{cell.name}_{signs or ('n' if negative else 'p')}"
 
 
-def render_cell(cell: Cell, pdk: Pdk, negative: bool = False, scaling: Scaling | None = None) -> str:
+def render_cell(cell: Cell, pdk: Pdk, negative: bool = False, scaling: Scaling | None = None,
+                signs: str | None = None) -> str:
     """The ``.subckt`` text of one cell variant for one PDK.
 
     Parameters
@@ -112,11 +168,16 @@ def render_cell(cell: Cell, pdk: Pdk, negative: bool = False, scaling: Scaling |
     scaling : Scaling, optional
         Sets the parameter defaults (``r`` for θ0 = 1, ``ib`` from :func:`tail_current`);
         :func:`default_scaling` if omitted.
+    signs : str, optional
+        The variant of a cell with :attr:`Cell.variants` (one letter per input pair); overrides ``negative``.
     """
     scaling = scaling or default_scaling(pdk)
     r = nominal_r(1.0, scaling)
+    signs = signs or ("n" if negative else "p") * (2 if len(cell.variants) == 4 else 1)
+    negative = signs[0] == "n"
     return _environment().get_template(cell.template).render(
-        name=subckt_name(cell, negative), negative=negative, pdk=pdk, sz=dict(cell.sizes),
+        name=subckt_name(cell, negative, signs if cell.options else None), negative=negative, signs=signs, pdk=pdk,
+        sz=dict(cell.sizes), opt=dict(cell.options),
         r=f"{r:.6g}", ib=f"{tail_current(r, scaling):.6g}", iref=f"{scaling.i0:.6g}")
 
 
@@ -162,9 +223,49 @@ class CellParams:
     ineg: float = 0.0
     swap: bool = False
 
+    @property
+    def signs(self) -> str:
+        """The variant letter (:attr:`Cell.variants`)."""
+        return "n" if self.negative else "p"
+
     def spice(self) -> str:
         """``name=value`` pairs for the instance line."""
         return f"r={self.r:.6g} ib={self.ib:.6g} ipos={self.ipos:.6g} ineg={self.ineg:.6g}"
+
+
+@dataclass(frozen=True)
+class GmParams:
+    """Instance parameters of one :data:`SIGNED_GM` / :data:`AFFINE_RELU` instance (ohms, amperes).
+
+    ``signs`` is the variant (one letter per input pair); pair B (``rb``, ``ibb``, ``iob``) exists
+    only in the two-pair cell; ``swap`` as in :class:`CellParams`.
+    """
+
+    signs: str
+    r: float
+    ib: float
+    io: float = 0.0
+    rb: float = 1e6
+    ibb: float = 1e-7
+    iob: float = 0.0
+    ap: float = 0.0
+    sp: float = 0.0
+    an: float = 0.0
+    sn: float = 0.0
+    swap: bool = False
+    rl: float | None = None  # two-stage tanh cells only: z-to-vr resistor (ohm) ...
+    ib2: float | None = None  # ... and the tanh pair's tail per side (A)
+    iz: float = 0.0  # two-stage tanh cells only: offset current into z (A)
+
+    @property
+    def negative(self) -> bool:
+        return self.signs[0] == "n"
+
+    def spice(self) -> str:
+        """``name=value`` pairs for the instance line."""
+        keys = (("r", "ib", "io", "rb", "ibb", "iob", "ap", "sp", "an", "sn") if self.rl is None else
+                ("r", "ib", "io", "rb", "ibb", "iob", "ap", "an", "iz", "rl", "ib2"))
+        return " ".join(f"{k}={getattr(self, k):.6g}" for k in keys)
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,12 +304,91 @@ class Calibration:
         return float(a.min()), float(a.max())
 
 
+@dataclass(frozen=True, eq=False)
+class ParamArrays:
+    """Instance parameters of many signed-cell instances (arrays of one length; see :class:`CellParams`)."""
+
+    negative: np.ndarray
+    r: np.ndarray
+    ib: np.ndarray
+    ipos: np.ndarray
+    ineg: np.ndarray
+    swap: np.ndarray
+
+    def __getitem__(self, i: int) -> CellParams:
+        return CellParams(bool(self.negative[i]), float(self.r[i]), float(self.ib[i]), float(self.ipos[i]),
+                          float(self.ineg[i]), bool(self.swap[i]))
+
+
+def tail_currents(r: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """:func:`tail_current` of every element of ``r``."""
+    return np.maximum(VLIN / np.asarray(r, dtype=float), IB_MIN * scaling.i0 / 0.5e-6)
+
+
+def _signed_clip(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``|x|`` clipped into ``[lo, hi]``, the sign of ``x`` kept (``+`` for zero)."""
+    return np.copysign(np.clip(np.abs(x), lo, hi), np.where(x != 0, x, 1.0))
+
+
+def _ranges(cal: Calibration, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per element, the calibrated ``|θ0|`` range of its variant."""
+    (lp, hp), (ln, hn) = cal.theta0_range(False), cal.theta0_range(True)
+    return np.where(negative, ln, lp), np.where(negative, hn, hp)
+
+
+def relu_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: Calibration, clip: bool = False) -> ParamArrays:
+    """:func:`relu_params` of every element of ``theta0``, ``theta1`` (arrays of one shape).
+
+    Raises
+    ------
+    ValueError
+        Some ``|θ0|`` is outside the calibrated range and ``clip`` is false.
+    """
+    theta0, theta1 = np.asarray(theta0, dtype=float), np.asarray(theta1, dtype=float)
+    negative = theta0 < 0
+    lo, hi = _ranges(cal, negative)
+    if clip:
+        theta0 = _signed_clip(theta0, lo, hi)
+    else:
+        bad = (np.abs(theta0) < lo) | (np.abs(theta0) > hi)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"|theta0| = {abs(theta0.flat[i]):g} is outside the calibrated range "
+                             f"[{lo.flat[i]:.4g}, {hi.flat[i]:.4g}] of cell {cal.cell} on {cal.pdk}/{cal.corner}.")
+    log_r, own = np.empty_like(theta0), np.empty_like(theta0)
+    log_abs = np.log(np.abs(theta0))
+    for row in (0, 1):
+        sel = negative == bool(row)
+        mag = np.abs(cal.theta0[row])
+        order = np.argsort(mag)
+        log_r[sel] = np.interp(log_abs[sel], np.log(mag[order]), np.log(cal.r[order]))
+        own[sel] = np.interp(log_r[sel], np.log(cal.r), cal.theta1[row])
+    r = np.exp(log_r)
+    need = theta1 - own
+    up = need >= 0
+    current = np.where(up, need / cal.inj_gain[0], -need / cal.inj_gain[1]) * cal.scaling.i0
+    return ParamArrays(negative, r, tail_currents(r, cal.scaling), np.where(up, current, 0.0),
+                       np.where(up, 0.0, current), np.zeros(theta0.shape, dtype=bool))
+
+
+def shift_relu_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: Calibration,
+                            clip: bool = False) -> ParamArrays:
+    """:func:`shift_relu_params` of every element of ``theta0``, ``theta1``."""
+    theta0, theta1 = np.asarray(theta0, dtype=float), np.asarray(theta1, dtype=float)
+    if clip:  # clip the gain and keep the threshold θ0 (clipping the relu-form slope alone would move it)
+        theta1 = _signed_clip(theta1, *_ranges(cal, theta1 < 0))
+    swap = theta1 < 0
+    p = relu_param_arrays(theta1, np.where(swap, theta1 * theta0, -theta1 * theta0), cal, clip)
+    return ParamArrays(p.negative, p.r, p.ib, p.ipos, p.ineg, swap)
+
+
 def relu_params(theta0: float, theta1: float, cal: Calibration, clip: bool = False) -> CellParams:
     """Instance parameters realising ``relu`` law ``max(θ0·Δ + θ1, 0)``.
 
     ``r`` is interpolated (log r against log |θ0|) in the calibration table of
     the variant of θ0's sign; the cell's own offset at that ``r`` is subtracted
-    from θ1 and the rest injected through ``ipos`` or ``ineg``.
+    from θ1 and the rest injected through ``ipos`` or ``ineg``. One element of
+    :func:`relu_param_arrays`.
 
     Parameters
     ----------
@@ -223,24 +403,7 @@ def relu_params(theta0: float, theta1: float, cal: Calibration, clip: bool = Fal
     ValueError
         ``|θ0|`` is outside the calibrated range and ``clip`` is false.
     """
-    negative = bool(theta0 < 0)
-    row = int(negative)
-    mag = np.abs(cal.theta0[row])
-    lo, hi = float(mag.min()), float(mag.max())
-    if clip:
-        theta0 = float(np.copysign(np.clip(abs(theta0), lo, hi), theta0 if theta0 else 1.0))
-    elif not lo <= abs(theta0) <= hi:
-        raise ValueError(f"|theta0| = {abs(theta0):g} is outside the calibrated range [{lo:.4g}, {hi:.4g}] "
-                         f"of cell {cal.cell} on {cal.pdk}/{cal.corner}.")
-    order = np.argsort(mag)
-    log_r = np.interp(np.log(abs(theta0)), np.log(mag[order]), np.log(cal.r[order]))
-    r = float(np.exp(log_r))
-    own = float(np.interp(log_r, np.log(cal.r), cal.theta1[row]))
-    need = theta1 - own
-    inj = need / cal.inj_gain[0] if need >= 0 else -need / cal.inj_gain[1]
-    current = inj * cal.scaling.i0
-    return CellParams(negative, r, tail_current(r, cal.scaling),
-                      ipos=current if need >= 0 else 0.0, ineg=current if need < 0 else 0.0)
+    return relu_param_arrays(np.array([theta0]), np.array([theta1]), cal, clip)[0]
 
 
 def shift_relu_params(theta0: float, theta1: float, cal: Calibration, clip: bool = False) -> CellParams:
@@ -251,10 +414,260 @@ def shift_relu_params(theta0: float, theta1: float, cal: Calibration, clip: bool
     ``max(θ1·Δ' + θ1·θ0, 0)`` with ``Δ' = vd − vs``: a ReLU instance with its
     ports swapped (``swap=True``).
     """
-    if clip:  # clip the gain and keep the threshold θ0 (clipping the relu-form slope alone would move it)
-        lo, hi = cal.theta0_range(theta1 < 0)
-        theta1 = float(np.copysign(np.clip(abs(theta1), lo, hi), theta1 if theta1 else 1.0))
-    if theta1 >= 0:
-        return relu_params(theta1, -theta1 * theta0, cal, clip)
-    p = relu_params(theta1, theta1 * theta0, cal, clip)
-    return CellParams(p.negative, p.r, p.ib, p.ipos, p.ineg, swap=True)
+    return shift_relu_param_arrays(np.array([theta0]), np.array([theta1]), cal, clip)[0]
+
+
+@dataclass(frozen=True, eq=False)
+class GmCalibration:
+    """Measured map from :data:`SIGNED_GM` instance parameters to achieved θ, per sign variant (row 0: θ0 > 0).
+
+    The cell's law is ``P(Δ + σ)`` with ``P = θ0·Δ + θ1`` (``linear``, ``θ1`` its own output offset) or
+    ``amp·tanh(θ0·Δ + θ1)`` (``tanh``); the two output cores pass ``relu(P + eps) − relu(−P + eps)``
+    (``eps < 0``: a dead zone, filled by ``ap = an = −eps·i0``).
+
+    Attributes
+    ----------
+    law : {"linear", "tanh"}
+    r : ndarray, shape (K,)
+        Degeneration resistors measured (ohms, increasing).
+    ib : ndarray, shape (K,)
+        Tail current per side used at each ``r`` (A).
+    theta0, theta1, eps, amp : ndarray, shape (2, K)
+        Fitted slope, own offset, crossover and amplitude with ``io = ap = an = 0``.
+    shift_gain : float
+        Input shift (Δ units) of the positive variant per ``io·r/v0``: the law becomes ``P(Δ + σ)`` with
+        ``σ = ±shift_gain·io·r/v0`` (``−`` for the negative variant, whose pair sees ``−Δ``).
+    """
+
+    pdk: str
+    corner: str
+    cell: str
+    law: str
+    scaling: Scaling
+    r: np.ndarray
+    ib: np.ndarray
+    theta0: np.ndarray
+    theta1: np.ndarray
+    eps: np.ndarray
+    amp: np.ndarray
+    shift_gain: float = 1.0
+    ib2: float | None = None  # two-stage tanh cell (kc_tanh2): stage 2's tail per side (A) ...
+    rl: float | None = None  # ... its z-to-vr resistor (ohm) ...
+    iz_gain: float | None = None  # ... and θ1 per unit of iz/i0 (θ1 is made by iz, not by io)
+
+    def theta0_range(self, negative: bool = False) -> tuple[float, float]:
+        """Smallest and largest achievable ``|θ0|`` of one variant."""
+        a = np.abs(self.theta0[int(negative)])
+        return float(a.min()), float(a.max())
+
+
+@dataclass(frozen=True, eq=False)
+class GmArrays:
+    """Instance parameters of many :data:`SIGNED_GM` instances (arrays of one length)."""
+
+    negative: np.ndarray
+    r: np.ndarray
+    ib: np.ndarray
+    io: np.ndarray
+    ap: np.ndarray  # = an (both cores get the same crossover fill)
+    swap: np.ndarray
+
+    rl: float | None = None  # kc_tanh2: the same for every instance
+    ib2: float | None = None
+    iz: np.ndarray | None = None  # kc_tanh2: offset current into z (A)
+
+    def __getitem__(self, i: int) -> GmParams:
+        return GmParams("n" if self.negative[i] else "p", float(self.r[i]), float(self.ib[i]), float(self.io[i]),
+                        ap=float(self.ap[i]), an=float(self.ap[i]), swap=bool(self.swap[i]), rl=self.rl, ib2=self.ib2,
+                        iz=0.0 if self.iz is None else float(self.iz[i]))
+
+
+def _interp_rows(x: np.ndarray, negative: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """``np.interp(x, xp, fp[row])`` with the row chosen per element by ``negative``."""
+    out = np.empty_like(x, dtype=float)
+    for row in (0, 1):
+        sel = negative == bool(row)
+        out[sel] = np.interp(x[sel], xp[row] if xp.ndim == 2 else xp, fp[row])
+    return out
+
+
+def gm_log_r(theta0: np.ndarray, negative: np.ndarray, cal: GmCalibration) -> np.ndarray:
+    """log r realising ``|θ0|`` (log–log interpolation in the variant's table; ``|θ0|`` already in range)."""
+    mag = np.abs(cal.theta0)
+    order = np.argsort(mag, axis=1)
+    xs = np.log(np.take_along_axis(mag, order, axis=1))
+    ys = np.log(cal.r)[order]
+    out = np.empty_like(theta0, dtype=float)
+    for row in (0, 1):
+        sel = negative == bool(row)
+        out[sel] = np.interp(np.log(np.abs(theta0[sel])), xs[row], ys[row])
+    return out
+
+
+def gm_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: GmCalibration, clip: bool = True) -> GmArrays:
+    """Instances realising ``linear`` ``θ0·Δ`` (``theta1`` = 0) or ``tanh`` ``tanh(θ0·Δ + θ1)`` (arrays).
+
+    ``r`` from the variant's table (log r against log |θ0|), ``ib`` interpolated; ``θ1 − own θ1`` is made by
+    ``io`` across ``r`` (an input shift ``(θ1 − own)/θ0``; kc_gm) or, for the two-stage tanh cell (a
+    calibration with ``iz_gain``), by ``iz`` into the tanh stage's input; stage 1's (the cores') dead zone
+    is filled with ``ap = an``. ``|θ0|`` is clipped into the calibrated range (sign kept), or out-of-range
+    values raise when ``clip`` is false.
+    """
+    theta0, theta1 = np.asarray(theta0, dtype=float), np.asarray(theta1, dtype=float)
+    negative = theta0 < 0
+    (lp, hp), (ln, hn) = cal.theta0_range(False), cal.theta0_range(True)
+    lo, hi = np.where(negative, ln, lp), np.where(negative, hn, hp)
+    if clip:
+        theta0 = _signed_clip(theta0, lo, hi)
+    elif ((np.abs(theta0) < lo) | (np.abs(theta0) > hi)).any():
+        raise ValueError(f"|theta0| outside the calibrated range of cell {cal.cell} ({cal.law}) on "
+                         f"{cal.pdk}/{cal.corner}.")
+    log_r = gm_log_r(theta0, negative, cal)
+    lr = np.log(cal.r)
+    own = _interp_rows(log_r, negative, lr, cal.theta1)
+    eps = _interp_rows(log_r, negative, lr, cal.eps)
+    # the slope the table predicts (= θ0 inside the range), by the log–log interpolation gm_achieved uses
+    a0 = np.where(negative, -1.0, 1.0) * np.exp(_interp_rows(log_r, negative, lr, np.log(np.abs(cal.theta0))))
+    r = np.exp(log_r)
+    ib = np.exp(np.interp(log_r, lr, np.log(cal.ib)))
+    fill = np.maximum(-eps, 0.0) * cal.scaling.i0
+    swap = np.zeros(theta0.shape, dtype=bool)
+    if cal.iz_gain is not None:  # two-stage tanh: θ1 is a current into the tanh stage's input node z
+        iz = (theta1 - own) / cal.iz_gain * cal.scaling.i0
+        return GmArrays(negative, r, ib, np.zeros(theta0.shape), fill, swap, cal.rl, cal.ib2, iz)
+    shift = (theta1 - own) / a0  # Δ units; the negative variant's pair sees −Δ, so io shifts it the other way
+    io = np.where(negative, -1.0, 1.0) * shift * cal.scaling.v0 / (cal.shift_gain * r)
+    return GmArrays(negative, r, ib, io, fill, swap)
+
+
+def gm_achieved(p: GmArrays, cal: GmCalibration) -> tuple[np.ndarray, np.ndarray]:
+    """The (θ0, θ1) the calibration predicts for instances ``p``."""
+    lr = np.log(cal.r)
+    log_r = np.log(p.r)
+    sign = np.where(p.negative, -1.0, 1.0)
+    a0 = sign * np.exp(_interp_rows(log_r, p.negative, lr, np.log(np.abs(cal.theta0))))
+    own = _interp_rows(log_r, p.negative, lr, cal.theta1)
+    if cal.iz_gain is not None:
+        return a0, own + cal.iz_gain * p.iz / cal.scaling.i0
+    return a0, own + a0 * sign * cal.shift_gain * p.io * p.r / cal.scaling.v0
+
+
+@dataclass(frozen=True, eq=False)
+class AffineCalibration:
+    """Measured map from :data:`AFFINE_RELU` instance parameters to achieved θ of ``max(θ0·vs + θ1·vd + θ2, 0)``.
+
+    Table instances have both pairs at the same ``r`` and sign (row 0: ``pp``, row 1: ``nn``).
+
+    Attributes
+    ----------
+    r : ndarray, shape (K,)
+        Degeneration resistors (ohms, increasing); each pair's tail is ``tail_current(r)``.
+    a, b : ndarray, shape (2, K)
+        Fitted coefficient of vs (pair A) and of vd (pair B).
+    own : ndarray, shape (2, K)
+        Fitted θ2 with no injection (both pairs' offsets and the core's); an instance is assigned the
+        mean of its two pairs' values.
+    inj_gain : ndarray, shape (2,)
+        Achieved θ2 per unit of ``ap`` (added at xp) and per unit of ``sp`` (subtracted through the mirror).
+    """
+
+    pdk: str
+    corner: str
+    cell: str
+    scaling: Scaling
+    r: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    own: np.ndarray
+    inj_gain: np.ndarray
+    law: str = "relu_affine"
+    eps: np.ndarray | None = None  # tanh_affine (kc_atanh): stage 1's crossover per row, filled by ap = an
+    iz_gain: float = 1.0  # tanh_affine: θ2 per unit of iz/i0 (the offset current into the tanh stage's input)
+    ib2: float | None = None  # tanh_affine: stage 2's tail per side (A) ...
+    rl: float | None = None  # ... and its z-to-vr resistor (ohm)
+
+    def theta0_range(self, negative: bool = False) -> tuple[float, float]:
+        """Smallest and largest achievable coefficient magnitude (the tighter of the two pairs)."""
+        row = int(negative)
+        lo = max(np.abs(self.a[row]).min(), np.abs(self.b[row]).min())
+        hi = min(np.abs(self.a[row]).max(), np.abs(self.b[row]).max())
+        return float(lo), float(hi)
+
+
+@dataclass(frozen=True, eq=False)
+class AffineArrays:
+    """Instance parameters of many :data:`AFFINE_RELU` instances (arrays of one length)."""
+
+    signs: np.ndarray  # str: "pp", "pn", "np", "nn"
+    r: np.ndarray
+    ib: np.ndarray
+    rb: np.ndarray
+    ibb: np.ndarray
+    ap: np.ndarray
+    sp: np.ndarray
+    iz: np.ndarray | None = None  # tanh_affine: θ2 as a current into the tanh stage's input node z (A)
+    rl: float | None = None
+    ib2: float | None = None
+
+    def __getitem__(self, i: int) -> GmParams:
+        if self.rl is None:
+            return GmParams(str(self.signs[i]), float(self.r[i]), float(self.ib[i]), rb=float(self.rb[i]),
+                            ibb=float(self.ibb[i]), ap=float(self.ap[i]), sp=float(self.sp[i]))
+        return GmParams(str(self.signs[i]), float(self.r[i]), float(self.ib[i]), rb=float(self.rb[i]),
+                        ibb=float(self.ibb[i]), ap=float(self.ap[i]), an=float(self.ap[i]), rl=self.rl, ib2=self.ib2,
+                        iz=float(self.iz[i]))
+
+
+def _log_r_for(coef: np.ndarray, table: np.ndarray, cal: AffineCalibration) -> tuple[np.ndarray, np.ndarray]:
+    """Sign row and log r realising ``|coef|`` from a ``(2, K)`` coefficient table (clipped into range)."""
+    neg = coef < 0
+    out = np.empty_like(coef, dtype=float)
+    for row in (0, 1):
+        sel = neg == bool(row)
+        mag = np.abs(table[row])
+        order = np.argsort(mag)
+        x = np.clip(np.abs(coef[sel]), mag.min(), mag.max())
+        out[sel] = np.interp(np.log(np.where(x > 0, x, mag.min())), np.log(mag[order]), np.log(cal.r[order]))
+    return neg, out
+
+
+def _coef(log_r: np.ndarray, neg: np.ndarray, table: np.ndarray, cal: AffineCalibration) -> np.ndarray:
+    """The signed coefficient a table predicts at ``log r`` (log–log interpolation)."""
+    return np.where(neg, -1.0, 1.0) * np.exp(_interp_rows(log_r, neg, np.log(cal.r), np.log(np.abs(table))))
+
+
+def affine_param_arrays(theta: np.ndarray, cal: AffineCalibration) -> AffineArrays:
+    """Instances realising ``max(θ0·vs + θ1·vd + θ2, 0)`` (kc_arelu) or ``tanh(θ0·vs + θ1·vd + θ2)`` (kc_atanh)
+    for rows of ``theta`` ``[E, 3]`` (coefficients clipped into the calibrated range)."""
+    theta = np.asarray(theta, dtype=float)
+    lr = np.log(cal.r)
+    neg_a, log_ra = _log_r_for(theta[:, 0], cal.a, cal)
+    neg_b, log_rb = _log_r_for(theta[:, 1], cal.b, cal)
+    own = 0.5 * (_interp_rows(log_ra, neg_a, lr, cal.own) + _interp_rows(log_rb, neg_b, lr, cal.own))
+    need = theta[:, 2] - own
+    i0 = cal.scaling.i0
+    ra, rb = np.exp(log_ra), np.exp(log_rb)
+    signs = np.char.add(np.where(neg_a, "n", "p"), np.where(neg_b, "n", "p"))
+    if cal.law == "tanh_affine":  # θ2 as a current into the tanh stage's input node; stage 1's dead zone filled
+        eps = 0.5 * (_interp_rows(log_ra, neg_a, lr, cal.eps) + _interp_rows(log_rb, neg_b, lr, cal.eps))
+        return AffineArrays(signs, ra, tail_currents(ra, cal.scaling), rb, tail_currents(rb, cal.scaling),
+                            np.maximum(-eps, 0.0) * i0, np.zeros(theta.shape[0]), need / cal.iz_gain * i0,
+                            cal.rl, cal.ib2)
+    return AffineArrays(signs, ra, tail_currents(ra, cal.scaling), rb, tail_currents(rb, cal.scaling),
+                        np.where(need >= 0, need / cal.inj_gain[0], 0.0) * i0,
+                        np.where(need < 0, -need / cal.inj_gain[1], 0.0) * i0)
+
+
+def affine_achieved(p: AffineArrays, cal: AffineCalibration) -> np.ndarray:
+    """The ``[E, 3]`` θ the calibration predicts for instances ``p``."""
+    lr = np.log(cal.r)
+    neg_a = np.array([s[0] == "n" for s in p.signs], dtype=bool)
+    neg_b = np.array([s[1] == "n" for s in p.signs], dtype=bool)
+    la, lb = np.log(p.r), np.log(p.rb)
+    a, b = _coef(la, neg_a, cal.a, cal), _coef(lb, neg_b, cal.b, cal)
+    own = 0.5 * (_interp_rows(la, neg_a, lr, cal.own) + _interp_rows(lb, neg_b, lr, cal.own))
+    if cal.law == "tanh_affine":
+        c = own + cal.iz_gain * p.iz / cal.scaling.i0
+    else:
+        c = own + (p.ap * cal.inj_gain[0] - p.sp * cal.inj_gain[1]) / cal.scaling.i0
+    return np.stack([a, b, c], axis=1)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .cells import SIGNED_RELU, CellParams
 from .characterize import DIFF_POINTS, DIFF_SPAN, MID_POINTS, MID_SPAN, measure_diff
 from .knet import KNet
 from .mapping import CellMap
@@ -39,26 +38,27 @@ class DeviceTables:
     source: tuple[np.ndarray, ...]
 
 
-def _instances(cellmap: CellMap, k: int) -> list[CellParams]:
-    lm = cellmap.layers[k]
-    return [CellParams(bool(lm.negative[i]), float(lm.r[i]), float(lm.ib[i]), float(lm.ipos[i]),
-                       float(lm.ineg[i]), bool(lm.swap[i])) for i in range(lm.r.size)]
+# affine laws depend on the common mode as much as on Δ: 0.25-unit common-mode steps (4x finer)
+AFFINE_MID_POINTS = 33
 
 
 def measure_devices(cellmap: CellMap, dspan: float = DIFF_SPAN, dpoints: int = DIFF_POINTS,
-                    mspan: float = MID_SPAN, mpoints: int = MID_POINTS, cache: bool = True) -> DeviceTables:
+                    mspan: float = MID_SPAN, mpoints: int | None = None, cache: bool = True) -> DeviceTables:
     """DC-sweep every mapped instance on the ``(Δ, m)`` grid (cached per deck, ``CHUNK`` instances a deck).
 
     A port-swapped instance is wired swapped between the sweep terminals, so
-    the tables are always in the device's own (s, d) orientation.
+    the tables are always in the device's own (s, d) orientation. ``mpoints``
+    defaults to :data:`AFFINE_MID_POINTS` for two-pair (affine) cells, else ``MID_POINTS``.
     """
+    if mpoints is None:
+        mpoints = AFFINE_MID_POINTS if len(cellmap.cell.variants) == 4 else MID_POINTS
     sink, source = [], []
     delta, mid = np.linspace(-dspan, dspan, dpoints), np.linspace(-mspan, mspan, mpoints)
     for k in range(len(cellmap.layers)):
-        params = _instances(cellmap, k)
+        params = cellmap.instances(k)
         s_parts, d_parts = [], []
         for start in range(0, len(params), CHUNK):
-            sw = measure_diff(SIGNED_RELU, cellmap.pdk, cellmap.corner, params[start:start + CHUNK],
+            sw = measure_diff(cellmap.cell, cellmap.pdk, cellmap.corner, params[start:start + CHUNK],
                               cellmap.calibration.scaling, dspan, dpoints, mspan, mpoints, cache=cache)
             delta, mid = sw.delta, sw.mid
             s_parts.extend(sw.sink)

@@ -6,12 +6,14 @@ nested ``.dc`` sweep over ``(vs, vd)`` measures them all. Results are cached
 as ``.npz`` under ``<cache>/cells/<pdk>/<corner>/`` keyed by a hash of the
 deck text (template, sizes, grid, scaling and model paths).
 
-Run ``python -m kcompile.characterize PDK [CORNER]`` for the figures quoted
-in ``docs/cells.md``.
+Run ``python -m kcompile.characterize PDK [CORNER [LAW]]`` for the figures quoted
+in ``docs/cells.md`` (LAW: linear, tanh, tanh1 (the one-stage tanh), relu_affine,
+tanh_affine; default the signed ReLU cell).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -21,8 +23,9 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from . import ngspice
-from .cells import (POSTER_RELU, SIGNED_RELU, Calibration, Cell, CellParams, default_scaling, relu_params, render_cell,
-                    subckt_name, tail_current)
+from .cells import (AFFINE_RELU, AFFINE_TANH, POSTER_RELU, TANH2, SIGNED_GM, SIGNED_RELU, AffineCalibration, Calibration, Cell, CellParams,
+                    GmCalibration, GmParams,
+                    default_scaling, nominal_r, relu_params, render_cell, subckt_name, tail_current, tail_currents)
 from .netlist import Scaling
 from .pdk import Pdk, cache_dir, get_pdk
 
@@ -56,6 +59,18 @@ class Sweep:
         return self.vs[:, None] - self.vd[None, :]
 
 
+def _subckts(cell: Cell, pdk: Pdk, scaling: Scaling) -> list[str]:
+    """Every variant's ``.subckt`` of ``cell``."""
+    return [render_cell(cell, pdk, scaling=scaling, signs=v) for v in cell.variants]
+
+
+def _instance(cell: Cell, k: int, p) -> list[str]:
+    """Ammeters and instance line of instance ``k`` between the swept terminals ``s``/``d``."""
+    a, b = (f"d{k}", f"s{k}") if p.swap else (f"s{k}", f"d{k}")
+    name = subckt_name(cell, signs=p.signs)
+    return [f"vs{k} s{k} s 0", f"vd{k} d{k} d 0", f"x{k} {a} {b} en enb vdd 0 vr {name} {p.spice()}"]
+
+
 def sweep_deck(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], scaling: Scaling,
                span: float = 4.0, points: int = 17, enabled: bool = True, full: bool = False) -> str:
     """Deck measuring ``instances`` on a ``points × points`` grid of ``vs, vd ∈ [−span, span]``.
@@ -81,13 +96,11 @@ def sweep_deck(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], s
     step = (hi - lo) / (points - 1)
     vdd = pdk.supply
     lines = [f"* kcompile characterisation: {cell.name} on {pdk.name}/{corner}", *pdk.model_lines(corner, full),
-             render_cell(cell, pdk, False, scaling), render_cell(cell, pdk, True, scaling),
+             *_subckts(cell, pdk, scaling),
              f"vdd vdd 0 {vdd:g}", f"ven en 0 {vdd if enabled else 0:g}", f"venb enb 0 {0 if enabled else vdd:g}",
              f"vr vr 0 {scaling.vcm:g}", f"vs s 0 {scaling.vcm:g}", f"vd d 0 {scaling.vcm:g}"]
     for k, p in enumerate(instances):
-        a, b = (f"d{k}", f"s{k}") if p.swap else (f"s{k}", f"d{k}")
-        lines += [f"vs{k} s{k} s 0", f"vd{k} d{k} d 0",
-                  f"x{k} {a} {b} en enb vdd 0 vr {subckt_name(cell, p.negative)} {p.spice()}"]
+        lines += _instance(cell, k, p)
     lines += [f".dc vs {lo:.6g} {hi:.6g} {step:.6g} vd {lo:.6g} {hi:.6g} {step:.6g}", ".end"]
     return "\n".join(lines) + "\n"
 
@@ -160,14 +173,12 @@ def diff_sweep_deck(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParam
     """
     vdd = pdk.supply
     lines = [f"* kcompile differential characterisation: {cell.name} on {pdk.name}/{corner}",
-             *pdk.model_lines(corner), render_cell(cell, pdk, False, scaling), render_cell(cell, pdk, True, scaling),
+             *pdk.model_lines(corner), *_subckts(cell, pdk, scaling),
              f"vdd vdd 0 {vdd:g}", f"ven en 0 {vdd if enabled else 0:g}", f"venb enb 0 {0 if enabled else vdd:g}",
              f"vr vr 0 {scaling.vcm:g}", f"vcmn cm 0 {scaling.vcm:g}", "vdl dl 0 0",
              "es s cm dl 0 0.5", "ed d cm dl 0 -0.5"]
     for k, p in enumerate(instances):
-        a, b = (f"d{k}", f"s{k}") if p.swap else (f"s{k}", f"d{k}")
-        lines += [f"vs{k} s{k} s 0", f"vd{k} d{k} d 0",
-                  f"x{k} {a} {b} en enb vdd 0 vr {subckt_name(cell, p.negative)} {p.spice()}"]
+        lines += _instance(cell, k, p)
     dstep = 2 * dspan * scaling.v0 / (dpoints - 1)
     mlo, mhi = scaling.vcm - mspan * scaling.v0, scaling.vcm + mspan * scaling.v0
     mstep = (mhi - mlo) / (mpoints - 1)
@@ -295,6 +306,331 @@ def calibrate(table: ReluTable) -> Calibration:
                        np.array([gain_pos, gain_neg]))
 
 
+def gm_model(law: str, p: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """The signed cell's model current: ``relu(P + eps) − relu(−P + eps)``, ``p = (θ0, θ1, eps[, amp])``."""
+    arg = p[0] * delta + p[1]
+    if law == "tanh2":  # two-stage cell: stage 1's cores (dead zone eps) feed the tanh pair
+        return p[3] * np.tanh(np.maximum(arg + p[2], 0.0) - np.maximum(p[2] - arg, 0.0))
+    core = p[3] * np.tanh(arg) if law == "tanh" else arg
+    return np.maximum(core + p[2], 0.0) - np.maximum(p[2] - core, 0.0)
+
+
+def fit_gm(law: str, delta: np.ndarray, current: np.ndarray, amp: float | None = None) -> np.ndarray:
+    """Least-squares ``(θ0, θ1, eps, amp)`` of :func:`gm_model` to a measured I–V (model units).
+
+    ``amp`` (tanh) is fitted only when not given; linear fits return ``amp = 1``.
+    """
+    x, y = np.ravel(delta), np.ravel(current)
+    g0 = np.polyfit(x[np.abs(x) <= 1], y[np.abs(x) <= 1], 1)[0]
+    if law in ("tanh", "tanh2") and amp is None:
+        a0 = float(np.abs(y).max())
+        return least_squares(lambda q: gm_model(law, q, x) - y, [g0 / a0, 0.0, 0.0, a0], method="lm").x
+    a = 1.0 if amp is None else amp
+    res = least_squares(lambda q: gm_model(law, np.r_[q, a], x) - y, [g0 / a, 0.0, 0.0], method="lm")
+    return np.r_[res.x, a]
+
+
+# Nominal |θ0| of the tables. linear: as the ReLU cell (tails VLIN/r); tanh: tails I0/2, r from 1 Ω
+# (undegenerated: the pair's own slope, ~1.14 per unit at 0.1 V per unit) down to θ0 ≈ 0.002.
+GM_THETA0 = {"linear": np.geomspace(0.002, 8.0, 13), "tanh": np.geomspace(0.002, 1.0, 10)}
+GM_FIT_SPAN = {"linear": 4.0, "tanh": 8.0, "tanh2": 8.0}  # |Δ| window of the fits (linear: the compliance window)
+
+
+@dataclass(frozen=True, eq=False)
+class GmTable:
+    """Characterisation of :data:`SIGNED_GM` for one law: both variants at each ``r``, then ``io`` points."""
+
+    law: str
+    pdk: str
+    corner: str
+    scaling: Scaling
+    r: np.ndarray
+    ib: np.ndarray
+    io_k: int
+    io_levels: np.ndarray  # Δ units of nominal shift (io = level·v0/r)
+    sweep: DiffSweep
+
+
+def gm_table_r(law: str, scaling: Scaling) -> np.ndarray:
+    """Degeneration resistors of the law's table (increasing; tanh adds 1 Ω, the undegenerated end)."""
+    r = np.sort(nominal_r(1.0, scaling) / GM_THETA0[law])
+    # tanh: below ~2/gm (~300 kΩ at 0.25 µA) the slope bends over to the undegenerated pair's; sample it
+    return np.r_[1.0, 25e3, 50e3, 100e3, 200e3, r] if law == "tanh" else r
+
+
+def gm_instances(r: np.ndarray, ib: np.ndarray, io_k: int, io_levels: np.ndarray, scaling: Scaling) -> list[GmParams]:
+    """Both variants at each ``r`` (no injection), then the positive variant at ``r[io_k]`` with ``io`` shifts."""
+    base = [GmParams(v, float(x), float(b)) for v in ("p", "n") for x, b in zip(r, ib)]
+    rk = float(r[io_k])
+    return base + [GmParams("p", rk, float(ib[io_k]), io=lvl * scaling.v0 / rk) for lvl in io_levels]
+
+
+def characterize_gm(law: str, pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
+                    cache: bool = True) -> GmTable:
+    """DC-sweep :data:`SIGNED_GM` over the law's table of resistors (Δ ∈ ±8, 129 points; m ∈ {−1, 0, 1}).
+
+    tanh is measured twice: at ``ib = i0/2``, then at ``ib = i0/(2·amp)`` with the amplitude ``amp``
+    the first pass fitted, so that the output saturates at ±1 unit.
+    """
+    pdk = get_pdk(pdk_name)
+    scaling = scaling or default_scaling(pdk)
+    r = gm_table_r(law, scaling)
+    io_k = int(np.argmin(np.abs(np.log(r / nominal_r(0.5, scaling)))))
+    levels = np.array([-1.0, 1.0])
+    ib = tail_currents(r, scaling) if law == "linear" else np.full(r.size, scaling.i0 / 2)
+    def run(ib: np.ndarray) -> DiffSweep:
+        return measure_diff(SIGNED_GM, pdk, corner, gm_instances(r, ib, io_k, levels, scaling), scaling,
+                            8.0, 129, 1.0, 3, cache=cache)
+    sweep = run(ib)
+    if law == "tanh":  # the amplitude, 2·ib times the output copies' gain, is seen saturated at r = 1 Ω
+        amp = np.mean([fit_gm(law, sweep.delta, sweep.sink[k][:, 1])[3] for k in (0, r.size)])
+        ib = ib / amp
+        sweep = run(ib)
+    return GmTable(law, pdk_name, corner, scaling, r, ib, io_k, levels, sweep)
+
+
+# Two-stage tanh (kc_tanh2): stage 1 as the linear table, stage 2 undegenerated with rl = v0/(THETA_WI·i0), so
+# that 1 unit of stage-1 current is 1 unit of tanh argument; THETA_WI is the undegenerated pair's slope per
+# unit (measured 1.14 on generic180 tt, the kc_gm tanh table at r = 1 Ω).
+THETA_WI = 1.14
+
+
+def tanh2_rl(scaling: Scaling) -> float:
+    """The two-stage tanh cell's z-to-vr resistor (ohm)."""
+    return scaling.v0 / (THETA_WI * scaling.i0)
+
+
+def characterize_tanh2(pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
+                       cache: bool = True) -> GmTable:
+    """DC-sweep :data:`TANH2` over the linear law's resistor table (stage 1), twice: the second pass sets the
+    stage-2 tails to ``i0/(2·amp)`` with the amplitude ``amp`` fitted on the first."""
+    pdk = get_pdk(pdk_name)
+    scaling = scaling or default_scaling(pdk)
+    r = gm_table_r("linear", scaling)
+    io_k = int(np.argmin(np.abs(np.log(r / nominal_r(0.5, scaling)))))
+    levels = np.array([-1.0, 1.0])
+    ib = tail_currents(r, scaling)
+    rl = tanh2_rl(scaling)
+
+    def run(ib2: float) -> DiffSweep:  # the last two instances inject iz = ±1 unit instead of io
+        inst = [dataclasses.replace(p, rl=rl, ib2=ib2) for p in gm_instances(r, ib, io_k, levels, scaling)]
+        inst[-2:] = [dataclasses.replace(p, io=0.0, iz=lvl * scaling.i0) for p, lvl in zip(inst[-2:], levels)]
+        return measure_diff(TANH2, pdk, corner, inst, scaling, 8.0, 129, 1.0, 3, cache=cache)
+
+    sweep = run(scaling.i0 / 2)
+    big = int(np.argmin(np.abs(np.log(r / nominal_r(2.0, scaling)))))  # saturated within ±8
+    amp = np.mean([fit_gm("tanh2", sweep.delta, sweep.sink[k][:, 1])[3] for k in (big, r.size + big)])
+    ib2 = scaling.i0 / (2 * amp)
+    return GmTable("tanh2", pdk_name, corner, scaling, r, np.r_[ib, ib2], io_k, levels, run(ib2))
+
+
+def _fit_after_stage1(base: np.ndarray, delta: np.ndarray, current: np.ndarray) -> float:
+    """The offset ``d`` of ``tanh(dz(θ0·Δ + θ1, eps) + d)`` with ``(θ0, θ1, eps)`` from ``base`` (two-stage tanh)."""
+    core = gm_model("linear", base[:3], delta)
+    return float(least_squares(lambda q: np.tanh(core + q[0]) - current, [0.0], method="lm").x[0])
+
+
+def calibrate_gm(table: GmTable) -> GmCalibration:
+    """Fit every instance (s-side current, common mode 0, ``|Δ| ≤`` :data:`GM_FIT_SPAN`) into a calibration.
+
+    The shift gain is the slope of the fitted input shift ``θ1/θ0`` against ``io·r/v0``.
+    """
+    k = table.r.size
+    sw = table.sweep
+    win = np.abs(sw.delta) <= GM_FIT_SPAN[table.law]
+    amp = None if table.law == "linear" else 1.0  # tanh: the amplitude was set to 1 by ib; fit the slope only
+    fits = np.array([fit_gm(table.law, sw.delta[win], sw.sink[i][win, sw.mid.size // 2], amp)
+                     for i in range(len(sw.sink))])
+    rows = lambda j: fits[:2 * k, j].reshape(2, k)  # noqa: E731
+    two = table.law == "tanh2"  # kc_tanh2: table.ib holds stage 1's tails, then stage 2's (one value)
+    if two:  # θ1 per unit of iz: iz enters after stage 1's dead zone, so fit it as tanh(dz(θ0·Δ + θ1, eps) + d)
+        base = fits[table.io_k]
+        d = [_fit_after_stage1(base, sw.delta[win], sw.sink[i][win, sw.mid.size // 2]) for i in range(2 * k, len(fits))]
+        gain = float(np.polyfit(table.io_levels, d, 1)[0])
+        return GmCalibration(table.pdk, table.corner, TANH2.name, "tanh", table.scaling, table.r, table.ib[:k],
+                             rows(0), rows(1), rows(2), rows(3), 1.0, float(table.ib[k]), tanh2_rl(table.scaling), gain)
+    shifts = fits[2 * k:, 1] / fits[2 * k:, 0] - fits[table.io_k, 1] / fits[table.io_k, 0]
+    gain = float(np.polyfit(table.io_levels, shifts, 1)[0])
+    return GmCalibration(table.pdk, table.corner, SIGNED_GM.name, table.law, table.scaling, table.r, table.ib,
+                         rows(0), rows(1), rows(2), rows(3), gain)
+
+
+def verify_gm(cal: GmCalibration, thetas: list[tuple[float, float]], cache: bool = True) -> tuple[DiffSweep, list]:
+    """Map each ``(θ0, θ1)`` through ``cal`` and measure the instances (Δ ∈ ±8, m ∈ {−1, 0, 1})."""
+    from .cells import gm_param_arrays
+
+    t = np.array(thetas, dtype=float)
+    arrays = gm_param_arrays(t[:, 0], t[:, 1], cal, clip=False)
+    params = [arrays[i] for i in range(len(t))]
+    sweep = measure_diff(SIGNED_GM, get_pdk(cal.pdk), cal.corner, params, cal.scaling, 8.0, 129, 1.0, 3, cache=cache)
+    return sweep, params
+
+
+def fit_affine_relu(vs: np.ndarray, vd: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Least-squares ``(θ0, θ1, θ2)`` of ``max(θ0·vs + θ1·vd + θ2, 0)`` to a measured current (model units)."""
+    x, y, z = np.ravel(vs), np.ravel(vd), np.ravel(current)
+    on = z > 0.1 * z.max()
+    start = np.linalg.lstsq(np.c_[x[on], y[on], np.ones(on.sum())], z[on], rcond=None)[0]
+    return least_squares(lambda q: np.maximum(q[0] * x + q[1] * y + q[2], 0.0) - z, start, method="lm").x
+
+
+@dataclass(frozen=True, eq=False)
+class AffineTable:
+    """Characterisation of :data:`AFFINE_RELU`: rows ``pp``/``nn`` at each ``r``, then injection points."""
+
+    pdk: str
+    corner: str
+    scaling: Scaling
+    r: np.ndarray
+    inj_k: int
+    inj_levels: np.ndarray
+    sweep: DiffSweep
+
+
+AFFINE_GRID = (8.0, 33, 4.0, 17)  # Δ ∈ ±8 (0.5 apart), common mode ∈ ±4 (0.5 apart): the (vs, vd) plane
+
+
+def affine_instances(r: np.ndarray, inj_k: int, levels: np.ndarray, scaling: Scaling) -> list[GmParams]:
+    """Table instances of :class:`AffineTable`."""
+    ib = tail_currents(r, scaling)
+    base = [GmParams(v, float(x), float(b), rb=float(x), ibb=float(b)) for v in ("pp", "nn") for x, b in zip(r, ib)]
+    rk, bk = float(r[inj_k]), float(ib[inj_k])
+    inj = [GmParams("pp", rk, bk, rb=rk, ibb=bk, ap=lvl * scaling.i0) for lvl in levels]
+    inj += [GmParams("pp", rk, bk, rb=rk, ibb=bk, sp=lvl * scaling.i0) for lvl in levels]
+    return base + inj
+
+
+def characterize_affine_relu(pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
+                             theta0: np.ndarray = DEFAULT_THETA0, cache: bool = True) -> AffineTable:
+    """DC-sweep :data:`AFFINE_RELU` on the (vs, vd) plane over a table of resistors (both pairs equal)."""
+    pdk = get_pdk(pdk_name)
+    scaling = scaling or default_scaling(pdk)
+    r = np.sort(nominal_r(1.0, scaling) / np.asarray(theta0, dtype=float))
+    inj_k = int(np.argmin(np.abs(np.log(r / nominal_r(1.0, scaling)))))
+    levels = np.array([1.0, 2.0])
+    sweep = measure_diff(AFFINE_RELU, pdk, corner, affine_instances(r, inj_k, levels, scaling), scaling,
+                         *AFFINE_GRID, cache=cache)
+    return AffineTable(pdk_name, corner, scaling, r, inj_k, levels, sweep)
+
+
+def _plane(sw: DiffSweep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """vs, vd of a (Δ, m) grid and the mask of points with both inside ±4 units."""
+    vs = sw.mid[None, :] + sw.delta[:, None] / 2
+    vd = sw.mid[None, :] - sw.delta[:, None] / 2
+    return vs, vd, (np.abs(vs) <= 4.0 + 1e-9) & (np.abs(vd) <= 4.0 + 1e-9)
+
+
+def calibrate_affine_relu(table: AffineTable) -> AffineCalibration:
+    """Fit every instance (s-side current, ``|vs|, |vd| ≤ 4``) into an :class:`AffineCalibration`."""
+    sw = table.sweep
+    vs, vd, ok = _plane(sw)
+    fits = np.array([fit_affine_relu(vs[ok], vd[ok], sw.sink[i][ok]) for i in range(len(sw.sink))])
+    k = table.r.size
+    rows = lambda j: fits[:2 * k, j].reshape(2, k)  # noqa: E731
+    own = fits[table.inj_k, 2]
+    n = table.inj_levels.size
+    x = np.r_[0.0, table.inj_levels]
+    gain_ap = np.polyfit(x, np.r_[own, fits[2 * k:2 * k + n, 2]], 1)[0]
+    gain_sp = -np.polyfit(x, np.r_[own, fits[2 * k + n:, 2]], 1)[0]
+    return AffineCalibration(table.pdk, table.corner, AFFINE_RELU.name, table.scaling, table.r, rows(0), rows(1),
+                             rows(2), np.array([gain_ap, gain_sp]))
+
+
+def fit_affine_tanh(vs: np.ndarray, vd: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Least-squares ``(θ0, θ1, θ2, eps)`` of ``tanh(dz(θ0·vs + θ1·vd + θ2, eps))`` (stage 1's cores: dead zone
+    ``eps < 0``, as :func:`gm_model` ``tanh2``) to a measured current (model units)."""
+    x, y, z = np.ravel(vs), np.ravel(vd), np.ravel(current)
+    lin = np.abs(z) < 0.7
+    start = np.linalg.lstsq(np.c_[x[lin], y[lin], np.ones(lin.sum())], np.arctanh(np.clip(z[lin], -0.99, 0.99)),
+                            rcond=None)[0]
+
+    def model(q):
+        arg = q[0] * x + q[1] * y + q[2]
+        return np.tanh(np.maximum(arg + q[3], 0.0) - np.maximum(q[3] - arg, 0.0))
+
+    return least_squares(lambda q: model(q) - z, np.r_[start, 0.0], method="lm").x
+
+
+# kc_atanh's table: nominal coefficients 0.002 … 1. Above ~1 the (vs, vd) grid (0.5 units) cannot resolve the
+# tanh's transition (the fits fell to 0.86 at nominal 1 and 1.0 at nominal 2); below ~0.005 the table
+# instances' own stage-1 dead zone (no fill yet) hides the slope, which is extrapolated as 1/r there
+# (:func:`_one_over_r`; kc_gm's linear table follows 1/r down to 0.0012).
+AFFINE_TANH_THETA0 = np.geomspace(0.002, 1.0, 10)
+
+
+def _one_over_r(coef: np.ndarray, r: np.ndarray, tol: float = 0.2) -> np.ndarray:
+    """Coefficients of a table row (increasing ``r``) with the tail that falls below ``1/r`` scaling by more
+    than ``tol`` replaced by the ``1/r`` extrapolation of the last entry that did not."""
+    out = coef.copy()
+    for k in range(1, coef.size):
+        if abs(out[k]) * r[k] < (1 - tol) * abs(out[k - 1]) * r[k - 1]:
+            out[k:] = out[k - 1] * r[k - 1] / r[k:]
+            break
+    return out
+
+
+def characterize_affine_tanh(pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
+                             theta0: np.ndarray = AFFINE_TANH_THETA0, cache: bool = True) -> AffineTable:
+    """DC-sweep :data:`AFFINE_TANH` on the (vs, vd) plane: rows ``pp``/``nn`` with both pairs at each ``r``, then
+    ``r[inj_k]`` with ``iz`` = ±1 unit. Stage 2 is :data:`TANH2`'s, with its tails."""
+    pdk = get_pdk(pdk_name)
+    scaling = scaling or default_scaling(pdk)
+    ib2 = float(characterize_tanh2(pdk_name, corner, scaling, cache).ib[-1])
+    rl = tanh2_rl(scaling)
+    r = np.sort(nominal_r(1.0, scaling) / np.asarray(theta0, dtype=float))
+    inj_k = int(np.argmin(np.abs(np.log(r / nominal_r(0.5, scaling)))))
+    levels = np.array([-1.0, 1.0])
+    ib = tail_currents(r, scaling)
+    inst = [GmParams(v, float(x), float(b), rb=float(x), ibb=float(b), rl=rl, ib2=ib2)
+            for v in ("pp", "nn") for x, b in zip(r, ib)]
+    rk, bk = float(r[inj_k]), float(ib[inj_k])
+    inst += [GmParams("pp", rk, bk, rb=rk, ibb=bk, rl=rl, ib2=ib2, iz=lvl * scaling.i0) for lvl in levels]
+    sweep = measure_diff(AFFINE_TANH, pdk, corner, inst, scaling, *AFFINE_GRID, cache=cache)
+    return AffineTable(pdk_name, corner, scaling, r, inj_k, levels, sweep)
+
+
+def calibrate_affine_tanh(table: AffineTable) -> AffineCalibration:
+    """Fit every instance of :func:`characterize_affine_tanh` (``|vs|, |vd| ≤ 4``) into an :class:`AffineCalibration`."""
+    sw = table.sweep
+    vs, vd, ok = _plane(sw)
+    fits = np.array([fit_affine_tanh(vs[ok], vd[ok], sw.sink[i][ok]) for i in range(len(sw.sink))])
+    k = table.r.size
+    rows = lambda j: fits[:2 * k, j].reshape(2, k)  # noqa: E731
+    coef = lambda j: np.array([_one_over_r(row, table.r) for row in rows(j)])  # noqa: E731
+    # θ2 per unit iz: iz enters after stage 1's dead zone, so fit tanh(dz(θ0·vs + θ1·vd + θ2, eps) + d)
+    a, b, c, e = fits[table.inj_k]
+    core = np.maximum(a * vs[ok] + b * vd[ok] + c + e, 0.0) - np.maximum(e - a * vs[ok] - b * vd[ok] - c, 0.0)
+    d = [float(least_squares(lambda q: np.tanh(core + q[0]) - sw.sink[i][ok], [0.0], method="lm").x[0])
+         for i in range(2 * k, len(fits))]
+    gain = float(np.polyfit(table.inj_levels, d, 1)[0])
+    ib2 = float(characterize_tanh2(table.pdk, table.corner, table.scaling).ib[-1])
+    return AffineCalibration(table.pdk, table.corner, AFFINE_TANH.name, table.scaling, table.r, coef(0), coef(1),
+                             rows(2), np.ones(2), "tanh_affine", rows(3), gain, ib2, tanh2_rl(table.scaling))
+
+
+def verify_affine(cal: AffineCalibration, thetas: list[tuple[float, float, float]],
+                  cache: bool = True) -> tuple[DiffSweep, list[GmParams]]:
+    """Map each ``(θ0, θ1, θ2)`` through ``cal`` and measure the instances on the (vs, vd) plane."""
+    from .cells import affine_param_arrays
+
+    arrays = affine_param_arrays(np.array(thetas, dtype=float), cal)
+    params = [arrays[i] for i in range(len(thetas))]
+    cell = AFFINE_TANH if cal.law == "tanh_affine" else AFFINE_RELU
+    return measure_diff(cell, get_pdk(cal.pdk), cal.corner, params, cal.scaling, *AFFINE_GRID,
+                        cache=cache), params
+
+
+def gm_error(law: str, delta: np.ndarray, current: np.ndarray, theta0: float, theta1: float,
+             span: float = 8.0) -> dict[str, float]:
+    """Shape error of a measured I–V against the ideal law on ``|Δ| ≤ span``, in % of the ideal full scale."""
+    win = np.abs(delta) <= span
+    ideal = np.tanh(theta0 * delta + theta1) if law == "tanh" else theta0 * delta + theta1
+    err = (current - ideal)[win]
+    fs = float(np.abs(ideal[win]).max()) if law == "linear" else 1.0
+    return {"max_err": 100 * float(np.abs(err).max()) / fs, "rms_err": 100 * float(np.sqrt((err ** 2).mean())) / fs,
+            "full_scale": fs}
+
+
 def relu_error(sweep: Sweep, k: int, theta0: float, theta1: float, swap: bool = False) -> dict[str, float]:
     """Errors of instance ``k`` against the ideal ``relu`` law, in % of the ideal full scale.
 
@@ -388,10 +724,67 @@ def switching(cal: Calibration, theta: tuple[float, float] = (1.0, 0.5), delta: 
             "i_on": float(on)}
 
 
+# targets re-measured by ``python -m kcompile.characterize PDK CORNER LAW`` (docs/cells.md)
+GM_TARGETS = {
+    "linear": [(0.05, 0.0), (-0.05, 0.0), (0.3, 0.0), (-0.3, 0.0), (1.0, 0.0), (-1.0, 0.0), (3.0, 0.0)],
+    "tanh": [(0.1, 0.0), (-0.1, 0.3), (0.3, -0.5), (-0.3, 0.2), (0.6, 0.5), (-0.6, -1.0), (1.0, 0.0), (0.02, 0.1),
+             (2.0, 0.5)],
+}
+AFFINE_TARGETS = [(0.3, -0.2, 0.1), (-0.3, 0.25, 0.2), (0.5, 0.5, -0.3), (-0.2, -0.3, 0.5), (1.0, -1.0, 0.0),
+                  (0.05, -0.1, 0.2), (0.25, 0.0, 0.3)]
+
+
+def main_gm(law: str, pdk_name: str, corner: str) -> None:
+    """Print a transconductance cell's calibration and its re-measured accuracy (``tanh1``: one-stage kc_gm)."""
+    from .cells import gm_param_arrays
+
+    np.set_printoptions(precision=4, suppress=True, linewidth=160)
+    pdk = get_pdk(pdk_name)
+    if law in ("relu_affine", "tanh_affine"):
+        cal = (calibrate_affine_relu(characterize_affine_relu(pdk_name, corner)) if law == "relu_affine"
+               else calibrate_affine_tanh(characterize_affine_tanh(pdk_name, corner)))
+        print(f"{law} on {pdk_name}/{corner} ({cal.cell}): r {cal.r}\n  a {cal.a}\n  b {cal.b}\n  own {cal.own}")
+        sweep, params = verify_affine(cal, AFFINE_TARGETS)
+        vs, vd, ok = _plane(sweep)
+        for k, t in enumerate(AFFINE_TARGETS):
+            fit = (fit_affine_relu if law == "relu_affine" else fit_affine_tanh)(vs[ok], vd[ok], sweep.sink[k][ok])
+            arg = t[0] * vs + t[1] * vd + t[2]
+            ideal = np.maximum(arg, 0.0) if law == "relu_affine" else np.tanh(arg)
+            fs = float(np.abs(ideal[ok]).max()) if law == "relu_affine" else 1.0
+            err = np.abs(sweep.sink[k] - ideal)[ok]
+            copy = np.abs(sweep.source[k] - sweep.sink[k])[ok].max()
+            print(f"  target {t} [{params[k].signs}] -> fit {np.round(fit[:3], 4)}; max err {100 * err.max() / fs:.2f} % "
+                  f"rms {100 * np.sqrt((err ** 2).mean()) / fs:.2f} % of fs {fs:.3g} (|vs|, |vd| <= 4); "
+                  f"s/d copy {100 * copy / fs:.2f} %")
+        return
+    two = law == "tanh"
+    fit_law = "tanh" if law == "tanh1" else law
+    table = characterize_tanh2(pdk_name, corner) if two else characterize_gm(fit_law, pdk_name, corner)
+    cal = calibrate_gm(table)
+    print(f"{law} on {pdk_name}/{corner} ({cal.cell}): r {cal.r}\n  theta0 {cal.theta0}\n  own theta1 {cal.theta1}\n"
+          f"  eps {cal.eps}")
+    thetas = GM_TARGETS[fit_law]
+    t = np.array(thetas)
+    arrays = gm_param_arrays(t[:, 0], t[:, 1], cal, clip=True)
+    params = [arrays[i] for i in range(len(t))]
+    sweep = measure_diff(TANH2 if two else SIGNED_GM, pdk, corner, params, cal.scaling, 8.0, 129, 1.0, 3)
+    for k, (t0, t1) in enumerate(thetas):
+        cur = sweep.sink[k][:, 1]
+        win = np.abs(sweep.delta) <= GM_FIT_SPAN[fit_law]
+        fit = fit_gm(fit_law, sweep.delta[win], cur[win], None if fit_law == "linear" else 1.0)
+        e8, e4 = (gm_error(fit_law, sweep.delta, cur, t0, t1, w) for w in (8.0, 4.0))
+        copy = np.abs(sweep.source[k][:, 1] - cur)[np.abs(sweep.delta) <= 8].max() / e8["full_scale"]
+        print(f"  target ({t0:+.3f}, {t1:+.3f}) -> fit ({fit[0]:+.4f}, {fit[1]:+.4f}); |Δ| <= 8: max {e8['max_err']:.2f} % "
+              f"rms {e8['rms_err']:.2f} %; |Δ| <= 4: max {e4['max_err']:.2f} % rms {e4['rms_err']:.2f} % of fs "
+              f"{e8['full_scale']:.3g}; s/d copy {100 * copy:.2f} %")
+
+
 def main(argv: list[str]) -> None:
-    """Print the signed ReLU cell's calibration and accuracy on one PDK corner."""
+    """Print a cell's calibration and accuracy on one PDK corner: ``PDK [CORNER [LAW]]`` (default: the ReLU cell)."""
     pdk_name = argv[0] if argv else "generic180"
     corner = argv[1] if len(argv) > 1 else "tt"
+    if len(argv) > 2 and argv[2] not in ("relu", "shift_relu"):
+        return main_gm(argv[2], pdk_name, corner)
     cal = calibrate(characterize_relu(pdk_name, corner))
     print(f"{pdk_name}/{corner}: |theta0| range +{cal.theta0_range(False)} -{cal.theta0_range(True)}, "
           f"injection gain {cal.inj_gain.round(4)}")

@@ -235,15 +235,14 @@ def _node(n: int, ground: str) -> str:
 
 
 def _cells(knet: KNet, cellmap, k: int) -> Iterator[tuple[str, str, str, str, str]]:
-    from .cells import SIGNED_RELU, CellParams, subckt_name
+    from .cells import subckt_name
 
-    layer, lm = knet.layers[k], cellmap.layers[k]
-    for i, (s, d) in enumerate(zip(layer.src.tolist(), layer.dst.tolist())):
+    layer = knet.layers[k]
+    for i, (s, d, p) in enumerate(zip(layer.src.tolist(), layer.dst.tolist(), cellmap.instances(k))):
         a, b = _node(s, "vref"), _node(d, "vref")
-        if lm.swap[i]:
+        if p.swap:
             a, b = b, a
-        p = CellParams(bool(lm.negative[i]), float(lm.r[i]), float(lm.ib[i]), float(lm.ipos[i]), float(lm.ineg[i]))
-        yield f"{k}_{i}", a, b, subckt_name(SIGNED_RELU, p.negative), p.spice()
+        yield f"{k}_{i}", a, b, subckt_name(cellmap.cell, signs=p.signs), p.spice()
 
 
 def enable_pwl(knet: KNet, k: int, edge: float, tau: float, high: float, invert: bool = False) -> str:
@@ -265,15 +264,16 @@ def _clock_points(knet: KNet, k: int, edge: float) -> list[tuple[float, float]]:
 
 def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9) -> Iterator[str]:
     """Stream the transistor-level circuit: PDK models, cell subcircuits, enables, one cell per device."""
-    from .cells import SIGNED_RELU, render_cell
+    from .cells import render_cell
 
     sc = cellmap.scaling
     edge = edge_seconds / sc.tau
-    subckts = "\n".join(render_cell(SIGNED_RELU, cellmap.pdk, neg, sc) for neg in (False, True))
+    cell = cellmap.cell
+    subckts = "\n".join(render_cell(cell, cellmap.pdk, scaling=sc, signs=v) for v in cell.variants)
     supply = cellmap.pdk.supply
     return _environment().get_template("transistor.cir.j2").generate(
         version=__version__, law=knet.law, num_nodes=knet.num_nodes, num_layers=knet.num_layers,
-        num_devices=knet.num_devices, cell=SIGNED_RELU.name, pdk=cellmap.pdk.name, corner=cellmap.corner,
+        num_devices=knet.num_devices, cell=cell.name, pdk=cellmap.pdk.name, corner=cellmap.corner,
         vcm=sc.vcm, v0=sc.v0, i0=sc.i0, c_unit=sc.c_unit, tau=sc.tau,
         model_lines=cellmap.pdk.model_lines(cellmap.corner), subckts=subckts, supply=f"{supply:g}",
         capacitors=((n, _num(c * sc.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
