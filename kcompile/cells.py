@@ -12,6 +12,7 @@ rendered for documentation and comparison (see ``docs/cells.md``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -100,7 +101,8 @@ def subckt_name(cell: Cell, negative: bool = False) -> str:
     return f"{cell.name}_{'n' if negative else 'p'}"
 
 
-def render_cell(cell: Cell, pdk: Pdk, negative: bool = False, scaling: Scaling | None = None) -> str:
+def render_cell(cell: Cell, pdk: Pdk, negative: bool = False, scaling: Scaling | None = None,
+                mismatch: bool = False) -> str:
     """The ``.subckt`` text of one cell variant for one PDK.
 
     Parameters
@@ -112,12 +114,68 @@ def render_cell(cell: Cell, pdk: Pdk, negative: bool = False, scaling: Scaling |
     scaling : Scaling, optional
         Sets the parameter defaults (``r`` for θ0 = 1, ``ib`` from :func:`tail_current`);
         :func:`default_scaling` if omitted.
+    mismatch : bool
+        Give every transistor the template emits through ``pdk.mos`` a threshold shift
+        ``vt_<name>`` and a relative current-factor change ``bt_<name>``, subcircuit
+        parameters defaulting to 0 (:meth:`kcompile.pdk.Pdk.mos`, ``vary``). Without
+        it the text is the nominal one, unchanged.
     """
+    return _render(cell, pdk, negative, scaling, mismatch)[0]
+
+
+@dataclass(frozen=True)
+class Transistor:
+    """One transistor a cell template emitted: instance name (no prefix), flavour, drawn µm."""
+
+    name: str
+    kind: str
+    w: float
+    l: float
+
+
+class _VaryingPdk:
+    """Stands in for a :class:`Pdk` in a template: every ``mos`` is varied and recorded."""
+
+    def __init__(self, pdk: Pdk):
+        self._pdk, self.transistors = pdk, []
+
+    def __getattr__(self, attr):
+        return getattr(self._pdk, attr)
+
+    def mos(self, name, d, g, s, b, kind, w, l):
+        self.transistors.append(Transistor(name, kind, float(w), float(max(l, self._pdk.lmin))))
+        return self._pdk.mos(name, d, g, s, b, kind, w, l, vary=name)
+
+
+def _render(cell: Cell, pdk: Pdk, negative: bool, scaling: Scaling | None,
+            mismatch: bool) -> tuple[str, tuple[Transistor, ...]]:
     scaling = scaling or default_scaling(pdk)
     r = nominal_r(1.0, scaling)
-    return _environment().get_template(cell.template).render(
-        name=subckt_name(cell, negative), negative=negative, pdk=pdk, sz=dict(cell.sizes),
+    target = _VaryingPdk(pdk) if mismatch else pdk
+    name = subckt_name(cell, negative)
+    text = _environment().get_template(cell.template).render(
+        name=name, negative=negative, pdk=target, sz=dict(cell.sizes),
         r=f"{r:.6g}", ib=f"{tail_current(r, scaling):.6g}", iref=f"{scaling.i0:.6g}")
+    if not mismatch:
+        return text, ()
+    devices = tuple(target.transistors)
+    return _add_subckt_params(text, name, " ".join(f"vt_{t.name}=0 bt_{t.name}=0" for t in devices)), devices
+
+
+def _add_subckt_params(text: str, name: str, params: str) -> str:
+    """Append ``params`` as a continuation line of the ``.subckt name`` statement."""
+    lines = text.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.lower().startswith(f".subckt {name.lower()} "))
+    end = start + 1
+    while end < len(lines) and lines[end].startswith("+"):
+        end += 1
+    return "\n".join(lines[:end] + [f"+ {params}"] + lines[end:])
+
+
+@functools.lru_cache(maxsize=None)
+def cell_transistors(cell: Cell, pdk: Pdk, negative: bool = False) -> tuple[Transistor, ...]:
+    """The transistors one variant of ``cell`` has on ``pdk``, in template order."""
+    return _render(cell, pdk, negative, None, True)[1]
 
 
 def default_scaling(pdk: Pdk) -> Scaling:

@@ -19,8 +19,13 @@ Example::
     cache: ../.kcompile-cache              # optional: reuse finished runs by deck hash
 
 Transistor-level keys: ``pdk`` (generic180, sky130, gf180mcu), ``corners``
-(the first is the calibration corner), ``temperature`` (°C, list),
-``scaling`` (v0, vcm, i0, c_unit overrides), ``allow_clipped``.
+(the first is the calibration corner; ``all``: every corner of the PDK),
+``temperature`` (°C, list), ``supply`` (volts, list; default the PDK's
+nominal), ``recalibrate`` (also run every other corner calibrated there),
+``points_per_layer`` (transient step cap), ``scaling`` (v0, vcm, i0, c_unit
+overrides), ``allow_clipped``, and ``monte_carlo`` (``runs``, ``seed``,
+``scale`` of every σ, ``rank`` the devices, ``top`` devices to report):
+mismatch runs at the first corner, temperature and supply.
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ METRICS = {
     "accuracy_drop": "ideal accuracy minus level accuracy, in percentage points",
     "mse_ratio": "level MSE / ideal MSE against the labels",
     "mc_percentile_accuracy": "5th-percentile accuracy over Monte Carlo runs, as a floor (percent)",
+    "mc_p95_output_error": "95th percentile over Monte Carlo runs of the largest |output - ideal| (model units)",
 }
 _FLOOR_METRICS = {"mc_percentile_accuracy"}
+MC_METRICS = {"mc_percentile_accuracy", "mc_p95_output_error"}
 
 
 @dataclass(frozen=True)
@@ -62,11 +69,21 @@ class Gate:
     def name(self) -> str:
         return f"{self.level}.{self.metric}"
 
+    @property
+    def is_monte_carlo(self) -> bool:
+        return self.metric in MC_METRICS
+
 
 @dataclass(frozen=True)
 class MonteCarlo:
+    """Mismatch runs at transistor level: ``runs`` seeded by ``seed`` (run i of seed S is always the same),
+    every σ times ``scale``; ``rank``: attribute the spread to devices, the ``top`` of them reported."""
+
     runs: int = 0
     seed: int = 1
+    scale: float = 1.0
+    rank: bool = True
+    top: int = 10
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,9 @@ class Flow:
     pdk: str | None = None
     corners: tuple[str, ...] = ("tt",)
     temperature: tuple[float, ...] = (27.0,)
+    supply: tuple[float, ...] = ()  # volts; empty: the PDK's nominal
+    recalibrate: bool = False
+    points_per_layer: int | None = None
     monte_carlo: MonteCarlo = MonteCarlo()
     scaling: dict = field(default_factory=dict)
     gates: tuple[Gate, ...] = ()
@@ -140,8 +160,9 @@ def load_flow(path: str | Path) -> Flow:
     if not isinstance(data, dict):
         raise InputError(f"{path}: a flow file must be a YAML mapping")
     c = _Checker(path)
-    known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature",
-             "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache", "allow_clipped"}
+    known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature", "supply",
+             "recalibrate", "points_per_layer", "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache",
+             "allow_clipped"}
     for key in data:
         if key not in known:
             raise c.fail(key, f"is not a flow key (known: {', '.join(sorted(known))})")
@@ -153,8 +174,16 @@ def load_flow(path: str | Path) -> Flow:
     if inputs not in ("recorded", "random"):
         inputs = (path.parent / inputs).resolve()
     levels = tuple(c.choices("levels", str(v), LEVELS) for v in _as_list(data.get("levels", ["behavioural"])))
-    mc = c.typed(data, "monte_carlo", dict, {})
-    monte_carlo = MonteCarlo(c.typed(mc, "runs", int, 0), c.typed(mc, "seed", int, 1))
+    pdk_name = c.typed(data, "pdk", str, None)
+    corners = _corners(c, data, pdk_name)
+    temperature = tuple(_number(c, {"t": v}, "t", "temperature") for v in _as_list(data.get("temperature", [27.0])))
+    supply = tuple(_number(c, {"v": v}, "v", "supply") for v in _as_list(data.get("supply", [])))
+    if any(v <= 0 for v in supply):
+        raise c.fail("supply", f"must be positive volts, got {list(supply)}")
+    ppl = c.typed(data, "points_per_layer", int, None)
+    if ppl is not None and ppl < 10:
+        raise c.fail("points_per_layer", f"must be at least 10, got {ppl}")
+    monte_carlo = _monte_carlo(c, c.typed(data, "monte_carlo", dict, {}), levels)
     scaling = c.typed(data, "scaling", dict, {})
     for key, value in scaling.items():
         c.choices(f"scaling.{key}", key, ("v0", "vcm", "i0", "c_unit"))
@@ -171,19 +200,51 @@ def load_flow(path: str | Path) -> Flow:
                     float(_number(c, g, "limit", f"gates[{i}].limit")))
         if gate.level not in levels and gate.level != "ideal":
             raise c.fail(f"gates[{i}].level", f"is {gate.level!r}, which the flow's levels {list(levels)} don't run")
+        if gate.is_monte_carlo and (gate.level != "transistor" or monte_carlo.runs < 2):
+            raise c.fail(f"gates[{i}].metric", f"is {gate.metric!r}, which needs level 'transistor' and "
+                         f"'monte_carlo.runs' of at least 2 (got level {gate.level!r}, {monte_carlo.runs} runs)")
         gates.append(gate)
 
     return Flow(
         name=c.typed(data, "name", str, path.stem), path=path, model=model, inputs=inputs,
         batch=c.typed(data, "batch", int, 8), seed=c.typed(data, "seed", int, 0), levels=levels,
-        pdk=c.typed(data, "pdk", str, None),
-        corners=tuple(str(v) for v in _as_list(data.get("corners", ["tt"]))),
-        temperature=tuple(float(v) for v in _as_list(data.get("temperature", [27.0]))),
+        pdk=pdk_name, corners=corners, temperature=temperature, supply=supply,
+        recalibrate=c.typed(data, "recalibrate", bool, False), points_per_layer=ppl,
         monte_carlo=monte_carlo, scaling=dict(scaling), gates=tuple(gates),
         jobs=c.typed(data, "jobs", int, None), scheduler=c.typed(data, "scheduler", str, None),
         cache=None if "cache" not in data else (path.parent / c.typed(data, "cache", str)).resolve(),
         allow_clipped=c.typed(data, "allow_clipped", bool, False),
     )
+
+
+def _corners(c: _Checker, data: dict, pdk_name: str | None) -> tuple[str, ...]:
+    """``corners``: a list of the PDK's corner names (first: calibration), or ``all`` (``tt`` first)."""
+    from .pdk import PDKS
+
+    pdk = PDKS.get(pdk_name or "generic180")
+    if pdk is None:
+        raise c.fail("pdk", f"must be one of {', '.join(PDKS)}, got {pdk_name!r}")
+    raw = data.get("corners", ["tt"])
+    names = list(pdk.corners) if raw == "all" else [str(v) for v in _as_list(raw)]
+    for i, name in enumerate(names):
+        if name not in pdk.corners:
+            raise c.fail(f"corners[{i}]", f"must be one of {', '.join(pdk.corners)} (or 'all'), got {name!r}")
+    return tuple(names)
+
+
+def _monte_carlo(c: _Checker, mc: dict, levels: tuple[str, ...]) -> MonteCarlo:
+    for key in mc:
+        c.choices(f"monte_carlo.{key}", key, ("runs", "seed", "scale", "rank", "top"))
+    runs, seed = c.typed(mc, "runs", int, 0), c.typed(mc, "seed", int, 1)
+    scale = _number(c, mc, "scale", "monte_carlo.scale") if "scale" in mc else 1.0
+    top = c.typed(mc, "top", int, 10)
+    for key, value, low in (("runs", runs, 0), ("seed", seed, 0), ("scale", scale, 0), ("top", top, 1)):
+        if value < low:
+            raise c.fail(f"monte_carlo.{key}", f"must be at least {low}, got {value!r}")
+    if runs and "transistor" not in levels:
+        raise c.fail("monte_carlo.runs", f"needs the 'transistor' level, which the flow's levels {list(levels)} "
+                     "don't run")
+    return MonteCarlo(runs, seed, scale, c.typed(mc, "rank", bool, True), top)
 
 
 def _number(c: _Checker, data: dict, key: str, where: str) -> float:
