@@ -191,28 +191,32 @@ def _split_rhs(form, thetas: list[np.ndarray], variants: int):
     return factory
 
 
-def sensitivities(knet: KNet, x: np.ndarray, step: float = SENSITIVITY_STEP) -> np.ndarray:
+def sensitivities(knet: KNet, x: np.ndarray, step: float = SENSITIVITY_STEP, block: int = 128) -> np.ndarray:
     """``[B, M, E, 4]``: d(output)/d(θ0_s, θ1_s, θ0_d, θ1_d) of every device (all layers, in order) at the
-    trained θ, by forward differences of the reference integrator (one batched integration)."""
+    trained θ, by forward differences of the reference integrator: the nominal network and one copy per
+    perturbed parameter integrated as one batch, ``block`` devices at a time."""
     from .reference import integrate
 
     form = relu_form(knet)
     sizes = [f[0].size for f in form]
-    total = sum(sizes)
-    variants = 1 + 4 * total
-    thetas, offset = [], 0
-    for (_, _, t0, t1), e in zip(form, sizes):
-        th = np.tile(np.stack([t0, t1, t0, t1], axis=1), (variants, 1, 1))
-        for j in range(e):
-            for p in range(4):
-                th[1 + 4 * (offset + j) + p, j, p] += step
-        thetas.append(th)
-        offset += e
+    starts = np.cumsum([0] + sizes)
+    total = int(starts[-1])
     x = np.atleast_2d(x)
-    out = integrate(knet, np.tile(x, (variants, 1)), rhs=_split_rhs(form, thetas, variants)).outputs
-    out = out.reshape(variants, len(x), -1)
-    sens = (out[1:] - out[0]) / step  # [4E, B, M]
-    return sens.reshape(total, 4, len(x), -1).transpose(2, 3, 0, 1)
+    parts = []
+    for lo in range(0, total, block):
+        hi = min(total, lo + block)
+        variants = 1 + 4 * (hi - lo)
+        thetas = []
+        for k, (_, _, t0, t1) in enumerate(form):
+            th = np.tile(np.stack([t0, t1, t0, t1], axis=1), (variants, 1, 1))
+            for g in range(max(lo, starts[k]), min(hi, starts[k + 1])):
+                for p in range(4):
+                    th[1 + 4 * (g - lo) + p, g - starts[k], p] += step
+            thetas.append(th)
+        out = integrate(knet, np.tile(x, (variants, 1)), rhs=_split_rhs(form, thetas, variants)).outputs
+        out = out.reshape(variants, len(x), -1)
+        parts.append(((out[1:] - out[0]) / step).reshape(hi - lo, 4, len(x), -1))
+    return np.concatenate(parts).transpose(2, 3, 0, 1)
 
 
 # ---------------------------------------------------------------- attribution
