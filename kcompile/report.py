@@ -187,6 +187,7 @@ def _figures(result: FlowResult, samples: int = 3) -> dict[str, str]:
                 ax.hist(values, bins=min(20, max(5, len(values))), color="C0", alpha=0.8)
                 ax.set_xlabel(label)
                 ax.set_ylabel("runs")
+        fig.tight_layout()
         figs["montecarlo"] = _png(fig)
     return figs
 
