@@ -100,6 +100,7 @@ def test_sensitivities_are_those_of_the_reference():
     x = np.random.default_rng(1).uniform(-1, 1, (3, knet.num_features))
     sens = sensitivities(knet, x)
     assert sens.shape == (3, 2, knet.num_devices, 4)
+    assert np.allclose(sensitivities(knet, x, block=5), sens, atol=1e-3)  # blocks of devices: the same numbers
     # moving θ of the sink and the source side together is moving the device's θ (relu form) in the reference
     k, i, step = 1, 2, 1e-5
     a, b, t0, t1 = relu_form(knet)[k]
