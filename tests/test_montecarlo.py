@@ -232,3 +232,18 @@ def test_percentile_accuracy_gate_is_a_floor_on_the_fifth_percentile():
     unlabelled = _mc_gate(Gate("transistor", "mc_percentile_accuracy", 50.0), mc, None)
     assert not unlabelled.passed and "classification" in unlabelled.detail
     assert mc.percentile_metric("classification") == pytest.approx(p5) and mc.worst_metric("classification") == 90.0
+
+
+def test_compute_timing_labels_the_forward_it_timed(monkeypatch):
+    pytest.importorskip("torch")
+    from kcompile.timing import compute_timing, rk4_forward
+
+    knet = load_knet(EXAMPLE)
+    with np.load(EXAMPLE) as z:
+        x = z["test_inputs"][:2]
+    assert np.abs(rk4_forward(knet, x) - integrate(knet, x).outputs).max() < 1e-4
+    monkeypatch.setitem(__import__("sys").modules, "torchdiffeq", None)  # as if not installed
+    t = compute_timing(knet, x, repeat=1)
+    assert t["reference"]["wall_s_per_inference"] > 0 and t["samples"] == 2
+    assert t["torch"]["label"].startswith("torchdiffeq is not installed: kcompile's torch RK4 forward")
+    assert t["torch"]["max_output_error_vs_reference"] < 1e-4
