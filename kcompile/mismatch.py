@@ -23,6 +23,7 @@ output deviation is then checked against the transistor-level runs
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 
@@ -127,24 +128,26 @@ def _sweep(cellmap, rows, dspan: float, dpoints: int, cache: bool) -> tuple[np.n
 
 
 def theta_deviations(cellmap, mc: list[MismatchDraw], dspan: float = 8.0, dpoints: int = 65,
-                     cache: bool = True) -> np.ndarray:
+                     cache: bool = True, jobs: int | None = None) -> np.ndarray:
     """``[R, E, 4]``: how far each device's relu-form (θ0, θ1) moves under each draw, sink side then source side.
 
     Every instance is DC-swept nominal (all draws 0) and under each draw of ``mc``
     (Δ over ±``dspan`` units at common mode 0); ``max(θ0·Δ + θ1, 0)`` is fitted to
-    each current and the nominal fit subtracted, so the calibration's own residue cancels.
+    each current and the nominal fit subtracted, so the calibration's own residue cancels. Decks of
+    :data:`CHUNK` instances run ``jobs`` at a time (default: all cores).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from .characterize import fit_relu
 
     insts = _instances(cellmap)
     zero = MismatchDraw(mc[0].model, 0, 0, 0.0) if mc else None
     rows = [(inst, d.params(inst.k, inst.i, inst.transistors)) for d in [zero, *mc] for inst in insts]
-    sinks, sources = [], []
-    for start in range(0, len(rows), CHUNK):
-        delta, sink, source = _sweep(cellmap, rows[start:start + CHUNK], dspan, dpoints, cache)
-        sinks.append(sink)
-        sources.append(source)
-    sink, source = np.concatenate(sinks), np.concatenate(sources)
+    chunks = [rows[start:start + CHUNK] for start in range(0, len(rows), CHUNK)]
+    with ThreadPoolExecutor(max(1, min(jobs or os.cpu_count() or 1, len(chunks)))) as pool:  # each waits on ngspice
+        swept = list(pool.map(lambda chunk: _sweep(cellmap, chunk, dspan, dpoints, cache), chunks))
+    delta = swept[0][0]
+    sink, source = np.concatenate([s[1] for s in swept]), np.concatenate([s[2] for s in swept])
     fits = np.array([[*fit_relu(delta, a), *fit_relu(delta, b)] for a, b in zip(sink, source)])
     fits = fits.reshape(len(mc) + 1, len(insts), 4)
     return fits[1:] - fits[0]
@@ -285,9 +288,9 @@ def attribute(knet: KNet, x: np.ndarray, sens: np.ndarray, dtheta: np.ndarray,
 
 
 def rank_devices(knet: KNet, cellmap, x: np.ndarray, mc: list[MismatchDraw], measured: np.ndarray,
-                 cache: bool = True) -> Attribution:
+                 cache: bool = True, jobs: int | None = None) -> Attribution:
     """:func:`sensitivities` × :func:`theta_deviations` for the draws ``mc`` (see :func:`attribute`)."""
     t0 = time.perf_counter()
     sens = sensitivities(knet, x)
-    dtheta = theta_deviations(cellmap, mc, cache=cache)
+    dtheta = theta_deviations(cellmap, mc, cache=cache, jobs=jobs)
     return attribute(knet, x, sens, dtheta, measured, time.perf_counter() - t0)

@@ -315,7 +315,7 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
         attribution = None
         if mcf.rank:
             attribution = rank_devices(knet, cellmap, x, [s.mismatch for s in specs if s.mismatch is not None],
-                                       outputs - reference.outputs[None])
+                                       outputs - reference.outputs[None], jobs=flow.jobs)
         mc = MonteCarloResult(
             mc_label, mcf.runs, mcf.seed, mcf.scale, outputs,
             None if task is None else np.array([task_metric(task, o, labels) for o in outputs]),
