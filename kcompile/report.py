@@ -81,7 +81,7 @@ def monte_carlo_summary(result: FlowResult, top: int | None = None) -> dict | No
         return None
     top = top or result.flow.monte_carlo.top
     out = {"corner": mc.corner, "runs": mc.runs, "seed": mc.seed, "scale": mc.scale,
-           "seconds": mc.seconds, "nominal_max_output_error": float(np.abs(mc.nominal_outputs - result.ideal.outputs).max()),
+           "nominal_max_output_error": float(np.abs(mc.nominal_outputs - result.ideal.outputs).max()),
            "output_error": _stats(mc.errors, low_is_bad=False),
            "change_vs_nominal": _stats(np.abs(mc.outputs - mc.nominal_outputs[None]).max(axis=(1, 2)), False),
            "energy_per_inference_j": float(mc.energy.mean()),

@@ -73,7 +73,7 @@ class MonteCarloResult:
     metrics: np.ndarray | None  # [R] task metric of each run
     errors: np.ndarray  # [R] largest |output - ideal| of each run
     nominal_outputs: np.ndarray  # [B, M] the nominal transistor-level run at the same corner
-    seconds: float  # summed wall time of the runs (they overlap)
+    seconds: float  # summed wall time of the runs (they overlap: see FlowResult.timing for the stage's)
     energy: np.ndarray  # [R, B] joules per inference
     attribution: Attribution | None = None
 
