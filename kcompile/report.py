@@ -56,7 +56,8 @@ def corner_table(result: FlowResult) -> list[dict]:
     for r in runs:
         drop = None
         if r.metric is not None and nominal.metric is not None:
-            drop = nominal.metric - r.metric if result.task == "classification" else r.metric / max(nominal.metric, 1e-300)
+            drop = (nominal.metric - r.metric if result.task == "classification"
+                    else r.metric / max(nominal.metric, 1e-300))
         rows.append({"label": r.corner, "corner": r.corner.split()[0], "temperature_c": r.temperature,
                      "supply_v": r.supply, "calibrated_at": r.corner.split()[0] if r.recalibrated else
                      result.flow.corners[0], "max_output_error": float(np.abs(r.outputs - ideal).max()),
@@ -273,7 +274,8 @@ def _mc_html(result: FlowResult, s: dict, figs: dict, metric_name: str) -> str:
                    f"reference integrator's sensitivity of the outputs to its θ (sink and source side separately) "
                    f"times its θ deviation under the same draws, measured by a DC sweep of every mismatched cell. "
                    f"Check against the transistor-level runs: correlation {a['correlation']:.3f}, explained "
-                   f"variance {a['explained_variance']:.3f}, predicted/measured RMS {a['sigma_ratio_predicted_to_measured']:.3f}"
+                   f"variance {a['explained_variance']:.3f}, predicted/measured RMS "
+                   f"{a['sigma_ratio_predicted_to_measured']:.3f}"
                    f" ({a['seconds']:.1f} s).</p>"
                    + _table(dev_rows, ["device", "nodes", "θ", "RMS output deviation", "share of variance",
                                        "σ of δθ0_s, δθ1_s, δθ0_d, δθ1_d"]))

@@ -112,7 +112,7 @@ def test_sensitivities_are_those_of_the_reference():
     numeric = (integrate(moved, x).outputs - integrate(knet, x).outputs) / step
     g = sum(lay.num_devices for lay in knet.layers[:k]) + i
     swap = a[i] != layer.src[i]
-    # shift_relu θ1·max(Δ − θ0, 0) in relu form has intercept ∓θ1·θ0 (− unswapped, + swapped): d/dθ0 = ∓θ1
+    # shift_relu θ1·max(Δ − θ0, 0) in relu form: intercept ∓θ1·θ0 (− unswapped, + swapped), d/dθ0 = ∓θ1
     d_t1 = (1.0 if swap else -1.0) * float(layer.theta[i, 1])
     predicted = (sens[:, :, g, 1] + sens[:, :, g, 3]) * d_t1
     assert np.allclose(predicted, numeric, atol=2e-3 * max(1.0, np.abs(numeric).max())), (predicted, numeric)
