@@ -140,7 +140,7 @@ def _figures(result: FlowResult, samples: int = 3) -> dict[str, str]:
     for b, ax in enumerate(axes[0]):
         for j, node in enumerate(outs):
             line, = ax.plot(ideal.grid, ideal.grid_states[b, :, node], lw=2, alpha=0.5, label=f"ideal n{node + 1}")
-            for r in result.levels:
+            for r in _overlaid(result):
                 if r.waveforms:
                     t, v = r.waveforms[b]
                     ax.plot(t, v[:, node], "--", color=line.get_color(), lw=1, label=f"{r.level} n{node + 1}")
@@ -152,7 +152,7 @@ def _figures(result: FlowResult, samples: int = 3) -> dict[str, str]:
     axes[0][-1].legend(fontsize=7, loc="best")
     figs["waveforms"] = _png(fig)
 
-    others = [r for r in result.levels if r.level != "ideal"]
+    others = _overlaid(result)
     if others:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
         for r in others:
@@ -191,6 +191,13 @@ def _figures(result: FlowResult, samples: int = 3) -> dict[str, str]:
         fig.tight_layout()
         figs["montecarlo"] = _png(fig)
     return figs
+
+
+def _overlaid(result: FlowResult) -> list:
+    """Simulated levels drawn in the waveform and error plots: every level, but of the transistor level only
+    the nominal corner (the corner table covers the others)."""
+    transistor = result.level("transistor")
+    return [r for r in result.levels if r.level != "ideal" and (r.level != "transistor" or r is transistor[0])]
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
