@@ -119,17 +119,18 @@ class _Checker:
     def fail(self, key: str, problem: str) -> InputError:
         return InputError(f"{self.path}: '{key}' {problem}")
 
-    def typed(self, data: dict, key: str, kind, default=None, required=False):
+    def typed(self, data: dict, key: str, kind, default=None, required=False, where: str | None = None):
+        """``data[key]`` checked to be a ``kind``; errors name ``where`` (the dotted path), else ``key``."""
         if key not in data:
             if required:
-                raise self.fail(key, "is missing")
+                raise self.fail(where or key, "is missing")
             return default
         value = data[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            raise self.fail(key, f"must be a {'number' if kind is float else names}, got {value!r}")
+            raise self.fail(where or key, f"must be a {'number' if kind is float else names}, got {value!r}")
         return value
 
     def choices(self, key: str, value: str, allowed) -> str:
@@ -235,16 +236,17 @@ def _corners(c: _Checker, data: dict, pdk_name: str | None) -> tuple[str, ...]:
 def _monte_carlo(c: _Checker, mc: dict, levels: tuple[str, ...]) -> MonteCarlo:
     for key in mc:
         c.choices(f"monte_carlo.{key}", key, ("runs", "seed", "scale", "rank", "top"))
-    runs, seed = c.typed(mc, "runs", int, 0), c.typed(mc, "seed", int, 1)
+    runs = c.typed(mc, "runs", int, 0, where="monte_carlo.runs")
+    seed = c.typed(mc, "seed", int, 1, where="monte_carlo.seed")
     scale = _number(c, mc, "scale", "monte_carlo.scale") if "scale" in mc else 1.0
-    top = c.typed(mc, "top", int, 10)
+    top = c.typed(mc, "top", int, 10, where="monte_carlo.top")
     for key, value, low in (("runs", runs, 0), ("seed", seed, 0), ("scale", scale, 0), ("top", top, 1)):
         if value < low:
             raise c.fail(f"monte_carlo.{key}", f"must be at least {low}, got {value!r}")
     if runs and "transistor" not in levels:
         raise c.fail("monte_carlo.runs", f"needs the 'transistor' level, which the flow's levels {list(levels)} "
                      "don't run")
-    return MonteCarlo(runs, seed, scale, c.typed(mc, "rank", bool, True), top)
+    return MonteCarlo(runs, seed, scale, c.typed(mc, "rank", bool, True, where="monte_carlo.rank"), top)
 
 
 def _number(c: _Checker, data: dict, key: str, where: str) -> float:

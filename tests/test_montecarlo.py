@@ -121,6 +121,8 @@ def test_sensitivities_are_those_of_the_reference():
 @pytest.mark.parametrize("text,message", [
     ("monte_carlo: {{runs: -1}}\nlevels: [transistor]\n", "'monte_carlo.runs' must be at least 0"),
     ("monte_carlo: {{runs: 2, sigma: 1}}\nlevels: [transistor]\n", "'monte_carlo.sigma' must be one of"),
+    ("monte_carlo: {{runs: many}}\nlevels: [transistor]\n", "'monte_carlo.runs' must be a int, got 'many'"),
+    ("monte_carlo: {{runs: 2, rank: maybe}}\nlevels: [transistor]\n", "'monte_carlo.rank' must be a bool"),
     ("monte_carlo: {{runs: 2}}\nlevels: [behavioural]\n", "'monte_carlo.runs' needs the 'transistor' level"),
     ("levels: [transistor]\ngates:\n  - {{level: transistor, metric: mc_percentile_accuracy, limit: 90}}\n",
      "'gates[0].metric' is 'mc_percentile_accuracy', which needs level 'transistor' and 'monte_carlo.runs'"),
