@@ -12,6 +12,7 @@ rendered for documentation and comparison (see ``docs/cells.md``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -156,7 +157,7 @@ def subckt_name(cell: Cell, negative: bool = False, signs: str | None = None) ->
 
 
 def render_cell(cell: Cell, pdk: Pdk, negative: bool = False, scaling: Scaling | None = None,
-                signs: str | None = None) -> str:
+                signs: str | None = None, mismatch: bool = False) -> str:
     """The ``.subckt`` text of one cell variant for one PDK.
 
     Parameters
@@ -170,15 +171,71 @@ def render_cell(cell: Cell, pdk: Pdk, negative: bool = False, scaling: Scaling |
         :func:`default_scaling` if omitted.
     signs : str, optional
         The variant of a cell with :attr:`Cell.variants` (one letter per input pair); overrides ``negative``.
+    mismatch : bool
+        Give every transistor the template emits through ``pdk.mos`` a threshold shift
+        ``vt_<name>`` and a relative current-factor change ``bt_<name>``, subcircuit
+        parameters defaulting to 0 (:meth:`kcompile.pdk.Pdk.mos`, ``vary``). Without
+        it the text is the nominal one, unchanged.
     """
+    return _render(cell, pdk, negative, scaling, signs, mismatch)[0]
+
+
+@dataclass(frozen=True)
+class Transistor:
+    """One transistor a cell template emitted: instance name (no prefix), flavour, drawn µm."""
+
+    name: str
+    kind: str
+    w: float
+    l: float
+
+
+class _VaryingPdk:
+    """Stands in for a :class:`Pdk` in a template: every ``mos`` is varied and recorded."""
+
+    def __init__(self, pdk: Pdk):
+        self._pdk, self.transistors = pdk, []
+
+    def __getattr__(self, attr):
+        return getattr(self._pdk, attr)
+
+    def mos(self, name, d, g, s, b, kind, w, l):
+        self.transistors.append(Transistor(name, kind, float(w), float(max(l, self._pdk.lmin))))
+        return self._pdk.mos(name, d, g, s, b, kind, w, l, vary=name)
+
+
+def _render(cell: Cell, pdk: Pdk, negative: bool, scaling: Scaling | None, signs: str | None,
+            mismatch: bool) -> tuple[str, tuple[Transistor, ...]]:
     scaling = scaling or default_scaling(pdk)
     r = nominal_r(1.0, scaling)
     signs = signs or ("n" if negative else "p") * (2 if len(cell.variants) == 4 else 1)
     negative = signs[0] == "n"
-    return _environment().get_template(cell.template).render(
-        name=subckt_name(cell, negative, signs if cell.options else None), negative=negative, signs=signs, pdk=pdk,
+    target = _VaryingPdk(pdk) if mismatch else pdk
+    name = subckt_name(cell, negative, signs if cell.options else None)
+    text = _environment().get_template(cell.template).render(
+        name=name, negative=negative, signs=signs, pdk=target,
         sz=dict(cell.sizes), opt=dict(cell.options),
         r=f"{r:.6g}", ib=f"{tail_current(r, scaling):.6g}", iref=f"{scaling.i0:.6g}")
+    if not mismatch:
+        return text, ()
+    devices = tuple(target.transistors)
+    return _add_subckt_params(text, name, " ".join(f"vt_{t.name}=0 bt_{t.name}=0" for t in devices)), devices
+
+
+def _add_subckt_params(text: str, name: str, params: str) -> str:
+    """Append ``params`` as a continuation line of the ``.subckt name`` statement."""
+    lines = text.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.lower().startswith(f".subckt {name.lower()} "))
+    end = start + 1
+    while end < len(lines) and lines[end].startswith("+"):
+        end += 1
+    return "\n".join(lines[:end] + [f"+ {params}"] + lines[end:])
+
+
+@functools.lru_cache(maxsize=None)
+def cell_transistors(cell: Cell, pdk: Pdk, negative: bool = False, signs: str | None = None) -> tuple[Transistor, ...]:
+    """The transistors one variant of ``cell`` has on ``pdk``, in template order."""
+    return _render(cell, pdk, negative, None, signs, True)[1]
 
 
 def default_scaling(pdk: Pdk) -> Scaling:

@@ -320,6 +320,8 @@ def _verify_flow(path: Path, jobs: int | None, as_json: bool, junit: Path | None
             t.add_row(escape(g["name"] + ("" if g["corner"] == "-" else f" [{g['corner']}]")), f"{g['limit']:g}", "-" if g["value"] is None else f"{g['value']:.4g}",
                       "[green]pass[/]" if g["passed"] else "[bold red]FAIL[/]")
         out.print(t)
+        if data.get("monte_carlo"):
+            out.print(_mc_line(data["monte_carlo"], result.task), highlight=False)
         for g in data["gates"]:
             if not g["passed"]:
                 out.print(f"[bold red]FAIL[/] {escape(g['detail'])}", highlight=False)
@@ -328,6 +330,22 @@ def _verify_flow(path: Path, jobs: int | None, as_json: bool, junit: Path | None
         if f:
             console.print(f"wrote {f}", highlight=False)
     raise SystemExit(0 if result.passed else 1)
+
+
+def _mc_line(mc: dict, task: str | None) -> str:
+    """One paragraph on the Monte Carlo runs for the terminal."""
+    e = mc["output_error"]
+    text = (f"Monte Carlo: {mc['runs']} mismatch runs at {mc['corner']} (seed {mc['seed']}): largest |output - ideal| "
+            f"mean {e['mean']:.3g}, 95th percentile {e['p95']:.3g}, worst {e['worst']:.3g}")
+    m = mc.get("task_metric")
+    if m:
+        tail = f"5th percentile {m['p5']:.4g}" if task == "classification" else f"95th percentile {m['p95']:.4g}"
+        text += f"; task metric mean {m['mean']:.4g}, worst {m['worst']:.4g}, {tail}"
+    a = mc.get("attribution")
+    if a and a["top_devices"]:
+        top = ", ".join(f"layer{d['layer']}[{d['index']}] {100 * d['share']:.0f}%" for d in a["top_devices"][:3])
+        text += f". Dominant devices: {top} (linear attribution explains {a['explained_variance']:.2f} of the spread)"
+    return text
 
 
 @main.command("import-reference")

