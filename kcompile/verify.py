@@ -19,7 +19,7 @@ import os
 import resource
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -267,8 +267,18 @@ def _run_specs(specs: list[_Spec], knet: KNet, x: np.ndarray, tran, scaling, flo
         return res, time.perf_counter() - t0
 
     try:
-        with ThreadPoolExecutor(max(1, min(len(specs), 32))) as threads:
-            return list(threads.map(one, range(len(specs))))
+        # at most max(2, jobs) circuits in flight (each queues its samples on the pool): enough to keep the pool
+        # busy, and after a failure only those finish before it is raised; the others never start
+        with ThreadPoolExecutor(max(1, min(len(specs), max(2, jobs)))) as threads:
+            futures = [threads.submit(one, n) for n in range(len(specs))]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+            return [future.result() for future in futures]
     finally:
         if executor is None:
             pool.shutdown(cancel_futures=True)
