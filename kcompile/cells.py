@@ -325,8 +325,17 @@ class GmParams:
         return " ".join(f"{k}={getattr(self, k):.6g}" for k in keys)
 
 
+class _SlopeRange:
+    """``theta0_range`` of a calibration whose ``theta0[v]`` holds variant ``v``'s measured slopes."""
+
+    def theta0_range(self, negative: bool = False) -> tuple[float, float]:
+        """Smallest and largest achievable ``|θ0|`` of one variant."""
+        a = np.abs(self.theta0[int(negative)])
+        return float(a.min()), float(a.max())
+
+
 @dataclass(frozen=True, eq=False)
-class Calibration:
+class Calibration(_SlopeRange):
     """Measured map from instance parameters to achieved θ, per sign variant.
 
     Attributes
@@ -354,11 +363,6 @@ class Calibration:
     theta0: np.ndarray
     theta1: np.ndarray
     inj_gain: np.ndarray = field(default_factory=lambda: np.ones(2))
-
-    def theta0_range(self, negative: bool = False) -> tuple[float, float]:
-        """Smallest and largest achievable ``|θ0|`` of one variant."""
-        a = np.abs(self.theta0[int(negative)])
-        return float(a.min()), float(a.max())
 
 
 @dataclass(frozen=True, eq=False)
@@ -475,7 +479,7 @@ def shift_relu_params(theta0: float, theta1: float, cal: Calibration, clip: bool
 
 
 @dataclass(frozen=True, eq=False)
-class GmCalibration:
+class GmCalibration(_SlopeRange):
     """Measured map from :data:`SIGNED_GM` instance parameters to achieved θ, per sign variant (row 0: θ0 > 0).
 
     The cell's law is ``P(Δ + σ)`` with ``P = θ0·Δ + θ1`` (``linear``, ``θ1`` its own output offset) or
@@ -511,11 +515,6 @@ class GmCalibration:
     ib2: float | None = None  # two-stage tanh cell (kc_tanh2): stage 2's tail per side (A) ...
     rl: float | None = None  # ... its z-to-vr resistor (ohm) ...
     iz_gain: float | None = None  # ... and θ1 per unit of iz/i0 (θ1 is made by iz, not by io)
-
-    def theta0_range(self, negative: bool = False) -> tuple[float, float]:
-        """Smallest and largest achievable ``|θ0|`` of one variant."""
-        a = np.abs(self.theta0[int(negative)])
-        return float(a.min()), float(a.max())
 
 
 @dataclass(frozen=True, eq=False)
