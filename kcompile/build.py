@@ -204,7 +204,8 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
 def _save_devices(path: Path, cellmap) -> None:
     arrays = {}
     for k, lm in enumerate(cellmap.layers):
-        for name in ("target", "achieved", "negative", "swap", "r", "ib", "ipos", "ineg", "clipped", "io", "ap", "signs", "rb", "ibb", "sp", "iz"):
+        for name in ("target", "achieved", "negative", "swap", "r", "ib", "ipos", "ineg", "clipped",
+                     "io", "ap", "signs", "rb", "ibb", "sp", "iz"):
             if getattr(lm, name) is not None:
                 arrays[f"layer{k}_{name}"] = np.asarray(getattr(lm, name))
     with open(path, "wb") as f:

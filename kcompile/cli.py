@@ -21,10 +21,10 @@ from rich.table import Table
 
 from . import __version__, ngspice
 from .build import Build, build as build_dir, modified_files, open_build
+from .characterised import integrate_characterised, measure_devices
 from .compare import Comparison, compare
 from .errors import KCompileError
 from .inputs import load_inputs, random_inputs
-from .characterised import integrate_characterised, measure_devices
 from .mapping import map_knet, transistor_scaling
 from .netlist import Scaling
 from .pdk import get_pdk
