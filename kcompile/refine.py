@@ -7,12 +7,12 @@ s-side copy; each instance then misses its target θ by its own amount (a few
 offset at that r, the injection gain away from the calibration point, the
 d-side copy). :func:`refine` measures every instance
 (:func:`kcompile.characterised.measure_devices`, cached), fits the law's θ to
-the mean of the two copies inside the compliance window, takes one secant
+the mean of the two copies inside the compliance window, takes a secant
 step on the requested θ (slope-like parameters multiplicatively, offsets
-additively, both bounded), re-maps and measures again: the refined map's
-``achieved`` θ are then measured, not predicted. Costs two DC sweeps of every
-instance, so :func:`steps_for` turns it on by default only for small
-networks.
+additively, both bounded), re-maps and measures again, ``steps`` times: the
+refined map's ``achieved`` θ are then measured, not predicted. Each step
+costs one more DC sweep of every instance, so :func:`steps_for` turns it on
+by default only for small networks.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from .errors import InputError
 from .knet import KNet
 from .mapping import CellMap, map_knet
 
-# Refinement runs by default up to this many devices: two DC sweeps of every instance cost ~0.3 s
-# per 150 instances; the MNIST checkpoint (460k devices) would take ~30 CPU-minutes.
+# Refinement runs by default up to this many devices. Each sweep is one ngspice DC deck per 150
+# instances (about a minute of wall time per step for the 84-device moons classifier at load ~13,
+# generic180); the MNIST checkpoint would need ~3,000 decks per sweep.
 AUTO_MAX_DEVICES = 2000
 WINDOW = 4.0  # |Δ| fitted (model units): the cells' compliance window
 MID_WINDOW = 2.0  # |common mode| fitted
