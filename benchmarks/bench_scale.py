@@ -48,6 +48,7 @@ from kcompile.knet import KNet, make_knet, save_knet  # noqa: E402
 from kcompile.netlist import default_tran, write_circuit  # noqa: E402
 from kcompile.reference import integrate  # noqa: E402
 from kcompile.simulate import simulate  # noqa: E402
+from kcompile.timing import best_time  # noqa: E402
 
 CHECKPOINT = Path(os.environ.get("KCOMPILE_CHECKPOINTS", "/work/shared/reference-checkpoints")) / "mnist"
 TIGHT = 1e-9
@@ -141,15 +142,6 @@ def torchdiffeq_forward(knet: KNet, x: np.ndarray, tol: float = 1e-3) -> tuple[n
     return y.double().numpy()[:, knet.output_nodes - 1], nfe[0]
 
 
-def _timed(fn, repeat: int):
-    best, best_cpu, out = np.inf, np.inf, None
-    for _ in range(repeat):
-        t, c = time.perf_counter(), time.process_time()
-        out = fn()
-        best, best_cpu = min(best, time.perf_counter() - t), min(best_cpu, time.process_time() - c)
-    return best, best_cpu, out
-
-
 def reference_section(knet: KNet, x: np.ndarray, repeat: int, cache: Path, configs) -> dict:
     cache.mkdir(parents=True, exist_ok=True)
     tight_file = cache / f"tight_{_key(knet, x)}.npz"
@@ -164,7 +156,7 @@ def reference_section(knet: KNet, x: np.ndarray, repeat: int, cache: Path, confi
     report = {"batch": len(x), "tight_tol": TIGHT, "tight_seconds": tight_s, "ours": []}
     for dtype, method, tol in configs:
         kw = {"rtol": tol, "atol": tol} if method == "dopri5" else {"dt": tol}
-        wall, cpu, tr = _timed(lambda: integrate(knet, x, method=method, dtype=dtype, **kw), repeat)
+        wall, cpu, tr = best_time(lambda: integrate(knet, x, method=method, dtype=dtype, **kw), repeat)
         row = {"dtype": np.dtype(dtype).name, "method": method, "tol_or_dt": tol, "seconds": wall, "cpu_seconds": cpu,
                "rhs_evals": tr.rhs_evals, "max_output_error": float(np.abs(tr.outputs - tight).max())}
         report["ours"].append(row)
@@ -177,7 +169,7 @@ def reference_section(knet: KNet, x: np.ndarray, repeat: int, cache: Path, confi
                                             "(pip install torch==2.13.0 torchdiffeq)"}
         print("  torchdiffeq: skipped (torch/torchdiffeq not installed)", flush=True)
         return report
-    wall, cpu, (out, nfe) = _timed(lambda: torchdiffeq_forward(knet, x), max(1, repeat // 2))
+    wall, cpu, (out, nfe) = best_time(lambda: torchdiffeq_forward(knet, x), max(1, repeat // 2))
     report["torchdiffeq"] = {"tol": 1e-3, "dtype": "float32", "threads": torch.get_num_threads(), "seconds": wall,
                              "cpu_seconds": cpu, "rhs_evals": nfe, "max_output_error": float(np.abs(out - tight).max())}
     print("  torchdiffeq", json.dumps(report["torchdiffeq"]), flush=True)
@@ -253,7 +245,7 @@ def spice_section(sizes: list[str], ppl: int, samples: int, jobs: int, work: Pat
             simulate(knet, circuit, x, tran, jobs=jobs, timeout=7200)
             row[f"seconds_per_sample_jobs{jobs}"] = (time.perf_counter() - t) / samples
             row["parallel_speedup"] = wall1 / row[f"seconds_per_sample_jobs{jobs}"]
-        ref_wall, ref_cpu, tr = _timed(lambda: integrate(knet, x[:1]), 1)
+        ref_wall, ref_cpu, tr = best_time(lambda: integrate(knet, x[:1]), 1)
         row.update(reference_seconds_per_sample=ref_wall, reference_cpu_seconds_per_sample=ref_cpu,
                    max_error_vs_reference=float(np.abs(res.states - integrate(knet, x).states).max()),
                    load_average=os.getloadavg()[0])

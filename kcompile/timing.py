@@ -30,7 +30,8 @@ PAPER_TOL, PAPER_FIRST_STEP = 1e-3, 1e-2
 RK4_DT = 1e-2
 
 
-def _timed(fn, repeat: int) -> tuple[float, float, object]:
+def best_time(fn, repeat: int) -> tuple[float, float, object]:
+    """Best wall and CPU seconds of ``repeat`` calls of ``fn``, and its last result."""
     best, best_cpu, out = np.inf, np.inf, None
     for _ in range(repeat):
         t, c = time.perf_counter(), time.process_time()
@@ -86,7 +87,7 @@ def compute_timing(knet: KNet, x: np.ndarray, repeat: int = 3) -> dict:
     """Wall and CPU seconds per inference of the reference integrator and of a torch forward."""
     x = np.atleast_2d(x)
     b = len(x)
-    wall, cpu, ref = _timed(lambda: integrate(knet, x), repeat)
+    wall, cpu, ref = best_time(lambda: integrate(knet, x), repeat)
     out = {"samples": b, "reference": {"label": "kcompile NumPy reference (dopri5, rtol 1e-9, atol 1e-11)",
                                        "wall_s_per_inference": wall / b, "cpu_s_per_inference": cpu / b}}
     try:
@@ -105,7 +106,7 @@ def compute_timing(knet: KNet, x: np.ndarray, repeat: int = 3) -> dict:
     if fn is rk4_forward and np.ptp(knet.capacitance) > 0:
         out["torch"] = {"label": label + ": not measured (it takes one capacitance for every node)"}
         return out
-    wall, cpu, y = _timed(lambda: fn(knet, x), repeat)
+    wall, cpu, y = best_time(lambda: fn(knet, x), repeat)
     out["torch"] = {"label": label, "wall_s_per_inference": wall / b, "cpu_s_per_inference": cpu / b,
                     "max_output_error_vs_reference": float(np.abs(y - ref.outputs).max())}
     return out
