@@ -69,7 +69,7 @@ def fidelity(knet: KNet, x: np.ndarray, pdk: str = "generic180", corner: str = "
         with open(circuit, "w") as f:
             f.writelines(render_transistor_circuit(knet, cellmap))
         spice = simulate(knet, circuit, x, transistor_tran(knet, points_per_layer), scaling=scaling, jobs=jobs,
-                         timeout=7200)
+                         timeout=7200, defines=get_pdk(pdk).ngspice_defines())
     t2 = time.perf_counter()
     out = knet.output_nodes - 1
 

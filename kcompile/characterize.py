@@ -30,13 +30,13 @@ from .netlist import Scaling
 from .pdk import Pdk, cache_dir, get_pdk
 
 
-def _run_ngspice(deck_text: str) -> dict[str, np.ndarray]:
-    """Run one deck in batch mode; every saved vector by its lower-case name.
+def _run_ngspice(deck_text: str, pdk: Pdk) -> dict[str, np.ndarray]:
+    """Run one deck on ``pdk``'s models in batch mode; every saved vector by its lower-case name.
 
     The sweep variable (or time) is under ``"sweep"``. Thin wrapper over
     :func:`kcompile.ngspice.run` (which raises ``SimulatorError`` on failure).
     """
-    raw = ngspice.run(deck_text)
+    raw = ngspice.run(deck_text, defines=pdk.ngspice_defines())
     return {"sweep": raw.time, **{k.lower(): v for k, v in raw.vectors.items()}}
 
 
@@ -107,7 +107,7 @@ def sweep_deck(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], s
 
 def run_sweep(deck: str, n: int, scaling: Scaling, points: int) -> Sweep:
     """Run a :func:`sweep_deck` deck for ``n`` instances and reshape its currents."""
-    data = _run_ngspice(deck)
+    data = _run_ngspice(deck, pdk)
     shape = (points, points)  # ngspice varies the first source fastest: [vd index, vs index]
     vs = data["sweep"].reshape(shape)[0]
     vd = data["v(d)"].reshape(shape)[:, 0]
@@ -198,7 +198,7 @@ def measure_diff(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams],
     if cache and path.is_file():
         with np.load(path) as z:
             return DiffSweep(z["delta"], z["mid"], z["sink"], z["source"])
-    data = _run_ngspice(deck)
+    data = _run_ngspice(deck, pdk)
     shape = (mpoints, dpoints)  # the first source (vdl) varies fastest: [mid index, delta index]
     delta = (data["sweep"].reshape(shape)[0]) / scaling.v0
     mid = (data["v(cm)"].reshape(shape)[:, 0] - scaling.vcm) / scaling.v0
@@ -708,7 +708,7 @@ def switching(cal: Calibration, theta: tuple[float, float] = (1.0, 0.5), delta: 
              f"vs s 0 pwl(0 {v1:.6g} 80n {v1:.6g} {80e-9 + edge:.6g} {v2:.6g})", f"vd d 0 {sc.vcm:g}",
              f"vr vr 0 {sc.vcm:g}", f"x0 s d en enb vdd 0 vr {subckt_name(SIGNED_RELU, p.negative)} {p.spice()}",
              ".options method=gear", f".tran 0.02n 200n 0 {edge / 2:.3g}", ".end"]
-    data = _run_ngspice("\n".join(lines) + "\n")
+    data = _run_ngspice("\n".join(lines) + "\n", pdk)
     t, i_s, i_d = data["sweep"], -data["i(vs)"], data["i(vd)"]
     def settle(t0: float, t1: float) -> float:
         win = (t > t0) & (t < t1)

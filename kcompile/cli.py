@@ -138,9 +138,11 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
                   console=console, transient=True) as bar:
         task = bar.add_task("", total=len(x))
         cells = b.manifest["cells"]
-        supply = ("vdd", cells["supply"]) if cells.get("level") == "transistor" else None
+        transistor = cells.get("level") == "transistor"
+        supply = ("vdd", cells["supply"]) if transistor else None
+        defines = get_pdk(cells["pdk"]).ngspice_defines() if transistor else ()
         spice = run_spice(b.knet, b.circuit, x, b.tran, scaling=b.scaling, jobs=jobs, timeout=timeout,
-                          run_root=keep_runs, supply=supply, progress=lambda n: bar.advance(task, n))
+                          run_root=keep_runs, supply=supply, defines=defines, progress=lambda n: bar.advance(task, n))
     return _Run(b.knet, x, source, ref, spice, compare(ref.states, spice.states, b.knet.output_nodes), char,
                 b.scaling.tau)
 

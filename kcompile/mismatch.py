@@ -118,7 +118,7 @@ def _sweep(cellmap, rows, dspan: float, dpoints: int, cache: bool) -> tuple[np.n
     if cache and path.is_file():
         with np.load(path) as z:
             return z["delta"], z["sink"], z["source"]
-    data = _run_ngspice(deck)
+    data = _run_ngspice(deck, cellmap.pdk)
     delta = data["sweep"] / sc.v0
     sink = np.stack([-data[f"i(vs{n})"] for n in range(len(rows))]) / sc.i0
     source = np.stack([data[f"i(vd{n})"] for n in range(len(rows))]) / sc.i0

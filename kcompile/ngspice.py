@@ -6,7 +6,7 @@ shared library (PySpice/InSpice): a trial measured the same cost per run
 verification tool needs most: a crash, a hang or a leak in the simulator
 cannot take the Python process with it, runs get a hard timeout, samples
 run in parallel as plain processes, and every run leaves a directory a
-person can re-run by hand with the same command.
+person can re-run by hand with the same command (saved in it as ``command``).
 
 Each run happens in a fresh directory with ``-n`` (no ``.spiceinit`` or
 ``spinit`` is read from the working directory), writes a binary raw file,
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -114,8 +115,8 @@ def parse_raw(path: Path) -> RawData:
     return RawData(table[:, 0].copy(), {name: table[:, i].copy() for i, name in enumerate(names) if i})
 
 
-def run(deck: str, *, files: dict[str, Path] | None = None, timeout: float = 600.0,
-        run_dir: Path | None = None, keep: bool = False) -> RawData:
+def run(deck: str, *, files: dict[str, Path] | None = None, defines: tuple[str, ...] | list[str] = (),
+        timeout: float = 600.0, run_dir: Path | None = None, keep: bool = False) -> RawData:
     """Run one deck in batch mode and return its raw data.
 
     Parameters
@@ -124,6 +125,9 @@ def run(deck: str, *, files: dict[str, Path] | None = None, timeout: float = 600
         Netlist text; it may ``.include`` the names given in ``files``.
     files : dict, optional
         ``name -> path``: linked into the run directory under ``name``.
+    defines : sequence of str
+        ``name[=value]`` variables set before the deck is read (``-D``), e.g. a
+        PDK's ``ngbehavior=hsa`` (:meth:`kcompile.pdk.Pdk.ngspice_defines`).
     timeout : float
         Seconds before the run is killed.
     run_dir : Path, optional
@@ -144,7 +148,9 @@ def run(deck: str, *, files: dict[str, Path] | None = None, timeout: float = 600
         for name, target in (files or {}).items():
             os.symlink(Path(target).resolve(), run_dir / name)
         (run_dir / "deck.cir").write_text(deck)
-        cmd = [exe, "-b", "-n", "-r", "out.raw", "-o", "ngspice.log", "deck.cir"]
+        cmd = [exe, "-b", "-n", *(arg for d in defines for arg in ("-D", d)), "-r", "out.raw", "-o", "ngspice.log",
+               "deck.cir"]
+        (run_dir / "command").write_text(shlex.join(cmd) + "\n")  # to re-run a kept directory by hand
         try:
             proc = subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL)

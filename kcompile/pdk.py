@@ -91,9 +91,11 @@ class Pdk:
     pip_name : str or None
         PyPI package that provides the models (``None``: shipped here).
     spiceinit : tuple of str
-        ``set`` lines the vendor recommends for ngspice (for a ``.spiceinit``,
-        or ``-D name=value`` on the command line). ngspice-39 loads all three
-        PDKs' MOSFET models correctly without them; they silence warnings.
+        ``set`` lines the vendor recommends for ngspice; every run passes them
+        as ``-D name=value`` (:meth:`ngspice_defines`). They do not change a
+        result, but sky130 needs ``ngbehavior=hsa`` for speed: without it
+        ngspice-39 spends ~0.13 s expanding each transistor's parameterised
+        subcircuit (62 s of a 0.7 s run for 24 cells, identical output).
     mismatch : Mismatch or None
         Pelgrom coefficients for Monte Carlo mismatch (:mod:`kcompile.mismatch`).
     """
@@ -167,12 +169,9 @@ class Pdk:
             "" if self.subckt_devices else _junctions(w))
         return line if vary is None else f"{line} delvto={{vt_{vary}}} mulu0={{1+bt_{vary}}}"
 
-    def ngspice_defines(self) -> list[str]:
-        """``-D name[=value]`` arguments equivalent to :attr:`spiceinit`."""
-        args = []
-        for line in self.spiceinit:
-            args += ["-D", line.removeprefix("set ").strip()]
-        return args
+    def ngspice_defines(self) -> tuple[str, ...]:
+        """``name[=value]`` of every :attr:`spiceinit` line, for :func:`kcompile.ngspice.run`."""
+        return tuple(line.removeprefix("set ").strip() for line in self.spiceinit)
 
 
 def _junctions(w: float) -> str:

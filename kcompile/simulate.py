@@ -62,12 +62,13 @@ class _Job:
     cache_file: Path | None
     supply: tuple[str, float] | None = None  # (source name, volts): integrate its power
     tran: Tran | None = None  # set for a segmented run: the decks after the first are rendered from its states
+    defines: tuple[str, ...] = ()  # ngspice -D variables (a PDK's ngbehavior=hsa)
 
 
 def _checked_run(job: _Job, deck: str, initial: np.ndarray, tstop: float, run_dir: Path | None):
     """Run one deck; check ``tstop`` and the start voltages; return (raw, t, v) in model units."""
-    raw = ngspice.run(deck, files={"circuit.cir": job.circuit}, timeout=job.timeout, run_dir=run_dir,
-                      keep=run_dir is not None)
+    raw = ngspice.run(deck, files={"circuit.cir": job.circuit}, defines=job.defines, timeout=job.timeout,
+                      run_dir=run_dir, keep=run_dir is not None)
     scaling = job.scaling
     t = raw.time / scaling.tau
     v = (np.column_stack([raw[f"v(n{i})"] for i in range(1, initial.size + 1)]) - scaling.vcm) / scaling.v0
@@ -181,7 +182,7 @@ def dask_executor(address: str) -> Executor:
 def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scaling: Scaling = Scaling(),
              timeout: float = 600.0, jobs: int | None = None, executor: Executor | None = None,
              waveforms: bool = False, run_root: Path | None = None, cache_dir: Path | None = None,
-             supply: tuple[str, float] | None = None,
+             supply: tuple[str, float] | None = None, defines: tuple[str, ...] = (),
              progress: Callable[[int], None] | None = None) -> SpiceResult:
     """Simulate every row of ``inputs`` through ``circuit`` in ngspice.
 
@@ -208,6 +209,8 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
         Store and reuse finished runs, keyed by the hash of circuit and deck.
     supply : (str, float), optional
         Voltage source name and volts: report the energy it delivers per sample.
+    defines : tuple of str
+        ngspice ``-D`` variables: a transistor circuit's ``Pdk.ngspice_defines()``.
     progress : callable, optional
         Called with 1 after each finished sample.
     """
@@ -223,11 +226,11 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
     for b, row in enumerate(initial):
         deck = render_deck(row, first, scaling, supply[0] if supply else None, layer=0 if tran.segmented else None)
         segments = f"\nsegments {knet.t_bounds.tolist()}" if tran.segmented else ""  # later decks follow from these
-        key = hashlib.sha256(f"{circuit_hash}\n{ngspice.version()}\n{deck}{segments}".encode()).hexdigest()
+        key = hashlib.sha256(f"{circuit_hash}\n{ngspice.version()}\n{defines}\n{deck}{segments}".encode()).hexdigest()
         work.append(_Job(circuit, deck, row, knet.t_bounds, tran.tstop, scaling, timeout,
                          None if run_root is None else Path(run_root) / f"sample_{b}",
                          None if cache_dir is None else Path(cache_dir) / f"{key}.npz", supply,
-                         tran if tran.segmented else None))
+                         tran if tran.segmented else None, tuple(defines)))
     cached = sum(job.cache_file is not None and job.cache_file.is_file() for job in work)
     results: list = [None] * len(work)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(work)))

@@ -263,7 +263,7 @@ def _run_specs(specs: list[_Spec], knet: KNet, x: np.ndarray, tran, scaling, flo
         t0 = time.perf_counter()
         res = simulate(knet, circuits[n], x, dataclasses.replace(tran, temp=spec.temp), scaling=scaling,
                        executor=pool, waveforms=spec.mismatch is None, cache_dir=flow.cache,
-                       supply=("vdd", spec.supply), progress=tick)
+                       supply=("vdd", spec.supply), defines=spec.cellmap.pdk.ngspice_defines(), progress=tick)
         return res, time.perf_counter() - t0
 
     try:

