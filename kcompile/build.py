@@ -27,7 +27,7 @@ from .files import sha256
 from .inputs import check_inputs
 from .knet import FORMAT, KNet, load_knet, save_knet
 from .mapping import affine_reason, clip_reason, map_knet, relu_target, transistor_scaling
-from .netlist import Scaling, Tran, default_tran, render_transistor_circuit, transistor_tran, write_circuit
+from .netlist import SOLVERS, Scaling, Tran, default_tran, render_transistor_circuit, transistor_tran, write_circuit
 from .pdk import get_pdk
 from .reference import integrate
 from .refine import refine, steps_for
@@ -128,7 +128,7 @@ def compliance_warnings(knet: KNet, inputs: np.ndarray, scaling: Scaling, supply
 
 def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = None, *, cells: str = "behavioural",
           pdk: str = "generic180", corner: str = "tt", allow_clipped: bool = False,
-          points_per_layer: int | None = None, refine_steps: int | None = None) -> Build:
+          points_per_layer: int | None = None, refine_steps: int | None = None, solver: str | None = None) -> Build:
     """Validate ``weights`` and write the build directory ``out_dir``.
 
     Parameters
@@ -148,12 +148,17 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
     refine_steps : int, optional
         Per-device refinement steps of transistor cells (:mod:`kcompile.refine`);
         default: 2 for networks up to 2,000 devices, else 0.
+    solver : {"sparse", "klu"}, optional
+        ngspice's linear solver (default: ``"klu"`` for large networks, see
+        :func:`kcompile.netlist.default_tran`; an ngspice without KLU ignores it).
 
     An existing ``out_dir`` is replaced only if it is an earlier kcompile build
     (it holds ``manifest.json``) or empty; anything else is refused.
     """
     if cells not in ("behavioural", "transistor"):
         raise InputError(f"The 'cells' parameter must be 'behavioural' or 'transistor'. Got {cells!r} instead.")
+    if solver is not None and solver not in SOLVERS:
+        raise InputError(f"The 'solver' parameter must be one of {', '.join(SOLVERS)}. Got {solver!r} instead.")
     weights, out_dir = Path(weights), Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file())):
         raise InputError(f"{out_dir}: exists and is not a kcompile build directory; choose another -o")
@@ -174,6 +179,7 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
     else:
         scaling = scaling or Scaling()
         tran = default_tran(knet, *([points_per_layer] if points_per_layer else []))
+    tran = tran if solver is None else dataclasses.replace(tran, solver=solver)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

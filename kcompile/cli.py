@@ -26,7 +26,7 @@ from .compare import Comparison, compare
 from .errors import KCompileError
 from .inputs import load_inputs, random_inputs
 from .mapping import map_knet, transistor_scaling
-from .netlist import Scaling
+from .netlist import SOLVERS, Scaling
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
 from .refine import refine
@@ -71,14 +71,18 @@ def main():
 @click.option("--refine-steps", type=click.IntRange(min=0), default=None,
               help="Per-device refinement steps of transistor cells from their measured I-V "
                    "(default 2 up to 2,000 devices, else 0).")
+@click.option("--solver", type=click.Choice(SOLVERS), default=None,
+              help="ngspice linear solver (default klu from 10,000 devices, else sparse; "
+                   "an ngspice without KLU, e.g. Debian 12's 39, ignores klu: see scripts/ngspice_klu.sh).")
 def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped, v0, i0, c_unit, points_per_layer,
-          refine_steps):
+          refine_steps, solver):
     """Validate WEIGHTS (kcompile.knet/1 .npz) and write netlists and a manifest."""
     out_dir = out_dir or Path("build") / weights.stem
     overrides = {k: v for k, v in {"v0": v0, "i0": i0, "c_unit": c_unit}.items() if v is not None}
     base = transistor_scaling(get_pdk(pdk)) if cells == "transistor" else Scaling()
     b = build_dir(weights, out_dir, dataclasses.replace(base, **overrides), cells=cells, pdk=pdk, corner=corner,
-                  allow_clipped=allow_clipped, points_per_layer=points_per_layer, refine_steps=refine_steps)
+                  allow_clipped=allow_clipped, points_per_layer=points_per_layer, refine_steps=refine_steps,
+                  solver=solver)
     m = b.manifest
     layers = ", ".join(f"{layer['devices']}" for layer in m["layers"])
     what = "behavioural sources" if cells == "behavioural" else (
@@ -134,6 +138,10 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
     if not use_spice:
         return _Run(b.knet, x, source, ref, None, None, char, b.scaling.tau)
     console.print(f"ngspice {ngspice.version()} ({ngspice.binary()}), {len(x)} sample(s)", highlight=False)
+    if b.tran.solver == "klu" and not ngspice.has_klu():
+        console.print(f"[yellow]note:[/] this ngspice has no KLU solver, so it factors with Sparse 1.3 (about half "
+                      f"as fast on MNIST-size networks); scripts/ngspice_klu.sh fetches one that has it",
+                      highlight=False)
     with Progress(TextColumn("ngspice"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("", total=len(x))

@@ -71,12 +71,14 @@ class Tran:
     uic: bool = True  # False: start from an operating point with the node voltages held at .ic
     temp: float | None = None  # circuit temperature in °C (ngspice default 27)
     segmented: bool = False  # one transient per layer on a segmented circuit (write_circuit(segmented=True))
+    solver: str = "sparse"  # "klu": '.options klu' (ngspice >= 40 built with KLU; older ones ignore it)
 
     def options(self, scaling: Scaling) -> str:
         abstol = self.abstol * scaling.i0
         vntol = self.vntol * scaling.v0
         return (f"reltol={self.reltol:g} abstol={abstol:g} vntol={vntol:g} trtol={self.trtol:g} "
-                f"method={self.method}" + ("" if self.temp is None else f" temp={self.temp:g}"))
+                f"method={self.method}" + ("" if self.temp is None else f" temp={self.temp:g}")
+                + (" klu" if self.solver == "klu" else ""))
 
 
 #: networks with at least this many devices are built segmented, with :data:`LARGE_POINTS_PER_LAYER`
@@ -88,6 +90,9 @@ LARGE_POINTS_PER_LAYER = 500
 LARGE_TRTOL = 1000.0
 #: Newton tolerances for large networks: 30 % fewer iterations than 1e-6 at the same error (MNIST, 100 points)
 LARGE_RELTOL, LARGE_VNTOL, LARGE_ABSTOL = 1e-3, 1e-6, 1e-12
+#: linear solver for large networks: KLU halves ngspice's CPU on the MNIST checkpoint (docs/performance.md)
+LARGE_SOLVER = "klu"
+SOLVERS = ("sparse", "klu")
 
 
 def is_large(knet: KNet) -> bool:
@@ -107,8 +112,9 @@ def default_tran(knet: KNet, points_per_layer: int | None = None, *, segmented: 
     transient per layer (:func:`render_circuit`), :data:`LARGE_POINTS_PER_LAYER`
     points per layer, ``trtol`` = :data:`LARGE_TRTOL` so that the cap rather
     than the local-error estimate sets the step, and Newton tolerances
-    :data:`LARGE_RELTOL`/:data:`LARGE_VNTOL`/:data:`LARGE_ABSTOL`. Measured on
-    the MNIST checkpoint (460k devices) in docs/performance.md.
+    :data:`LARGE_RELTOL`/:data:`LARGE_VNTOL`/:data:`LARGE_ABSTOL`, and the KLU
+    solver where ngspice has it (:data:`LARGE_SOLVER`). Measured on the MNIST
+    checkpoint (460k devices) in docs/performance.md.
     """
     large = is_large(knet) if segmented is None else segmented
     points = points_per_layer or (LARGE_POINTS_PER_LAYER if large else 1000)
@@ -117,7 +123,7 @@ def default_tran(knet: KNet, points_per_layer: int | None = None, *, segmented: 
     if not large:
         return Tran(**step)
     return Tran(**step, reltol=LARGE_RELTOL, vntol=LARGE_VNTOL, abstol=LARGE_ABSTOL, trtol=LARGE_TRTOL,
-                segmented=True)
+                segmented=True, solver=LARGE_SOLVER)
 
 
 def _environment() -> jinja2.Environment:

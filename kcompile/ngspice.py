@@ -67,16 +67,20 @@ def available() -> bool:
 
 
 @lru_cache(maxsize=None)
-def _version(path: str) -> str:
+def _banner(path: str) -> str:
     out = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=30)
-    m = re.search(r"ngspice-(\S+)", out.stdout + out.stderr)
-    return m.group(1) if m else "unknown"
+    return out.stdout + out.stderr
 
 
 def version() -> str:
     """ngspice version string, e.g. ``"39"``."""
-    require()
-    return _version(binary())
+    m = re.search(r"ngspice-(\S+)", _banner(require()))
+    return m.group(1) if m else "unknown"
+
+
+def has_klu() -> bool:
+    """Whether the binary is built with the KLU solver (``.options klu``; ngspice 39 ignores it)."""
+    return "KLU" in _banner(require())
 
 
 def require() -> str:

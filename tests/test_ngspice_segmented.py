@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
+from kcompile import ngspice
 from kcompile.compare import compare
 from kcompile.errors import InputError
 from kcompile.knet import random_knet
 from kcompile.laws import LAWS
-from kcompile.netlist import SEGMENTED_MIN_DEVICES, default_tran, is_large, render_circuit, write_circuit
+from kcompile.netlist import SEGMENTED_MIN_DEVICES, Scaling, default_tran, is_large, render_circuit, write_circuit
 from kcompile.reference import integrate
 from kcompile.simulate import simulate
 
@@ -69,3 +72,31 @@ def test_segmented_cache_reuses_runs(tmp_path):
     first = simulate(knet, tmp_path / "circuit.cir", x, tran, jobs=1, cache_dir=tmp_path / "cache")
     again = simulate(knet, tmp_path / "circuit.cir", x, tran, jobs=1, cache_dir=tmp_path / "cache")
     assert again.cached == 2 and np.array_equal(first.states, again.states)
+
+
+def test_large_networks_ask_for_klu_and_small_ones_do_not():
+    knet = random_knet(5, 2, 6, "relu", seed=1)
+    assert default_tran(knet).solver == "sparse" and "klu" not in default_tran(knet).options(Scaling())
+    large = default_tran(knet, segmented=True)
+    assert large.solver == "klu" and large.options(Scaling()).split()[-1] == "klu"
+
+
+KLU_NGSPICE = os.environ.get("KCOMPILE_NGSPICE_KLU")
+
+
+@pytest.mark.skipif(not KLU_NGSPICE, reason="NO ngspice WITH KLU: set KCOMPILE_NGSPICE_KLU to one "
+                    "('bash scripts/ngspice_klu.sh' fetches it; .ci/run does)")
+def test_klu_solver_matches_reference(tmp_path, monkeypatch):
+    """ngspice >= 40 built with KLU really factors with it, and the segmented run still matches the reference."""
+    monkeypatch.setenv(ngspice.ENV_BINARY, KLU_NGSPICE)
+    assert ngspice.has_klu()
+    knet = random_knet(20, 3, 70, "shift_relu", seed=21, theta_scale=0.3)
+    x = np.random.default_rng(4).uniform(-1, 1, (2, knet.num_features))
+    write_circuit(knet, tmp_path / "circuit.cir", segmented=True)
+    tran = default_tran(knet, 1000, segmented=True)
+    spice = simulate(knet, tmp_path / "circuit.cir", x, tran, jobs=1, run_root=tmp_path / "runs")
+    assert "Using KLU" in (tmp_path / "runs" / "sample_0" / "layer0" / "ngspice.log").read_text()
+    ref = integrate(knet, x)
+    c = compare(ref.states, spice.states, knet.output_nodes)
+    assert np.abs(ref.states[:, -1] - ref.states[:, 0]).max() > 0.05
+    assert c.max_output_error <= 1e-4 and c.boundary_error.max() <= 1e-4, c.boundary_error
