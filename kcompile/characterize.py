@@ -105,8 +105,8 @@ def sweep_deck(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], s
     return "\n".join(lines) + "\n"
 
 
-def run_sweep(deck: str, n: int, scaling: Scaling, points: int) -> Sweep:
-    """Run a :func:`sweep_deck` deck for ``n`` instances and reshape its currents."""
+def run_sweep(deck: str, pdk: Pdk, n: int, scaling: Scaling, points: int) -> Sweep:
+    """Run a :func:`sweep_deck` deck on ``pdk``'s models for ``n`` instances and reshape its currents."""
     data = _run_ngspice(deck, pdk)
     shape = (points, points)  # ngspice varies the first source fastest: [vd index, vs index]
     vs = data["sweep"].reshape(shape)[0]
@@ -127,7 +127,7 @@ def measure(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], scal
     if cache and path.is_file():
         with np.load(path) as z:
             return Sweep(z["vs"], z["vd"], z["sink"], z["source"])
-    sweep = run_sweep(deck, len(instances), scaling, points)
+    sweep = run_sweep(deck, pdk, len(instances), scaling, points)
     if cache:
         _store(path, vs=sweep.vs, vd=sweep.vd, sink=sweep.sink, source=sweep.source)
     return sweep
@@ -673,7 +673,7 @@ def measure_poster(pdk_name: str = "generic180", corner: str = "tt", vg: tuple[f
         lines += [f"vs{k} s{k} s 0", f"vd{k} d{k} d 0", f"vg{k} g{k} 0 {g:g}",
                   f"x{k} s{k} d{k} g{k} vdd 0 {subckt_name(POSTER_RELU)} iref={i * sc.i0:.6g}"]
     lines += [f".dc vs {lo:.6g} {hi:.6g} {step:.6g} vd {lo:.6g} {hi:.6g} {step:.6g}", ".end"]
-    sweep = run_sweep("\n".join(lines) + "\n", len(grid), sc, points)
+    sweep = run_sweep("\n".join(lines) + "\n", pdk, len(grid), sc, points)
     rows = []
     for k, (g, i) in enumerate(grid):
         t0, t1 = fit_relu(sweep.delta, sweep.sink[k])

@@ -139,8 +139,8 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
         return _Run(b.knet, x, source, ref, None, None, char, b.scaling.tau)
     console.print(f"ngspice {ngspice.version()} ({ngspice.binary()}), {len(x)} sample(s)", highlight=False)
     if b.tran.solver == "klu" and not ngspice.has_klu():
-        console.print(f"[yellow]note:[/] this ngspice has no KLU solver, so it factors with Sparse 1.3 (about half "
-                      f"as fast on MNIST-size networks); scripts/ngspice_klu.sh fetches one that has it",
+        console.print("[yellow]note:[/] this ngspice has no KLU solver, so it factors with Sparse 1.3 (about half "
+                      "as fast on MNIST-size networks); scripts/ngspice_klu.sh fetches one that has it",
                       highlight=False)
     with Progress(TextColumn("ngspice"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
