@@ -48,7 +48,7 @@ from kcompile.knet import KNet, make_knet, save_knet  # noqa: E402
 from kcompile.netlist import default_tran, write_circuit  # noqa: E402
 from kcompile.reference import integrate  # noqa: E402
 from kcompile.simulate import simulate  # noqa: E402
-from kcompile.timing import best_time  # noqa: E402
+from kcompile.timing import best_time, torchdiffeq_forward  # noqa: E402
 
 CHECKPOINT = Path(os.environ.get("KCOMPILE_CHECKPOINTS", "/work/shared/reference-checkpoints")) / "mnist"
 TIGHT = 1e-9
@@ -113,33 +113,6 @@ def _key(knet: KNet, x: np.ndarray) -> str:
 
 
 # ---------------------------------------------------------------- 1. reference vs torchdiffeq
-
-
-def torchdiffeq_forward(knet: KNet, x: np.ndarray, tol: float = 1e-3) -> tuple[np.ndarray, int]:
-    """The reference code's forward pass: dopri5 over each layer window, float32, first_step 1e-2."""
-    import torch
-    import torchdiffeq
-
-    y = torch.as_tensor(knet.initial_state(x), dtype=torch.float32)
-    nfe = [0]
-    for layer in knet.layers:
-        src, dst = torch.as_tensor(np.array(layer.src)), torch.as_tensor(np.array(layer.dst))
-        theta = torch.as_tensor(np.array(layer.theta.T), dtype=torch.float32)
-
-        def rhs(t, v, src=src, dst=dst, theta=theta):
-            nfe[0] += 1
-            vg = torch.cat((torch.zeros_like(v[:, :1]), v), dim=1)
-            g = theta[1] * torch.relu(vg[:, src] - vg[:, dst] - theta[0])  # ShiftRelu1
-            out = torch.zeros_like(vg)
-            out.index_add_(1, dst, g)
-            out.index_add_(1, src, -g)
-            return out[:, 1:]
-
-        span = torch.tensor([0.0, layer.t_stop - layer.t_start])
-        with torch.no_grad():
-            y = torchdiffeq.odeint(rhs, y, span, rtol=tol, atol=tol, method="dopri5",
-                                   options={"first_step": 1e-2})[-1]
-    return y.double().numpy()[:, knet.output_nodes - 1], nfe[0]
 
 
 def reference_section(knet: KNet, x: np.ndarray, repeat: int, cache: Path, configs) -> dict:

@@ -40,8 +40,8 @@ def best_time(fn, repeat: int) -> tuple[float, float, object]:
     return best, best_cpu, out
 
 
-def torchdiffeq_forward(knet: KNet, x: np.ndarray) -> np.ndarray:
-    """Output voltages ``[B, M]`` by the paper's forward: dopri5 per layer window in float32."""
+def torchdiffeq_forward(knet: KNet, x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Output voltages ``[B, M]`` by the paper's forward (dopri5 per layer window in float32), and its RHS count."""
     import torch
     import torchdiffeq
 
@@ -50,11 +50,13 @@ def torchdiffeq_forward(knet: KNet, x: np.ndarray) -> np.ndarray:
     law = TORCH_LAWS[knet.law]
     y = torch.as_tensor(knet.initial_state(x), dtype=torch.float32)
     cinv = torch.as_tensor(1.0 / knet.capacitance, dtype=torch.float32)
+    nfe = [0]
     for layer in knet.layers:
         src, dst = torch.as_tensor(np.array(layer.src)), torch.as_tensor(np.array(layer.dst))
         theta = torch.as_tensor(np.array(layer.theta), dtype=torch.float32)
 
         def rhs(t, v, src=src, dst=dst, theta=theta):
+            nfe[0] += 1
             vg = torch.cat((torch.zeros_like(v[:, :1]), v), dim=1)
             g = law(vg[:, src], vg[:, dst], theta)
             out = torch.zeros_like(vg)
@@ -66,7 +68,7 @@ def torchdiffeq_forward(knet: KNet, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             y = torchdiffeq.odeint(rhs, y, span, rtol=PAPER_TOL, atol=PAPER_TOL, method="dopri5",
                                    options={"first_step": PAPER_FIRST_STEP})[-1]
-    return y.double().numpy()[:, knet.output_nodes - 1]
+    return y.double().numpy()[:, knet.output_nodes - 1], nfe[0]
 
 
 def rk4_forward(knet: KNet, x: np.ndarray) -> np.ndarray:
@@ -98,7 +100,7 @@ def compute_timing(knet: KNet, x: np.ndarray, repeat: int = 3) -> dict:
     try:
         import torchdiffeq  # noqa: F401
 
-        fn, label = torchdiffeq_forward, (f"paper's forward: torchdiffeq dopri5, float32, rtol = atol = {PAPER_TOL:g}, "
+        fn, label = (lambda k, v: torchdiffeq_forward(k, v)[0]), (f"paper's forward: torchdiffeq dopri5, float32, rtol = atol = {PAPER_TOL:g}, "
                                           f"first step {PAPER_FIRST_STEP:g}")
     except ImportError:
         fn, label = rk4_forward, (f"torchdiffeq is not installed: kcompile's torch RK4 forward "

@@ -279,3 +279,15 @@ def test_varied_transistor_moves_as_drawn_in_ngspice(name):
         assert i[1] == i[0]
     assert 0.5 < i[2] / i[0] < 0.99
     assert 1.03 < i[3] / i[0] < 1.07
+
+
+def test_torchdiffeq_forward_counts_rhs_and_matches_reference():
+    pytest.importorskip("torchdiffeq", reason="torchdiffeq NOT INSTALLED (pip install -e .[bench]): paper-forward timing untested")
+    from kcompile.timing import torchdiffeq_forward
+
+    knet = load_knet(EXAMPLE)
+    with np.load(EXAMPLE) as z:
+        x = z["test_inputs"][:2]
+    y, nfe = torchdiffeq_forward(knet, x)
+    assert nfe >= 12 and y.shape == (2, len(knet.output_nodes))
+    assert np.abs(y - integrate(knet, x).outputs).max() < 0.05  # rtol = atol = 1e-3, float32
