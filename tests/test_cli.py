@@ -38,6 +38,23 @@ def test_build_writes_manifest_and_netlist(tmp_path, small_weights):
     assert circuit.count("\nB") == 24 and circuit.count("\nC") == 6 and circuit.count("\nVclk") == 2
 
 
+@pytest.mark.ngspice
+def test_solver_choice_reaches_the_manifest_and_the_run(tmp_path, small_weights):
+    """``--solver klu`` is recorded and used; an ngspice without KLU runs it anyway and the CLI says so."""
+    from kcompile import ngspice
+
+    assert _cli("build", small_weights, "-o", tmp_path / "s").exit_code == 0
+    assert json.loads((tmp_path / "s" / "manifest.json").read_text())["tran"]["solver"] == "sparse"
+    assert _cli("build", small_weights, "-o", tmp_path / "b", "--solver", "klu").exit_code == 0
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["tran"]["solver"] == "klu"
+    result = _cli("simulate", tmp_path / "b", "--batch", "1", "--keep-runs", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^\.options .* klu$", (tmp_path / "runs" / "sample_0" / "deck.cir").read_text(), re.M)
+    assert ("has no KLU solver" in result.output) != ngspice.has_klu()
+    bad = _cli("build", small_weights, "-o", tmp_path / "x", "--solver", "magic")
+    assert bad.exit_code == 2 and not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("case", ["missing key", "wrong dtype", "node out of range", "nan", "src == dst",
                                   "non-increasing t_bounds", "unknown law", "unknown format"])
 def test_bad_weights_exit_2_and_leave_nothing(tmp_path, small_weights, case):
