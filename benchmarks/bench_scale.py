@@ -44,6 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # benchmark this checkout, not whichever kcompile is installed
 
+from kcompile import ngspice  # noqa: E402
 from kcompile.knet import KNet, make_knet, save_knet  # noqa: E402
 from kcompile.netlist import default_tran, write_circuit  # noqa: E402
 from kcompile.reference import integrate  # noqa: E402
@@ -211,7 +212,7 @@ def spice_section(sizes: list[str], ppl: int, samples: int, jobs: int, work: Pat
         res = simulate(knet, circuit, x, tran, jobs=1, timeout=7200)
         wall1, cpu1 = (time.perf_counter() - t) / samples, (_children_cpu() - c) / samples
         row = {"name": name, "nodes": knet.num_nodes, "devices": knet.num_devices, "points_per_layer": ppl,
-               "segmented": tran.segmented, "trtol": tran.trtol, "samples": samples, "seconds_per_sample": wall1,
+               "segmented": tran.segmented, "trtol": tran.trtol, "solver": tran.solver, "samples": samples, "seconds_per_sample": wall1,
                "cpu_seconds_per_sample": cpu1}
         if jobs > 1:
             t = time.perf_counter()
@@ -246,7 +247,8 @@ def mnist_spice(knet: KNet, x: np.ndarray, ppl: int | None, work: Path, max_erro
     err = float(np.abs(res.outputs - ref.outputs).max())
     cls, ref_cls = res.outputs.argmax(1).tolist(), ref.outputs.argmax(1).tolist()
     return {"points_per_layer": round(tran.tstop / knet.num_layers / tran.tmax), "segmented": tran.segmented,
-            "trtol": tran.trtol, "reltol": tran.reltol, "seconds": wall, "cpu_seconds": cpu,
+            "trtol": tran.trtol, "reltol": tran.reltol, "solver": tran.solver,
+            "ngspice": ngspice.version() + (" KLU" if tran.solver == "klu" and ngspice.has_klu() else ""), "seconds": wall, "cpu_seconds": cpu,
             "max_output_error": err, "max_state_error": float(np.abs(res.states - ref.states).max()),
             "output_span": float(np.abs(ref.outputs).max()), "class_spice": cls, "class_reference": ref_cls,
             "same_class": cls == ref_cls, "within": max_error, "match": err <= max_error and cls == ref_cls,
@@ -305,7 +307,7 @@ def plot(report: dict, path: Path) -> None:
     m = report.get("mnist_spice")
     if m:
         ax.loglog([report["mnist"]["devices"]], [m["seconds"]], "r*", ms=12,
-                  label=f"ngspice MNIST checkpoint ({m['points_per_layer']} pts/layer)")
+                  label=f"ngspice {m.get('ngspice', '')} MNIST checkpoint ({m['points_per_layer']} pts/layer)")
     if rows:
         d = np.array([min(dev), max(dev)])
         ax.loglog(d, rows[0]["cpu_seconds_per_sample"] * d / d[0], "k:", lw=1, label="linear")
@@ -339,7 +341,9 @@ def main() -> None:
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     args.out.mkdir(parents=True, exist_ok=True)
-    report: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "load_average_start": os.getloadavg()}
+    report: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "load_average_start": os.getloadavg(),
+                    "ngspice": {"version": ngspice.version(), "binary": ngspice.binary(), "klu": ngspice.has_klu()}}
+    print("ngspice:", json.dumps(report["ngspice"]), flush=True)
     knet, source = load_mnist()
     report["mnist"] = {"source": source, "nodes": knet.num_nodes, "devices": knet.num_devices}
     print("MNIST:", json.dumps(report["mnist"]), flush=True)
