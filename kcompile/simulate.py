@@ -221,7 +221,7 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
     circuit_hash = sha256(circuit) if cache_dir is not None else ""
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    work = []
+    work, defines = [], tuple(defines)
     first = dataclasses.replace(tran, tstop=float(knet.t_bounds[1] - knet.t_bounds[0])) if tran.segmented else tran
     for b, row in enumerate(initial):
         deck = render_deck(row, first, scaling, supply[0] if supply else None, layer=0 if tran.segmented else None)
@@ -230,7 +230,7 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
         work.append(_Job(circuit, deck, row, knet.t_bounds, tran.tstop, scaling, timeout,
                          None if run_root is None else Path(run_root) / f"sample_{b}",
                          None if cache_dir is None else Path(cache_dir) / f"{key}.npz", supply,
-                         tran if tran.segmented else None, tuple(defines)))
+                         tran if tran.segmented else None, defines))
     cached = sum(job.cache_file is not None and job.cache_file.is_file() for job in work)
     results: list = [None] * len(work)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(work)))
