@@ -24,6 +24,8 @@ fixed-step RK4.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,6 +40,21 @@ DEFAULT_ATOL = 1e-11
 
 #: bytes of one chunk's pre-activations ``z`` (about half a core's L2 cache)
 CHUNK_BYTES = 2 << 20
+
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def default_threads() -> int:
+    """Threads for the right-hand side: the cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """This process's pool of ``threads`` workers (a forked child makes its own: the parent's threads are gone)."""
+    key = (os.getpid(), threads)
+    if key not in _pools:
+        _pools[key] = ThreadPoolExecutor(threads, thread_name_prefix="kcompile-rhs")
+    return _pools[key]
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,9 +114,9 @@ class _LayerRHS:
     * **gather** (no affine form): ``v[src]``, ``v[dst]``, the law, a scatter.
     """
 
-    def __init__(self, knet: KNet, k: int, dtype):
+    def __init__(self, knet: KNet, k: int, dtype, threads: int = 1):
         layer = knet.layers[k]
-        self.n, self.e, self.dtype = knet.num_nodes, layer.num_devices, np.dtype(dtype)
+        self.n, self.e, self.dtype, self.threads = knet.num_nodes, layer.num_devices, np.dtype(dtype), threads
         src, dst, rows = layer.src, layer.dst, np.arange(layer.num_devices)
         inv_c = 1.0 / knet.capacitance
         self._chunks: dict[int, list] = {}
@@ -179,9 +196,25 @@ class _LayerRHS:
         if self.mode == "gather":
             vg = np.concatenate([np.zeros((1, v.shape[1]), v.dtype), v])
             return self.S @ self.current(vg[self.src].T, vg[self.dst].T, self.theta).T
+        chunks = self.chunks(v.shape[1])
+        parts = min(self.threads, len(chunks))
+        if parts <= 1:
+            out = self._partial(v, chunks)
+        else:  # contiguous groups of chunks in threads (the sparse products and ufuncs release the GIL)
+            bounds = np.linspace(0, len(chunks), parts + 1).astype(int)
+            groups = [chunks[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+            out, *rest = _pool(parts).map(lambda group: self._partial(v, group), groups)
+            for part in rest:
+                out += part
+        if self.bias is not None:
+            out += self.bias
+        return out
+
+    def _partial(self, v: np.ndarray, chunks: list) -> np.ndarray:
+        """The devices of ``chunks``' share of ``dv/dt`` (without the bias)."""
         out = np.zeros_like(v)
         if self.mode == "pairs":
-            for a, tmax, tmin, smax, smin in self.chunks(v.shape[1]):
+            for a, tmax, tmin, smax, smin in chunks:
                 d = a @ v
                 z = np.maximum(d, tmax)
                 np.minimum(d, tmin, out=d)
@@ -189,7 +222,7 @@ class _LayerRHS:
                 out += smin @ d
         else:
             relu_bias = self.bias is not None
-            for a, c, s in self.chunks(v.shape[1]):
+            for a, c, s in chunks:
                 z = a @ v
                 if relu_bias:
                     np.maximum(z, c, out=z)
@@ -198,8 +231,6 @@ class _LayerRHS:
                     if self.activation is not None:
                         self.activation(z)
                 out += s @ z
-        if self.bias is not None:
-            out += self.bias
         return out
 
 
@@ -369,7 +400,7 @@ def _fill_grid(grid, out, t0, t1, y0, y1, f0, f1):
 
 def integrate(knet: KNet, inputs: np.ndarray, *, method: str = "dopri5", rtol: float = DEFAULT_RTOL,
               atol: float = DEFAULT_ATOL, dt: float = 1e-2, grid: np.ndarray | None = None,
-              dtype=np.float64, rhs: Callable | None = None) -> Trajectory:
+              dtype=np.float64, rhs: Callable | None = None, threads: int | None = None) -> Trajectory:
     """Integrate the network for a batch of inputs.
 
     Parameters
@@ -389,6 +420,10 @@ def integrate(knet: KNet, inputs: np.ndarray, *, method: str = "dopri5", rtol: f
     rhs : callable, optional
         ``rhs(knet, k, dtype) -> f`` with ``f(v [B, N]) -> dv/dt [B, N]``: replaces
         the ideal law (the characterised reference uses measured cell tables).
+    threads : int, optional
+        Threads for the ideal right-hand side of large layers (default: every
+        core this process may use, :func:`default_threads`; a layer that fits
+        one cache-sized chunk of devices always runs in the calling thread).
 
     Returns
     -------
@@ -408,7 +443,7 @@ def integrate(knet: KNet, inputs: np.ndarray, *, method: str = "dopri5", rtol: f
     y = np.ascontiguousarray(y0.T)  # node-major [N, B]
     for k, layer in enumerate(knet.layers):
         if rhs is None:
-            f = _LayerRHS(knet, k, dtype)
+            f = _LayerRHS(knet, k, dtype, threads or default_threads())
         else:
             batch_major = rhs(knet, k, dtype)
             f = lambda v, g=batch_major: np.ascontiguousarray(g(v.T).T)  # noqa: E731 (node-major adapter)

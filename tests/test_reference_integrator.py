@@ -91,3 +91,20 @@ def test_unknown_method_is_refused():
     knet = random_knet(3, 1, 2, "relu")
     with pytest.raises(ValueError, match="'method' parameter"):
         integrate(knet, np.zeros((1, 3)), method="euler")
+
+
+@pytest.mark.parametrize("law", ["shift_relu", "tanh"])  # the pair-row and the one-row-per-device forms
+def test_threads_split_the_devices_not_the_answer(law):
+    """Large layers run their cache-sized chunks of devices in threads; the sum is the same to rounding."""
+    from kcompile.reference import _LayerRHS
+
+    knet = random_knet(60, 1, 12_000, law, seed=2, theta_scale=0.3)
+    v = np.random.default_rng(1).uniform(-1, 1, (knet.num_nodes, 64))
+    one, four = _LayerRHS(knet, 0, np.float64, 1), _LayerRHS(knet, 0, np.float64, 4)
+    assert len(four.chunks(64)) >= 2
+    np.testing.assert_allclose(four(v), one(v), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(one(v), _dense_rhs(knet, 0, v.T).T, rtol=1e-9, atol=1e-9)
+    x = np.random.default_rng(2).uniform(-1, 1, (64, knet.num_features))
+    a, b = (integrate(knet, x, method="rk4", dt=1e-2, threads=t) for t in (1, 2))  # fixed steps: rounding only
+    assert np.abs(a.states[:, -1] - a.states[:, 0]).max() > 0.1
+    np.testing.assert_allclose(a.states, b.states, rtol=1e-10, atol=1e-10)
