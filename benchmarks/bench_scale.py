@@ -342,8 +342,8 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "load_average_start": os.getloadavg(),
-                    "ngspice": {"version": ngspice.version(), "binary": ngspice.binary(), "klu": ngspice.has_klu()}}
-    print("ngspice:", json.dumps(report["ngspice"]), flush=True)
+                    "simulator": {"version": ngspice.version(), "binary": ngspice.binary(), "klu": ngspice.has_klu()}}
+    print("ngspice:", json.dumps(report["simulator"]), flush=True)
     knet, source = load_mnist()
     report["mnist"] = {"source": source, "nodes": knet.num_nodes, "devices": knet.num_devices}
     print("MNIST:", json.dumps(report["mnist"]), flush=True)
