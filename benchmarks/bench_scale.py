@@ -212,8 +212,8 @@ def spice_section(sizes: list[str], ppl: int, samples: int, jobs: int, work: Pat
         res = simulate(knet, circuit, x, tran, jobs=1, timeout=7200)
         wall1, cpu1 = (time.perf_counter() - t) / samples, (_children_cpu() - c) / samples
         row = {"name": name, "nodes": knet.num_nodes, "devices": knet.num_devices, "points_per_layer": ppl,
-               "segmented": tran.segmented, "trtol": tran.trtol, "solver": tran.solver, "samples": samples, "seconds_per_sample": wall1,
-               "cpu_seconds_per_sample": cpu1}
+               "segmented": tran.segmented, "trtol": tran.trtol, "solver": tran.solver, "samples": samples,
+               "seconds_per_sample": wall1, "cpu_seconds_per_sample": cpu1}
         if jobs > 1:
             t = time.perf_counter()
             simulate(knet, circuit, x, tran, jobs=jobs, timeout=7200)
@@ -248,7 +248,8 @@ def mnist_spice(knet: KNet, x: np.ndarray, ppl: int | None, work: Path, max_erro
     cls, ref_cls = res.outputs.argmax(1).tolist(), ref.outputs.argmax(1).tolist()
     return {"points_per_layer": round(tran.tstop / knet.num_layers / tran.tmax), "segmented": tran.segmented,
             "trtol": tran.trtol, "reltol": tran.reltol, "solver": tran.solver,
-            "ngspice": ngspice.version() + (" KLU" if tran.solver == "klu" and ngspice.has_klu() else ""), "seconds": wall, "cpu_seconds": cpu,
+            "ngspice": ngspice.version() + (" KLU" if tran.solver == "klu" and ngspice.has_klu() else ""),
+            "seconds": wall, "cpu_seconds": cpu,
             "max_output_error": err, "max_state_error": float(np.abs(res.states - ref.states).max()),
             "output_span": float(np.abs(ref.outputs).max()), "class_spice": cls, "class_reference": ref_cls,
             "same_class": cls == ref_cls, "within": max_error, "match": err <= max_error and cls == ref_cls,

@@ -100,8 +100,11 @@ def compute_timing(knet: KNet, x: np.ndarray, repeat: int = 3) -> dict:
     try:
         import torchdiffeq  # noqa: F401
 
-        fn, label = (lambda k, v: torchdiffeq_forward(k, v)[0]), (f"paper's forward: torchdiffeq dopri5, float32, rtol = atol = {PAPER_TOL:g}, "
-                                          f"first step {PAPER_FIRST_STEP:g}")
+        def fn(k, v):
+            return torchdiffeq_forward(k, v)[0]
+
+        label = (f"paper's forward: torchdiffeq dopri5, float32, rtol = atol = {PAPER_TOL:g}, "
+                 f"first step {PAPER_FIRST_STEP:g}")
     except ImportError:
         fn, label = rk4_forward, (f"torchdiffeq is not installed: kcompile's torch RK4 forward "
                                   f"(kcompile.train.TorchKNet, float64, dt {RK4_DT:g}) instead")

@@ -282,7 +282,8 @@ def test_varied_transistor_moves_as_drawn_in_ngspice(name):
 
 
 def test_torchdiffeq_forward_counts_rhs_and_matches_reference():
-    pytest.importorskip("torchdiffeq", reason="torchdiffeq NOT INSTALLED (pip install -e .[bench]): paper-forward timing untested")
+    pytest.importorskip("torchdiffeq",
+                        reason="torchdiffeq NOT INSTALLED (pip install -e .[bench]): paper-forward timing untested")
     from kcompile.timing import torchdiffeq_forward
 
     knet = load_knet(EXAMPLE)
