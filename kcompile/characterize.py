@@ -4,7 +4,7 @@ One deck holds many instances of a cell (one per parameter point), each
 between its own pair of 0 V ammeters on two shared swept terminals; one
 nested ``.dc`` sweep over ``(vs, vd)`` measures them all. Results are cached
 as ``.npz`` under ``<cache>/cells/<pdk>/<corner>/`` keyed by a hash of the
-deck text (template, sizes, grid, scaling and model paths).
+deck text (template, sizes, grid, scaling, and the model files by content: :func:`deck_key`).
 
 Run ``python -m kcompile.characterize PDK [CORNER [LAW]]`` for the figures quoted
 in ``docs/cells.md`` (LAW: linear, tanh, tanh1 (the one-stage tanh), relu_affine,
@@ -16,8 +16,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -26,8 +28,22 @@ from . import ngspice
 from .cells import (AFFINE_RELU, AFFINE_TANH, POSTER_RELU, TANH2, SIGNED_GM, SIGNED_RELU, AffineCalibration, Calibration, Cell, CellParams,
                     GmCalibration, GmParams,
                     default_scaling, nominal_r, relu_params, render_cell, subckt_name, tail_current, tail_currents)
+from .files import sha256
 from .netlist import Scaling
 from .pdk import Pdk, cache_dir, get_pdk
+
+
+_MODEL_FILE = re.compile(r'^(\s*\.(?:lib|include)\s+)"([^"]+)"', re.IGNORECASE | re.MULTILINE)
+
+
+def deck_key(deck: str, extra: str = "") -> str:
+    """Cache key of a deck: its text with each model file's path replaced by the hash of the file's
+    content, so that checkouts in other places (and other cache roots) share the measured tables."""
+    def content(m: re.Match) -> str:
+        path = Path(m.group(2))
+        return f'{m.group(1)}"sha256:{sha256(path)}"' if path.is_file() else m.group(0)
+
+    return hashlib.sha256((_MODEL_FILE.sub(content, deck) + extra).encode()).hexdigest()[:16]
 
 
 def _run_ngspice(deck_text: str, pdk: Pdk) -> dict[str, np.ndarray]:
@@ -122,7 +138,7 @@ def measure(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams], scal
     """Measure ``instances`` (see :func:`sweep_deck`), from the cache when it holds this deck."""
     scaling = scaling or default_scaling(pdk)
     deck = sweep_deck(cell, pdk, corner, instances, scaling, span, points, enabled, full)
-    key = hashlib.sha256((deck + cell.template_hash()).encode()).hexdigest()[:16]
+    key = deck_key(deck, cell.template_hash())
     path = cache_dir() / "cells" / pdk.name / corner / f"{cell.name}-{key}.npz"
     if cache and path.is_file():
         with np.load(path) as z:
@@ -193,7 +209,7 @@ def measure_diff(cell: Cell, pdk: Pdk, corner: str, instances: list[CellParams],
     """Measure ``instances`` on a ``(Δ, m)`` grid (:func:`diff_sweep_deck`), cached like :func:`measure`."""
     scaling = scaling or default_scaling(pdk)
     deck = diff_sweep_deck(cell, pdk, corner, instances, scaling, dspan, dpoints, mspan, mpoints, enabled)
-    key = hashlib.sha256((deck + cell.template_hash()).encode()).hexdigest()[:16]
+    key = deck_key(deck, cell.template_hash())
     path = cache_dir() / "cells" / pdk.name / corner / f"{cell.name}-diff-{key}.npz"
     if cache and path.is_file():
         with np.load(path) as z:

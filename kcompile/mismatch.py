@@ -22,7 +22,6 @@ output deviation is then checked against the transistor-level runs
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -110,11 +109,11 @@ def _dc_deck(cellmap, rows: list[tuple[_Instance, str]], dspan: float, dpoints: 
 
 def _sweep(cellmap, rows, dspan: float, dpoints: int, cache: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(Δ [D], sink [n, D], source [n, D])`` in model units; cached by deck hash."""
-    from .characterize import _run_ngspice, _store
+    from .characterize import _run_ngspice, _store, deck_key
 
     sc = cellmap.calibration.scaling
     deck = _dc_deck(cellmap, rows, dspan, dpoints)
-    path = cache_dir() / "mismatch" / cellmap.pdk.name / f"dc-{hashlib.sha256(deck.encode()).hexdigest()[:16]}.npz"
+    path = cache_dir() / "mismatch" / cellmap.pdk.name / f"dc-{deck_key(deck)}.npz"
     if cache and path.is_file():
         with np.load(path) as z:
             return z["delta"], z["sink"], z["source"]

