@@ -20,6 +20,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -536,13 +537,22 @@ def _plane(sw: DiffSweep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return vs, vd, (np.abs(vs) <= 4.0 + 1e-9) & (np.abs(vd) <= 4.0 + 1e-9)
 
 
+def _plane_fits(table: AffineTable, fit: Callable) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                            Callable]:
+    """Every instance's s-side current fitted by ``fit(vs, vd, current)`` on ``|vs|, |vd| ≤ 4``: the points'
+    ``vs``, ``vd``, the currents there ``[n, P]``, the fits ``[n, J]``, and ``rows(j)``: fit column ``j`` of the
+    ``pp``/``nn`` table rows as ``[2, len(table.r)]``."""
+    vs, vd, ok = _plane(table.sweep)
+    vs, vd, sink = vs[ok], vd[ok], table.sweep.sink[:, ok]
+    fits = np.array([fit(vs, vd, current) for current in sink])
+    k = table.r.size
+    return vs, vd, sink, fits, lambda j: fits[:2 * k, j].reshape(2, k)
+
+
 def calibrate_affine_relu(table: AffineTable) -> AffineCalibration:
     """Fit every instance (s-side current, ``|vs|, |vd| ≤ 4``) into an :class:`AffineCalibration`."""
-    sw = table.sweep
-    vs, vd, ok = _plane(sw)
-    fits = np.array([fit_affine_relu(vs[ok], vd[ok], sw.sink[i][ok]) for i in range(len(sw.sink))])
+    *_, fits, rows = _plane_fits(table, fit_affine_relu)
     k = table.r.size
-    rows = lambda j: fits[:2 * k, j].reshape(2, k)  # noqa: E731
     own = fits[table.inj_k, 2]
     n = table.inj_levels.size
     x = np.r_[0.0, table.inj_levels]
@@ -607,17 +617,13 @@ def characterize_affine_tanh(pdk_name: str = "generic180", corner: str = "tt", s
 
 def calibrate_affine_tanh(table: AffineTable) -> AffineCalibration:
     """Fit every instance of :func:`characterize_affine_tanh` (``|vs|, |vd| ≤ 4``) into an :class:`AffineCalibration`."""
-    sw = table.sweep
-    vs, vd, ok = _plane(sw)
-    fits = np.array([fit_affine_tanh(vs[ok], vd[ok], sw.sink[i][ok]) for i in range(len(sw.sink))])
-    k = table.r.size
-    rows = lambda j: fits[:2 * k, j].reshape(2, k)  # noqa: E731
+    vs, vd, sink, fits, rows = _plane_fits(table, fit_affine_tanh)
     coef = lambda j: np.array([_one_over_r(row, table.r) for row in rows(j)])  # noqa: E731
     # θ2 per unit iz: iz enters after stage 1's dead zone, so fit tanh(dz(θ0·vs + θ1·vd + θ2, eps) + d)
     a, b, c, e = fits[table.inj_k]
-    core = np.maximum(a * vs[ok] + b * vd[ok] + c + e, 0.0) - np.maximum(e - a * vs[ok] - b * vd[ok] - c, 0.0)
-    d = [float(least_squares(lambda q: np.tanh(core + q[0]) - sw.sink[i][ok], [0.0], method="lm").x[0])
-         for i in range(2 * k, len(fits))]
+    core = np.maximum(a * vs + b * vd + c + e, 0.0) - np.maximum(e - a * vs - b * vd - c, 0.0)
+    d = [float(least_squares(lambda q: np.tanh(core + q[0]) - current, [0.0], method="lm").x[0])
+         for current in sink[2 * table.r.size:]]
     gain = float(np.polyfit(table.inj_levels, d, 1)[0])
     ib2 = float(characterize_tanh2(table.pdk, table.corner, table.scaling).ib[-1])
     return AffineCalibration(table.pdk, table.corner, AFFINE_TANH.name, table.scaling, table.r, coef(0), coef(1),
