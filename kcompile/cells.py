@@ -391,10 +391,28 @@ def _signed_clip(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.copysign(np.clip(np.abs(x), lo, hi), np.where(x != 0, x, 1.0))
 
 
-def _ranges(cal: Calibration, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ranges(cal: _SlopeRange, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per element, the calibrated ``|θ0|`` range of its variant."""
     (lp, hp), (ln, hn) = cal.theta0_range(False), cal.theta0_range(True)
     return np.where(negative, ln, lp), np.where(negative, hn, hp)
+
+
+def _interp_rows(x: np.ndarray, negative: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """``np.interp(x, xp, fp[row])`` with the row chosen per element by ``negative``."""
+    out = np.empty_like(x, dtype=float)
+    for row in (0, 1):
+        sel = negative == bool(row)
+        out[sel] = np.interp(x[sel], xp[row] if xp.ndim == 2 else xp, fp[row])
+    return out
+
+
+def _log_r(magnitude: np.ndarray, negative: np.ndarray, table: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """log r at which each element's variant row of a ``(2, K)`` slope ``table`` (measured at resistors ``r``)
+    reaches ``magnitude`` (> 0, inside the row's range): log–log interpolation."""
+    mag = np.abs(table)
+    order = np.argsort(mag, axis=1)
+    return _interp_rows(np.log(magnitude), negative, np.log(np.take_along_axis(mag, order, axis=1)),
+                        np.log(r)[order])
 
 
 def relu_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: Calibration, clip: bool = False) -> ParamArrays:
@@ -416,14 +434,8 @@ def relu_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: Calibration, 
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"|theta0| = {abs(theta0.flat[i]):g} is outside the calibrated range "
                              f"[{lo.flat[i]:.4g}, {hi.flat[i]:.4g}] of cell {cal.cell} on {cal.pdk}/{cal.corner}.")
-    log_r, own = np.empty_like(theta0), np.empty_like(theta0)
-    log_abs = np.log(np.abs(theta0))
-    for row in (0, 1):
-        sel = negative == bool(row)
-        mag = np.abs(cal.theta0[row])
-        order = np.argsort(mag)
-        log_r[sel] = np.interp(log_abs[sel], np.log(mag[order]), np.log(cal.r[order]))
-        own[sel] = np.interp(log_r[sel], np.log(cal.r), cal.theta1[row])
+    log_r = _log_r(np.abs(theta0), negative, cal.theta0, cal.r)
+    own = _interp_rows(log_r, negative, np.log(cal.r), cal.theta1)
     r = np.exp(log_r)
     need = theta1 - own
     up = need >= 0
@@ -538,28 +550,6 @@ class GmArrays:
                         iz=0.0 if self.iz is None else float(self.iz[i]))
 
 
-def _interp_rows(x: np.ndarray, negative: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
-    """``np.interp(x, xp, fp[row])`` with the row chosen per element by ``negative``."""
-    out = np.empty_like(x, dtype=float)
-    for row in (0, 1):
-        sel = negative == bool(row)
-        out[sel] = np.interp(x[sel], xp[row] if xp.ndim == 2 else xp, fp[row])
-    return out
-
-
-def gm_log_r(theta0: np.ndarray, negative: np.ndarray, cal: GmCalibration) -> np.ndarray:
-    """log r realising ``|θ0|`` (log–log interpolation in the variant's table; ``|θ0|`` already in range)."""
-    mag = np.abs(cal.theta0)
-    order = np.argsort(mag, axis=1)
-    xs = np.log(np.take_along_axis(mag, order, axis=1))
-    ys = np.log(cal.r)[order]
-    out = np.empty_like(theta0, dtype=float)
-    for row in (0, 1):
-        sel = negative == bool(row)
-        out[sel] = np.interp(np.log(np.abs(theta0[sel])), xs[row], ys[row])
-    return out
-
-
 def gm_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: GmCalibration, clip: bool = True) -> GmArrays:
     """Instances realising ``linear`` ``θ0·Δ`` (``theta1`` = 0) or ``tanh`` ``tanh(θ0·Δ + θ1)`` (arrays).
 
@@ -571,14 +561,13 @@ def gm_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: GmCalibration, 
     """
     theta0, theta1 = np.asarray(theta0, dtype=float), np.asarray(theta1, dtype=float)
     negative = theta0 < 0
-    (lp, hp), (ln, hn) = cal.theta0_range(False), cal.theta0_range(True)
-    lo, hi = np.where(negative, ln, lp), np.where(negative, hn, hp)
+    lo, hi = _ranges(cal, negative)
     if clip:
         theta0 = _signed_clip(theta0, lo, hi)
     elif ((np.abs(theta0) < lo) | (np.abs(theta0) > hi)).any():
         raise ValueError(f"|theta0| outside the calibrated range of cell {cal.cell} ({cal.law}) on "
                          f"{cal.pdk}/{cal.corner}.")
-    log_r = gm_log_r(theta0, negative, cal)
+    log_r = _log_r(np.abs(theta0), negative, cal.theta0, cal.r)
     lr = np.log(cal.r)
     own = _interp_rows(log_r, negative, lr, cal.theta1)
     eps = _interp_rows(log_r, negative, lr, cal.eps)
@@ -677,14 +666,9 @@ class AffineArrays:
 def _log_r_for(coef: np.ndarray, table: np.ndarray, cal: AffineCalibration) -> tuple[np.ndarray, np.ndarray]:
     """Sign row and log r realising ``|coef|`` from a ``(2, K)`` coefficient table (clipped into range)."""
     neg = coef < 0
-    out = np.empty_like(coef, dtype=float)
-    for row in (0, 1):
-        sel = neg == bool(row)
-        mag = np.abs(table[row])
-        order = np.argsort(mag)
-        x = np.clip(np.abs(coef[sel]), mag.min(), mag.max())
-        out[sel] = np.interp(np.log(np.where(x > 0, x, mag.min())), np.log(mag[order]), np.log(cal.r[order]))
-    return neg, out
+    mag = np.abs(table)
+    x = np.clip(np.abs(coef), np.where(neg, mag[1].min(), mag[0].min()), np.where(neg, mag[1].max(), mag[0].max()))
+    return neg, _log_r(x, neg, table, cal.r)
 
 
 def _coef(log_r: np.ndarray, neg: np.ndarray, table: np.ndarray, cal: AffineCalibration) -> np.ndarray:
