@@ -391,7 +391,7 @@ def _signed_clip(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.copysign(np.clip(np.abs(x), lo, hi), np.where(x != 0, x, 1.0))
 
 
-def _ranges(cal: _SlopeRange, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def slope_ranges(cal: _SlopeRange, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per element, the calibrated ``|θ0|`` range of its variant."""
     (lp, hp), (ln, hn) = cal.theta0_range(False), cal.theta0_range(True)
     return np.where(negative, ln, lp), np.where(negative, hn, hp)
@@ -415,6 +415,12 @@ def _log_r(magnitude: np.ndarray, negative: np.ndarray, table: np.ndarray, r: np
                         np.log(r)[order])
 
 
+def _coef(log_r: np.ndarray, negative: np.ndarray, table: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """The signed slope a ``(2, K)`` table measured at resistors ``r`` predicts at ``log r`` (the inverse of
+    :func:`_log_r`; row 1, the negative variant, negated)."""
+    return np.where(negative, -1.0, 1.0) * np.exp(_interp_rows(log_r, negative, np.log(r), np.log(np.abs(table))))
+
+
 def relu_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: Calibration, clip: bool = False) -> ParamArrays:
     """:func:`relu_params` of every element of ``theta0``, ``theta1`` (arrays of one shape).
 
@@ -425,7 +431,7 @@ def relu_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: Calibration, 
     """
     theta0, theta1 = np.asarray(theta0, dtype=float), np.asarray(theta1, dtype=float)
     negative = theta0 < 0
-    lo, hi = _ranges(cal, negative)
+    lo, hi = slope_ranges(cal, negative)
     if clip:
         theta0 = _signed_clip(theta0, lo, hi)
     else:
@@ -444,12 +450,21 @@ def relu_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: Calibration, 
                        np.where(up, 0.0, current), np.zeros(theta0.shape, dtype=bool))
 
 
+def relu_achieved(p: ParamArrays, cal: Calibration) -> tuple[np.ndarray, np.ndarray]:
+    """The relu-form (θ0, θ1) the calibration predicts for instances ``p`` (the inverse of :func:`relu_param_arrays`)."""
+    log_r, lr = np.log(p.r), np.log(cal.r)
+    theta0 = np.copysign(np.exp(_interp_rows(log_r, p.negative, lr, np.log(np.abs(cal.theta0)))),
+                         np.where(p.negative, cal.theta0[1][0], cal.theta0[0][0]))
+    own = _interp_rows(log_r, p.negative, lr, cal.theta1)
+    return theta0, own + (p.ipos * cal.inj_gain[0] - p.ineg * cal.inj_gain[1]) / cal.scaling.i0
+
+
 def shift_relu_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: Calibration,
                             clip: bool = False) -> ParamArrays:
     """:func:`shift_relu_params` of every element of ``theta0``, ``theta1``."""
     theta0, theta1 = np.asarray(theta0, dtype=float), np.asarray(theta1, dtype=float)
     if clip:  # clip the gain and keep the threshold θ0 (clipping the relu-form slope alone would move it)
-        theta1 = _signed_clip(theta1, *_ranges(cal, theta1 < 0))
+        theta1 = _signed_clip(theta1, *slope_ranges(cal, theta1 < 0))
     swap = theta1 < 0
     p = relu_param_arrays(theta1, np.where(swap, theta1 * theta0, -theta1 * theta0), cal, clip)
     return ParamArrays(p.negative, p.r, p.ib, p.ipos, p.ineg, swap)
@@ -561,7 +576,7 @@ def gm_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: GmCalibration, 
     """
     theta0, theta1 = np.asarray(theta0, dtype=float), np.asarray(theta1, dtype=float)
     negative = theta0 < 0
-    lo, hi = _ranges(cal, negative)
+    lo, hi = slope_ranges(cal, negative)
     if clip:
         theta0 = _signed_clip(theta0, lo, hi)
     elif ((np.abs(theta0) < lo) | (np.abs(theta0) > hi)).any():
@@ -572,7 +587,7 @@ def gm_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: GmCalibration, 
     own = _interp_rows(log_r, negative, lr, cal.theta1)
     eps = _interp_rows(log_r, negative, lr, cal.eps)
     # the slope the table predicts (= θ0 inside the range), by the log–log interpolation gm_achieved uses
-    a0 = np.where(negative, -1.0, 1.0) * np.exp(_interp_rows(log_r, negative, lr, np.log(np.abs(cal.theta0))))
+    a0 = _coef(log_r, negative, cal.theta0, cal.r)
     r = np.exp(log_r)
     ib = np.exp(np.interp(log_r, lr, np.log(cal.ib)))
     fill = np.maximum(-eps, 0.0) * cal.scaling.i0
@@ -590,7 +605,7 @@ def gm_achieved(p: GmArrays, cal: GmCalibration) -> tuple[np.ndarray, np.ndarray
     lr = np.log(cal.r)
     log_r = np.log(p.r)
     sign = np.where(p.negative, -1.0, 1.0)
-    a0 = sign * np.exp(_interp_rows(log_r, p.negative, lr, np.log(np.abs(cal.theta0))))
+    a0 = _coef(log_r, p.negative, cal.theta0, cal.r)
     own = _interp_rows(log_r, p.negative, lr, cal.theta1)
     if cal.iz_gain is not None:
         return a0, own + cal.iz_gain * p.iz / cal.scaling.i0
@@ -671,11 +686,6 @@ def _log_r_for(coef: np.ndarray, table: np.ndarray, cal: AffineCalibration) -> t
     return neg, _log_r(x, neg, table, cal.r)
 
 
-def _coef(log_r: np.ndarray, neg: np.ndarray, table: np.ndarray, cal: AffineCalibration) -> np.ndarray:
-    """The signed coefficient a table predicts at ``log r`` (log–log interpolation)."""
-    return np.where(neg, -1.0, 1.0) * np.exp(_interp_rows(log_r, neg, np.log(cal.r), np.log(np.abs(table))))
-
-
 def affine_param_arrays(theta: np.ndarray, cal: AffineCalibration) -> AffineArrays:
     """Instances realising ``max(θ0·vs + θ1·vd + θ2, 0)`` (kc_arelu) or ``tanh(θ0·vs + θ1·vd + θ2)`` (kc_atanh)
     for rows of ``theta`` ``[E, 3]`` (coefficients clipped into the calibrated range)."""
@@ -704,7 +714,7 @@ def affine_achieved(p: AffineArrays, cal: AffineCalibration) -> np.ndarray:
     neg_a = np.array([s[0] == "n" for s in p.signs], dtype=bool)
     neg_b = np.array([s[1] == "n" for s in p.signs], dtype=bool)
     la, lb = np.log(p.r), np.log(p.rb)
-    a, b = _coef(la, neg_a, cal.a, cal), _coef(lb, neg_b, cal.b, cal)
+    a, b = _coef(la, neg_a, cal.a, cal.r), _coef(lb, neg_b, cal.b, cal.r)
     own = 0.5 * (_interp_rows(la, neg_a, lr, cal.own) + _interp_rows(lb, neg_b, lr, cal.own))
     if cal.law == "tanh_affine":
         c = own + cal.iz_gain * p.iz / cal.scaling.i0

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cells import (AFFINE_RELU, AFFINE_TANH, SIGNED_GM, SIGNED_RELU, TANH2, AffineCalibration, Calibration, Cell, CellParams,
-                    GmCalibration, GmParams, ParamArrays, affine_achieved, affine_param_arrays, default_scaling,
-                    gm_achieved, gm_param_arrays, relu_param_arrays, shift_relu_param_arrays)
+                    GmCalibration, GmParams, affine_achieved, affine_param_arrays, default_scaling, gm_achieved,
+                    gm_param_arrays, relu_achieved, relu_param_arrays, shift_relu_param_arrays, slope_ranges)
 from .characterize import (calibrate, calibrate_affine_relu, calibrate_affine_tanh, calibrate_gm,
                            characterize_affine_relu, characterize_affine_tanh, characterize_gm, characterize_relu,
                            characterize_tanh2)
@@ -109,19 +109,6 @@ def transistor_scaling(pdk: Pdk, **overrides: float) -> Scaling:
     return dataclasses.replace(default_scaling(pdk), **{"c_unit": DEFAULT_C_UNIT, **overrides})
 
 
-def achieved_relu(p: ParamArrays, cal: Calibration) -> tuple[np.ndarray, np.ndarray]:
-    """The relu-form (θ0, θ1) the calibration predicts for instances ``p`` (arrays)."""
-    log_r = np.log(p.r)
-    theta0, own = np.empty_like(log_r), np.empty_like(log_r)
-    for row in (0, 1):
-        sel = p.negative == bool(row)
-        # the same log-log interpolation relu_params inverts (θ0 ∝ 1/r to first order)
-        theta0[sel] = np.copysign(np.exp(np.interp(log_r[sel], np.log(cal.r), np.log(np.abs(cal.theta0[row])))),
-                                  cal.theta0[row][0])
-        own[sel] = np.interp(log_r[sel], np.log(cal.r), cal.theta1[row])
-    return theta0, own + (p.ipos * cal.inj_gain[0] - p.ineg * cal.inj_gain[1]) / cal.scaling.i0
-
-
 def relu_targets(law: str, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The relu-form (θ0, θ1) each device needs, and whether its instance is port-swapped (arrays)."""
     t0 = theta[:, 0].astype(float)
@@ -140,9 +127,8 @@ def relu_target(law: str, theta: np.ndarray) -> tuple[float, float, bool]:
 
 def clip_flags(t0: np.ndarray, cal: Calibration) -> np.ndarray:
     """Per device, whether :func:`clip_reason` flags relu-form slope ``t0`` (array)."""
-    (lp, hp), (ln, hn) = cal.theta0_range(False), cal.theta0_range(True)
-    neg = np.asarray(t0) < 0
-    lo, hi, mag = np.where(neg, ln, lp), np.where(neg, hn, hp), np.abs(t0)
+    lo, hi = slope_ranges(cal, np.asarray(t0) < 0)
+    mag = np.abs(t0)
     return (mag > hi) | ((mag < lo) & (lo > THETA0_RESOLUTION))
 
 
@@ -168,7 +154,7 @@ def _map_layer(law: str, theta: np.ndarray, cal: Calibration) -> LayerMap:
     t0, _, swap = relu_targets(law, theta)
     to_params = relu_param_arrays if law == "relu" else shift_relu_param_arrays
     p = to_params(theta[:, 0], theta[:, 1], cal, clip=True)
-    a0, a1 = achieved_relu(p, cal)
+    a0, a1 = relu_achieved(p, cal)
     if law == "relu":
         achieved = np.stack([a0, a1], axis=1)
     else:  # back to shift_relu form: θ1' = a0, θ0' = ∓a1/a0 (the swapped instance has θ1 < 0)
