@@ -323,13 +323,29 @@ def calibrate(table: ReluTable) -> Calibration:
                        np.array([gain_pos, gain_neg]))
 
 
+def _dead_zone(x: np.ndarray, eps: float) -> np.ndarray:
+    """The two current-mode cores' output ``relu(x + eps) − relu(eps − x)`` (``eps < 0``: a dead zone)."""
+    return np.maximum(x + eps, 0.0) - np.maximum(eps - x, 0.0)
+
+
+def _nearest(r: np.ndarray, theta0: float, scaling: Scaling) -> int:
+    """Index of the table resistor nearest (in log) to the one that nominally makes slope ``theta0``."""
+    return int(np.argmin(np.abs(np.log(r / nominal_r(theta0, scaling)))))
+
+
+def _offset_after(core: np.ndarray, current: np.ndarray) -> float:
+    """The offset ``d`` of ``tanh(core + d)`` fitted to ``current``: an injection into a two-stage cell's tanh
+    stage, which enters after stage 1's cores (``core``)."""
+    return float(least_squares(lambda q: np.tanh(core + q[0]) - current, [0.0], method="lm").x[0])
+
+
 def gm_model(law: str, p: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """The signed cell's model current: ``relu(P + eps) − relu(−P + eps)``, ``p = (θ0, θ1, eps[, amp])``."""
     arg = p[0] * delta + p[1]
     if law == "tanh2":  # two-stage cell: stage 1's cores (dead zone eps) feed the tanh pair
-        return p[3] * np.tanh(np.maximum(arg + p[2], 0.0) - np.maximum(p[2] - arg, 0.0))
+        return p[3] * np.tanh(_dead_zone(arg, p[2]))
     core = p[3] * np.tanh(arg) if law == "tanh" else arg
-    return np.maximum(core + p[2], 0.0) - np.maximum(p[2] - core, 0.0)
+    return _dead_zone(core, p[2])
 
 
 def fit_gm(law: str, delta: np.ndarray, current: np.ndarray, amp: float | None = None) -> np.ndarray:
@@ -392,7 +408,7 @@ def characterize_gm(law: str, pdk_name: str = "generic180", corner: str = "tt", 
     pdk = get_pdk(pdk_name)
     scaling = scaling or default_scaling(pdk)
     r = gm_table_r(law, scaling)
-    io_k = int(np.argmin(np.abs(np.log(r / nominal_r(0.5, scaling)))))
+    io_k = _nearest(r, 0.5, scaling)
     levels = np.array([-1.0, 1.0])
     ib = tail_currents(r, scaling) if law == "linear" else np.full(r.size, scaling.i0 / 2)
     def run(ib: np.ndarray) -> DiffSweep:
@@ -424,7 +440,7 @@ def characterize_tanh2(pdk_name: str = "generic180", corner: str = "tt", scaling
     pdk = get_pdk(pdk_name)
     scaling = scaling or default_scaling(pdk)
     r = gm_table_r("linear", scaling)
-    io_k = int(np.argmin(np.abs(np.log(r / nominal_r(0.5, scaling)))))
+    io_k = _nearest(r, 0.5, scaling)
     levels = np.array([-1.0, 1.0])
     ib = tail_currents(r, scaling)
     rl = tanh2_rl(scaling)
@@ -435,16 +451,10 @@ def characterize_tanh2(pdk_name: str = "generic180", corner: str = "tt", scaling
         return measure_diff(TANH2, pdk, corner, inst, scaling, 8.0, 129, 1.0, 3, cache=cache)
 
     sweep = run(scaling.i0 / 2)
-    big = int(np.argmin(np.abs(np.log(r / nominal_r(2.0, scaling)))))  # saturated within ±8
+    big = _nearest(r, 2.0, scaling)  # saturated within ±8
     amp = np.mean([fit_gm("tanh2", sweep.delta, sweep.sink[k][:, 1])[3] for k in (big, r.size + big)])
     ib2 = scaling.i0 / (2 * amp)
     return GmTable("tanh2", pdk_name, corner, scaling, r, np.r_[ib, ib2], io_k, levels, run(ib2))
-
-
-def _fit_after_stage1(base: np.ndarray, delta: np.ndarray, current: np.ndarray) -> float:
-    """The offset ``d`` of ``tanh(dz(θ0·Δ + θ1, eps) + d)`` with ``(θ0, θ1, eps)`` from ``base`` (two-stage tanh)."""
-    core = gm_model("linear", base[:3], delta)
-    return float(least_squares(lambda q: np.tanh(core + q[0]) - current, [0.0], method="lm").x[0])
 
 
 def calibrate_gm(table: GmTable) -> GmCalibration:
@@ -462,7 +472,8 @@ def calibrate_gm(table: GmTable) -> GmCalibration:
     two = table.law == "tanh2"  # kc_tanh2: table.ib holds stage 1's tails, then stage 2's (one value)
     if two:  # θ1 per unit of iz: iz enters after stage 1's dead zone, so fit it as tanh(dz(θ0·Δ + θ1, eps) + d)
         base = fits[table.io_k]
-        d = [_fit_after_stage1(base, sw.delta[win], sw.sink[i][win, sw.mid.size // 2]) for i in range(2 * k, len(fits))]
+        core = gm_model("linear", base[:3], sw.delta[win])  # fit tanh(dz(θ0·Δ + θ1, eps) + d)
+        d = [_offset_after(core, sw.sink[i][win, sw.mid.size // 2]) for i in range(2 * k, len(fits))]
         gain = float(np.polyfit(table.io_levels, d, 1)[0])
         return GmCalibration(table.pdk, table.corner, TANH2.name, "tanh", table.scaling, table.r, table.ib[:k],
                              rows(0), rows(1), rows(2), rows(3), 1.0, float(table.ib[k]), tanh2_rl(table.scaling), gain)
@@ -523,7 +534,7 @@ def characterize_affine_relu(pdk_name: str = "generic180", corner: str = "tt", s
     pdk = get_pdk(pdk_name)
     scaling = scaling or default_scaling(pdk)
     r = np.sort(nominal_r(1.0, scaling) / np.asarray(theta0, dtype=float))
-    inj_k = int(np.argmin(np.abs(np.log(r / nominal_r(1.0, scaling)))))
+    inj_k = _nearest(r, 1.0, scaling)
     levels = np.array([1.0, 2.0])
     sweep = measure_diff(AFFINE_RELU, pdk, corner, affine_instances(r, inj_k, levels, scaling), scaling,
                          *AFFINE_GRID, cache=cache)
@@ -572,7 +583,7 @@ def fit_affine_tanh(vs: np.ndarray, vd: np.ndarray, current: np.ndarray) -> np.n
 
     def model(q):
         arg = q[0] * x + q[1] * y + q[2]
-        return np.tanh(np.maximum(arg + q[3], 0.0) - np.maximum(q[3] - arg, 0.0))
+        return np.tanh(_dead_zone(arg, q[3]))
 
     return least_squares(lambda q: model(q) - z, np.r_[start, 0.0], method="lm").x
 
@@ -604,7 +615,7 @@ def characterize_affine_tanh(pdk_name: str = "generic180", corner: str = "tt", s
     ib2 = float(characterize_tanh2(pdk_name, corner, scaling, cache).ib[-1])
     rl = tanh2_rl(scaling)
     r = np.sort(nominal_r(1.0, scaling) / np.asarray(theta0, dtype=float))
-    inj_k = int(np.argmin(np.abs(np.log(r / nominal_r(0.5, scaling)))))
+    inj_k = _nearest(r, 0.5, scaling)
     levels = np.array([-1.0, 1.0])
     ib = tail_currents(r, scaling)
     inst = [GmParams(v, float(x), float(b), rb=float(x), ibb=float(b), rl=rl, ib2=ib2)
@@ -621,9 +632,8 @@ def calibrate_affine_tanh(table: AffineTable) -> AffineCalibration:
     coef = lambda j: np.array([_one_over_r(row, table.r) for row in rows(j)])  # noqa: E731
     # θ2 per unit iz: iz enters after stage 1's dead zone, so fit tanh(dz(θ0·vs + θ1·vd + θ2, eps) + d)
     a, b, c, e = fits[table.inj_k]
-    core = np.maximum(a * vs + b * vd + c + e, 0.0) - np.maximum(e - a * vs - b * vd - c, 0.0)
-    d = [float(least_squares(lambda q: np.tanh(core + q[0]) - current, [0.0], method="lm").x[0])
-         for current in sink[2 * table.r.size:]]
+    core = _dead_zone(a * vs + b * vd + c, e)
+    d = [_offset_after(core, current) for current in sink[2 * table.r.size:]]
     gain = float(np.polyfit(table.inj_levels, d, 1)[0])
     ib2 = float(characterize_tanh2(table.pdk, table.corner, table.scaling).ib[-1])
     return AffineCalibration(table.pdk, table.corner, AFFINE_TANH.name, table.scaling, table.r, coef(0), coef(1),
