@@ -49,7 +49,7 @@ from kcompile.knet import KNet, make_knet, save_knet  # noqa: E402
 from kcompile.netlist import default_tran, write_circuit  # noqa: E402
 from kcompile.reference import integrate  # noqa: E402
 from kcompile.simulate import simulate  # noqa: E402
-from kcompile.timing import best_time, torchdiffeq_forward  # noqa: E402
+from kcompile.timing import best_time, children_cpu, torchdiffeq_forward  # noqa: E402
 
 CHECKPOINT = Path(os.environ.get("KCOMPILE_CHECKPOINTS", "/work/shared/reference-checkpoints")) / "mnist"
 TIGHT = 1e-9
@@ -193,10 +193,6 @@ def _child(fn, *args):
 # ---------------------------------------------------------------- 3./4. ngspice
 
 
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
 
 def spice_section(sizes: list[str], ppl: int, samples: int, jobs: int, work: Path, pool: np.ndarray | None,
                   form: str = "segmented") -> list:
@@ -208,9 +204,9 @@ def spice_section(sizes: list[str], ppl: int, samples: int, jobs: int, work: Pat
         write_circuit(knet, circuit, segmented=segmented)
         x = np.random.default_rng(0).uniform(0, 1, (samples, knet.num_features))
         tran = default_tran(knet, ppl, segmented=segmented)
-        t, c = time.perf_counter(), _children_cpu()
+        t, c = time.perf_counter(), children_cpu()
         res = simulate(knet, circuit, x, tran, jobs=1, timeout=7200)
-        wall1, cpu1 = (time.perf_counter() - t) / samples, (_children_cpu() - c) / samples
+        wall1, cpu1 = (time.perf_counter() - t) / samples, (children_cpu() - c) / samples
         row = {"name": name, "nodes": knet.num_nodes, "devices": knet.num_devices, "points_per_layer": ppl,
                "segmented": tran.segmented, "trtol": tran.trtol, "solver": tran.solver, "samples": samples,
                "seconds_per_sample": wall1, "cpu_seconds_per_sample": cpu1}
@@ -240,9 +236,9 @@ def mnist_spice(knet: KNet, x: np.ndarray, ppl: int | None, work: Path, max_erro
     """One image through the checkpoint with the large-network defaults (segmented, ``default_tran``)."""
     write_circuit(knet, work / "mnist.cir")
     tran = default_tran(knet, ppl)
-    t, c = time.perf_counter(), _children_cpu()
+    t, c = time.perf_counter(), children_cpu()
     res = simulate(knet, work / "mnist.cir", x, tran, jobs=1, timeout=7200)
-    wall, cpu = time.perf_counter() - t, _children_cpu() - c
+    wall, cpu = time.perf_counter() - t, children_cpu() - c
     ref = integrate(knet, x, rtol=TIGHT, atol=TIGHT)
     err = float(np.abs(res.outputs - ref.outputs).max())
     cls, ref_cls = res.outputs.argmax(1).tolist(), ref.outputs.argmax(1).tolist()

@@ -29,7 +29,6 @@ import dataclasses
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -49,16 +48,13 @@ from kcompile.netlist import Scaling, default_tran, render_deck, write_circuit  
 from kcompile.ngspice import binary, parse_raw  # noqa: E402
 from kcompile.reference import integrate  # noqa: E402
 from kcompile.simulate import at_times, start_voltages  # noqa: E402
+from kcompile.timing import children_cpu  # noqa: E402
 
 CODEMODELS = "/usr/lib/x86_64-linux-gnu/ngspice/analog.cm"
 ACCT = re.compile(r"^(Transient iterations|Transient timepoints|Rejected timepoints|Netlist loading time|"
                   r"Netlist parsing time|Transient load time|Transient factor time|Transient analysis time|"
                   r"Circuit fill-in non-zeroes|Circuit original non-zeroes)\s*=\s*(\S+)", re.M)
 
-
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def _layer_text(knet, k: int, form: str) -> str:
@@ -101,10 +97,10 @@ def _run(deck: str, circuit: Path, run_dir: Path, n: int):
     run_dir.mkdir(parents=True)
     os.symlink(circuit, run_dir / "circuit.cir")
     (run_dir / "deck.cir").write_text(deck.replace(".options ", ".options acct ", 1))
-    c = _children_cpu()
+    c = children_cpu()
     subprocess.run([binary(), "-b", "-n", "-r", "out.raw", "-o", "ng.log", "deck.cir"], cwd=run_dir,
                    capture_output=True, timeout=7200, check=False)
-    cpu = _children_cpu() - c
+    cpu = children_cpu() - c
     log = (run_dir / "ng.log").read_text(errors="replace")
     raw = parse_raw(run_dir / "out.raw")
     t = raw.time

@@ -17,6 +17,7 @@ Each is the best of ``repeat`` runs (the first also warms caches).
 
 from __future__ import annotations
 
+import resource
 import time
 
 import numpy as np
@@ -28,6 +29,12 @@ from .reference import integrate
 PAPER_TOL, PAPER_FIRST_STEP = 1e-3, 1e-2
 #: RK4 step of the fallback forward (model time units)
 RK4_DT = 1e-2
+
+
+def children_cpu() -> float:
+    """CPU seconds of finished child processes (ngspice, pool workers), user + system."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def best_time(fn, repeat: int) -> tuple[float, float, object]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import resource
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -40,6 +39,7 @@ from .pdk import get_pdk
 from .reference import Trajectory, integrate
 from .refine import refine, steps_for
 from .simulate import dask_executor, simulate
+from .timing import children_cpu, compute_timing
 
 GRID_POINTS_PER_LAYER = 100
 
@@ -343,7 +343,6 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
 
     ``progress(label, done, total)`` is called as samples finish.
     """
-    from .timing import compute_timing
 
     with tempfile.TemporaryDirectory(prefix="kcompile-flow-") as tmp:
         work = Path(work_dir or tmp)
@@ -366,18 +365,12 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
             runs.append(LevelRun("behavioural", "-", spice.outputs, spice.states, time.perf_counter() - t0,
                                  spice.waveforms, task_metric(task, spice.outputs, labels)))
         if {"characterised", "transistor"} & set(flow.levels):
-            t0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
+            t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
             more, mc = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs)
             runs += more
             timing["transistor_stage"] = {"wall_s": time.perf_counter() - t0,
-                                          "cpu_s": time.process_time() - c0 + _children_cpu() - k0}
+                                          "cpu_s": time.process_time() - c0 + children_cpu() - k0}
         if "transistor" in flow.levels:
             timing["compute"] = compute_timing(knet, x)
         gates = [result for g in flow.gates for result in _gates(g, runs, ideal.outputs, ideal_run.metric, task, mc)]
     return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates, mc, timing)
-
-
-def _children_cpu() -> float:
-    """CPU seconds of finished child processes (ngspice, pool workers), user + system."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
