@@ -13,7 +13,9 @@ renamed into place.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -152,16 +154,16 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         ngspice's linear solver (default: ``"klu"`` for large networks, see
         :func:`kcompile.netlist.default_tran`; an ngspice without KLU ignores it).
 
-    An existing ``out_dir`` is replaced only if it is an earlier kcompile build
-    (it holds ``manifest.json``) or empty; anything else is refused.
+    An existing ``out_dir`` is replaced only if it is empty or an earlier
+    kcompile build holding nothing but the files its manifest lists
+    (:func:`check_replaceable`); anything else is refused before any work.
     """
     if cells not in ("behavioural", "transistor"):
         raise InputError(f"The 'cells' parameter must be 'behavioural' or 'transistor'. Got {cells!r} instead.")
     if solver is not None and solver not in SOLVERS:
         raise InputError(f"The 'solver' parameter must be one of {', '.join(SOLVERS)}. Got {solver!r} instead.")
     weights, out_dir = Path(weights), Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file())):
-        raise InputError(f"{out_dir}: exists and is not a kcompile build directory; choose another -o")
+    check_replaceable(out_dir)
     knet = load_knet(weights)
     extras = _test_data(weights, knet)
     cellmap, warnings = None, []
@@ -198,13 +200,80 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         manifest = manifest_for(knet, weights, scaling, tran, files, cells_info)
         manifest["warnings"] = warnings
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Build(out_dir, knet, manifest, scaling, tran)
+
+
+def _is_own_build(path: Path) -> str | None:
+    """``None`` if ``path`` is a kcompile build holding only the files it wrote, else why not."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError, RecursionError):
+        return f"it has no readable {MANIFEST} written by kcompile"
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "kcompile_version" not in manifest \
+            or not isinstance(manifest.get("files"), dict):
+        return f"its {MANIFEST} was not written by kcompile"
+    own = set(manifest["files"]) | {MANIFEST}
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in own or p.is_symlink() or not p.is_file())
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        return f"it holds files kcompile did not write ({', '.join(foreign[:3])}{more})"
+    return None
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """Refuse an output directory that a build could not replace without losing someone's data.
+
+    A build may write into a missing or empty directory, or replace an
+    earlier kcompile build that holds nothing but the files its manifest
+    lists. It never replaces the current directory, one of its parents, a
+    symbolic link or anything else.
+    """
+    if out_dir.is_symlink():
+        raise InputError(f"{out_dir}: is a symbolic link; kcompile writes build directories only to real paths, "
+                         "choose another -o")
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a directory; choose another -o")
+    here, target = Path.cwd().resolve(), out_dir.resolve()
+    if target == here or target in here.parents:
+        raise InputError(f"{out_dir}: is the current directory or one of its parents; a build is written into a "
+                         "directory of its own: choose another -o, e.g. build/NAME")
+    if not any(out_dir.iterdir()):
+        return
+    why = _is_own_build(out_dir)
+    if why is not None:
+        raise InputError(f"{out_dir}: exists and is not a kcompile build directory that can be replaced ({why}); "
+                         "nothing was changed: choose another -o or move the files away")
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished ``tmp`` to ``out_dir``; an earlier build there is moved aside first, then removed.
+
+    The swap holds an exclusive lock on the parent directory (``flock``, which
+    leaves no file behind), so concurrent builds into one directory each end
+    whole and the last one wins; the target is checked again under the lock.
+    """
+    fd = os.open(out_dir.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if out_dir.is_symlink() or (out_dir.exists() and any(out_dir.iterdir())):
+            why = "it is a symbolic link" if out_dir.is_symlink() else _is_own_build(out_dir)
+            if why is not None:
+                raise InputError(f"{out_dir}: changed during the build and is no longer a replaceable kcompile "
+                                 f"build ({why}); nothing was changed there")
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            out_dir.rename(old / out_dir.name)
+            tmp.replace(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.replace(out_dir)  # over a missing or empty directory
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _save_devices(path: Path, cellmap) -> None:

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__, ngspice
 from .build import Build, build as build_dir, modified_files, open_build
@@ -32,19 +36,94 @@ from .reference import Trajectory, integrate
 from .refine import refine
 from .simulate import SpiceResult, simulate as run_spice
 
-console = Console(stderr=True)
-out = Console()
+# Messages carry file names, flow names and simulator output: printed as plain text, never as rich markup.
+console = Console(stderr=True, markup=False, highlight=False)
+out = Console(markup=False, highlight=False)
+
+
+def _tagged(tag: str, style: str, text: str = "") -> Text:
+    """``tag`` in ``style``, then ``text`` verbatim."""
+    return Text.assemble((tag, style), (" " + text) if text else "")
+
+
+def _warn(text: str, tag: str = "warning:") -> None:
+    console.print(_tagged(tag, "yellow", text), soft_wrap=True)
+
+
+def _verdict(ok: bool, word: str = "PASS") -> Text:
+    return Text(word, style="green") if ok else Text(word.upper() if word == "pass" else "FAIL", style="bold red")
+
+
+class _Terminated(BaseException):
+    """SIGTERM (what a CI timeout sends) or SIGHUP: unwinds like Ctrl-C so that temporaries are removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.exit_code = 128 + signum
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated(signum)
+
+
+def _debug() -> bool:
+    return os.environ.get("KCOMPILE_DEBUG", "") not in ("", "0")
 
 
 class _Group(click.Group):
-    """Turns kcompile's own errors into a one-line message and an exit status."""
+    """The one error boundary: every failure ends in one readable line and an exit status.
+
+    0 success, 1 a gate failed, 2 bad input or usage, 3 the simulator or the
+    environment failed, 130/143 interrupted or terminated (temporaries
+    removed). ``KCOMPILE_DEBUG=1`` re-raises with the traceback.
+    """
+
+    def main(self, *args, **kwargs):
+        handlers = {}
+        if sys.platform != "win32":
+            try:
+                for sig in (signal.SIGTERM, signal.SIGHUP):
+                    handlers[sig] = signal.signal(sig, _raise_terminated)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
         except KCompileError as exc:
-            console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
-            ctx.exit(exc.exit_code)
+            self._fail(ctx, str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            self._fail(ctx, "interrupted; nothing half-written was kept", 130)
+        except _Terminated as exc:
+            self._fail(ctx, "terminated by a signal; nothing half-written was kept", exc.exit_code)
+        except RecursionError:
+            self._fail(ctx, "input nested too deeply to read (a JSON or YAML structure hundreds of levels deep?)", 2)
+        except MemoryError:
+            self._fail(ctx, "out of memory: the input asks for more than this machine has; use a smaller batch "
+                       "or network", 2)
+        except OSError as exc:
+            if _debug():
+                raise
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            self._fail(ctx, f"{where}{exc.strerror or exc} (the file system or the environment refused; "
+                       "check the path and its permissions)", 3)
+        except Exception as exc:  # a defect of kcompile's: still one line, the traceback on request
+            if _debug():
+                raise
+            self._fail(ctx, f"unexpected {type(exc).__name__}: {exc} (a kcompile defect: rerun with "
+                       "KCOMPILE_DEBUG=1 for the traceback and report it)", 2)
+
+    @staticmethod
+    def _fail(ctx, message: str, code: int):
+        console.print(_tagged("error:", "bold red", message), soft_wrap=True)
+        ctx.exit(code)
 
 
 @click.group(cls=_Group)
@@ -91,7 +170,7 @@ def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped
     console.print(f"built {out_dir}: {m['law']} law, {m['num_nodes']} nodes, {m['num_devices']} devices "
                   f"(per layer: {layers}), {len(m['layers'])} layers; {what}", highlight=False)
     for w in m.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        _warn(w)
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,7 +209,7 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
          timeout: float, keep_runs: Path | None) -> _Run:
     b = open_build(build_path)
     for name in modified_files(b):
-        console.print(f"[yellow]warning:[/] {build_path / name} changed since it was built", highlight=False)
+        _warn(f"{build_path / name} changed since it was built")
     x, source = _inputs(b, inputs, batch, seed)
     console.print(f"inputs: {source}", highlight=False)
     ref = integrate(b.knet, x)
@@ -139,9 +218,8 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
         return _Run(b.knet, x, source, ref, None, None, char, b.scaling.tau)
     console.print(f"ngspice {ngspice.version()} ({ngspice.binary()}), {len(x)} sample(s)", highlight=False)
     if b.tran.solver == "klu" and not ngspice.has_klu():
-        console.print("[yellow]note:[/] this ngspice has no KLU solver, so it factors with Sparse 1.3 (about half "
-                      "as fast on MNIST-size networks); scripts/ngspice_klu.sh fetches one that has it",
-                      highlight=False)
+        _warn("this ngspice has no KLU solver, so it factors with Sparse 1.3 (about half as fast on MNIST-size "
+              "networks); scripts/ngspice_klu.sh fetches one that has it", tag="note:")
     with Progress(TextColumn("ngspice"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("", total=len(x))
@@ -288,9 +366,8 @@ def verify(target, max_error, inputs, batch, seed, jobs, timeout, keep_runs, as_
                                "boundary_error": c.boundary_error.tolist(), "inputs": run.source}))
     else:
         _report(run)
-        verdict = "[green]PASS[/]" if ok else "[bold red]FAIL[/]"
-        out.print(f"{verdict}: largest output error {c.max_output_error:.3e} "
-                  f"{'<=' if ok else '>'} max-error {max_error:g}")
+        out.print(Text.assemble(_verdict(ok), f": largest output error {c.max_output_error:.3e} "
+                                f"{'<=' if ok else '>'} max-error {max_error:g}"))
     raise SystemExit(0 if ok else 1)
 
 
@@ -327,15 +404,15 @@ def _verify_flow(path: Path, jobs: int | None, as_json: bool, junit: Path | None
         for col in ("gate", "limit", "value", "verdict"):
             t.add_column(col, justify="right")
         for g in data["gates"]:
-            t.add_row(escape(g["name"] + ("" if g["corner"] == "-" else f" [{g['corner']}]")), f"{g['limit']:g}", "-" if g["value"] is None else f"{g['value']:.4g}",
-                      "[green]pass[/]" if g["passed"] else "[bold red]FAIL[/]")
+            t.add_row(Text(g["name"] + ("" if g["corner"] == "-" else f" [{g['corner']}]")), f"{g['limit']:g}",
+                      "-" if g["value"] is None else f"{g['value']:.4g}", _verdict(g["passed"], "pass"))
         out.print(t)
         if data.get("monte_carlo"):
             out.print(_mc_line(data["monte_carlo"], result.task), highlight=False)
         for g in data["gates"]:
             if not g["passed"]:
-                out.print(f"[bold red]FAIL[/] {escape(g['detail'])}", highlight=False)
-        out.print("[green]PASS[/]" if result.passed else "[bold red]FAIL[/]")
+                out.print(Text.assemble(_verdict(False), " " + g["detail"]), soft_wrap=True)
+        out.print(_verdict(result.passed))
     for f in (junit, report):
         if f:
             console.print(f"wrote {f}", highlight=False)
