@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_scale import MIX_SIZES, mix_knet, mnist_inputs  # noqa: E402
 from kcompile.knet import load_knet  # noqa: E402
 from kcompile.laws import LAWS  # noqa: E402
-from kcompile.netlist import Scaling, default_tran, render_deck, write_circuit  # noqa: E402
+from kcompile.netlist import default_tran, render_deck, write_circuit  # noqa: E402
+from kcompile.scaling import Scaling  # noqa: E402
 from kcompile.ngspice import binary, parse_raw  # noqa: E402
 from kcompile.reference import integrate  # noqa: E402
 from kcompile.simulate import at_times, start_voltages  # noqa: E402

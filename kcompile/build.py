@@ -29,7 +29,8 @@ from .files import sha256
 from .inputs import check_inputs
 from .knet import FORMAT, KNet, load_knet, save_knet
 from .mapping import affine_reason, clip_reason, map_knet, relu_target, transistor_scaling
-from .netlist import SOLVERS, Scaling, Tran, default_tran, render_transistor_circuit, transistor_tran, write_circuit
+from .netlist import SOLVERS, Tran, default_tran, render_transistor_circuit, transistor_tran, write_circuit
+from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import integrate
 from .refine import refine, steps_for

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import jinja2
 import numpy as np
 
-from .netlist import TEMPLATE_DIR, Scaling
+from .resources import TEMPLATE_DIR
+from .scaling import Scaling
 from .pdk import Pdk
 
 CELL_TEMPLATE_DIR = TEMPLATE_DIR / "cells"

@@ -30,8 +30,9 @@ from .cells import (AFFINE_RELU, AFFINE_TANH, POSTER_RELU, TANH2, SIGNED_GM, SIG
                     GmCalibration, GmParams,
                     default_scaling, nominal_r, relu_params, render_cell, subckt_name, tail_current, tail_currents)
 from .files import sha256
-from .netlist import Scaling
-from .pdk import Pdk, cache_dir, get_pdk
+from .scaling import Scaling
+from .files import cache_dir
+from .pdk import Pdk, get_pdk
 
 
 _MODEL_FILE = re.compile(r'^(\s*\.(?:lib|include)\s+)"([^"]+)"', re.IGNORECASE | re.MULTILINE)

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from .compare import Comparison, compare
 from .errors import KCompileError
 from .inputs import load_inputs, random_inputs
 from .mapping import map_knet, transistor_scaling
-from .netlist import SOLVERS, Scaling
+from .netlist import SOLVERS
+from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
 from .refine import refine

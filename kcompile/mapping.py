@@ -26,7 +26,7 @@ from .characterize import (calibrate, calibrate_affine_relu, calibrate_affine_ta
                            characterize_tanh2)
 from .errors import InputError
 from .knet import KNet
-from .netlist import Scaling
+from .scaling import Scaling
 from .pdk import Pdk, get_pdk
 
 # laws with a transistor-level cell, and why the others have none (yet)

@@ -31,7 +31,8 @@ import scipy.sparse as sp
 
 from .cells import Transistor, cell_transistors, render_cell, subckt_name
 from .knet import KNet
-from .pdk import Mismatch, cache_dir
+from .files import cache_dir
+from .pdk import Mismatch
 
 #: finite-difference step of the θ sensitivities (model units)
 SENSITIVITY_STEP = 1e-4

@@ -17,7 +17,6 @@ devices, against two nodes each: 4.9x less ngspice CPU at 10^4 devices
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -29,31 +28,9 @@ import numpy as np
 from . import __version__
 from .knet import KNet
 from .laws import LAWS
+from .resources import TEMPLATE_DIR
+from .scaling import Scaling
 
-TEMPLATE_DIR = Path(os.environ.get("KCOMPILE_TEMPLATES", Path(__file__).resolve().parent.parent / "templates"))
-
-
-@dataclass(frozen=True)
-class Scaling:
-    """Physical scaling: ``V = vcm + v0·v``, ``I = i0·g``, ``C = c_unit·c``.
-
-    The default is the identity (model units are volts, amperes, farads and
-    seconds), which is what the behavioural level uses to check the compiler.
-    """
-
-    v0: float = 1.0
-    vcm: float = 0.0
-    i0: float = 1.0
-    c_unit: float = 1.0
-
-    @property
-    def tau(self) -> float:
-        """Seconds per model time unit: ``c_unit·v0/i0``."""
-        return self.c_unit * self.v0 / self.i0
-
-    @property
-    def is_identity(self) -> bool:
-        return self == Scaling()
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
+from .files import cache_dir
+from .resources import PDK_MODELS_DIR
 
-PDK_MODELS_DIR = Path(__file__).resolve().parent.parent / "pdk_models"
-ENV_CACHE = "KCOMPILE_CACHE"
 CORNERS = ("tt", "ff", "ss", "fs", "sf")
 
 
@@ -178,12 +178,6 @@ def _junctions(w: float) -> str:
     """Drain/source area and perimeter (SI) of a 0.5 µm long diffusion; BSIM3 warns without them."""
     area, perim = w * 0.5e-12, 2 * (w + 0.5) * 1e-6
     return f" ad={area:.4g} as={area:.4g} pd={perim:.4g} ps={perim:.4g}"
-
-
-def cache_dir() -> Path:
-    """Root of kcompile's cache: ``$KCOMPILE_CACHE`` or ``~/.cache/kcompile``."""
-    env = os.environ.get(ENV_CACHE)
-    return Path(env) if env else Path.home() / ".cache" / "kcompile"
 
 
 def _package_dir(pkg: str, pip_name: str) -> Path:

@@ -33,7 +33,8 @@ from . import ngspice
 from .errors import InputError, SimulatorError
 from .files import sha256
 from .knet import KNet
-from .netlist import SEGMENTED_MARK, Scaling, Tran, render_deck
+from .netlist import SEGMENTED_MARK, Tran, render_deck
+from .scaling import Scaling
 
 IC_TOLERANCE = 1e-6  # model units, relative to max(1, |input|)
 

@@ -34,7 +34,8 @@ from .inputs import load_inputs, random_inputs
 from .knet import KNet
 from .mapping import map_knet, transistor_scaling
 from .mismatch import Attribution, draws, rank_devices
-from .netlist import Scaling, render_transistor_circuit, transistor_tran
+from .netlist import render_transistor_circuit, transistor_tran
+from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
 from .refine import refine, steps_for

