@@ -1,7 +1,8 @@
 """Simulator back ends: a careful tool proxy and a netlist dialect per simulator.
 
 A back end is one :class:`Simulator` subclass in its own module here plus its
-Jinja templates in ``templates/<name>/``, registered with :func:`register`.
+Jinja templates in ``templates/<name>/``, registered with :func:`register`
+(every module of this package is imported, so nothing else lists it).
 The base class owns what every simulator shares: finding the binary (an
 environment variable first, then ``PATH``), probing its version, running one
 deck in a fresh directory under ``try``/``finally`` (kept after a failure,
@@ -29,7 +30,9 @@ switch. The recipe for a new back end is in ``docs/design.md``.
 from __future__ import annotations
 
 import abc
+import importlib
 import os
+import pkgutil
 import re
 import shlex
 import shutil
@@ -113,6 +116,9 @@ class Simulator(abc.ABC):
     log_name: ClassVar[str] = "simulator.log"
     #: seconds a version or capability probe may take before the binary is declared broken
     probe_timeout: ClassVar[float] = 30.0
+
+    def __repr__(self) -> str:
+        return f"<{self.name} back end ({type(self).__module__})>"
 
     # ---- tool proxy -------------------------------------------------------------------------------------------
 
@@ -289,4 +295,10 @@ def get_simulator(name: str | Simulator = DEFAULT) -> Simulator:
         raise InputError(f"unknown simulator {name!r}: choose one of {', '.join(sorted(SIMULATORS))}") from None
 
 
-from . import ngspice as _ngspice  # noqa: E402,F401  (registers the back end; it imports the base above)
+def _discover() -> None:
+    """Import every module of this package: each registers its back end (they import the base above)."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_discover()
