@@ -55,7 +55,7 @@ class Tran:
     solver: str = "sparse"  # "klu": '.options klu' (ngspice >= 40 built with KLU; older ones ignore it)
 
     def options(self, scaling: Scaling, simulator: str = "ngspice") -> str:
-        """The options line of this analysis in ``simulator``'s dialect (:meth:`kcompile.backends.Simulator.options`)."""
+        """The options line in ``simulator``'s dialect (:meth:`kcompile.backends.Simulator.options`)."""
         from .backends import get_simulator
 
         return get_simulator(simulator).options(self, scaling)
