@@ -29,6 +29,7 @@ from .files import sha256
 from .inputs import check_inputs
 from .knet import FORMAT, KNet, load_knet, save_knet
 from .mapping import affine_reason, clip_reason, map_knet, relu_target, transistor_scaling
+from .osdi import DEVICES, default_devices
 from .netlist import SOLVERS, Tran, default_tran, render_transistor_circuit, transistor_tran, write_circuit
 from .scaling import Scaling
 from .pdk import get_pdk
@@ -131,7 +132,8 @@ def compliance_warnings(knet: KNet, inputs: np.ndarray, scaling: Scaling, supply
 
 def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = None, *, cells: str = "behavioural",
           pdk: str = "generic180", corner: str = "tt", allow_clipped: bool = False,
-          points_per_layer: int | None = None, refine_steps: int | None = None, solver: str | None = None) -> Build:
+          points_per_layer: int | None = None, refine_steps: int | None = None, solver: str | None = None,
+          devices: str | None = None) -> Build:
     """Validate ``weights`` and write the build directory ``out_dir``.
 
     Parameters
@@ -154,6 +156,11 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
     solver : {"sparse", "klu"}, optional
         ngspice's linear solver (default: ``"klu"`` for large networks, see
         :func:`kcompile.netlist.default_tran`; an ngspice without KLU ignores it).
+    devices : {"osdi", "bsource"}, optional
+        Behavioural devices as compiled Verilog-A modules (the build holds their
+        ``.va``; :mod:`kcompile.osdi`) or as ngspice B-sources. Default:
+        :func:`kcompile.osdi.default_devices` (``osdi`` where ngspice loads OSDI;
+        otherwise ``bsource``, with a note in the manifest's ``notes``).
 
     An existing ``out_dir`` is replaced only if it is empty or an earlier
     kcompile build holding nothing but the files its manifest lists
@@ -163,6 +170,13 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         raise InputError(f"The 'cells' parameter must be 'behavioural' or 'transistor'. Got {cells!r} instead.")
     if solver is not None and solver not in SOLVERS:
         raise InputError(f"The 'solver' parameter must be one of {', '.join(SOLVERS)}. Got {solver!r} instead.")
+    if devices is not None and (devices not in DEVICES or cells == "transistor"):
+        raise InputError(f"The 'devices' parameter must be one of {', '.join(DEVICES)} for behavioural cells "
+                         f"(transistor-level cells are subcircuits). Got {devices!r} with cells {cells!r} instead.")
+    notes = []
+    if cells == "behavioural" and devices is None:
+        devices, note = default_devices()
+        notes += [note] if note else []
     weights, out_dir = Path(weights), Path(out_dir)
     check_replaceable(out_dir)
     knet = load_knet(weights)
@@ -187,8 +201,8 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         if cellmap is None:
-            write_circuit(knet, tmp / "circuit.cir", scaling)
-            cells_info = {"level": "behavioural"}
+            write_circuit(knet, tmp / "circuit.cir", scaling, segmented=tran.segmented, devices=devices)
+            cells_info = {"level": "behavioural", "devices": devices}
         else:
             with open(tmp / "circuit.cir", "w") as f:
                 f.writelines(render_transistor_circuit(knet, cellmap))
@@ -200,6 +214,7 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         files = {f.name: sha256(f) for f in sorted(tmp.iterdir())}
         manifest = manifest_for(knet, weights, scaling, tran, files, cells_info)
         manifest["warnings"] = warnings
+        manifest["notes"] = notes
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _swap_into_place(tmp, out_dir)
     except BaseException:
@@ -321,3 +336,27 @@ def modified_files(b: Build) -> list[str]:
     """Files whose hash no longer matches the manifest (hand edits, corruption)."""
     return [name for name, digest in b.manifest.get("files", {}).items()
             if not (b.path / name).is_file() or sha256(b.path / name) != digest]
+
+
+def circuit_for(b: Build, simulator: str, folder: Path) -> Path:
+    """The build's circuit in ``simulator``'s dialect: ``circuit.cir`` for ngspice (what the build wrote); for
+    another back end, written into ``folder`` from the build's network, scaling, form and devices (VACASK takes
+    only compiled devices: a ``bsource`` build is refused, never silently compiled)."""
+    from .backends import get_simulator
+
+    sim = get_simulator(simulator)
+    if sim.name == "ngspice":
+        return b.circuit
+    if b.manifest["cells"]["level"] != "behavioural":
+        raise InputError(f"{b.path}: a transistor-level build runs only in ngspice (its cells and models are "
+                         f"ngspice text), not in {sim.name}")
+    devices = b.manifest["cells"].get("devices", "bsource")
+    if devices not in sim.devices:
+        raise InputError(f"{b.path}: built with --devices {devices}, which {sim.name} cannot simulate; rebuild "
+                         f"with --devices {sim.devices[0]}")
+    path = Path(folder) / sim.circuit_name
+    write_circuit(b.knet, path, b.scaling, segmented=b.tran.segmented, simulator=sim.name, devices=devices)
+    for name in b.manifest["files"]:  # the build's own modules, so that both simulators compile the same text
+        if name.endswith(".va"):
+            shutil.copyfile(b.path / name, Path(folder) / name)
+    return path

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +23,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__, ngspice
-from .build import Build, build as build_dir, modified_files, open_build
+from . import __version__
+from .backends import DEFAULT, SIMULATORS, get_simulator
+from .build import Build, build as build_dir, circuit_for, modified_files, open_build
 from .characterised import integrate_characterised, measure_devices
 from .compare import Comparison, compare
 from .errors import KCompileError
 from .inputs import load_inputs, random_inputs
 from .mapping import map_knet, transistor_scaling
 from .netlist import SOLVERS
+from .osdi import DEVICES
 from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
@@ -153,18 +156,24 @@ def main():
 @click.option("--solver", type=click.Choice(SOLVERS), default=None,
               help="ngspice linear solver (default klu from 10,000 devices, else sparse; "
                    "an ngspice without KLU, e.g. Debian 12's 39, ignores klu: see scripts/ngspice_klu.sh).")
+@click.option("--devices", type=click.Choice(DEVICES), default=None,
+              help="Behavioural devices as compiled Verilog-A modules (OSDI; the build holds the .va) or ngspice "
+                   "B-sources (default osdi where ngspice loads OSDI, e.g. the 46 of scripts/setup.sh; else bsource).")
 def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped, v0, i0, c_unit, points_per_layer,
-          refine_steps, solver):
+          refine_steps, solver, devices):
     """Validate WEIGHTS (kcompile.knet/1 .npz) and write netlists and a manifest."""
     out_dir = out_dir or Path("build") / weights.stem
     overrides = {k: v for k, v in {"v0": v0, "i0": i0, "c_unit": c_unit}.items() if v is not None}
     base = transistor_scaling(get_pdk(pdk)) if cells == "transistor" else Scaling()
     b = build_dir(weights, out_dir, dataclasses.replace(base, **overrides), cells=cells, pdk=pdk, corner=corner,
                   allow_clipped=allow_clipped, points_per_layer=points_per_layer, refine_steps=refine_steps,
-                  solver=solver)
+                  solver=solver, devices=devices)
     m = b.manifest
     layers = ", ".join(f"{layer['devices']}" for layer in m["layers"])
-    what = "behavioural sources" if cells == "behavioural" else (
+    for note in m.get("notes", []):
+        _warn(note, tag="note:")
+    what = ("compiled Verilog-A devices (OSDI; " + ", ".join(f for f in m["files"] if f.endswith(".va")) + ")"
+            if m["cells"].get("devices") == "osdi" else "behavioural sources") if cells == "behavioural" else (
         f"{m['cells']['cell']} cells on {pdk}/{corner} (tau = {b.scaling.tau:.3g} s; "
         f"{m['cells']['clipped']} clipped; largest |achieved - target θ| {m['cells']['max_theta_error']:.3g})")
     console.print(f"built {out_dir}: {m['law']} law, {m['num_nodes']} nodes, {m['num_devices']} devices "
@@ -206,7 +215,7 @@ def _inputs(b: Build, path: Path | None, batch: int, seed: int) -> tuple[np.ndar
 
 
 def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, seed: int, jobs: int | None,
-         timeout: float, keep_runs: Path | None) -> _Run:
+         timeout: float, keep_runs: Path | None, simulator: str = "ngspice") -> _Run:
     b = open_build(build_path)
     for name in modified_files(b):
         _warn(f"{build_path / name} changed since it was built")
@@ -216,19 +225,22 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
     char = _characterised(b, x)
     if not use_spice:
         return _Run(b.knet, x, source, ref, None, None, char, b.scaling.tau)
-    console.print(f"ngspice {ngspice.version()} ({ngspice.binary()}), {len(x)} sample(s)", highlight=False)
-    if b.tran.solver == "klu" and not ngspice.has_klu():
-        _warn("this ngspice has no KLU solver, so it factors with Sparse 1.3 (about half as fast on MNIST-size "
-              "networks); scripts/ngspice_klu.sh fetches one that has it", tag="note:")
-    with Progress(TextColumn("ngspice"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+    sim = get_simulator(simulator)
+    console.print(f"{sim.describe()}, {len(x)} sample(s)", highlight=False)
+    if b.tran.solver == "klu" and not sim.has_klu():
+        _warn(f"this {sim.name} has no KLU solver, so it factors with Sparse 1.3 (about half as fast on MNIST-size "
+              "networks); scripts/setup.sh installs one that has it", tag="note:")
+    with tempfile.TemporaryDirectory(prefix="kcompile-circuit-") as tmp, \
+            Progress(TextColumn(sim.name), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     console=console, transient=True) as bar:
         task = bar.add_task("", total=len(x))
         cells = b.manifest["cells"]
         transistor = cells.get("level") == "transistor"
         supply = ("vdd", cells["supply"]) if transistor else None
         defines = get_pdk(cells["pdk"]).ngspice_defines() if transistor else ()
-        spice = run_spice(b.knet, b.circuit, x, b.tran, scaling=b.scaling, jobs=jobs, timeout=timeout,
-                          run_root=keep_runs, supply=supply, defines=defines, progress=lambda n: bar.advance(task, n))
+        spice = run_spice(b.knet, circuit_for(b, sim.name, Path(tmp)), x, b.tran, scaling=b.scaling, jobs=jobs,
+                          timeout=timeout, run_root=keep_runs, supply=supply, defines=defines,
+                          progress=lambda n: bar.advance(task, n), simulator=sim.name)
     return _Run(b.knet, x, source, ref, spice, compare(ref.states, spice.states, b.knet.output_nodes), char,
                 b.scaling.tau)
 
@@ -303,6 +315,8 @@ _common = [
     click.option("--timeout", default=600.0, show_default=True, help="Seconds per ngspice run."),
     click.option("--keep-runs", type=click.Path(file_okay=False, path_type=Path), default=None,
                  help="Keep every ngspice run directory under this folder."),
+    click.option("--simulator", type=click.Choice(sorted(SIMULATORS)), default=DEFAULT, show_default=True,
+                 help="Simulator back end (vacask: behavioural builds of compiled devices)."),
 ]
 
 
@@ -318,9 +332,9 @@ def _with_common(f):
               help="Simulate in ngspice and compare (default), or run only the NumPy reference.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write results (.npz): reference[_states], spice[_states], inputs.")
-def simulate(build_path, inputs, batch, seed, jobs, timeout, keep_runs, use_spice, out_path):
+def simulate(build_path, inputs, batch, seed, jobs, timeout, keep_runs, simulator, use_spice, out_path):
     """Simulate BUILD for a batch of inputs and compare ngspice with the reference."""
-    run = _run(build_path, inputs, use_spice, batch, seed, jobs, timeout, keep_runs)
+    run = _run(build_path, inputs, use_spice, batch, seed, jobs, timeout, keep_runs, simulator)
     _report(run)
     if out_path is not None:
         _save(out_path, run)
@@ -346,18 +360,21 @@ def simulate(build_path, inputs, batch, seed, jobs, timeout, keep_runs, use_spic
 @click.option("--scheduler", default=None, help="For a FLOW: run samples on a Dask cluster (tcp://HOST:PORT).")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="For a FLOW: reuse finished ngspice runs stored here (keyed by deck hash).")
+@click.option("--simulator", type=click.Choice(sorted(SIMULATORS)), default=None,
+              help=f"Simulator back end (default {DEFAULT}; vacask: behavioural builds of compiled devices); "
+                   "for a FLOW it overrides the flow's 'simulator'.")
 def verify(target, max_error, inputs, batch, seed, jobs, timeout, keep_runs, as_json, junit, report, scheduler,
-           cache):
+           cache, simulator):
     """Check fidelity; exit 0 when every gate holds, 1 when one fails.
 
     TARGET is a build directory (gate: --max-error against the reference) or
     a flow file (flows/*.yaml: levels, gates, reports).
     """
     if target.suffix in (".yaml", ".yml"):
-        _verify_flow(target, jobs, as_json, junit, report, scheduler, cache)
+        _verify_flow(target, jobs, as_json, junit, report, scheduler, cache, simulator)
     if max_error is None:
         raise click.UsageError("--max-error is required when verifying a build directory")
-    run = _run(target, inputs, True, batch, seed, jobs, timeout, keep_runs)
+    run = _run(target, inputs, True, batch, seed, jobs, timeout, keep_runs, simulator or DEFAULT)
     c = run.comparison
     ok = c.passes(max_error)
     if as_json:
@@ -372,13 +389,13 @@ def verify(target, max_error, inputs, batch, seed, jobs, timeout, keep_runs, as_
 
 
 def _verify_flow(path: Path, jobs: int | None, as_json: bool, junit: Path | None, report: Path | None,
-                 scheduler: str | None, cache: Path | None):
+                 scheduler: str | None, cache: Path | None, simulator: str | None = None):
     from .flow import load_flow
     from .report import summary, write_html, write_junit
     from .verify import run_flow
 
     flow = load_flow(path)
-    overrides = {"jobs": jobs, "scheduler": scheduler, "cache": cache}
+    overrides = {"jobs": jobs, "scheduler": scheduler, "cache": cache, "simulator": simulator}
     flow = dataclasses.replace(flow, **{k: v for k, v in overrides.items() if v is not None})
     console.print(f"flow {flow.name}: levels {', '.join(('ideal',) + flow.levels)}; {len(flow.gates)} gate(s)",
                   highlight=False)

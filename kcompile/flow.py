@@ -17,6 +17,8 @@ Example::
     jobs: 2                                # local ngspice processes (default: all cores)
     scheduler: tcp://127.0.0.1:8786        # optional: run samples on a Dask cluster
     cache: ../.kcompile-cache              # optional: reuse finished runs by deck hash
+    simulator: ngspice                     # the behavioural level's back end (or vacask); a gate
+                                           # {level: behavioural, metric: cross_simulator_max_diff} runs both
 
 Transistor-level keys: ``pdk`` (generic180, sky130, gf180mcu), ``corners``
 (the first is the calibration corner; ``all``: every corner of the PDK),
@@ -46,6 +48,7 @@ METRICS = {
     "mse_ratio": "level MSE / ideal MSE against the labels",
     "mc_percentile_accuracy": "5th-percentile accuracy over Monte Carlo runs, as a floor (percent)",
     "mc_p95_output_error": "95th percentile over Monte Carlo runs of the largest |output - ideal| (model units)",
+    "cross_simulator_max_diff": "largest |ngspice - vacask| over outputs and samples, behavioural (model units)",
 }
 _FLOOR_METRICS = {"mc_percentile_accuracy"}
 MC_METRICS = {"mc_percentile_accuracy", "mc_p95_output_error"}
@@ -113,6 +116,7 @@ class Flow:
     cache: Path | None = None
     allow_clipped: bool = False
     refine_steps: int | None = None
+    simulator: str = "ngspice"  # behavioural level's back end (a cross_simulator_max_diff gate runs both)
 
 
 class _Checker:
@@ -166,7 +170,7 @@ def load_flow(path: str | Path) -> Flow:
     c = _Checker(path)
     known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature", "supply",
              "recalibrate", "points_per_layer", "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache",
-             "allow_clipped", "refine_steps"}
+             "allow_clipped", "refine_steps", "simulator"}
     for key in data:
         if key not in known:
             raise c.fail(key, f"is not a flow key (known: {', '.join(sorted(known))})")
@@ -204,6 +208,9 @@ def load_flow(path: str | Path) -> Flow:
                     float(_number(c, g, "limit", f"gates[{i}].limit")))
         if gate.level not in levels and gate.level != "ideal":
             raise c.fail(f"gates[{i}].level", f"is {gate.level!r}, which the flow's levels {list(levels)} don't run")
+        if gate.metric == "cross_simulator_max_diff" and gate.level != "behavioural":
+            raise c.fail(f"gates[{i}].level", f"is {gate.level!r}; cross_simulator_max_diff compares the "
+                         "behavioural level in ngspice and vacask")
         if gate.is_monte_carlo and (gate.level != "transistor" or monte_carlo.runs < 2):
             raise c.fail(f"gates[{i}].metric", f"is {gate.metric!r}, which needs level 'transistor' and "
                          f"'monte_carlo.runs' of at least 2 (got level {gate.level!r}, {monte_carlo.runs} runs)")
@@ -219,7 +226,14 @@ def load_flow(path: str | Path) -> Flow:
         cache=None if "cache" not in data else (path.parent / c.typed(data, "cache", str)).resolve(),
         allow_clipped=c.typed(data, "allow_clipped", bool, False),
         refine_steps=_non_negative(c, data, "refine_steps"),
+        simulator=_simulator(c, data),
     )
+
+
+def _simulator(c: _Checker, data: dict) -> str:
+    from .backends import SIMULATORS
+
+    return c.choices("simulator", c.typed(data, "simulator", str, "ngspice"), tuple(sorted(SIMULATORS)))
 
 
 def _non_negative(c: _Checker, data: dict, key: str) -> int | None:

