@@ -226,8 +226,7 @@ def _compile(va: Path, text: bytes, folder: Path, osdi_name: str, timeout: float
         log = _ANSI.sub("", proc.stdout + proc.stderr)
         if proc.returncode != 0 or not (tmp / osdi_name).is_file():
             raise SimulatorError(f"openvaf-r could not compile {va}: {_first_error(log, source.name)}; the module "
-                                 "is written by 'kcompile build': rebuild, or fix the file if you edited it",
-                                 log=log)
+                                 "is written by 'kcompile build': rebuild, or fix the file if you edited it")
         (tmp / f"{osdi_name}.sha256").write_text(f"{sha256(tmp / osdi_name)}  {osdi_name}\n")
         (tmp / "openvaf.log").write_text(log)
         try:
@@ -256,16 +255,19 @@ def module_card(law: str, gated: bool, scaling, mark: str, number) -> dict:
     m = module(law, gated)
     values = {"vcm": scaling.vcm, "v0": scaling.v0, "i0": scaling.i0}
     params = " ".join(f"{p}={number(values[p])}" for p, identity in SCALING_PARAMS if values[p] != identity)
-    return dict(mark=mark, va=m.va_name, library=m.osdi_name, module=m.name, params=params)
+    return dict(mark=mark, va=m.va_name, library=m.osdi_name, module=m.name, params=params,
+                vref=number(scaling.vcm) if scaling.vcm else None)
 
 
-def instances(knet, k: int, number) -> Iterator[tuple[str, str, str, str]]:
-    """``(name, s, d, instance parameters)`` of every device of layer ``k``: nodes ``n{i}``, ground ``0``,
-    θ as ``theta0=... theta1=...`` written by ``number``."""
+def instances(knet, k: int, scaling, number) -> Iterator[tuple[str, str, str, str]]:
+    """``(name, s, d, instance parameters)`` of every device of layer ``k``: nodes ``n{i}``; model node 0 is
+    ground ``0``, or the rail ``vref`` at ``vcm`` volts when ``scaling.vcm`` is not 0 (a module sees model
+    voltage 0 there, as the B-sources' literal 0); θ as ``theta0=... theta1=...`` written by ``number``."""
     layer = knet.layers[k]
+    ground = "vref" if scaling.vcm else "0"
     names = [f"theta{j}" for j in range(layer.theta.shape[1])]
     for i, (s, d, theta) in enumerate(zip(layer.src.tolist(), layer.dst.tolist(), layer.theta.tolist())):
-        yield (f"{k}_{i}", f"n{s}" if s else "0", f"n{d}" if d else "0",
+        yield (f"{k}_{i}", f"n{s}" if s else ground, f"n{d}" if d else ground,
                " ".join(f"{p}={number(t)}" for p, t in zip(names, theta)))
 
 

@@ -139,28 +139,40 @@ def _run_one(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], floa
     return states, (t, v), energy
 
 
-def _check_form(circuit: Path, tran: Tran, supply, knet: KNet, sim) -> tuple[tuple[str, Path], ...]:
-    """A segmented analysis needs a segmented circuit and vice versa (the first line says which); a circuit of
-    compiled devices needs a simulator that loads OSDI, and gets its libraries (compiled from the ``.va``
-    beside it, :func:`kcompile.osdi.device_files`)."""
+def _form(circuit: Path) -> tuple[bool, bool]:
     try:
-        segmented, osdi = circuit_form(circuit)
+        return circuit_form(circuit)
     except OSError as exc:
         raise InputError(f"{circuit}: cannot read the circuit ({exc})") from None
+
+
+def device_libraries(knet: KNet, circuit: Path, simulator: str = DEFAULT) -> dict[str, Path]:
+    """``{name in the run directory: compiled library}`` for a circuit of compiled devices (none for B-sources).
+
+    The libraries are compiled from the ``.va`` beside ``circuit`` (:func:`kcompile.osdi.device_files`);
+    a simulator that cannot load them is a :class:`SimulatorError` that says what to do instead.
+    """
+    segmented, osdi = _form(circuit)
+    if not osdi:
+        return {}
+    sim = get_simulator(simulator)
+    if not sim.has_osdi():
+        raise SimulatorError(f"{sim.describe()} cannot load the compiled devices (OSDI) of {circuit}: rebuild "
+                             f"with --devices bsource, or {sim.install_hint}")
+    from .osdi import device_files
+
+    return device_files(Path(circuit).parent, knet.law, gated=not segmented)
+
+
+def _check_form(circuit: Path, tran: Tran, supply) -> None:
+    """A segmented analysis needs a segmented circuit and vice versa (the first line says which)."""
+    segmented, _ = _form(circuit)
     if segmented != tran.segmented:
         have, want = ("segmented", "clocked") if segmented else ("clocked", "segmented")
         raise InputError(f"{circuit}: a {have} circuit but a {want} analysis; write the circuit and the analysis "
                          f"with the same 'segmented' choice (write_circuit / default_tran)")
     if segmented and supply is not None:
         raise InputError(f"{circuit}: a segmented (behavioural) circuit has no supply to measure")
-    if not osdi:
-        return ()
-    if not sim.has_osdi():
-        raise SimulatorError(f"{sim.describe()} cannot load the compiled device models (OSDI) of {circuit}: "
-                             f"use a simulator that can ({sim.install_hint}), or rebuild with --devices bsource")
-    from .osdi import device_files
-
-    return tuple(device_files(circuit.parent, knet.law, gated=not segmented).items())
 
 
 def start_voltages(t: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -234,7 +246,8 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
     sim = get_simulator(simulator)
     sim.require()
     circuit = Path(circuit).resolve()
-    libraries = _check_form(circuit, tran, supply, knet, sim)
+    _check_form(circuit, tran, supply)
+    libraries = tuple(device_libraries(knet, circuit, sim.name).items())
     initial = knet.initial_state(inputs)
     circuit_hash = sha256(circuit) if cache_dir is not None else ""
     if cache_dir is not None:

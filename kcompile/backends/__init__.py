@@ -222,12 +222,12 @@ class Simulator(abc.ABC):
             except subprocess.TimeoutExpired:
                 raise SimulatorError(f"{self.name} timed out after {timeout:g} s", run_dir, deck,
                                      self._log(run_dir)) from None
-            log = self._log(run_dir) + proc.stdout + proc.stderr
+            log = proc.stdout + proc.stderr + self._log(run_dir)  # the log file last: its end is the error's tail
             if not (run_dir / self.log_name).is_file():  # a simulator that only prints: keep what it printed
                 (run_dir / self.log_name).write_text(log)
             fatal = self.fatal.search(log)
             if proc.returncode != 0 or fatal:
-                why = fatal.group(0).strip() if fatal else f"exit status {proc.returncode}"
+                why = _line(log, fatal.end() - 1) if fatal else f"exit status {proc.returncode}"
                 raise SimulatorError(f"{self.name} failed: {why}", run_dir, deck, log)
             for line in dict.fromkeys(m.group(0).strip() for m in self.warning.finditer(log)):
                 warnings.warn(f"{self.name}: {line}", self.warning_category, stacklevel=3)
@@ -287,6 +287,12 @@ class Simulator(abc.ABC):
         """The per-run deck that includes :attr:`circuit_name` (or its part ``layer`` of a segmented circuit),
         starts the nodes at ``initial`` (model units, ``[N]``), runs ``tran`` and saves every
         :meth:`node_vector` (and ``supply``'s :meth:`current_vector`)."""
+
+
+def _line(text: str, pos: int) -> str:
+    """The whole line of ``text`` that holds position ``pos``, stripped."""
+    end = text.find("\n", pos)
+    return text[text.rfind("\n", 0, pos) + 1:None if end < 0 else end].strip()
 
 
 @lru_cache(maxsize=None)

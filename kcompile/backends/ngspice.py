@@ -37,8 +37,8 @@ from ..scaling import Scaling
 from . import SIMULATORS, RawData, Simulator, SimulatorWarning, _probe, register
 
 ENV_BINARY = "KCOMPILE_NGSPICE"
-INSTALL_HINT = ("run 'bash scripts/setup.sh' (ngspice 46 with KLU and OSDI, no root needed), 'apt-get install "
-                "ngspice' (Debian 12: 39, behavioural sources only), or set KCOMPILE_NGSPICE to the binary")
+INSTALL_HINT = ("run 'bash scripts/setup.sh' (ngspice 46 with KLU and OSDI, no root needed), or 'apt-get install "
+                "ngspice' (Debian 12's 39: behavioural sources only), or set KCOMPILE_NGSPICE to the binary")
 #: where scripts/ngspice_klu.sh (run by scripts/setup.sh) unpacks Debian backports' ngspice, under the cache
 INSTALLED = Path("ngspice-klu", "root", "usr", "bin", "ngspice")
 
@@ -138,7 +138,7 @@ class Ngspice(Simulator):
     def render_circuit(self, knet: KNet, scaling: Scaling, edge_fraction: float, segmented: bool,
                        devices: str) -> Iterator[str]:
         osdi = devices == "osdi"
-        rows = (lambda knet, k, scaling: instances(knet, k, number)) if osdi else self._devices
+        rows = (lambda knet, k, scaling: instances(knet, k, scaling, number)) if osdi else self._devices
         common = dict(
             version=__version__, law=knet.law, num_nodes=knet.num_nodes, num_layers=knet.num_layers,
             num_devices=knet.num_devices, vcm=scaling.vcm, v0=scaling.v0, i0=scaling.i0, c_unit=scaling.c_unit,

@@ -132,7 +132,7 @@ class Vacask(Simulator):
             num_devices=knet.num_devices, vcm=scaling.vcm, v0=scaling.v0, i0=scaling.i0, c_unit=scaling.c_unit,
             tau=scaling.tau, osdi=module_card(knet.law, not segmented, scaling, OSDI_MARK, number),
             capacitors=((n, number(c * scaling.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
-            layers=((k, instances(knet, k, number)) for k in range(knet.num_layers)),
+            layers=((k, instances(knet, k, scaling, number)) for k in range(knet.num_layers)),
         )
         if segmented:
             return self.environment().get_template("segmented.sim.j2").generate(mark=SEGMENTED_MARK, **common)
