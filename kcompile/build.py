@@ -276,7 +276,8 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
 
 def _save_devices(path: Path, cellmap) -> None:
     """``devices.npz``: per layer what the cell's mapping records (:meth:`kcompile.cells.base.LayerMap.arrays`)."""
-    arrays = {f"layer{k}_{name}": np.asarray(a) for k, lm in enumerate(cellmap.layers) for name, a in lm.arrays().items()}
+    arrays = {f"layer{k}_{name}": np.asarray(a)
+              for k, lm in enumerate(cellmap.layers) for name, a in lm.arrays().items()}
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 

@@ -93,13 +93,39 @@ def interp_rows(x: np.ndarray, negative: np.ndarray, xp: np.ndarray, fp: np.ndar
     return out
 
 
+def monotone(table: np.ndarray) -> np.ndarray:
+    """``(2, K)`` mask of each row's calibrated part: the run of a slope table (resistors increasing) over which
+    ``|slope|`` falls with r, from the largest resistor down. A point at a smaller r whose slope is not above
+    the next one's (measured on sky130's two-pair ReLU cell: the nn variant at 50 kΩ, out of compliance) ends
+    the run; it and every point before it are outside the calibrated range."""
+    mag = np.abs(table)
+    keep = np.ones(mag.shape, dtype=bool)
+    for row in range(mag.shape[0]):
+        k = mag.shape[1] - 1
+        while k > 0 and mag[row, k - 1] > mag[row, k]:
+            k -= 1
+        keep[row, :k] = False
+    return keep
+
+
+def magnitude_range(table: np.ndarray, row: int) -> tuple[float, float]:
+    """Smallest and largest ``|slope|`` of a ``(2, K)`` table's row over its calibrated part (:func:`monotone`)."""
+    a = np.abs(table[row])[monotone(table)[row]]
+    return float(a.min()), float(a.max())
+
+
 def log_r(magnitude: np.ndarray, negative: np.ndarray, table: np.ndarray, r: np.ndarray) -> np.ndarray:
     """log r at which each element's variant row of a ``(2, K)`` slope ``table`` (measured at resistors ``r``)
-    reaches ``magnitude`` (> 0, inside the row's range): log–log interpolation."""
-    mag = np.abs(table)
-    order = np.argsort(mag, axis=1)
-    return interp_rows(np.log(magnitude), negative, np.log(np.take_along_axis(mag, order, axis=1)),
-                       np.log(r)[order])
+    reaches ``magnitude`` (> 0, inside the row's range): log–log interpolation over the row's calibrated part
+    (:func:`monotone`)."""
+    mag, keep, x = np.abs(table), monotone(table), np.log(magnitude)
+    out = np.empty_like(x, dtype=float)
+    for row in (0, 1):
+        m, lr = mag[row][keep[row]], np.log(r)[keep[row]]
+        order = np.argsort(m)
+        sel = negative == bool(row)
+        out[sel] = np.interp(x[sel], np.log(m[order]), lr[order])
+    return out
 
 
 def coef(log_r: np.ndarray, negative: np.ndarray, table: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -113,8 +139,7 @@ class SlopeRange:
 
     def theta0_range(self, negative: bool = False) -> tuple[float, float]:
         """Smallest and largest achievable ``|θ0|`` of one variant."""
-        a = np.abs(self.theta0[int(negative)])
-        return float(a.min()), float(a.max())
+        return magnitude_range(self.theta0, int(negative))
 
 
 def slope_ranges(cal, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +153,12 @@ def slope_ranges(cal, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # 0.01 units of current at |Δ| = 4 (the compliance window), below the cells' own DC error (≈2-5 % of full
 # scale, ≥ 0.02 units for a 0.25-slope device). Slopes above the calibrated ceiling are clipped AND flagged.
 THETA0_RESOLUTION = 0.0025
+
+
+def slope_ceiling(cal) -> tuple[float, float]:
+    """``(−hi, hi)``: the largest |slope| both sign variants of ``cal`` realise."""
+    hi = min(cal.theta0_range(False)[1], cal.theta0_range(True)[1])
+    return -hi, hi
 
 
 def clip_flags(t0: np.ndarray, cal) -> np.ndarray:
@@ -358,8 +389,9 @@ class Cell:
 
     # ------------------------------------------------------------ mapping
 
-    def theta_box(self, law: str) -> tuple[tuple[float, float], ...]:
-        """Per law parameter, the interval (model units, default scaling) inside which the cell is calibrated."""
+    def theta_box(self, law: str, cal) -> tuple[tuple[float, float], ...]:
+        """Per law parameter, an interval (model units) inside which calibration ``cal`` realises θ unflagged:
+        slopes within the ceiling of both sign variants, offsets within what the cell was tested on."""
         raise self._refuse("has no calibrated θ range: it realises no law")
 
     def param_arrays(self, law: str, theta: np.ndarray, cal):

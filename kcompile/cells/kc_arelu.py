@@ -20,8 +20,8 @@ from scipy.optimize import least_squares
 
 from ..pdk import get_pdk
 from ..scaling import Scaling
-from .base import (Cell, clip_reason, coef, default_scaling, interp_rows, log_r, nearest, nominal_r,
-                   tail_currents)
+from .base import (Cell, clip_reason, coef, default_scaling, interp_rows, log_r, magnitude_range, nearest, nominal_r,
+                   slope_ceiling, tail_currents)
 from .kc_gm import GM_PARAMS, GM_SIZES, GmParams
 from .sweep import DiffSweep, measure_diff
 
@@ -57,10 +57,8 @@ class AffineCalibration:
 
     def theta0_range(self, negative: bool = False) -> tuple[float, float]:
         """Smallest and largest achievable coefficient magnitude (the tighter of the two pairs)."""
-        row = int(negative)
-        lo = max(np.abs(self.a[row]).min(), np.abs(self.b[row]).min())
-        hi = min(np.abs(self.a[row]).max(), np.abs(self.b[row]).max())
-        return float(lo), float(hi)
+        (lo_a, hi_a), (lo_b, hi_b) = (magnitude_range(t, int(negative)) for t in (self.a, self.b))
+        return max(lo_a, lo_b), min(hi_a, hi_b)
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,8 +114,8 @@ class Pairs:
 def _log_r_for(c: np.ndarray, table: np.ndarray, cal: AffineCalibration) -> tuple[np.ndarray, np.ndarray]:
     """Sign row and log r realising ``|c|`` from a ``(2, K)`` coefficient table (clipped into range)."""
     neg = c < 0
-    mag = np.abs(table)
-    x = np.clip(np.abs(c), np.where(neg, mag[1].min(), mag[0].min()), np.where(neg, mag[1].max(), mag[0].max()))
+    (lo_p, hi_p), (lo_n, hi_n) = magnitude_range(table, 0), magnitude_range(table, 1)
+    x = np.clip(np.abs(c), np.where(neg, lo_n, lo_p), np.where(neg, hi_n, hi_p))
     return neg, log_r(x, neg, table, cal.r)
 
 
@@ -310,8 +308,9 @@ class AffineRelu(Cell):
     def calibrate(self, table: AffineTable) -> AffineCalibration:
         return calibrate_affine_relu(table)
 
-    def theta_box(self, law: str) -> tuple[tuple[float, float], ...]:
-        return ((-2.0, 2.0), (-2.0, 2.0), (-1.0, 1.0))
+    def theta_box(self, law: str, cal: AffineCalibration) -> tuple[tuple[float, float], ...]:
+        # θ2 down to -0.5: below, small-slope instances (tails ~0.5 units a pair) cannot subtract it (SP_HEADROOM)
+        return (slope_ceiling(cal), slope_ceiling(cal), (-0.5, 1.0))
 
     def param_arrays(self, law: str, theta: np.ndarray, cal: AffineCalibration) -> AffineArrays:
         return affine_param_arrays(theta, cal)

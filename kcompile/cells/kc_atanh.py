@@ -17,7 +17,7 @@ from scipy.optimize import least_squares
 
 from ..pdk import get_pdk
 from ..scaling import Scaling
-from .base import Cell, default_scaling, interp_rows, nearest, nominal_r, tail_currents
+from .base import Cell, default_scaling, interp_rows, nearest, nominal_r, slope_ceiling, tail_currents
 from .kc_arelu import (AFFINE_GRID, AffineCalibration, AffineTable, PairArrays, coefficient_reason, pairs_for,
                        pairs_of, plane_fits, report_affine)
 from .kc_gm import GM_SIZES, dead_zone, offset_after
@@ -154,8 +154,8 @@ class AffineTanh(Cell):
     def calibrate(self, table: AffineTable) -> AffineTanhCalibration:
         return calibrate_affine_tanh(table)
 
-    def theta_box(self, law: str) -> tuple[tuple[float, float], ...]:
-        return ((-1.0, 1.0), (-1.0, 1.0), (-1.0, 1.0))
+    def theta_box(self, law: str, cal: AffineTanhCalibration) -> tuple[tuple[float, float], ...]:
+        return (slope_ceiling(cal), slope_ceiling(cal), (-1.0, 1.0))
 
     def param_arrays(self, law: str, theta: np.ndarray, cal: AffineTanhCalibration) -> AffineTanhArrays:
         return affine_tanh_param_arrays(theta, cal)

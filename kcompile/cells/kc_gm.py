@@ -22,9 +22,8 @@ from scipy.optimize import least_squares
 from ..pdk import get_pdk
 from ..scaling import Scaling
 from .base import (Cell, SlopeRange, clip_flags, clip_reason, coef, default_scaling, interp_rows, log_r, nearest,
-                   nominal_r, signed_clip, slope_ranges, tail_currents)
+                   nominal_r, signed_clip, slope_ceiling, slope_ranges, tail_currents)
 from .sweep import DiffSweep, measure_diff
-
 
 #: the parameters of ``signed_gm.sp.j2``'s ``.subckt`` line (one- and two-pair cells alike)
 GM_PARAMS = ("r", "ib", "io", "rb", "ibb", "iob", "ap", "sp", "an", "sn")
@@ -348,8 +347,9 @@ def report_gm(cell: Cell, study: str, law: str, cal: GmCalibration, pdk_name: st
         fit = fit_gm(law, sweep.delta[win], cur[win], None if law == "linear" else 1.0)
         e8, e4 = (gm_error(law, sweep.delta, cur, t0, t1, w) for w in (8.0, 4.0))
         copy = np.abs(sweep.source[k][:, 1] - cur)[np.abs(sweep.delta) <= 8].max() / e8["full_scale"]
-        print(f"  target ({t0:+.3f}, {t1:+.3f}) -> fit ({fit[0]:+.4f}, {fit[1]:+.4f}); |Δ| <= 8: max {e8['max_err']:.2f} % "
-              f"rms {e8['rms_err']:.2f} %; |Δ| <= 4: max {e4['max_err']:.2f} % rms {e4['rms_err']:.2f} % of fs "
+        print(f"  target ({t0:+.3f}, {t1:+.3f}) -> fit ({fit[0]:+.4f}, {fit[1]:+.4f}); "
+              f"|Δ| <= 8: max {e8['max_err']:.2f} % rms {e8['rms_err']:.2f} %; "
+              f"|Δ| <= 4: max {e4['max_err']:.2f} % rms {e4['rms_err']:.2f} % of fs "
               f"{e8['full_scale']:.3g}; s/d copy {100 * copy:.2f} %")
 
 
@@ -366,8 +366,8 @@ class SignedGm(Cell):
     def calibrate(self, table: GmTable) -> GmCalibration:
         return calibrate_gm(table)
 
-    def theta_box(self, law: str) -> tuple[tuple[float, float], ...]:
-        return ((-4.5, 4.5),)
+    def theta_box(self, law: str, cal: GmCalibration) -> tuple[tuple[float, float], ...]:
+        return (slope_ceiling(cal),)
 
     def param_arrays(self, law: str, theta: np.ndarray, cal: GmCalibration) -> GmArrays:
         t0 = theta[:, 0]

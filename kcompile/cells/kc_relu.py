@@ -22,7 +22,7 @@ from scipy.optimize import least_squares
 from ..pdk import get_pdk
 from ..scaling import Scaling
 from .base import (Cell, SlopeRange, clip_flags, clip_reason, default_scaling, environment, interp_rows, log_r,
-                   signed_clip, slope_ranges, tail_current, tail_currents)
+                   signed_clip, slope_ceiling, slope_ranges, tail_current, tail_currents)
 from .sweep import Sweep, measure, run_ngspice
 
 
@@ -138,7 +138,8 @@ def relu_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: ReluCalibrati
 
 
 def relu_achieved(p: ReluArrays, cal: ReluCalibration) -> tuple[np.ndarray, np.ndarray]:
-    """The relu-form (θ0, θ1) the calibration predicts for instances ``p`` (the inverse of :func:`relu_param_arrays`)."""
+    """The relu-form (θ0, θ1) the calibration predicts for instances ``p`` (the inverse of
+    :func:`relu_param_arrays`)."""
     lr, lrt = np.log(p.r), np.log(cal.r)
     theta0 = np.copysign(np.exp(interp_rows(lr, p.negative, lrt, np.log(np.abs(cal.theta0)))),
                          np.where(p.negative, cal.theta0[1][0], cal.theta0[0][0]))
@@ -361,6 +362,9 @@ def switching(cal: ReluCalibration, theta: tuple[float, float] = (1.0, 0.5), del
             "i_on": float(on)}
 
 
+THETA1_MAX = (-4.0, 4.0)  # the intercept range the cell is tested on (θ1, relu form; the trainer's --theta-range)
+
+
 # ---------------------------------------------------------------- refinement
 
 MIN_SLOPE = 0.01  # devices with a smaller |slope| are kept as mapped (the fit is noise there)
@@ -386,10 +390,10 @@ class SignedRelu(Cell):
     def calibrate(self, table: ReluTable) -> ReluCalibration:
         return calibrate(table)
 
-    def theta_box(self, law: str) -> tuple[tuple[float, float], ...]:
-        # |θ0| calibrated to >= 4.6 on all three PDKs; θ1 tested to ±3 (relu form)
-        slope, offset = (-4.5, 4.5), (-4.0, 4.0)
-        return (slope, offset) if law == "relu" else (offset, slope)
+    def theta_box(self, law: str, cal: ReluCalibration) -> tuple[tuple[float, float], ...]:
+        # |θ0| calibrated to >= 4.6 on all three PDKs; θ1 (relu form) tested to ±3, the threshold of shift_relu
+        # within the compliance window
+        return (slope_ceiling(cal), THETA1_MAX) if law == "relu" else (THETA1_MAX, slope_ceiling(cal))
 
     def param_arrays(self, law: str, theta: np.ndarray, cal: ReluCalibration) -> ReluArrays:
         to_params = relu_param_arrays if law == "relu" else shift_relu_param_arrays
@@ -442,7 +446,7 @@ class SignedRelu(Cell):
             return super().training_range(law, pdk_name, corner)
         cal = self.calibration(pdk_name, corner)
         lo, hi = zip(cal.theta0_range(False), cal.theta0_range(True))
-        return lo, hi, min(abs(x) for x in self.theta_box(law)[1])
+        return lo, hi, THETA1_MAX[1]
 
     def surrogate(self, law: str, pdk_name: str, corner: str) -> dict:
         """Per sign variant and table point: log |θ0|, the soft knee's width ``w`` fitted to the measured s-side

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..pdk import get_pdk
 from ..scaling import Scaling
-from .base import Cell, clip_flags, clip_reason, default_scaling, nearest, tail_currents
+from .base import Cell, clip_flags, clip_reason, default_scaling, nearest, slope_ceiling, tail_currents
 from .kc_gm import (GM_GRID, GM_SIZES, GmArrays, GmCalibration, GmTable, fit_gm, gm_fits, gm_instances, gm_model,
                     gm_predicted, gm_stage, gm_table_r, offset_after, report_gm)
 from .sweep import DiffSweep, measure_diff
@@ -166,8 +166,8 @@ class Tanh2(Cell):
     def calibrate(self, table: GmTable) -> Tanh2Calibration:
         return calibrate_tanh2(table)
 
-    def theta_box(self, law: str) -> tuple[tuple[float, float], ...]:
-        return ((-4.5, 4.5), (-2.0, 2.0))
+    def theta_box(self, law: str, cal: Tanh2Calibration) -> tuple[tuple[float, float], ...]:
+        return (slope_ceiling(cal), (-2.0, 2.0))
 
     def param_arrays(self, law: str, theta: np.ndarray, cal: Tanh2Calibration) -> Tanh2Arrays:
         return tanh2_param_arrays(theta[:, 0], theta[:, 1], cal, clip=True)

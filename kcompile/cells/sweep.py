@@ -249,7 +249,8 @@ class DiffSweep:
 
 def diff_sweeps(scaling: Scaling, dspan: float, dpoints: int, mspan: float | None = None,
                 mpoints: int | None = None) -> list[tuple[str, float, float, float]]:
-    """The ``vdl`` sweep (Δ over ``±dspan`` units, ``dpoints``), then ``vcmn`` (``vcm ± mspan``, ``mpoints``) if given."""
+    """The ``vdl`` sweep (Δ over ``±dspan`` units, ``dpoints``), then ``vcmn`` (``vcm ± mspan``, ``mpoints``)
+    if ``mspan`` is given."""
     sweeps = [("vdl", -dspan * scaling.v0, dspan * scaling.v0, 2 * dspan * scaling.v0 / (dpoints - 1))]
     if mspan is not None:
         lo, hi = scaling.vcm - mspan * scaling.v0, scaling.vcm + mspan * scaling.v0
