@@ -197,17 +197,24 @@ class Transistor:
 
 
 class _VaryingPdk:
-    """Stands in for a :class:`Pdk` in a template: every ``mos`` is varied and recorded."""
+    """Stands in for a :class:`Pdk` in a template: every ``mos`` is varied and recorded.
+
+    A template that includes another twice (the two-stage cells: two ``signed_gm`` stages) emits the same
+    instance names in each; the n-th occurrence of a name (n ≥ 2) varies as ``<name>_<n>``, so that every
+    transistor of the cell draws its own mismatch.
+    """
 
     def __init__(self, pdk: Pdk):
-        self._pdk, self.transistors = pdk, []
+        self._pdk, self.transistors, self._seen = pdk, [], {}
 
     def __getattr__(self, attr):
         return getattr(self._pdk, attr)
 
     def mos(self, name, d, g, s, b, kind, w, l):
-        self.transistors.append(Transistor(name, kind, float(w), float(max(l, self._pdk.lmin))))
-        return self._pdk.mos(name, d, g, s, b, kind, w, l, vary=name)
+        n = self._seen[name] = self._seen.get(name, 0) + 1
+        vary = name if n == 1 else f"{name}_{n}"
+        self.transistors.append(Transistor(vary, kind, float(w), float(max(l, self._pdk.lmin))))
+        return self._pdk.mos(name, d, g, s, b, kind, w, l, vary=vary)
 
 
 def _add_subckt_params(text: str, name: str, params: str) -> str:
