@@ -232,7 +232,19 @@ def _transistors(cell: Cell, pdk: Pdk, signs: str) -> tuple[Transistor, ...]:
     return cell._render(pdk, signs, None, True)[1]
 
 
-# ---------------------------------------------------------------- the mapped layer
+# ---------------------------------------------------------------- instances and the mapped layer
+
+class SpiceParams:
+    """Mixin of a cell's per-instance parameter dataclass: :meth:`spice` writes the fields named in ``keys``
+    (the ``.subckt`` line's parameters, in its order) as ``name=value`` pairs for an instance line."""
+
+    keys: ClassVar[tuple[str, ...]] = ()
+
+    def spice(self) -> str:
+        """``name=value`` pairs for the instance line."""
+        return " ".join(f"{k}={getattr(self, k):.6g}" for k in self.keys)
+
+
 
 @dataclass(frozen=True, eq=False)
 class LayerMap:

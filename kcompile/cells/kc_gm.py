@@ -21,8 +21,8 @@ from scipy.optimize import least_squares
 
 from ..pdk import get_pdk
 from ..scaling import Scaling
-from .base import (Cell, SlopeRange, clip_flags, clip_reason, coef, default_scaling, interp_rows, log_r, nearest,
-                   nominal_r, signed_clip, slope_ceiling, slope_ranges, tail_currents)
+from .base import (Cell, SlopeRange, SpiceParams, clip_flags, clip_reason, coef, default_scaling, interp_rows, log_r,
+                   nearest, nominal_r, signed_clip, slope_ceiling, slope_ranges, tail_currents)
 from .sweep import DiffSweep, measure_diff
 
 #: the parameters of ``signed_gm.sp.j2``'s ``.subckt`` line (one- and two-pair cells alike)
@@ -30,7 +30,7 @@ GM_PARAMS = ("r", "ib", "io", "rb", "ibb", "iob", "ap", "sp", "an", "sn")
 
 
 @dataclass(frozen=True)
-class GmParams:
+class GmParams(SpiceParams):
     """Instance parameters of one ``signed_gm.sp.j2`` instance (:mod:`kc_gm <kcompile.cells.kc_gm>`,
     :mod:`kc_arelu <kcompile.cells.kc_arelu>`; ohms, amperes).
 
@@ -38,6 +38,7 @@ class GmParams:
     only in the two-pair cell; ``swap`` as in :class:`kcompile.cells.kc_relu.ReluParams`.
     """
 
+    keys = GM_PARAMS
     signs: str
     r: float
     ib: float
@@ -54,10 +55,6 @@ class GmParams:
     @property
     def negative(self) -> bool:
         return self.signs[0] == "n"
-
-    def spice(self) -> str:
-        """``name=value`` pairs for the instance line."""
-        return " ".join(f"{k}={getattr(self, k):.6g}" for k in GM_PARAMS)
 
 
 @dataclass(frozen=True, eq=False)

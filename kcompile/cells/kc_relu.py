@@ -21,19 +21,23 @@ from scipy.optimize import least_squares
 
 from ..pdk import get_pdk
 from ..scaling import Scaling
-from .base import (Cell, SlopeRange, clip_flags, clip_reason, default_scaling, environment, interp_rows, log_r,
-                   signed_clip, slope_ceiling, slope_ranges, tail_current, tail_currents)
+from .base import (Cell, SlopeRange, SpiceParams, clip_flags, clip_reason, default_scaling, environment, interp_rows,
+                   log_r, signed_clip, slope_ceiling, slope_ranges, tail_current, tail_currents)
 from .sweep import Sweep, measure, run_ngspice
 
 
+RELU_PARAMS = ("r", "ib", "ipos", "ineg")  # the parameters of ``signed_relu.sp.j2``'s ``.subckt`` line
+
+
 @dataclass(frozen=True)
-class ReluParams:
+class ReluParams(SpiceParams):
     """Instance parameters of one signed-cell instance.
 
     ``swap`` means the instance's ``s`` port goes to the device's ``d`` node and
     vice versa (the law's current then flows from d to s).
     """
 
+    keys = RELU_PARAMS
     negative: bool
     r: float
     ib: float
@@ -45,10 +49,6 @@ class ReluParams:
     def signs(self) -> str:
         """The variant letter (:attr:`Cell.variants`)."""
         return "n" if self.negative else "p"
-
-    def spice(self) -> str:
-        """``name=value`` pairs for the instance line."""
-        return f"r={self.r:.6g} ib={self.ib:.6g} ipos={self.ipos:.6g} ineg={self.ineg:.6g}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -509,7 +509,7 @@ CELL = SignedRelu(
     template="signed_relu.sp.j2",
     ports=("s", "d", "en", "enb", "vdd", "vss", "vr"),
     laws=("relu", "shift_relu"),
-    params=("r", "ib", "ipos", "ineg"),
+    params=RELU_PARAMS,
     # w_po = w_pmir / 1.03: trims the d-side copy's systematic +2..4.5 % excess (measured on generic180,
     # positive / negative variant); w_sw/l_sw minimum size (l is raised to each PDK's lmin): switch charge
     # (docs/transistor.md)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..pdk import get_pdk
 from ..scaling import Scaling
-from .base import Cell, clip_flags, clip_reason, default_scaling, nearest, slope_ceiling, tail_currents
+from .base import Cell, SpiceParams, clip_flags, clip_reason, default_scaling, nearest, slope_ceiling, tail_currents
 from .kc_gm import (GM_GRID, GM_SIZES, GmArrays, GmCalibration, GmTable, fit_gm, gm_fits, gm_instances, gm_model,
                     gm_predicted, gm_stage, gm_table_r, offset_after, report_gm)
 from .sweep import DiffSweep, measure_diff
@@ -28,13 +28,14 @@ TANH2_PARAMS = ("r", "ib", "io", "rb", "ibb", "iob", "ap", "an", "iz", "rl", "ib
 
 
 @dataclass(frozen=True)
-class Tanh2Params:
+class Tanh2Params(SpiceParams):
     """Instance parameters of one ``tanh2.sp.j2`` instance (``kc_tanh2``, ``kc_atanh``; ohms, amperes).
 
     Stage 1 as :class:`kcompile.cells.kc_gm.GmParams` (``an = ap``, no ``sp``/``sn``); ``rl`` the z-to-vr
     resistor, ``ib2`` the tanh pair's tail per side, ``iz`` the offset current into ``z``.
     """
 
+    keys = TANH2_PARAMS
     signs: str
     r: float
     ib: float
@@ -52,10 +53,6 @@ class Tanh2Params:
     @property
     def negative(self) -> bool:
         return self.signs[0] == "n"
-
-    def spice(self) -> str:
-        """``name=value`` pairs for the instance line."""
-        return " ".join(f"{k}={getattr(self, k):.6g}" for k in TANH2_PARAMS)
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,22 +17,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..pdk import get_pdk
-from .base import Cell, default_scaling
+from .base import Cell, SpiceParams, default_scaling
 from .kc_relu import fit_relu
 from .sweep import bench_instance, dc_bench, measure_deck, plane_sweeps
 
 
 @dataclass(frozen=True)
-class PosterParams:
+class PosterParams(SpiceParams):
     """Instance parameters of one poster device: the reference current ``iref`` (A)."""
 
+    keys = ("iref",)
     iref: float
     signs: str = "p"
     swap: bool = False
-
-    def spice(self) -> str:
-        """``name=value`` pairs for the instance line."""
-        return f"iref={self.iref:.6g}"
 
 
 def measure_poster(pdk_name: str = "generic180", corner: str = "tt", vg: tuple[float, ...] = (0.9, 1.2, 1.8),
@@ -85,7 +82,7 @@ CELL = PosterRelu(
     template="poster_relu.sp.j2",
     ports=("s", "d", "vg", "vdd", "vss"),
     laws=(),
-    params=("iref",),
+    params=PosterParams.keys,
     sizes=(("w_res", 1.0), ("l_res", 4.0), ("w_dio", 4.0), ("l_dio", 0.5), ("w_mir", 2.0), ("l_mir", 2.0)),
     variants=("p",),
     studies=("relu", "shift_relu"),  # reported beside the signed ReLU cell
