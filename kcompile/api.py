@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from . import build as _build
+from .build import Build, build as _build_directory
 from .errors import InputError, WeightsError
 from .flow import Flow, load_flow
 from .knet import KNet, save_knet
@@ -20,8 +20,8 @@ from .verify import FlowResult, run_flow
 
 
 def build(weights: str | Path | KNet, out_dir: str | Path, scaling: Scaling | None = None,
-          **options) -> _build.Build:
-    """Compile a network into the build directory ``out_dir`` and return the opened :class:`~kcompile.build.Build`.
+          **options) -> Build:
+    """Compile a network into the build directory ``out_dir`` and return it opened (:class:`~kcompile.build.Build`).
 
     Parameters
     ----------
@@ -42,12 +42,12 @@ def build(weights: str | Path | KNet, out_dir: str | Path, scaling: Scaling | No
         ``solver``.
     """
     if not isinstance(weights, KNet):
-        return _build.build(weights, out_dir, scaling, **options)
+        return _build_directory(weights, out_dir, scaling, **options)
     with tempfile.TemporaryDirectory(prefix="kcompile-in-memory-") as tmp:
         path = Path(tmp) / "knet.npz"
         save_knet(weights, path)
         try:
-            return _build.build(path, out_dir, scaling, **options)
+            return _build_directory(path, out_dir, scaling, **options)
         except WeightsError as exc:
             raise InputError(str(exc).replace(str(path), "the in-memory KNet")) from None
 
