@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .build import Build, build as _build_directory
+from .build import Build
+from .build import build as _build_directory
 from .errors import InputError, WeightsError
 from .flow import Flow, load_flow
 from .knet import KNet, save_knet

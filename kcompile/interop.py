@@ -135,7 +135,8 @@ def _circuit_class() -> type:
 
     class _Server(SpiceServer):
         def __call__(self, spice_input):
-            proc = subprocess.run([self._spice_command, "-s"], input=str(spice_input).encode(), capture_output=True)
+            proc = subprocess.run([self._spice_command, "-s"], input=str(spice_input).encode(), capture_output=True,
+                                  check=False)
             stderr = proc.stderr.decode(errors="replace")
             self._parse_stdout(proc.stdout)
             points = self._parse_stderr(stderr)
