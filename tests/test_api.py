@@ -103,3 +103,16 @@ def test_verify_runs_a_loaded_flow_with_overrides(tmp_path):
     assert result.passed and result.flow.jobs == 1
     assert repr(result) == "<FlowResult ci: PASS, 1/1 gates held; levels ideal, behavioural; 8 samples>"
     assert (tmp_path / "behavioural" / "circuit.cir").is_file()  # the flow's build, kept in work_dir
+
+
+def test_to_pyspice_without_pyspice_says_how_to_install_it(tmp_path, small_weights, monkeypatch):
+    """``kcompile.interop`` imports without PySpice; using it names the extra to install."""
+    for name in [m for m in sys.modules if m == "PySpice" or m.startswith("PySpice.")] or ["PySpice"]:
+        monkeypatch.setitem(sys.modules, name, None)  # what an environment without PySpice looks like to import
+    kcompile.interop._circuit_class.cache_clear()
+    try:
+        b = kcompile.build(small_weights, tmp_path / "b")
+        with pytest.raises(InputError, match=r"to_pyspice needs PySpice: pip install -e \.\[pyspice\]"):
+            kcompile.interop.to_pyspice(b, b.recorded("inputs")[0])
+    finally:
+        kcompile.interop._circuit_class.cache_clear()
