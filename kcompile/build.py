@@ -28,13 +28,14 @@ from .errors import InputError
 from .files import sha256
 from .inputs import check_inputs
 from .knet import FORMAT, KNet, load_knet, save_knet
-from .mapping import affine_reason, clip_reason, map_knet, relu_target, transistor_scaling
+from .mapping import map_knet, transistor_scaling
 from .osdi import DEVICES, default_devices
 from .netlist import SOLVERS, Tran, default_tran, render_transistor_circuit, transistor_tran, write_circuit
 from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import integrate
 from .refine import refine, steps_for
+from .simulate import SpiceResult, simulate
 
 MANIFEST = "manifest.json"
 
@@ -49,9 +50,36 @@ class Build:
     scaling: Scaling
     tran: Tran
 
+    def __repr__(self) -> str:
+        cells = self.manifest["cells"]
+        level = (f"transistor {cells['cell']} cells on {cells['pdk']}/{cells['corner']}"
+                 if cells["level"] == "transistor" else "behavioural")
+        k = self.knet
+        return (f"<Build {self.path}: {level}; {k.law}, {k.num_nodes} nodes, {k.num_layers} layers, "
+                f"{k.num_devices} devices>")
+
     @property
     def circuit(self) -> Path:
         return self.path / "circuit.cir"
+
+    def simulate(self, x: np.ndarray, simulator: str = "ngspice", **options) -> SpiceResult:
+        """Run every row of ``x`` (``[B, F]``; one row ``[F]``) through ``circuit.cir`` in ngspice.
+
+        The defaults of ``kcompile simulate``: the build's analysis and
+        scaling and, for a transistor-level build, its supply (energy per
+        sample) and its PDK's ngspice variables. ``options`` go to
+        :func:`kcompile.simulate.simulate` (``jobs``, ``timeout``, ``waveforms``,
+        ``run_root``, ``cache_dir``, ``executor``, ``progress``). ``simulator``:
+        another back end runs the circuit written in its dialect (:func:`circuit_for`).
+        """
+        x = check_inputs(np.asarray(x), self.knet, "x")
+        cells = self.manifest["cells"]
+        if cells["level"] == "transistor":
+            options = {"supply": ("vdd", cells["supply"]), "defines": get_pdk(cells["pdk"]).ngspice_defines(),
+                       **options}
+        with tempfile.TemporaryDirectory(prefix="kcompile-circuit-") as tmp:
+            return simulate(self.knet, circuit_for(self, simulator, Path(tmp)), x, self.tran, scaling=self.scaling,
+                            simulator=simulator, **options)
 
     def recorded(self, name: str) -> np.ndarray | None:
         """``inputs`` or ``labels`` recorded with the model, if any."""
@@ -101,16 +129,13 @@ COMPLIANCE_SPAN = 4.0  # model units around vcm over which the cells are charact
 
 
 def _clipped_message(cellmap, law: str, limit: int = 4) -> str:
-    """The flagged devices, each with the reason :func:`kcompile.mapping.clip_reason` gives."""
+    """The flagged devices, each with the reason its cell gives (:meth:`kcompile.mapping.CellMap.clip_reason`)."""
     items = cellmap.clipped
     cal = cellmap.calibration
     shown = []
     for k, i in items[:limit]:
-        lm = cellmap.layers[k]
-        theta = lm.target[i]
-        why = (affine_reason(theta, lm.sp[i], lm.ib[i] + lm.ibb[i], cal) if law in ("relu_affine", "tanh_affine")
-               else clip_reason(relu_target(law, theta)[0], cal))
-        shown.append(f"layer{k}[{i}] θ={np.round(theta, 4).tolist()} ({why})")
+        theta = cellmap.layers[k].target[i]
+        shown.append(f"layer{k}[{i}] θ={np.round(theta, 4).tolist()} ({cellmap.clip_reason(law, k, i)})")
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return (f"{len(items)} device(s) cannot be realised within tolerance by cell {cal.cell} on "
             f"{cal.pdk}/{cal.corner}: {'; '.join(shown)}{more}; pass --allow-clipped to build them clipped "
@@ -293,12 +318,9 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
 
 
 def _save_devices(path: Path, cellmap) -> None:
-    arrays = {}
-    for k, lm in enumerate(cellmap.layers):
-        for name in ("target", "achieved", "negative", "swap", "r", "ib", "ipos", "ineg", "clipped",
-                     "io", "ap", "signs", "rb", "ibb", "sp", "iz"):
-            if getattr(lm, name) is not None:
-                arrays[f"layer{k}_{name}"] = np.asarray(getattr(lm, name))
+    """``devices.npz``: per layer what the cell's mapping records (:meth:`kcompile.cells.base.LayerMap.arrays`)."""
+    arrays = {f"layer{k}_{name}": np.asarray(a)
+              for k, lm in enumerate(cellmap.layers) for name, a in lm.arrays().items()}
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -307,7 +329,7 @@ def _cells_info(cellmap) -> dict:
     err = [np.abs(lm.achieved - lm.target).max() if lm.target.size else 0.0 for lm in cellmap.layers]
     cal = cellmap.calibration
     return {
-        "level": "transistor", "cell": cal.cell, "pdk": cellmap.pdk.name, "corner": cellmap.corner,
+        "level": "transistor", "cell": cellmap.cell.name, "pdk": cellmap.pdk.name, "corner": cellmap.corner,
         "supply": cellmap.pdk.supply, "clipped": len(cellmap.clipped),
         "max_theta_error": float(max(err)) if err else 0.0,
         "theta0_range": {"positive": cal.theta0_range(False), "negative": cal.theta0_range(True)},

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from rich.text import Text
 
 from . import __version__
 from .backends import DEFAULT, SIMULATORS, get_simulator
-from .build import Build, build as build_dir, circuit_for, modified_files, open_build
+from .build import Build, build as build_dir, modified_files, open_build
 from .characterised import integrate_characterised, measure_devices
 from .compare import Comparison, compare
 from .errors import KCompileError
@@ -37,7 +36,7 @@ from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
 from .refine import refine
-from .simulate import SpiceResult, simulate as run_spice
+from .simulate import SpiceResult
 
 # Messages carry file names, flow names and simulator output: printed as plain text, never as rich markup.
 console = Console(stderr=True, markup=False, highlight=False)
@@ -230,17 +229,11 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
     if b.tran.solver == "klu" and not sim.has_klu():
         _warn(f"this {sim.name} has no KLU solver, so it factors with Sparse 1.3 (about half as fast on MNIST-size "
               "networks); scripts/setup.sh installs one that has it", tag="note:")
-    with tempfile.TemporaryDirectory(prefix="kcompile-circuit-") as tmp, \
-            Progress(TextColumn(sim.name), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                     console=console, transient=True) as bar:
+    with Progress(TextColumn(sim.name), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
         task = bar.add_task("", total=len(x))
-        cells = b.manifest["cells"]
-        transistor = cells.get("level") == "transistor"
-        supply = ("vdd", cells["supply"]) if transistor else None
-        defines = get_pdk(cells["pdk"]).ngspice_defines() if transistor else ()
-        spice = run_spice(b.knet, circuit_for(b, sim.name, Path(tmp)), x, b.tran, scaling=b.scaling, jobs=jobs,
-                          timeout=timeout, run_root=keep_runs, supply=supply, defines=defines,
-                          progress=lambda n: bar.advance(task, n), simulator=sim.name)
+        spice = b.simulate(x, jobs=jobs, timeout=timeout, run_root=keep_runs, progress=lambda n: bar.advance(task, n),
+                           simulator=sim.name)
     return _Run(b.knet, x, source, ref, spice, compare(ref.states, spice.states, b.knet.output_nodes), char,
                 b.scaling.tau)
 

@@ -51,6 +51,13 @@ class SpiceResult:
     cached: int = 0  # samples read from the cache
     energy: np.ndarray | None = None  # [B] joules drawn from the supply per sample (transistor level)
 
+    def __repr__(self) -> str:
+        b, k, n = self.states.shape
+        more = ([f"{self.cached} cached"] if self.cached else []) + [
+            name for name in ("waveforms", "energy") if getattr(self, name) is not None]
+        return (f"<SpiceResult: {b} samples, {k - 1} layers, {n} nodes, {self.outputs.shape[1]} outputs"
+                + "".join(f"; {m}" for m in more) + ">")
+
 
 @dataclass(frozen=True, eq=False)
 class _Job:

