@@ -13,7 +13,10 @@ layer), 100 points per layer, trtol 1000, reltol 1e-3, KLU (the large-network an
   relative to max(1, |v|) against the reference and against each other;
 - ``mnist``: one image through the checkpoint end to end on the default path (``kcompile.build.build``
   with its default devices, then ``simulate``), in ngspice and in VACASK, against a 1e-9 solve, with
-  ``--mnist-bsource`` also the B-source circuit.
+  ``--mnist-bsource`` also the B-source circuit;
+- ``transistor``: the shipped example at transistor level (generic180, sky130) in Debian's ngspice 39 and
+  in ngspice 46 on the same inputs: seconds, ngspice's own counters (``.options acct``: netlist loading,
+  transient analysis, timepoints, iterations), errors against the ideal ODE and 46 against 39.
 
 The machine is shared: every row carries the load average; CPU times are the figures to compare.
 
@@ -184,9 +187,56 @@ def mnist(work: Path, bsource: bool) -> dict:
     return report
 
 
+NGSPICE_39 = "/usr/bin/ngspice"
+_ACCT = ("Netlist loading time", "Total analysis time", "Transient analysis time", "Transient timepoints",
+         "Total iterations", "Matrix load time")
+
+
+def _acct(run_dir: Path, binary: str) -> dict:
+    """Re-run a kept ngspice run directory with ``binary`` and ``.options acct``: its own cost counters."""
+    deck = (run_dir / "deck.cir").read_text()
+    (run_dir / "deck.cir").write_text(deck.replace("\n.options ", "\n.options acct ", 1))
+    cmd = shlex.split((run_dir / "command").read_text())
+    proc = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", binary, *cmd[1:]], cwd=run_dir,
+                          capture_output=True, text=True, check=True)
+    (run_dir / "deck.cir").write_text(deck)
+    log = (run_dir / "ngspice.log").read_text()
+    row = {key: float(line.split("=")[1]) for line in log.splitlines() for key in _ACCT if line.startswith(key)}
+    wall, user, system, kb = proc.stderr.strip().splitlines()[-1].split()
+    return {**row, "wall_s": float(wall), "cpu_s": float(user) + float(system), "peak_mb": int(kb) / 1024}
+
+
+def transistor(work: Path, samples: int) -> list:
+    """The shipped example at transistor level (generic180, sky130), in ngspice 39 and 46 on the same inputs."""
+    rows = []
+    for pdk in ("generic180", "sky130"):
+        b = build(ROOT / "examples" / "random_relu.npz", work / f"transistor-{pdk}", cells="transistor", pdk=pdk)
+        x = b.recorded("inputs")[:samples]
+        ideal = integrate(b.knet, x).outputs
+        outputs = {}
+        for label, binary in (("39", NGSPICE_39), ("46", get_simulator("ngspice").installed())):
+            os.environ["KCOMPILE_NGSPICE"] = binary
+            runs = work / f"transistor-{pdk}-{label}"
+            t, c = time.perf_counter(), children_cpu()
+            res = b.simulate(x, jobs=1, run_root=runs)
+            wall, cpu = time.perf_counter() - t, children_cpu() - c
+            outputs[label] = res.outputs
+            row = {"pdk": pdk, "ngspice": get_simulator("ngspice").describe(), "samples": len(x),
+                   "seconds_per_sample": wall / len(x), "cpu_seconds_per_sample": cpu / len(x),
+                   "max_output_error_vs_ideal": float(np.abs(res.outputs - ideal).max()),
+                   "energy_j": res.energy.tolist(), "sample0": _acct(runs / "sample_0", binary),
+                   "load_average": _load()}
+            rows.append(row)
+            print("  transistor", json.dumps(row), flush=True)
+        del os.environ["KCOMPILE_NGSPICE"]
+        rows[-1]["max_output_diff_46_vs_39"] = float(np.abs(outputs["46"] - outputs["39"]).max())
+        print("  transistor", pdk, "46 vs 39:", rows[-1]["max_output_diff_46_vs_39"], flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sections", default="sweep,laws", help="comma list of sweep, laws, mnist")
+    ap.add_argument("--sections", default="sweep,laws", help="comma list of sweep, laws, mnist, transistor")
     ap.add_argument("--sizes", default="1e3,1e4,1e5")
     ap.add_argument("--samples", type=int, default=1)
     ap.add_argument("--points-per-layer", type=int, default=100)
@@ -210,6 +260,8 @@ def main() -> None:
         report["laws"] = laws(args.work)
     if "mnist" in sections:
         report["mnist"] = mnist(args.work, args.mnist_bsource)
+    if "transistor" in sections:
+        report["transistor"] = transistor(args.work, args.samples if args.samples > 1 else 4)
     report["load_average_end"] = _load()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(args.out.read_text()) if args.out.is_file() else {}

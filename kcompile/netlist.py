@@ -182,7 +182,7 @@ def write_circuit(knet: KNet, path: Path, scaling: Scaling = Scaling(), edge_fra
     if devices == "osdi":
         from .osdi import write_modules
 
-        write_modules(knet.law, Path(path).parent, gated=not segmented)
+        write_modules(knet, Path(path).parent, segmented)
 
 
 def circuit_form(circuit: Path) -> tuple[bool, bool]:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from .errors import InputError, SimulatorError
 from .files import cache_dir, sha256
 from .laws import LAWS
@@ -47,6 +49,9 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # ------------------------------------------------------------------ Verilog-A text
 
+#: most devices one instance carries (a bundle: every device between one node pair, in chunks of this many)
+MAX_SLOTS = 4
+
 _Z = {  # TEMPORARY until kcompile.laws derives the Verilog-A form: z and the current of each law
     "relu": ("theta0*(vs-vd)+theta1", "max(z, 0.0)"),
     "shift_relu": ("vs-vd-theta0", "theta1*max(z, 0.0)"),
@@ -57,12 +62,20 @@ _Z = {  # TEMPORARY until kcompile.laws derives the Verilog-A form: z and the cu
 }
 
 
+def _law_text(law: str, s: str, d: str, names: list[str]) -> tuple[str, str]:
+    """The law's Verilog-A ``z`` of terminal terms ``s``, ``d`` and parameters ``names``, and its current of ``z``."""
+    z, current = _Z[law]
+    sub = {"vs": s, "vd": d, **{f"theta{j}": n for j, n in enumerate(names)}}
+    return tuple(re.sub(r"\b(vs|vd|theta\d+)\b", lambda m: sub[m.group(1)], t) for t in (z, current))
+
+
 @dataclass(frozen=True)
 class Module:
     """One law's Verilog-A module as a build writes it: ``name.va``, compiled to ``name.osdi``."""
 
     law: str
     gated: bool
+    slots: int
     name: str
     text: str
 
@@ -74,44 +87,71 @@ class Module:
     def osdi_name(self) -> str:
         return f"{self.name}.osdi"
 
-    @property
-    def terminals(self) -> tuple[str, ...]:
-        return ("s", "d", "g") if self.gated else ("s", "d")
 
+def module(law: str, gated: bool = False, slots: int = 1) -> Module:
+    """The Verilog-A module of ``law`` for a bundle of up to ``slots`` devices between two nodes.
 
-def module(law: str, gated: bool = False) -> Module:
-    """The Verilog-A module of ``law``: terminals ``s``, ``d`` (and the clock ``g`` when ``gated``),
-    instance parameters ``theta0..``, model parameters :data:`SCALING_PARAMS`; the current from s to d is
-    ``i0 · [V(g) ·] g((V(s) − vcm)/v0, (V(d) − vcm)/v0, θ)``."""
+    Terminals ``s``, ``d`` (and the clock ``g`` when ``gated``); per slot ``q``
+    the instance parameters ``w<q>`` (1: a device from s to d, -1: from d to s,
+    0: none) and ``theta<j>_<q>``; model parameters :data:`SCALING_PARAMS`. The
+    current from s to d is ``i0 · [V(g) ·] Σ_q w_q · g(x_q, y_q, θ_q)`` with
+    ``(x_q, y_q)`` the model voltages ``((V(s) − vcm)/v0, (V(d) − vcm)/v0)``,
+    swapped for ``w_q = -1``.
+    """
     if law not in LAWS:
         raise InputError(f"unknown law {law!r}: choose one of {', '.join(LAWS)}")
-    name = f"kc_law_{law}" + ("_gated" if gated else "")
-    z, current = _Z[law]
+    if not 1 <= slots <= MAX_SLOTS:
+        raise InputError(f"a module carries 1 to {MAX_SLOTS} devices, not {slots}")
+    name = f"kc_law_{law}_x{slots}" + ("_gated" if gated else "")
     ports = "s, d, g" if gated else "s, d"
-    params = "".join(f'    (*type="instance"*) parameter real theta{j} = 0.0;\n' for j in range(LAWS[law].num_params))
+    params, body = "", ""
+    for q in range(slots):
+        names = [f"theta{j}_{q}" for j in range(LAWS[law].num_params)]
+        params += "".join(f'    (*type="instance"*) parameter real {n} = 0.0;\n' for n in [f"w{q}", *names])
+        z, current = _law_text(law, "x", "y", names)
+        body += (f"        x = (w{q} < 0) ? vd : vs;\n        y = (w{q} < 0) ? vs : vd;\n        z = {z};\n"
+                 f"        total = total + w{q}*{current};\n")
     params += "".join(f"    parameter real {p} = {v!r};\n" for p, v in SCALING_PARAMS)
-    gate = "V(g)*" if gated else ""
-    text = (f"// kcompile.knet/1 device law '{law}': the current from s to d, "
-            + ("gated by the layer clock g, " if gated else "") + "in volts and amperes.\n"
+    text = (f"// kcompile.knet/1 device law '{law}': up to {slots} device(s) between s and d, their current from s "
+            "to d" + (" times the layer clock V(g)" if gated else "") + "; volts and amperes set by vcm, v0, i0.\n"
             '`include "disciplines.vams"\n\n'
             f"module {name}({ports});\n"
             f"    inout {ports};\n"
             f"    electrical {ports};\n"
             f"{params}"
-            "    real vs, vd, z;\n\n"
+            "    real vs, vd, x, y, z, total;\n\n"
             "    analog begin\n"
             "        vs = (V(s) - vcm) / v0;\n"
             "        vd = (V(d) - vcm) / v0;\n"
-            f"        z = {z};\n"
-            f"        I(s, d) <+ i0*{gate}{current};\n"
+            "        total = 0.0;\n"
+            f"{body}"
+            f"        I(s, d) <+ i0*{'V(g)*' if gated else ''}total;\n"
             "    end\n"
             "endmodule\n")
-    return Module(law, gated, name, text)
+    return Module(law, gated, slots, name, text)
 
 
-def write_modules(law: str, folder: Path, gated: bool) -> dict[str, Path]:
-    """Write the ``.va`` of ``law`` into ``folder``; ``{file name: path}``."""
-    m = module(law, gated)
+def slots_for(knet) -> int:
+    """Devices per instance: the most devices between one node pair (either way) in any layer, at most
+    :data:`MAX_SLOTS`. A bundle shares ngspice's and VACASK's per-instance cost (load loop, matrix stamps,
+    truncation check): 1.8x less CPU on the MNIST checkpoint at 4 (docs/performance.md)."""
+    most = 1
+    for layer in knet.layers:
+        lo, hi = np.minimum(layer.src, layer.dst), np.maximum(layer.src, layer.dst)
+        if lo.size:
+            most = max(most, int(np.unique(lo.astype(np.int64) * (knet.num_nodes + 1) + hi,
+                                           return_counts=True)[1].max()))
+    return min(most, MAX_SLOTS)
+
+
+def circuit_module(knet, segmented: bool) -> Module:
+    """The module a circuit of ``knet`` instantiates (gated unless ``segmented``; :func:`slots_for`)."""
+    return module(knet.law, gated=not segmented, slots=slots_for(knet))
+
+
+def write_modules(knet, folder: Path, segmented: bool) -> dict[str, Path]:
+    """Write the ``.va`` of ``knet``'s circuit into ``folder``; ``{file name: path}``."""
+    m = circuit_module(knet, segmented)
     path = Path(folder) / m.va_name
     path.write_text(m.text)
     return {m.va_name: path}
@@ -248,30 +288,42 @@ def _first_error(log: str, name: str) -> str:
     return (f"line {m.group(2)}:{m.group(3)}: " if m.group(2) else "") + m.group(1).strip()
 
 
-def module_card(law: str, gated: bool, scaling, mark: str, number) -> dict:
+def module_card(knet, segmented: bool, scaling, mark: str, number) -> dict:
     """What a circuit says about its compiled module (template variable ``osdi``): the first-line ``mark``,
-    the ``.va`` and ``.osdi`` names, the module, and the model parameters that carry ``scaling`` (none for the
-    identity), each value written by ``number`` (the dialect's exact float)."""
-    m = module(law, gated)
+    the ``.va`` and ``.osdi`` names, the module, the devices per instance, the model parameters that carry
+    ``scaling`` (none for the identity) and the rail ``vref`` (``vcm`` volts, when not 0), each value written
+    by ``number`` (the dialect's exact float)."""
+    m = circuit_module(knet, segmented)
     values = {"vcm": scaling.vcm, "v0": scaling.v0, "i0": scaling.i0}
     params = " ".join(f"{p}={number(values[p])}" for p, identity in SCALING_PARAMS if values[p] != identity)
-    return dict(mark=mark, va=m.va_name, library=m.osdi_name, module=m.name, params=params,
+    return dict(mark=mark, va=m.va_name, library=m.osdi_name, module=m.name, params=params, slots=m.slots,
                 vref=number(scaling.vcm) if scaling.vcm else None)
 
 
-def instances(knet, k: int, scaling, number) -> Iterator[tuple[str, str, str, str]]:
-    """``(name, s, d, instance parameters)`` of every device of layer ``k``: nodes ``n{i}``; model node 0 is
-    ground ``0``, or the rail ``vref`` at ``vcm`` volts when ``scaling.vcm`` is not 0 (a module sees model
-    voltage 0 there, as the B-sources' literal 0); θ as ``theta0=... theta1=...`` written by ``number``."""
+def instances(knet, k: int, scaling, number, slots: int) -> Iterator[tuple[str, str, str, str]]:
+    """``(name, s, d, instance parameters)`` of every bundle of layer ``k``: the devices between one node pair
+    (either way; in order of appearance) in chunks of ``slots``, named after the first one (``N<k>_<i>``).
+
+    Nodes are ``n{i}``; model node 0 is ground ``0``, or the rail ``vref`` at ``vcm`` volts when
+    ``scaling.vcm`` is not 0 (a module sees model voltage 0 there, as the B-sources' literal 0); a device
+    from the second node to the first has ``w=-1``; numbers are written by ``number``.
+    """
     layer = knet.layers[k]
     ground = "vref" if scaling.vcm else "0"
-    names = [f"theta{j}" for j in range(layer.theta.shape[1])]
-    for i, (s, d, theta) in enumerate(zip(layer.src.tolist(), layer.dst.tolist(), layer.theta.tolist())):
-        yield (f"{k}_{i}", f"n{s}" if s else ground, f"n{d}" if d else ground,
-               " ".join(f"{p}={number(t)}" for p, t in zip(names, theta)))
+    groups: dict[tuple[int, int], list[int]] = {}
+    src, dst = layer.src.tolist(), layer.dst.tolist()
+    for i, (s, d) in enumerate(zip(src, dst)):
+        groups.setdefault((s, d) if (d, s) not in groups else (d, s), []).append(i)
+    thetas = layer.theta.tolist()
+    for (s, d), members in groups.items():
+        for start in range(0, len(members), slots):
+            chunk = members[start:start + slots]
+            params = " ".join(f"w{q}={1 if src[i] == s else -1} " + " ".join(
+                f"theta{j}_{q}={number(t)}" for j, t in enumerate(thetas[i])) for q, i in enumerate(chunk))
+            yield f"{k}_{chunk[0]}", f"n{s}" if s else ground, f"n{d}" if d else ground, params
 
 
-def device_files(folder: Path, law: str, gated: bool) -> dict[str, Path]:
-    """``{osdi file name: cached library}`` for a circuit of ``law`` whose ``.va`` lies in ``folder``."""
-    m = module(law, gated)
+def device_files(folder: Path, knet, segmented: bool) -> dict[str, Path]:
+    """``{osdi file name: cached library}`` for a circuit of ``knet`` whose ``.va`` lies in ``folder``."""
+    m = circuit_module(knet, segmented)
     return {m.osdi_name: compiled(Path(folder) / m.va_name)}

@@ -168,7 +168,7 @@ def device_libraries(knet: KNet, circuit: Path, simulator: str = DEFAULT) -> dic
                              f"with --devices bsource, or {sim.install_hint}")
     from .osdi import device_files
 
-    return device_files(Path(circuit).parent, knet.law, gated=not segmented)
+    return device_files(Path(circuit).parent, knet, segmented)
 
 
 def _check_form(circuit: Path, tran: Tran, supply) -> None:

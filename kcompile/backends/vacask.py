@@ -127,12 +127,13 @@ class Vacask(Simulator):
 
     def render_circuit(self, knet: KNet, scaling: Scaling, edge_fraction: float, segmented: bool,
                        devices: str) -> Iterator[str]:
+        card = module_card(knet, segmented, scaling, OSDI_MARK, number)
         common = dict(
             version=__version__, law=knet.law, num_nodes=knet.num_nodes, num_layers=knet.num_layers,
             num_devices=knet.num_devices, vcm=scaling.vcm, v0=scaling.v0, i0=scaling.i0, c_unit=scaling.c_unit,
-            tau=scaling.tau, osdi=module_card(knet.law, not segmented, scaling, OSDI_MARK, number),
+            tau=scaling.tau, osdi=card,
             capacitors=((n, number(c * scaling.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
-            layers=((k, instances(knet, k, scaling, number)) for k in range(knet.num_layers)),
+            layers=((k, instances(knet, k, scaling, number, card["slots"])) for k in range(knet.num_layers)),
         )
         if segmented:
             return self.environment().get_template("segmented.sim.j2").generate(mark=SEGMENTED_MARK, **common)
