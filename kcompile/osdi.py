@@ -50,7 +50,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # ------------------------------------------------------------------ Verilog-A text
 
 #: most devices one instance carries (a bundle: every device between one node pair, in chunks of this many)
-MAX_SLOTS = 4
+MAX_SLOTS = 8
 
 _Z = {  # TEMPORARY until kcompile.laws derives the Verilog-A form: z and the current of each law
     "relu": ("theta0*(vs-vd)+theta1", "max(z, 0.0)"),
