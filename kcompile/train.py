@@ -665,6 +665,14 @@ def _targets(task: Task, y):
     return torch.as_tensor(y, dtype=torch.long if task.kind == "classification" else torch.float64)
 
 
+def _refuse_cell_options(law: str, cfg: TrainConfig) -> None:
+    """The options that read the signed relu cell's calibration serve the relu law only (no work done before)."""
+    for option, value in (("--theta-range", cfg.theta_range), ("--device-in-the-loop", cfg.device_in_the_loop)):
+        if value and law != "relu":
+            raise InputError(f"{option} models the signed relu cell (law relu); law {law!r} has no cell for it: "
+                             f"train {law!r} without {option}, or choose --law relu")
+
+
 def fit(model, task: Task, cfg: TrainConfig, log=None) -> dict:
     """Adam on mini-batches with a cosine learning-rate schedule; returns the loss history.
 
@@ -690,9 +698,9 @@ def fit(model, task: Task, cfg: TrainConfig, log=None) -> dict:
     if knet_model:
         noise = {"theta_noise": cfg.theta_noise, "voltage_noise": cfg.voltage_noise, "generator": gen}
     box = None
+    if knet_model:
+        _refuse_cell_options(model.law, cfg)
     if knet_model and cfg.theta_range:
-        if model.law != "relu":
-            raise InputError(f"--theta-range needs the relu law (the signed cell's calibration), not {model.law!r}")
         box = theta_box(cfg.theta_range)
         with torch.no_grad():  # start inside the box too
             for t in model.thetas:
@@ -828,6 +836,7 @@ def train_knet(task: Task, law: str, size: str = "small", layers: int = 2, cfg: 
     cfg = cfg or TrainConfig()
     if law not in LAWS:
         raise InputError(f"unknown law {law!r}: choose one of {', '.join(LAWS)}")
+    _refuse_cell_options(law, cfg)
     topology = topology or task_topology(task, law, size, layers)
     layers = len(topology.layers)
     t_bounds = np.arange(layers + 1) * cfg.t_layer
@@ -835,8 +844,6 @@ def train_knet(task: Task, law: str, size: str = "small", layers: int = 2, cfg: 
     model = TorchKNet.init(topology, law, t_bounds, seed=cfg.seed, init_scale=cfg.init_scale, dtype=dtype)
     hardware = {}
     if cfg.device_in_the_loop:
-        if law != "relu":
-            raise InputError(f"--device-in-the-loop models the signed relu cell; law {law!r} has no surrogate")
         model.surrogate = CellSurrogate.from_pdk(cfg.device_in_the_loop)
         hardware["surrogate"] = model.surrogate.summary()
     if cfg.theta_range:
