@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 import torchdiffeq
 import yaml
+from torch import nn
 
 HERE = Path(__file__).resolve().parent
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "softplus", "elu", "silu", "gelu")
