@@ -61,14 +61,26 @@ def binary() -> str | None:
 
 
 def available() -> bool:
-    """Whether an ngspice binary can be found."""
+    """Whether an ngspice binary can be found (an executable file, not a directory)."""
     path = binary()
-    return bool(path) and os.access(path, os.X_OK)
+    return bool(path) and os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+#: seconds ``ngspice -v`` may take before the binary is declared broken
+PROBE_TIMEOUT = 30.0
 
 
 @lru_cache(maxsize=None)
 def _banner(path: str) -> str:
-    out = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=30)
+    try:
+        out = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=PROBE_TIMEOUT,
+                             stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise SimulatorError(f"{path} did not answer '-v' within {PROBE_TIMEOUT:g} s: set {ENV_BINARY} to a "
+                             "working ngspice") from None
+    except OSError as exc:
+        raise SimulatorError(f"{path} cannot be run ({exc.strerror}): set {ENV_BINARY} to a working ngspice") \
+            from None
     return out.stdout + out.stderr
 
 
@@ -86,7 +98,9 @@ def has_klu() -> bool:
 def require() -> str:
     """The binary's path, or a :class:`SimulatorError` that says how to install it."""
     if not available():
-        raise SimulatorError(f"ngspice not found: {INSTALL_HINT}")
+        given = os.environ.get(ENV_BINARY)
+        where = f"{ENV_BINARY}={given} is not an executable file; " if given else ""
+        raise SimulatorError(f"ngspice not found: {where}{INSTALL_HINT}")
     return binary()
 
 
