@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .checks import CELSIUS, FINITE, POINTS_PER_LAYER, POSITIVE, REFINE_STEPS, Number, short
+from .checks import CELSIUS, POINTS_PER_LAYER, POSITIVE, REFINE_STEPS, SCALING, Number, scaling_problem, short
 from .errors import InputError
 from .files import sha256, umask
 from .inputs import check_inputs, check_labels, load_array, load_inputs
@@ -171,11 +171,12 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         raise InputError(f"The 'cells' parameter must be 'behavioural' or 'transistor'. Got {short(cells)} instead.")
     if solver is not None and solver not in SOLVERS:
         raise InputError(f"The 'solver' parameter must be one of {', '.join(SOLVERS)}. Got {short(solver)} instead.")
-    for name, value, rule in [("points_per_layer", points_per_layer, POINTS_PER_LAYER),
-                              ("refine_steps", refine_steps, REFINE_STEPS)] + \
-            [(f"scaling.{k}", getattr(scaling, k), rule) for k, rule in _SCALING.items() if scaling is not None]:
+    for name, value, rule in (("points_per_layer", points_per_layer, POINTS_PER_LAYER),
+                              ("refine_steps", refine_steps, REFINE_STEPS)):
         if value is not None and rule.problem(value):
             raise InputError(f"The '{name}' parameter of build {rule.problem(value)}.")
+    if scaling is not None and scaling_problem(scaling):
+        raise InputError(f"The 'scaling' parameter of build is unusable: {scaling_problem(scaling)}.")
     weights, out_dir = Path(weights), Path(out_dir)
     check_replaceable(out_dir)
     knet = load_knet(weights)
@@ -317,8 +318,7 @@ MAX_MANIFEST_BYTES = 64 << 20
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _WORD = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
-#: rules of the manifest's numbers (tran's are :class:`Tran`'s own)
-_SCALING = {"v0": POSITIVE, "vcm": FINITE, "i0": POSITIVE, "c_unit": POSITIVE}
+_FORMS = {_SHA256: "a hex SHA-256", _WORD: "a word of letters, digits and ._+-"}
 _SIZE = Number(0, 2**63 - 1, integer=True)
 
 
@@ -362,7 +362,7 @@ class _Manifest:
         if isinstance(rule, Number) and rule.problem(value):
             raise self.fail(key, rule.problem(value))
         if isinstance(rule, re.Pattern) and not rule.match(value):
-            raise self.fail(key, f"is not a plain name of the expected form, got {short(value)}")
+            raise self.fail(key, f"must be {_FORMS[rule]}, got {short(value)}")
         return value
 
 
@@ -405,7 +405,7 @@ def check_manifest(path: Path, data) -> tuple[dict, Scaling, Tran]:
         if not _FILE_NAME.match(name) or name == MANIFEST:
             raise m.fail("files", f"lists {short(name)}, which is not a plain file name inside the build directory")
         if not isinstance(digest, str) or not _SHA256.match(digest):
-            raise m.fail(f"files.{name}", f"must be a hex SHA-256, got {short(digest)}")
+            raise m.fail(f"files.{name}", f"must be {_FORMS[_SHA256]}, got {short(digest)}")
     for name in ("circuit.cir", "weights.npz"):
         if name not in data["files"]:
             raise m.fail("files", f"does not list {name}")
@@ -418,9 +418,11 @@ def check_manifest(path: Path, data) -> tuple[dict, Scaling, Tran]:
         m.get("cells.refine_steps", int, REFINE_STEPS, 0)
 
     scaling = m.get("scaling", dict, default=...)
-    for key in set(scaling) - set(_SCALING) - {"tau"}:
+    for key in set(scaling) - set(SCALING) - {"tau"}:
         raise m.fail(f"scaling.{key}", "is not a scaling field")
-    values = {key: m.get(f"scaling.{key}", float, rule, ...) for key, rule in _SCALING.items()}
+    values = {key: m.get(f"scaling.{key}", float, rule, ...) for key, rule in SCALING.items()}
+    if scaling_problem(Scaling(**values)):
+        raise m.fail("scaling", scaling_problem(Scaling(**values)))
 
     fields = {f.name: f for f in dataclasses.fields(Tran)}
     tran = m.get("tran", dict, default=...)

@@ -8,6 +8,7 @@ the same everywhere and every message reads ``must be <rule>, got <value>``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from dataclasses import dataclass
@@ -77,6 +78,19 @@ SEED = Number(0, 2**63 - 1, integer=True)
 CELSIUS = Number(-273.15, 1000.0, low_open=True)
 #: physical scaling (:class:`kcompile.scaling.Scaling`): volts, amperes and farads per model unit, offset in volts
 SCALING = {"v0": POSITIVE, "vcm": FINITE, "i0": POSITIVE, "c_unit": POSITIVE}
+
+
+def scaling_problem(scaling) -> str | None:
+    """What is wrong with a :class:`~kcompile.scaling.Scaling` (each field, and the time unit
+    ``tau = c_unit·v0/i0`` they imply), or ``None``."""
+    for name, rule in SCALING.items():
+        if rule.problem(getattr(scaling, name)):
+            return f"'{name}' {rule.problem(getattr(scaling, name))}"
+    with contextlib.suppress(ArithmeticError):
+        if not POSITIVE.problem(scaling.tau):
+            return None
+    return (f"c_unit·v0/i0 = {scaling.c_unit:g}·{scaling.v0:g}/{scaling.i0:g} is not a finite positive time unit "
+            "(tau, seconds per model time unit)")
 #: transient step cap, 1/N of the shortest layer
 POINTS_PER_LAYER = Number(10, 10_000_000, integer=True)
 #: per-device refinement steps of transistor cells

@@ -54,7 +54,8 @@ def _warn(text: str, tag: str = "warning:") -> None:
 
 
 def _verdict(ok: bool, word: str = "PASS") -> Text:
-    return Text(word, style="green") if ok else Text(word.upper() if word == "pass" else "FAIL", style="bold red")
+    """``word`` in green when ``ok``, else FAIL in bold red (in the gate table too: a failed gate reads FAIL)."""
+    return Text(word, style="green") if ok else Text("FAIL", style="bold red")
 
 
 class _Terminated(BaseException):
@@ -90,6 +91,14 @@ class _Number(click.ParamType):
         if problem:
             self.fail(problem, param, ctx)
         return value
+
+
+def _address(value: str | None) -> str | None:
+    from .flow import SCHEDULER
+
+    if value is not None and not SCHEDULER.match(value):
+        raise click.BadParameter(f"must be a Dask scheduler address like tcp://HOST:PORT, got {value[:60]!r}")
+    return value
 
 
 #: seconds an ngspice run may take (at most 11 days: a bound the OS timers accept)
@@ -379,7 +388,8 @@ def simulate(build_path, inputs, batch, seed, jobs, timeout, keep_runs, use_spic
               help="For a FLOW: write JUnit XML, one test case per gate.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="For a FLOW: write a self-contained HTML report.")
-@click.option("--scheduler", default=None, help="For a FLOW: run samples on a Dask cluster (tcp://HOST:PORT).")
+@click.option("--scheduler", default=None, callback=lambda ctx, param, value: _address(value),
+              help="For a FLOW: run samples on a Dask cluster (tcp://HOST:PORT).")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="For a FLOW: reuse finished ngspice runs stored here (keyed by deck hash).")
 def verify(target, max_error, inputs, batch, seed, jobs, timeout, keep_runs, as_json, junit, report, scheduler,

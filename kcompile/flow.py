@@ -165,10 +165,23 @@ class _Checker:
     def relative(self, data: dict, key: str, default=None) -> Path | None:
         """A path relative to the flow file, made absolute."""
         value = self.typed(data, key, str, default)
-        return None if value is None else (self.path.parent / value).resolve()
+        if value is None:
+            return None
+        try:
+            path = (self.path.parent / value).resolve()
+            path.exists()  # a name the file system refuses (too long, ...) fails here, not later
+        except (OSError, ValueError) as exc:
+            raise self.fail(key, f"is not a usable path ({getattr(exc, 'strerror', None) or exc}), "
+                            f"got {short(value)}") from None
+        return path
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: a Dask scheduler address, e.g. tcp://127.0.0.1:8786
+SCHEDULER = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://[^\s/]+$")
+#: what a gate's limit may be, per metric: errors and ratios are never negative, accuracies are percentages
+_LIMITS = {"max_output_error": NON_NEGATIVE, "mse_ratio": NON_NEGATIVE, "mc_p95_output_error": NON_NEGATIVE,
+           "accuracy_drop": Number(-100, 100), "mc_percentile_accuracy": Number(0, 100)}
 #: Monte Carlo runs per flow, and devices reported
 _RUNS = Number(0, 100_000, integer=True)
 _TOP = Number(1, 1_000_000, integer=True)
@@ -230,6 +243,9 @@ def load_flow(path: str | Path) -> Flow:
     for key in scaling:
         rule = SCALING[c.choices(f"scaling.{str(key)[:40]}", key, tuple(SCALING))]
         c.number(scaling, key, rule, f"scaling.{key}")
+    scheduler = c.typed(data, "scheduler", str, None)
+    if scheduler is not None and not SCHEDULER.match(scheduler):
+        raise c.fail("scheduler", f"must be a Dask scheduler address like tcp://HOST:PORT, got {short(scheduler)}")
     cache = c.relative(data, "cache")
     if cache is not None and cache.exists() and not cache.is_dir():
         raise c.fail("cache", f"names {cache}, which is not a directory")
@@ -240,9 +256,9 @@ def load_flow(path: str | Path) -> Flow:
             raise c.fail(f"gates[{i}]", f"must be a mapping with level, metric, limit; got {short(g)}")
         for key in g:
             c.choices(f"gates[{i}].{str(key)[:40]}", key, ("level", "metric", "limit"))
-        gate = Gate(c.choices(f"gates[{i}].level", c.typed(g, "level", str, required=True), LEVELS),
-                    c.choices(f"gates[{i}].metric", c.typed(g, "metric", str, required=True), tuple(METRICS)),
-                    c.number(g, "limit", FINITE, f"gates[{i}].limit"))
+        metric = c.choices(f"gates[{i}].metric", c.typed(g, "metric", str, required=True), tuple(METRICS))
+        gate = Gate(c.choices(f"gates[{i}].level", c.typed(g, "level", str, required=True), LEVELS), metric,
+                    c.number(g, "limit", _LIMITS[metric], f"gates[{i}].limit"))
         if gate.level not in levels and gate.level != "ideal":
             raise c.fail(f"gates[{i}].level", f"is {gate.level!r}, which the flow's levels {list(levels)} don't run")
         if gate.is_monte_carlo and (gate.level != "transistor" or monte_carlo.runs < 2):
@@ -256,7 +272,7 @@ def load_flow(path: str | Path) -> Flow:
         pdk=pdk_name, corners=corners, temperature=temperature, supply=supply,
         recalibrate=c.typed(data, "recalibrate", bool, False), points_per_layer=ppl,
         monte_carlo=monte_carlo, scaling={k: float(v) for k, v in scaling.items()}, gates=tuple(gates),
-        jobs=c.counted(data, "jobs", COUNT), scheduler=c.typed(data, "scheduler", str, None), cache=cache,
+        jobs=c.counted(data, "jobs", COUNT), scheduler=scheduler, cache=cache,
         allow_clipped=c.typed(data, "allow_clipped", bool, False),
         refine_steps=c.counted(data, "refine_steps", REFINE_STEPS),
     )

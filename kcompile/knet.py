@@ -227,7 +227,7 @@ def _open_npz(path: Path) -> Iterator[_Reader]:
         raise WeightsError(path, None, "no such file")
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
         with contextlib.suppress(OSError), open(path, "rb") as f:
             if f.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX:
                 raise WeightsError(path, None, "not an .npz archive (a bare .npy array?)",

@@ -306,6 +306,9 @@ def _first_step(f, y, fy, rtol, atol, span, counters):
     """
     scale = atol + rtol * np.abs(y)
     d0, d1 = float(np.max(np.abs(y) / scale)), float(np.max(np.abs(fy) / scale))
+    if not np.isfinite(d1):
+        raise FloatingPointError("the derivative overflows at the start of the window (|v| up to "
+                                 f"{np.abs(y).max():.3g})")
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, span)
     f1 = f(y + h0 * fy)

@@ -176,7 +176,7 @@ def dask_executor(address: str) -> Executor:
         raise InputError("a Dask scheduler needs the 'distributed' package: pip install -e .[dask]") from None
     try:
         return Client(address, timeout=30).get_executor(pure=False)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: an address Dask cannot parse
         raise InputError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from . import ngspice
 from .build import build
 from .characterised import integrate_characterised, measure_devices
+from .checks import scaling_problem
 from .errors import InputError
 from .flow import Flow, Gate
 from .inputs import load_inputs, random_inputs
@@ -290,6 +291,8 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
     """Characterised, transistor (every corner) and Monte Carlo levels, calibrated at the nominal (first) corner."""
     pdk = get_pdk(flow.pdk or "generic180")
     scaling = dataclasses.replace(transistor_scaling(pdk), **flow.scaling)
+    if scaling_problem(scaling):
+        raise InputError(f"{flow.path}: 'scaling' is unusable with {pdk.name}'s defaults: {scaling_problem(scaling)}")
     nominal = flow.corners[0]
     cellmap = map_knet(knet, pdk.name, nominal, scaling)
     if cellmap.clipped and not flow.allow_clipped:
