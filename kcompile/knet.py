@@ -343,7 +343,7 @@ def _read_knet(r: _Reader) -> KNet:
     layers, devices = [], 0
     for k in range(num_layers):
         src = r.node_ids(f"layer{k}_src", 0, n, MAX_DEVICES - devices)
-        dst = r.node_ids(f"layer{k}_dst", 0, n, src.size)
+        dst = r.node_ids(f"layer{k}_dst", 0, n, MAX_DEVICES - devices)
         if dst.shape != src.shape:
             raise r.fail(f"layer{k}_dst", f"has {dst.size} entries but layer{k}_src has {src.size}")
         theta = r.floats(f"layer{k}_theta", ((src.size, num_params),), src.size * num_params)

@@ -305,7 +305,8 @@ def _first_step(f, y, fy, rtol, atol, span, counters):
     fewer steps at loose tolerances (the ramp from a tiny first step).
     """
     scale = atol + rtol * np.abs(y)
-    d0, d1 = float(np.max(np.abs(y) / scale)), float(np.max(np.abs(fy) / scale))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below
+        d0, d1 = float(np.max(np.abs(y) / scale)), float(np.max(np.abs(fy) / scale))
     if not np.isfinite(d1):
         raise FloatingPointError("the derivative overflows at the start of the window (|v| up to "
                                  f"{np.abs(y).max():.3g})")
