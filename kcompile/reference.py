@@ -38,7 +38,8 @@ from .laws import LAWS
 
 DEFAULT_RTOL = 1e-9
 DEFAULT_ATOL = 1e-11
-#: step budget per layer: the shipped examples take at most 1,400 (docs/reliability.md)
+#: step budget per layer: the most a shipped example takes is 5,604 for both layers (digits, its first 64 test
+#: inputs; docs/reliability.md)
 MAX_STEPS = 1_000_000
 
 #: bytes of one chunk's pre-activations ``z`` (about half a core's L2 cache)
