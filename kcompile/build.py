@@ -37,6 +37,7 @@ from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import integrate
 from .refine import refine, steps_for
+from .simulate import SpiceResult, simulate
 
 MANIFEST = "manifest.json"
 
@@ -51,9 +52,33 @@ class Build:
     scaling: Scaling
     tran: Tran
 
+    def __repr__(self) -> str:
+        cells = self.manifest["cells"]
+        level = (f"transistor {cells['cell']} cells on {cells['pdk']}/{cells['corner']}"
+                 if cells["level"] == "transistor" else "behavioural")
+        k = self.knet
+        return (f"<Build {self.path}: {level}; {k.law}, {k.num_nodes} nodes, {k.num_layers} layers, "
+                f"{k.num_devices} devices>")
+
     @property
     def circuit(self) -> Path:
         return self.path / "circuit.cir"
+
+    def simulate(self, x: np.ndarray, **options) -> SpiceResult:
+        """Run every row of ``x`` (``[B, F]``; one row ``[F]``) through ``circuit.cir`` in ngspice.
+
+        The defaults of ``kcompile simulate``: the build's analysis and
+        scaling and, for a transistor-level build, its supply (energy per
+        sample) and its PDK's ngspice variables. ``options`` go to
+        :func:`kcompile.simulate.simulate` (``jobs``, ``timeout``, ``waveforms``,
+        ``run_root``, ``cache_dir``, ``executor``, ``progress``).
+        """
+        x = check_inputs(np.asarray(x), self.knet, "x")
+        cells = self.manifest["cells"]
+        if cells["level"] == "transistor":
+            options = {"supply": ("vdd", cells["supply"]), "defines": get_pdk(cells["pdk"]).ngspice_defines(),
+                       **options}
+        return simulate(self.knet, self.circuit, x, self.tran, scaling=self.scaling, **options)
 
     def recorded(self, name: str) -> np.ndarray | None:
         """``inputs`` ``[B, F]`` or ``labels`` ``[B]`` recorded with the model, if any (checked: a build

@@ -37,7 +37,7 @@ from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
 from .refine import refine
-from .simulate import SpiceResult, simulate as run_spice
+from .simulate import SpiceResult
 
 # Messages carry file names, flow names and simulator output: printed as plain text, never as rich markup.
 console = Console(stderr=True, markup=False, highlight=False)
@@ -261,12 +261,7 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
     with Progress(TextColumn("ngspice"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("", total=len(x))
-        cells = b.manifest["cells"]
-        transistor = cells.get("level") == "transistor"
-        supply = ("vdd", cells["supply"]) if transistor else None
-        defines = get_pdk(cells["pdk"]).ngspice_defines() if transistor else ()
-        spice = run_spice(b.knet, b.circuit, x, b.tran, scaling=b.scaling, jobs=jobs, timeout=timeout,
-                          run_root=keep_runs, supply=supply, defines=defines, progress=lambda n: bar.advance(task, n))
+        spice = b.simulate(x, jobs=jobs, timeout=timeout, run_root=keep_runs, progress=lambda n: bar.advance(task, n))
     return _Run(b.knet, x, source, ref, spice, compare(ref.states, spice.states, b.knet.output_nodes), char,
                 b.scaling.tau)
 

@@ -65,6 +65,10 @@ class KNet:
     output_nodes: np.ndarray  # int64 [M]
     meta: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return (f"<KNet {self.law}: {self.num_nodes} nodes, {self.num_layers} layers, {self.num_devices} devices, "
+                f"{self.num_features} features -> {self.output_nodes.size} outputs>")
+
     @property
     def num_layers(self) -> int:
         return len(self.layers)

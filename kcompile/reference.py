@@ -78,6 +78,12 @@ class Trajectory:
     grid: np.ndarray | None = None  # [T]
     grid_states: np.ndarray | None = None  # [B, T, N]
 
+    def __repr__(self) -> str:
+        b, k, n = self.states.shape
+        grid = "" if self.grid is None else f", a grid of {self.grid.size} times"
+        return (f"<Trajectory: {b} samples, {k - 1} layers, {n} nodes, {self.outputs.shape[1]} outputs; "
+                f"{self.steps} steps{grid}>")
+
 
 # ---------------------------------------------------------------- right-hand side
 

@@ -117,6 +117,12 @@ class FlowResult:
     monte_carlo: MonteCarloResult | None = None
     timing: dict = field(default_factory=dict)  # seconds of the stages, and compute comparisons
 
+    def __repr__(self) -> str:
+        levels = ", ".join(dict.fromkeys(run.level for run in self.levels))
+        held = sum(g.passed for g in self.gates)
+        return (f"<FlowResult {self.flow.name}: {'PASS' if self.passed else 'FAIL'}, {held}/{len(self.gates)} gates "
+                f"held; levels {levels}; {len(self.inputs)} samples>")
+
     @property
     def passed(self) -> bool:
         return all(g.passed for g in self.gates)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kcompile import ngspice
+from kcompile.backends.ngspice import NGSPICE
 from kcompile.files import atomic_write
 from tests.test_cli import _cli
 from tests.test_reliability_inputs import IDEAL, _one_line_error
@@ -66,7 +66,7 @@ def test_ngspice_that_hangs_on_its_version_probe(tmp_path, built, monkeypatch):
     fake.write_text("#!/bin/sh\nexec sleep 61.101\n")
     fake.chmod(0o755)
     monkeypatch.setenv("KCOMPILE_NGSPICE", str(fake))
-    monkeypatch.setattr(ngspice, "PROBE_TIMEOUT", 1.0)
+    monkeypatch.setattr(NGSPICE, "probe_timeout", 1.0)
     t0 = time.perf_counter()
     line = _one_line_error(_cli("simulate", built), code=3)
     assert "did not answer '-v' within 1 s" in line and time.perf_counter() - t0 < 10
