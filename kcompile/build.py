@@ -32,7 +32,8 @@ from .inputs import check_inputs, check_labels, load_array, load_inputs
 from .knet import FORMAT, KNet, load_extras, load_knet, save_knet
 from .laws import LAWS
 from .mapping import affine_reason, clip_reason, map_knet, relu_target, transistor_scaling
-from .netlist import SOLVERS, TRAN_METHODS, Tran, default_tran, render_transistor_circuit, transistor_tran, write_circuit
+from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_transistor_circuit, transistor_tran,
+                      write_circuit)
 from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import integrate

@@ -173,9 +173,11 @@ def main():
               help="Build directory (default: build/<weights name>).")
 @click.option("--cells", type=click.Choice(["behavioural", "transistor"]), default="behavioural", show_default=True,
               help="One behavioural source per device, or one calibrated transistor-level cell per device.")
-@click.option("--pdk", default="generic180", show_default=True, help="PDK for transistor cells: generic180, sky130, gf180mcu.")
+@click.option("--pdk", default="generic180", show_default=True,
+              help="PDK for transistor cells: generic180, sky130, gf180mcu.")
 @click.option("--corner", default="tt", show_default=True, help="Process corner for transistor cells.")
-@click.option("--allow-clipped", is_flag=True, help="Build devices whose θ lies outside the calibrated range, clipped.")
+@click.option("--allow-clipped", is_flag=True,
+              help="Build devices whose θ lies outside the calibrated range, clipped.")
 @click.option("--v0", type=_Number(POSITIVE), default=None,
               help="Volts per model voltage unit (transistor default 0.1).")
 @click.option("--i0", type=_Number(POSITIVE), default=None,

@@ -76,7 +76,8 @@ def test_ngspice_that_hangs_on_its_version_probe(tmp_path, built, monkeypatch):
 @pytest.mark.parametrize("body,message", [
     ('echo "error: the fake simulator failed" >&2; exit 1', "ngspice failed"),
     ("kill -9 $$", "exit status -9"),
-    ('printf "Title: x\\nNo. Variables: 2\\nNo. Points: 5\\nVariables:\\nBinary:\\n1234" > out.raw', "unreadable raw file"),
+    ('printf "Title: x\\nNo. Variables: 2\\nNo. Points: 5\\nVariables:\\nBinary:\\n1234" > out.raw',
+     "unreadable raw file"),
     ("exit 0", "ngspice wrote no raw file"),
 ])
 def test_failing_simulators_exit_3_with_the_run_directory(tmp_path, built, monkeypatch, body, message):
