@@ -60,6 +60,8 @@ def run_cli(args: list[str], limit: float = CASE_LIMIT) -> tuple[str, str]:
     except Hang:
         return "hang", f"still running after {time.perf_counter() - t0:.1f} s"
     output = result.output
+    if result.exit_code in (130, 143):  # the CLI caught a Ctrl-C or SIGTERM meant for the whole run
+        raise KeyboardInterrupt
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         return "crash", f"{type(result.exception).__name__}: {result.exception}\n{output}"
     if "Traceback" in output or "kcompile defect" in output:
