@@ -31,7 +31,7 @@ from .files import sha256, umask
 from .inputs import check_inputs, check_labels, load_array, load_inputs
 from .knet import FORMAT, KNet, load_extras, load_knet, save_knet
 from .laws import LAWS
-from .mapping import affine_reason, clip_reason, map_knet, relu_target, transistor_scaling
+from .mapping import map_knet, transistor_scaling
 from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_transistor_circuit, transistor_tran,
                       write_circuit)
 from .scaling import Scaling
@@ -134,16 +134,13 @@ COMPLIANCE_SPAN = 4.0  # model units around vcm over which the cells are charact
 
 
 def _clipped_message(cellmap, law: str, limit: int = 4) -> str:
-    """The flagged devices, each with the reason :func:`kcompile.mapping.clip_reason` gives."""
+    """The flagged devices, each with the reason its cell gives (:meth:`kcompile.mapping.CellMap.clip_reason`)."""
     items = cellmap.clipped
     cal = cellmap.calibration
     shown = []
     for k, i in items[:limit]:
-        lm = cellmap.layers[k]
-        theta = lm.target[i]
-        why = (affine_reason(theta, lm.sp[i], lm.ib[i] + lm.ibb[i], cal) if law in ("relu_affine", "tanh_affine")
-               else clip_reason(relu_target(law, theta)[0], cal))
-        shown.append(f"layer{k}[{i}] θ={np.round(theta, 4).tolist()} ({why})")
+        theta = cellmap.layers[k].target[i]
+        shown.append(f"layer{k}[{i}] θ={np.round(theta, 4).tolist()} ({cellmap.clip_reason(law, k, i)})")
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return (f"{len(items)} device(s) cannot be realised within tolerance by cell {cal.cell} on "
             f"{cal.pdk}/{cal.corner}: {'; '.join(shown)}{more}; pass --allow-clipped to build them clipped "
@@ -318,12 +315,9 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
 
 
 def _save_devices(path: Path, cellmap) -> None:
-    arrays = {}
-    for k, lm in enumerate(cellmap.layers):
-        for name in ("target", "achieved", "negative", "swap", "r", "ib", "ipos", "ineg", "clipped",
-                     "io", "ap", "signs", "rb", "ibb", "sp", "iz"):
-            if getattr(lm, name) is not None:
-                arrays[f"layer{k}_{name}"] = np.asarray(getattr(lm, name))
+    """``devices.npz``: per layer what the cell's mapping records (:meth:`kcompile.cells.base.LayerMap.arrays`)."""
+    arrays = {f"layer{k}_{name}": np.asarray(a)
+              for k, lm in enumerate(cellmap.layers) for name, a in lm.arrays().items()}
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -332,7 +326,7 @@ def _cells_info(cellmap) -> dict:
     err = [np.abs(lm.achieved - lm.target).max() if lm.target.size else 0.0 for lm in cellmap.layers]
     cal = cellmap.calibration
     return {
-        "level": "transistor", "cell": cal.cell, "pdk": cellmap.pdk.name, "corner": cellmap.corner,
+        "level": "transistor", "cell": cellmap.cell.name, "pdk": cellmap.pdk.name, "corner": cellmap.corner,
         "supply": cellmap.pdk.supply, "clipped": len(cellmap.clipped),
         "max_theta_error": float(max(err)) if err else 0.0,
         "theta0_range": {"positive": cal.theta0_range(False), "negative": cal.theta0_range(True)},

@@ -193,14 +193,12 @@ def _node(n: int, ground: str) -> str:
 
 
 def _cells(knet: KNet, cellmap, k: int) -> Iterator[tuple[str, str, str, str, str]]:
-    from .cells import subckt_name
-
     layer = knet.layers[k]
     for i, (s, d, p) in enumerate(zip(layer.src.tolist(), layer.dst.tolist(), cellmap.instances(k))):
         a, b = _node(s, "vref"), _node(d, "vref")
         if p.swap:
             a, b = b, a
-        yield f"{k}_{i}", a, b, subckt_name(cellmap.cell, signs=p.signs), p.spice()
+        yield f"{k}_{i}", a, b, cellmap.cell.subckt(p.signs), p.spice()
 
 
 def enable_pwl(knet: KNet, k: int, edge: float, tau: float, high: float, invert: bool = False) -> str:
@@ -231,13 +229,11 @@ def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9, *
     threshold and current-factor parameter per transistor and sets every instance's drawn
     values; without it the text is the nominal circuit.
     """
-    from .cells import render_cell
-
     sc = cellmap.scaling
     edge = edge_seconds / sc.tau
     cell = cellmap.cell
     varied = mismatch is not None
-    subckts = "\n".join(render_cell(cell, cellmap.pdk, scaling=sc, signs=v, mismatch=varied) for v in cell.variants)
+    subckts = "\n".join(cell.render(cellmap.pdk, v, sc, mismatch=varied) for v in cell.variants)
     supply = cellmap.pdk.supply if supply is None else supply
     cells = (lambda k: _cells(knet, cellmap, k)) if not varied else (lambda k: _varied(_cells(knet, cellmap, k), k,
                                                                                      cellmap.pdk, mismatch))
@@ -255,13 +251,11 @@ def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9, *
 
 def _varied(rows, k: int, pdk, mismatch) -> Iterator[tuple[str, str, str, str, str]]:
     """``_cells`` rows of layer ``k`` with each instance's drawn mismatch appended to its parameters."""
-    from .cells import CELLS, cell_transistors, subckt_name
+    from .cells import CELLS
 
-    variants = {subckt_name(c, v[0] == "n", v if c.options else None): (c, v)
-                for c in CELLS.values() for v in c.variants}
     for i, (name, a, b, subckt, params) in enumerate(rows):
-        cell, signs = variants[subckt]
-        yield name, a, b, subckt, f"{params} {mismatch.params(k, i, cell_transistors(cell, pdk, signs[0] == 'n', signs))}"
+        cell, signs = CELLS.variant(subckt)
+        yield name, a, b, subckt, f"{params} {mismatch.params(k, i, cell.transistors(pdk, signs))}"
 
 
 def transistor_tran(knet: KNet, points_per_layer: int = 400) -> Tran:

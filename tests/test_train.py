@@ -396,7 +396,7 @@ def _cached_cell_or_skip():
 
 
 def test_theta_range_from_the_calibration_is_respected_by_training():
-    from kcompile.mapping import clip_reason
+    from kcompile.cells.base import clip_reason
     from kcompile.train import theta_box
 
     _, cal = _cached_cell_or_skip()
@@ -415,7 +415,7 @@ def test_theta_range_from_the_calibration_is_respected_by_training():
 
 
 def test_surrogate_matches_the_calibration_at_its_table_points():
-    from kcompile.characterize import fit_relu
+    from kcompile.cells.kc_relu import fit_relu
     from kcompile.train import CellSurrogate
 
     table, cal = _cached_cell_or_skip()
