@@ -1,12 +1,19 @@
-"""Render ngspice netlists from the IR with the Jinja templates in ``templates/``.
+"""The netlist stage: analyses and the entry points that render a network as simulator text.
 
-A build is split in two: ``circuit.cir`` (capacitors, layer clocks, one
+What to simulate is decided here and is the same for every simulator: a
+build is split in two, the circuit (capacitors, layer clocks, one
 behavioural current source per device; reused for every input) and a small
-per-run deck (``.ic`` for the inputs, ``.tran`` with ``uic``, ``.save``).
-Only kcompile-generated names and formatted numbers reach the text.
+per-run deck (initial node voltages, the transient, the saved vectors);
+:class:`Tran` holds the analysis, :func:`default_tran`/:func:`transistor_tran`
+choose it, :func:`clock_points` the layer clocks. How it is written (syntax,
+vector names, options, sections) belongs to a simulator back end
+(:mod:`kcompile.backends`, ngspice unless ``simulator=`` names another):
+:func:`render_circuit`, :func:`render_deck` and :func:`write_circuit` hand
+the work to it. Only kcompile-generated names and formatted numbers reach
+the text.
 
 Large networks (:data:`SEGMENTED_MIN_DEVICES` devices and up) are written
-*segmented*: no clocks, one ``.lib`` section per layer, and one transient per
+*segmented*: no clocks, one part per layer, and one transient per
 layer, each starting from the previous one's final voltages. A clocked
 circuit evaluates every layer's sources at every Newton iteration (the
 inactive ones times a zero clock) and each source also differentiates
@@ -26,16 +33,15 @@ import jinja2
 import numpy as np
 
 from . import __version__
+from .checks import CELSIUS, POSITIVE, short
+from .errors import InputError
 from .knet import KNet
-from .laws import LAWS
-from .resources import TEMPLATE_DIR
 from .scaling import Scaling
-
 
 
 @dataclass(frozen=True)
 class Tran:
-    """A transient analysis in model time units and ngspice accuracy options."""
+    """A transient analysis in model time units and the simulator's accuracy options."""
 
     tstop: float
     tstep: float
@@ -50,12 +56,28 @@ class Tran:
     segmented: bool = False  # one transient per layer on a segmented circuit (write_circuit(segmented=True))
     solver: str = "sparse"  # "klu": '.options klu' (ngspice >= 40 built with KLU; older ones ignore it)
 
-    def options(self, scaling: Scaling) -> str:
-        abstol = self.abstol * scaling.i0
-        vntol = self.vntol * scaling.v0
-        return (f"reltol={self.reltol:g} abstol={abstol:g} vntol={vntol:g} trtol={self.trtol:g} "
-                f"method={self.method}" + ("" if self.temp is None else f" temp={self.temp:g}")
-                + (" klu" if self.solver == "klu" else ""))
+    def __post_init__(self):
+        """Every field reaches a deck as text: only known words and finite positive numbers pass."""
+        for name, allowed in (("method", TRAN_METHODS), ("solver", SOLVERS)):
+            if getattr(self, name) not in allowed:
+                raise InputError(f"The '{name}' parameter of Tran must be one of {', '.join(allowed)}. "
+                                 f"Got {short(getattr(self, name))} instead.")
+        for name in ("tstop", "tstep", "tmax", "reltol", "abstol", "vntol", "trtol"):
+            problem = POSITIVE.problem(getattr(self, name))
+            if problem:
+                raise InputError(f"The '{name}' parameter of Tran {problem}.")
+        if self.temp is not None and CELSIUS.problem(self.temp):
+            raise InputError(f"The 'temp' parameter of Tran {CELSIUS.problem(self.temp)}.")
+        for name in ("uic", "segmented"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"The '{name}' parameter of Tran must be true or false. "
+                                 f"Got {short(getattr(self, name))} instead.")
+
+    def options(self, scaling: Scaling, simulator: str = "ngspice") -> str:
+        """The options line in ``simulator``'s dialect (:meth:`kcompile.backends.Simulator.options`)."""
+        from .backends import get_simulator
+
+        return get_simulator(simulator).options(self, scaling)
 
 
 #: networks with at least this many devices are built segmented, with :data:`LARGE_POINTS_PER_LAYER`
@@ -70,6 +92,8 @@ LARGE_RELTOL, LARGE_VNTOL, LARGE_ABSTOL = 1e-3, 1e-6, 1e-12
 #: linear solver for large networks: KLU halves ngspice's CPU on the MNIST checkpoint (docs/performance.md)
 LARGE_SOLVER = "klu"
 SOLVERS = ("sparse", "klu")
+#: ngspice's integration methods
+TRAN_METHODS = ("trap", "gear")
 
 
 def is_large(knet: KNet) -> bool:
@@ -104,10 +128,10 @@ def default_tran(knet: KNet, points_per_layer: int | None = None, *, segmented: 
 
 
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE_DIR / "ngspice"),
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
-    )
+    """The ngspice back end's templates (the transistor-level circuit is written in its dialect)."""
+    from .backends import get_simulator
+
+    return get_simulator("ngspice").environment()
 
 
 def _num(x: float) -> str:
@@ -119,95 +143,46 @@ def clock_edge(knet: KNet, edge_fraction: float = 1e-6) -> float:
     return edge_fraction * float(np.min(np.diff(knet.t_bounds)))
 
 
-def clock_pwl(knet: KNet, k: int, edge: float) -> str:
-    """PWL points of layer ``k``'s clock: 1 on ``[t_k, t_k+1]`` with centred edges."""
-    return " ".join(f"{_num(t)} {v:g}" for t, v in _clock_points(knet, k, edge))
-
-
-def _terminal(node: int, scaling: Scaling) -> str:
-    if node == 0:
-        return "0"
-    return f"v(n{node})" if scaling.is_identity else f"((v(n{node})-{_num(scaling.vcm)})/{_num(scaling.v0)})"
-
-
-def _devices(knet: KNet, k: int, scaling: Scaling) -> Iterator[tuple[str, str, str, str]]:
-    law = LAWS[knet.law]
-    layer = knet.layers[k]
-    prefix = "" if scaling.i0 == 1.0 else f"{_num(scaling.i0)}*"
-    terms: dict[int, str] = {}
-    for i, (s, d, theta) in enumerate(zip(layer.src.tolist(), layer.dst.tolist(), layer.theta.tolist())):
-        for node in (s, d):
-            if node not in terms:
-                terms[node] = _terminal(node, scaling)
-        expr = law.spice(terms[s], terms[d], theta)
-        yield f"{k}_{i}", f"n{s}" if s else "0", f"n{d}" if d else "0", f"{prefix}({expr})"
-
-
 #: first line of a segmented circuit file (:func:`simulate` checks it against the analysis)
 SEGMENTED_MARK = "segmented behavioural circuit"
 
 
 def render_circuit(knet: KNet, scaling: Scaling = Scaling(), edge_fraction: float = 1e-6,
-                   segmented: bool | None = None) -> Iterator[str]:
-    """Stream the behavioural circuit file (text chunks) for ``knet``.
+                   segmented: bool | None = None, *, simulator: str = "ngspice") -> Iterator[str]:
+    """Stream the behavioural circuit file (text chunks) for ``knet`` in ``simulator``'s dialect.
 
-    ``segmented`` (default: :func:`is_large`): no clocks, a ``.lib`` section
-    ``nodes`` (capacitors) and one section ``layer{k}`` per layer, for one
-    transient per layer (:class:`Tran` with ``segmented=True``).
+    ``segmented`` (default: :func:`is_large`): no clocks, one part with the
+    capacitors and one per layer (ngspice: ``.lib`` sections ``nodes`` and
+    ``layer{k}``), for one transient per layer (:class:`Tran` with ``segmented=True``).
     """
-    if is_large(knet) if segmented is None else segmented:
-        return _environment().get_template("segmented.cir.j2").generate(
-            version=__version__, mark=SEGMENTED_MARK, law=knet.law, num_nodes=knet.num_nodes,
-            num_layers=knet.num_layers, num_devices=knet.num_devices, vcm=scaling.vcm, v0=scaling.v0,
-            i0=scaling.i0, c_unit=scaling.c_unit, tau=scaling.tau,
-            capacitors=((n, _num(c * scaling.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
-            layers=((k, _devices(knet, k, scaling)) for k in range(knet.num_layers)),
-        )
-    edge = clock_edge(knet, edge_fraction)
-    template = _environment().get_template("circuit.cir.j2")
-    return template.generate(
-        version=__version__, law=knet.law, num_nodes=knet.num_nodes, num_layers=knet.num_layers,
-        num_devices=knet.num_devices, vcm=scaling.vcm, v0=scaling.v0, i0=scaling.i0,
-        c_unit=scaling.c_unit, tau=scaling.tau,
-        capacitors=((n, _num(c * scaling.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
-        clocks=((k, clock_pwl(knet, k, edge * scaling.tau)) for k in range(knet.num_layers)),
-        layers=((k, _devices(knet, k, scaling)) for k in range(knet.num_layers)),
-    )
+    from .backends import get_simulator
+
+    segmented = is_large(knet) if segmented is None else bool(segmented)
+    return get_simulator(simulator).render_circuit(knet, scaling, edge_fraction, segmented)
 
 
 def render_deck(initial: np.ndarray, tran: Tran, scaling: Scaling = Scaling(), supply: str | None = None,
-                layer: int | None = None) -> str:
-    """The per-run deck: node voltages at t = 0 (model units, ``[N]``) and the analysis.
+                layer: int | None = None, *, simulator: str = "ngspice") -> str:
+    """The per-run deck in ``simulator``'s dialect: node voltages at t = 0 (model units, ``[N]``) and the analysis.
 
     ``supply`` names a voltage source whose current is saved too (energy).
-    ``layer``: a segmented run's deck for that layer (its sections of the
+    ``layer``: a segmented run's deck for that layer (its parts of the
     circuit; ``tran.tstop`` is then the layer's duration).
     """
-    if layer is None:
-        includes = [".include circuit.cir"]
-    else:
-        includes = [".lib circuit.cir nodes", f".lib circuit.cir layer{int(layer)}"]
-    volts = scaling.vcm + scaling.v0 * np.asarray(initial, dtype=float)
-    tau = scaling.tau
-    return _environment().get_template("deck.cir.j2").render(
-        version=__version__, includes=includes,
-        initial=[(n, _num(v)) for n, v in enumerate(volts.tolist(), 1)],
-        options=tran.options(scaling),
-        tstep=_num(tran.tstep * tau), tstop=_num(tran.tstop * tau), tmax=_num(tran.tmax * tau),
-        uic=" uic" if tran.uic else "",
-        saved=range(1, volts.size + 1), extra_saves=[f"i({supply})"] if supply else [],
-    )
+    from .backends import get_simulator
+
+    return get_simulator(simulator).render_deck(initial, tran, scaling, supply, layer)
 
 
 def write_circuit(knet: KNet, path: Path, scaling: Scaling = Scaling(), edge_fraction: float = 1e-6,
-                  segmented: bool | None = None) -> None:
+                  segmented: bool | None = None, *, simulator: str = "ngspice") -> None:
     """Render the circuit to ``path`` in blocks of 64k template chunks (a few MB), never whole.
 
     Joining the chunks before writing saves one ``write`` call per chunk: about
     15% of the CPU time of an MNIST-size build (docs/performance.md).
     ``segmented``: see :func:`render_circuit` (default: by size, like :func:`default_tran`).
     """
-    chunks = render_circuit(knet, scaling, edge_fraction, segmented)
+    chunks = render_circuit(knet, scaling, edge_fraction, segmented, simulator=simulator)
     with open(path, "w") as f:
         while block := "".join(islice(chunks, 1 << 16)):
             f.write(block)
@@ -218,24 +193,24 @@ def _node(n: int, ground: str) -> str:
 
 
 def _cells(knet: KNet, cellmap, k: int) -> Iterator[tuple[str, str, str, str, str]]:
-    from .cells import subckt_name
-
     layer = knet.layers[k]
     for i, (s, d, p) in enumerate(zip(layer.src.tolist(), layer.dst.tolist(), cellmap.instances(k))):
         a, b = _node(s, "vref"), _node(d, "vref")
         if p.swap:
             a, b = b, a
-        yield f"{k}_{i}", a, b, subckt_name(cellmap.cell, signs=p.signs), p.spice()
+        yield f"{k}_{i}", a, b, cellmap.cell.subckt(p.signs), p.spice()
 
 
 def enable_pwl(knet: KNet, k: int, edge: float, tau: float, high: float, invert: bool = False) -> str:
     """PWL points of layer ``k``'s enable (``high`` volts while on; ``invert``: the complement)."""
     on, off = (0.0, high) if invert else (high, 0.0)
     return " ".join(f"{_num(t)} {on if v else off:g}" for t, v in
-                    ((float(t) * tau, float(v)) for t, v in _clock_points(knet, k, edge)))
+                    ((float(t) * tau, float(v)) for t, v in clock_points(knet, k, edge)))
 
 
-def _clock_points(knet: KNet, k: int, edge: float) -> list[tuple[float, float]]:
+def clock_points(knet: KNet, k: int, edge: float) -> list[tuple[float, float]]:
+    """``(t, level)`` corners of layer ``k``'s clock in model time: 1 on ``[t_k, t_k+1]``, edges of width
+    ``edge`` centred on the boundaries, so that neighbouring clocks always sum to 1."""
     t0, t1 = knet.t_bounds[k], knet.t_bounds[k + 1]
     points = [(0.0, 1.0 if k == 0 else 0.0)]
     if k > 0:
@@ -254,13 +229,11 @@ def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9, *
     threshold and current-factor parameter per transistor and sets every instance's drawn
     values; without it the text is the nominal circuit.
     """
-    from .cells import render_cell
-
     sc = cellmap.scaling
     edge = edge_seconds / sc.tau
     cell = cellmap.cell
     varied = mismatch is not None
-    subckts = "\n".join(render_cell(cell, cellmap.pdk, scaling=sc, signs=v, mismatch=varied) for v in cell.variants)
+    subckts = "\n".join(cell.render(cellmap.pdk, v, sc, mismatch=varied) for v in cell.variants)
     supply = cellmap.pdk.supply if supply is None else supply
     cells = (lambda k: _cells(knet, cellmap, k)) if not varied else (lambda k: _varied(_cells(knet, cellmap, k), k,
                                                                                      cellmap.pdk, mismatch))
@@ -278,13 +251,11 @@ def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9, *
 
 def _varied(rows, k: int, pdk, mismatch) -> Iterator[tuple[str, str, str, str, str]]:
     """``_cells`` rows of layer ``k`` with each instance's drawn mismatch appended to its parameters."""
-    from .cells import CELLS, cell_transistors, subckt_name
+    from .cells import CELLS
 
-    variants = {subckt_name(c, v[0] == "n", v if c.options else None): (c, v)
-                for c in CELLS.values() for v in c.variants}
     for i, (name, a, b, subckt, params) in enumerate(rows):
-        cell, signs = variants[subckt]
-        yield name, a, b, subckt, f"{params} {mismatch.params(k, i, cell_transistors(cell, pdk, signs[0] == 'n', signs))}"
+        cell, signs = CELLS.variant(subckt)
+        yield name, a, b, subckt, f"{params} {mismatch.params(k, i, cell.transistors(pdk, signs))}"
 
 
 def transistor_tran(knet: KNet, points_per_layer: int = 400) -> Tran:

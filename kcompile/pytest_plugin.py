@@ -1,7 +1,9 @@
-"""pytest plugin for users' own CI: the ``ngspice`` marker and ``--ngspice`` switch.
+"""pytest plugin for users' own CI: a marker and a switch per simulator back end.
 
-Installed with kcompile (entry point ``pytest11``). Mark tests that need
-the simulator with ``@pytest.mark.ngspice`` and choose, per run::
+Installed with kcompile (entry point ``pytest11``). Every registered back end
+(:data:`kcompile.backends.SIMULATORS`; ngspice today) gets a marker of its name
+and a ``--<name>`` switch. Mark tests that need ngspice with
+``@pytest.mark.ngspice`` and choose, per run::
 
     pytest --ngspice required      # a missing ngspice is an error (CI)
     pytest --ngspice if-available  # skip loudly when it is missing (default)
@@ -14,40 +16,47 @@ from __future__ import annotations
 
 import pytest
 
-from . import ngspice
+from .backends import SIMULATORS
+
+MODES = ("required", "if-available", "disabled")
 
 
 def pytest_addoption(parser):
-    parser.addoption("--ngspice", choices=("required", "if-available", "disabled"), default="if-available",
-                     help="kcompile: whether tests marked 'ngspice' must run (CI: required)")
+    for name in SIMULATORS:
+        parser.addoption(f"--{name}", choices=MODES, default="if-available",
+                         help=f"kcompile: whether tests marked '{name}' must run (CI: required)")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "ngspice: the test runs the real ngspice simulator")
+    for name in SIMULATORS:
+        config.addinivalue_line("markers", f"{name}: the test runs the real {name} simulator")
 
 
 def pytest_collection_modifyitems(config, items):
-    mode = config.getoption("--ngspice")
-    if mode == "required":
-        if not ngspice.available():
-            raise pytest.UsageError(f"--ngspice required but ngspice is not installed: {ngspice.INSTALL_HINT}")
-        return
-    if mode == "disabled":
-        reason = "ngspice tests disabled by --ngspice disabled"
-    elif not ngspice.available():
-        reason = f"NGSPICE NOT FOUND, ngspice tests skipped: {ngspice.INSTALL_HINT}"
-    else:
-        return
-    for item in items:
-        if "ngspice" in item.keywords:
-            item.add_marker(pytest.mark.skip(reason=reason))
+    for name, sim in SIMULATORS.items():
+        mode = config.getoption(f"--{name}")
+        if mode == "required":
+            if not sim.available():
+                raise pytest.UsageError(f"--{name} required but {name} is not installed: {sim.install_hint}")
+            continue
+        if mode == "disabled":
+            reason = f"{name} tests disabled by --{name} disabled"
+        elif not sim.available():
+            reason = f"{name.upper()} NOT FOUND, {name} tests skipped: {sim.install_hint}"
+        else:
+            continue
+        for item in items:
+            if name in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def pytest_report_header(config):
-    mode = config.getoption("--ngspice")
-    if ngspice.available():
-        return f"kcompile: ngspice {ngspice.version()} at {ngspice.binary()} (--ngspice {mode})"
-    return f"kcompile: ngspice NOT FOUND (--ngspice {mode})"
+    lines = []
+    for name, sim in SIMULATORS.items():
+        mode = config.getoption(f"--{name}")
+        found = f"{sim.version()} at {sim.binary()}" if sim.available() else "NOT FOUND"
+        lines.append(f"kcompile: {name} {found} (--{name} {mode})")
+    return lines
 
 
 @pytest.fixture

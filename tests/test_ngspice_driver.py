@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
 
 from kcompile import ngspice
 from kcompile import simulate as simulate_mod
+from kcompile.backends.ngspice import Ngspice
 from kcompile.errors import SimulatorError
 from kcompile.knet import random_knet
 from kcompile.netlist import default_tran, write_circuit
@@ -39,9 +42,52 @@ def test_missing_binary_says_how_to_install(monkeypatch, tmp_path):
         ngspice.run(RC)
 
 
-def test_env_var_points_at_binary(monkeypatch):
-    monkeypatch.setenv(ngspice.ENV_BINARY, shutil.which("ngspice"))
-    assert ngspice.available()
+def _script(path, body: str) -> str:
+    """An executable shell script at ``path`` (a stand-in binary for ``KCOMPILE_NGSPICE``)."""
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_env_var_names_the_binary_that_runs(monkeypatch, tmp_path):
+    """``KCOMPILE_NGSPICE`` is what runs, not the ngspice on PATH: a wrapper of the real binary records its
+    calls, and a broken one makes the run fail although a working ngspice is on PATH."""
+    real = ngspice.binary()
+    wrapper = _script(tmp_path / "my-ngspice", f'echo "$@" >> "{tmp_path}/calls"\nexec "{real}" "$@"')
+    monkeypatch.setenv(ngspice.ENV_BINARY, wrapper)
+    assert ngspice.binary() == wrapper and ngspice.version()[0].isdigit()
+    raw = ngspice.run(RC, run_dir=tmp_path / "run", keep=True)
+    assert raw["v(n1)"][-1] == pytest.approx(np.exp(-1.0), rel=1e-3)
+    assert (tmp_path / "run" / "command").read_text().startswith(wrapper + " -b -n")
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0] == "-v" and calls[-1].endswith("deck.cir")
+    monkeypatch.setenv(ngspice.ENV_BINARY, _script(tmp_path / "broken-ngspice", "exit 0"))
+    assert shutil.which("ngspice") and ngspice.available()
+    with pytest.raises(SimulatorError, match="ngspice wrote no raw file"):
+        ngspice.run(RC)
+
+
+def test_binary_that_is_a_directory_or_hangs_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv(ngspice.ENV_BINARY, str(tmp_path))
+    assert not ngspice.available()
+    with pytest.raises(SimulatorError, match=f"KCOMPILE_NGSPICE={tmp_path} is not an executable file"):
+        ngspice.version()
+    monkeypatch.setenv(ngspice.ENV_BINARY, _script(tmp_path / "hangs", f"exec {sys.executable} -c "
+                                                   "'import time; time.sleep(60)'"))
+    monkeypatch.setattr(Ngspice, "probe_timeout", 0.5)
+    with pytest.raises(SimulatorError, match="did not answer '-v' within 0.5 s"):
+        ngspice.version()
+
+
+def test_capability_probes(monkeypatch):
+    """Debian 12's ngspice 39 has neither KLU nor OSDI; Debian backports' ngspice 46 (scripts/ngspice_klu.sh,
+    ``KCOMPILE_NGSPICE_KLU`` in CI) has both."""
+    assert isinstance(ngspice.has_klu(), bool) and isinstance(ngspice.has_osdi(), bool)
+    if ngspice.version() == "39":
+        assert not ngspice.has_klu() and not ngspice.has_osdi()
+    if os.environ.get("KCOMPILE_NGSPICE_KLU"):
+        monkeypatch.setenv(ngspice.ENV_BINARY, os.environ["KCOMPILE_NGSPICE_KLU"])
+        assert ngspice.version() == "46" and ngspice.has_klu() and ngspice.has_osdi()
 
 
 def test_timestep_too_small_is_an_error():
@@ -102,11 +148,11 @@ def test_ignored_initial_conditions_are_caught(tmp_path, monkeypatch):
     """A deck whose initial conditions do not take effect (here: the .ic line is lost)."""
     knet = random_knet(4, 2, 6, "relu", seed=1)
     write_circuit(knet, tmp_path / "circuit.cir")
-    real = simulate_mod.render_deck
+    real = Ngspice.render_deck
 
     def without_ic(*args, **kwargs):
         return "\n".join(ln for ln in real(*args, **kwargs).splitlines() if not ln.startswith((".ic", "+ v(")))
 
-    monkeypatch.setattr(simulate_mod, "render_deck", without_ic)
+    monkeypatch.setattr(Ngspice, "render_deck", without_ic)
     with pytest.raises(SimulatorError, match="initial conditions not applied"):
         simulate_mod.simulate(knet, tmp_path / "circuit.cir", np.full((1, 4), 0.7), default_tran(knet), jobs=1)

@@ -146,7 +146,7 @@ def test_new_laws_train_ideally(law):
 
 @pytest.mark.parametrize("option", [{"theta_range": "cell:generic180"}, {"device_in_the_loop": "cell:generic180"}])
 def test_cell_options_refuse_laws_without_a_cell_by_name(option):
-    with pytest.raises(InputError, match="law 'silu_affine' has no cell"):
+    with pytest.raises(InputError, match="law 'silu_affine' has no transistor-level cell"):
         train_knet(_toy_task(), "silu_affine", cfg=TrainConfig(epochs=1, **option))
 
 
@@ -412,7 +412,7 @@ def _cached_cell_or_skip():
 
 
 def test_theta_range_from_the_calibration_is_respected_by_training():
-    from kcompile.mapping import clip_reason
+    from kcompile.cells.base import clip_reason
     from kcompile.train import theta_box
 
     _, cal = _cached_cell_or_skip()
@@ -431,7 +431,7 @@ def test_theta_range_from_the_calibration_is_respected_by_training():
 
 
 def test_surrogate_matches_the_calibration_at_its_table_points():
-    from kcompile.characterize import fit_relu
+    from kcompile.cells.kc_relu import fit_relu
     from kcompile.train import CellSurrogate
 
     table, cal = _cached_cell_or_skip()
