@@ -29,6 +29,7 @@ overflow: ``exp`` only ever sees arguments ≤ 20.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -112,7 +113,7 @@ def _np_silu(z):
 
 
 def _np_gelu(z):
-    e = special.erf(z * np.sqrt(0.5))
+    e = special.erf(z * math.sqrt(0.5))  # torch: x · 0.5 · (1 + erf(x · M_SQRT1_2))
     e += 1.0
     z *= 0.5
     z *= e
