@@ -52,23 +52,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: most devices one instance carries (a bundle: every device between one node pair, in chunks of this many)
 MAX_SLOTS = 8
 
-_Z = {  # TEMPORARY until kcompile.laws derives the Verilog-A form: z and the current of each law
-    "relu": ("theta0*(vs-vd)+theta1", "max(z, 0.0)"),
-    "shift_relu": ("vs-vd-theta0", "theta1*max(z, 0.0)"),
-    "relu_affine": ("theta0*vs+theta1*vd+theta2", "max(z, 0.0)"),
-    "tanh_affine": ("theta0*vs+theta1*vd+theta2", "tanh(z)"),
-    "tanh": ("theta0*(vs-vd)+theta1", "tanh(z)"),
-    "linear": ("vs-vd", "theta0*(z)"),
-}
-
-
-def _law_text(law: str, s: str, d: str, names: list[str]) -> tuple[str, str]:
-    """The law's Verilog-A ``z`` of terminal terms ``s``, ``d`` and parameters ``names``, and its current of ``z``."""
-    z, current = _Z[law]
-    sub = {"vs": s, "vd": d, **{f"theta{j}": n for j, n in enumerate(names)}}
-    return tuple(re.sub(r"\b(vs|vd|theta\d+)\b", lambda m: sub[m.group(1)], t) for t in (z, current))
-
-
 @dataclass(frozen=True)
 class Module:
     """One law's Verilog-A module as a build writes it: ``name.va``, compiled to ``name.osdi``."""
@@ -108,7 +91,7 @@ def module(law: str, gated: bool = False, slots: int = 1) -> Module:
     for q in range(slots):
         names = [f"theta{j}_{q}" for j in range(LAWS[law].num_params)]
         params += "".join(f'    (*type="instance"*) parameter real {n} = 0.0;\n' for n in [f"w{q}", *names])
-        z, current = _law_text(law, "x", "y", names)
+        z, current = LAWS[law].verilog_a_terms("x", "y", names)
         body += (f"        x = (w{q} < 0) ? vd : vs;\n        y = (w{q} < 0) ? vs : vd;\n        z = {z};\n"
                  f"        total = total + w{q}*{current};\n")
     params += "".join(f"    parameter real {p} = {v!r};\n" for p, v in SCALING_PARAMS)

@@ -28,6 +28,7 @@ from kcompile.netlist import OSDI_MARK, default_tran, render_circuit, render_dec
 from kcompile.reference import integrate
 from kcompile.scaling import Scaling
 from kcompile.simulate import simulate
+from tests.test_ngspice_laws import SIZES
 
 pytestmark = pytest.mark.ngspice
 NGSPICE_39 = "/usr/bin/ngspice"
@@ -55,9 +56,11 @@ def cache(tmp_path, monkeypatch):
 
 
 def _law_network(law: str):
-    """The network of tests/test_ngspice_laws.py: 20 nodes, 3 layers, 210 devices, θ of both signs."""
-    knet = random_knet(20, 3, 70, law, seed=21, theta_scale=0.3)
-    return knet, np.random.default_rng(4).uniform(-1, 1, (3, knet.num_features))
+    """The network of tests/test_ngspice_laws.py (20 nodes, 3 layers, 210 devices, θ of both signs; gelu's
+    B-sources cost ~100x, so its network is smaller there and here)."""
+    nodes, layers, devices, samples = SIZES.get(law, (20, 3, 70, 3))
+    knet = random_knet(nodes, layers, devices, law, seed=21, theta_scale=0.3)
+    return knet, np.random.default_rng(4).uniform(-1, 1, (samples, knet.num_features))
 
 
 @pytest.mark.parametrize("segmented", [False, True], ids=["clocked", "segmented"])

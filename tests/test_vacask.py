@@ -25,6 +25,7 @@ from kcompile.scaling import Scaling
 from kcompile.report import summary, write_html, write_junit
 from kcompile.simulate import simulate
 from kcompile.verify import run_flow
+from tests.test_osdi import _law_network
 
 pytestmark = pytest.mark.vacask
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "random_relu.npz"
@@ -33,9 +34,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "random_relu.npz
 @pytest.mark.parametrize("segmented", [False, True], ids=["clocked", "segmented"])
 @pytest.mark.parametrize("law", list(LAWS))
 def test_every_law_matches_reference(tmp_path, law, segmented):
-    """The network of tests/test_ngspice_laws.py: within 1e-4 (relative to max(1, |v|)) at every boundary."""
-    knet = random_knet(20, 3, 70, law, seed=21, theta_scale=0.3)
-    x = np.random.default_rng(4).uniform(-1, 1, (3, knet.num_features))
+    """The network of tests/test_osdi.py: within 1e-4 (relative to max(1, |v|)) at every boundary."""
+    knet, x = _law_network(law)
     write_circuit(knet, tmp_path / "circuit.sim", segmented=segmented, simulator="vacask")
     assert (tmp_path / osdi.circuit_module(knet, segmented).va_name).is_file()
     res = simulate(knet, tmp_path / "circuit.sim", x, dataclasses.replace(default_tran(knet), segmented=segmented),
