@@ -24,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import os
+import re
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,13 +78,14 @@ class _Job:
     tran: Tran | None = None  # set for a segmented run: the decks after the first are rendered from its states
     defines: tuple[str, ...] = ()  # -D variables (a PDK's ngbehavior=hsa)
     simulator: str = DEFAULT  # back end, by name (jobs travel to worker processes)
+    libraries: tuple[tuple[str, Path], ...] = ()  # (name in the run directory, file): what the circuit includes
 
 
 def _checked_run(job: _Job, deck: str, initial: np.ndarray, tstop: float, run_dir: Path | None):
     """Run one deck; check ``tstop`` and the start voltages; return (raw, t, v) in model units."""
     sim = get_simulator(job.simulator)
-    raw = sim.run(deck, files={sim.circuit_name: job.circuit}, defines=job.defines, timeout=job.timeout,
-                  run_dir=run_dir, keep=run_dir is not None)
+    raw = sim.run(deck, files={sim.circuit_name: job.circuit, **dict(job.libraries)}, defines=job.defines,
+                  timeout=job.timeout, run_dir=run_dir, keep=run_dir is not None)
     scaling = job.scaling
     t = raw.time / scaling.tau
     v = (np.column_stack([raw[sim.node_vector(i)] for i in range(1, initial.size + 1)]) - scaling.vcm) / scaling.v0
@@ -160,6 +163,18 @@ def _check_form(circuit: Path, tran: Tran, supply) -> None:
         raise InputError(f"{circuit}: a segmented (behavioural) circuit has no supply to measure")
 
 
+#: an include by a plain relative name (a portable build's ``models.spice``), in a circuit's first lines
+_RELATIVE_INCLUDE = re.compile(r'^\.(?:include|lib)\s+"([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})"', re.I | re.M)
+
+
+def relative_includes(circuit: Path) -> dict[str, Path]:
+    """``{name: file}`` the circuit includes by a plain relative name, beside it (a portable transistor build's
+    model cards): each run directory links them next to the circuit, as ngspice resolves them there."""
+    with open(circuit, errors="replace") as f:
+        head = "".join(itertools.islice(f, 64))
+    return {name: circuit.parent / name for name in _RELATIVE_INCLUDE.findall(head)}
+
+
 def start_voltages(t: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Voltages at t = 0. ngspice 39 with ``uic`` writes no t = 0 point; its first
     steps are tiny, so a linear extrapolation from the first two is exact to O(t1·t2)."""
@@ -232,8 +247,9 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
     sim.require()
     circuit = Path(circuit).resolve()
     _check_form(circuit, tran, supply)
+    libraries = tuple(relative_includes(circuit).items())
     initial = knet.initial_state(inputs)
-    circuit_hash = sha256(circuit) if cache_dir is not None else ""
+    circuit_hash = " ".join(sha256(f) for f in (circuit, *(p for _, p in libraries))) if cache_dir is not None else ""
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     work, defines = [], tuple(defines)
@@ -245,7 +261,7 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
         work.append(_Job(circuit, deck, row, knet.t_bounds, tran.tstop, scaling, timeout,
                          None if run_root is None else Path(run_root) / f"sample_{b}",
                          None if cache_dir is None else Path(cache_dir) / f"{key.hexdigest()}.npz", supply,
-                         tran if tran.segmented else None, defines, sim.name))
+                         tran if tran.segmented else None, defines, sim.name, libraries))
     cached = sum(job.cache_file is not None and job.cache_file.is_file() for job in work)
     results: list = [None] * len(work)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(work)))
