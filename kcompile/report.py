@@ -288,6 +288,13 @@ def waveform_panel(ax, result: FlowResult, b: int) -> None:
 
 
 def _figures(result: FlowResult, samples: int = 3) -> dict[str, str]:
+    """:func:`figures` as embedded PNG ``<img>`` tags."""
+    return {name: _png(fig) for name, fig in figures(result, samples).items()}
+
+
+def figures(result: FlowResult, samples: int = 3) -> dict:
+    """The report's matplotlib figures by section: ``waveforms`` (the first ``samples`` samples), ``errors``,
+    ``corners`` (more than one transistor-level run), ``montecarlo``."""
     plt = _pyplot()
     ideal = result.ideal
     figs = {}
@@ -299,7 +306,7 @@ def _figures(result: FlowResult, samples: int = 3) -> dict[str, str]:
         physical_axes(ax, result.scaling)
     axes[0][0].set_ylabel("output node voltage (model units)")
     fig.tight_layout()
-    figs["waveforms"] = _png(fig)
+    figs["waveforms"] = fig
 
     others = [r for r in result.levels if r.level != "ideal"]
     if others:
@@ -319,7 +326,7 @@ def _figures(result: FlowResult, samples: int = 3) -> dict[str, str]:
         for ax in (a1, a2):
             ax.legend(fontsize=6)
         fig.tight_layout()
-        figs["errors"] = _png(fig)
+        figs["errors"] = fig
     corners = result.level("transistor")
     if len(corners) > 1:
         figs["corners"] = _corner_figure(result, corners)
@@ -333,7 +340,7 @@ def _name(r) -> str:
     return r.level if r.corner == "-" else f"{r.level} {r.corner}"
 
 
-def _corner_figure(result: FlowResult, runs: list) -> str:
+def _corner_figure(result: FlowResult, runs: list):
     """Every transistor-level run (corner, temperature, supply, recalibration): its largest output error
     against ideal and its largest change against the nominal run."""
     plt = _pyplot()
@@ -350,10 +357,10 @@ def _corner_figure(result: FlowResult, runs: list) -> str:
     ax.set_xlabel("model units")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 1.2 / (len(runs) + 3)), ncol=2)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
-def _mc_figure(result: FlowResult, mc) -> str:
+def _mc_figure(result: FlowResult, mc):
     plt = _pyplot()
     panels = [("largest |output − ideal| per run (model units)", mc.errors)]
     if mc.metrics is not None:
@@ -377,7 +384,7 @@ def _mc_figure(result: FlowResult, mc) -> str:
             integer_axis(ax.yaxis)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
 def overlaid(result: FlowResult) -> list:

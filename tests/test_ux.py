@@ -248,7 +248,7 @@ def test_report_names_the_conditions_and_draws_every_level_and_corner(tmp_path):
     import matplotlib.pyplot as plt
 
     from kcompile.flow import load_flow
-    from kcompile.report import LEVEL_STYLES, _corner_figure, overlaid, waveform_panel, write_html, write_junit
+    from kcompile.report import LEVEL_STYLES, figures, overlaid, waveform_panel, write_html, write_junit
     from kcompile.verify import run_flow
 
     flow = load_flow(ROOT / "flows" / "ci-transistor.yaml",
@@ -272,24 +272,18 @@ def test_report_names_the_conditions_and_draws_every_level_and_corner(tmp_path):
     cases = list(ET.parse(tmp_path / "j.xml").getroot().iter("testcase"))
     assert len(cases) == 2 and all(float(c.get("time")) > 0 for c in cases)
 
-    from kcompile.report import _figures  # the panels themselves: legends, secondary axes, integer ticks
-
-    captured = []
-    real = plt.Figure.savefig
-    try:
-        plt.Figure.savefig = lambda self, *a, **k: (captured.append(self), real(self, *a, **k))[1]
-        _figures(result)
-        _corner_figure(result, result.level("transistor"))
-    finally:
-        plt.Figure.savefig = real
-    waves, errors = captured[0], captured[1]
-    for panel in [a for a in waves.axes if a.get_title()] + [a for a in errors.axes if a.get_legend()]:
-        assert panel.get_legend() is not None
-    labels = {a.get_xlabel() for a in waves.axes} | {a.get_ylabel() for a in waves.axes}
-    assert {"t (µs)", "V", "t (model units)"} <= labels
-    hist = next(a for a in errors.axes if a.get_ylabel() == "count")
+    figs = figures(result)  # the panels themselves: legends, secondary axes, integer ticks, every corner
+    assert set(figs) == {"waveforms", "errors", "corners"}
+    for fig in figs.values():
+        assert all(ax.get_legend() is not None for ax in fig.axes), fig
+    wave = figs["waveforms"].axes[0]
+    labels = {a.get_xlabel() for a in wave.child_axes} | {a.get_ylabel() for a in wave.child_axes}
+    assert labels - {""} == {"t (µs)", "V"} and wave.get_xlabel() == "t (model units)"
+    hist = next(a for a in figs["errors"].axes if a.get_ylabel() == "count")
     assert all(float(t).is_integer() for t in hist.get_yticks())
-    assert len(captured[2].axes[0].patches) == 4  # 2 corners x (error, change)
+    assert all(float(t).is_integer() for t in figs["errors"].axes[0].get_xticks())
+    assert len(figs["corners"].axes[0].patches) == 4  # 2 corners x (error, change)
+    plt.close("all")
 
 
 # ---------------------------------------------------------------- 9. portable builds
