@@ -294,8 +294,8 @@ def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped
     out_dir = out_dir or Path("build") / weights.stem
     overrides = {k: v for k, v in {"v0": v0, "i0": i0, "c_unit": c_unit}.items() if v is not None}
     base = transistor_scaling(get_pdk(pdk)) if cells == "transistor" else Scaling()
-    with _phase(f"building {out_dir}" + (f" (calibrating {pdk}/{corner} cells; cached after the first build)"
-                                         if cells == "transistor" else "")):
+    with _phase(f"building {out_dir}: calibrating the {pdk}/{corner} cells (cached after the first build), "
+                "mapping and refining every device") if cells == "transistor" else contextlib.nullcontext():
         b = build_dir(weights, out_dir, dataclasses.replace(base, **overrides), cells=cells, pdk=pdk, corner=corner,
                       allow_clipped=allow_clipped, points_per_layer=points_per_layer, refine_steps=refine_steps,
                       solver=solver, testbench=testbench)
@@ -515,7 +515,7 @@ def _error_lines(run: _Run) -> list[str]:
     t_bounds = run.knet.t_bounds
     per_layer = ", ".join(f"layer {j - 1} {c.boundary_error[j]:.2e} (n{int(np.argmax(c.node_error[j])) + 1})"
                           for j in range(1, len(c.boundary_error)))
-    return [f"largest |ngspice - reference| at the outputs: {c.max_output_error:.3e} (sample {c.worst_sample}, "
+    return [f"largest |spice - reference| at the outputs: {c.max_output_error:.3e} (sample {c.worst_sample}, "
             f"n{worst_out}); over every node: {err:.3e} at n{node}, end of layer {max(k - 1, 0)} "
             f"(t = {t_bounds[k]:g})",
             f"largest error over all nodes at the end of each layer: {per_layer}"]
