@@ -515,9 +515,9 @@ def _error_lines(run: _Run) -> list[str]:
     t_bounds = run.knet.t_bounds
     per_layer = ", ".join(f"layer {j - 1} {c.boundary_error[j]:.2e} (n{int(np.argmax(c.node_error[j])) + 1})"
                           for j in range(1, len(c.boundary_error)))
-    return [f"largest |spice - reference| at the outputs: {c.max_output_error:.3e} (sample {c.worst_sample}, "
-            f"n{worst_out}); over every node: {err:.3e} at n{node}, end of layer {max(k - 1, 0)} "
-            f"(t = {t_bounds[k]:g})",
+    return [(f"largest |spice - reference| at the outputs: {c.max_output_error:.3e} (sample {c.worst_sample}, "
+             f"n{worst_out}); over every node: {err:.3e} at n{node}, end of layer {max(k - 1, 0)} "
+             f"(t = {t_bounds[k]:g})"),
             f"largest error over all nodes at the end of each layer: {per_layer}"]
 
 
@@ -549,9 +549,9 @@ def _report(run: _Run) -> None:
 
 def _summary(run: _Run) -> dict:
     """Plain data of a run, for ``--json`` and ``--out``."""
-    data = {"build": str(run.build.path), "inputs": run.source, "samples": int(len(run.inputs)), "task": run.task,
-            "labels": run.labels is not None, "reference": {**run.settings.as_dict(), **{
-                "seconds": run.seconds.get("reference")}},
+    data = {"build": str(run.build.path), "inputs": run.source, "samples": len(run.inputs), "task": run.task,
+            "labels": run.labels is not None,
+            "reference": {**run.settings.as_dict(), "seconds": run.seconds.get("reference")},
             "scores": [s.as_dict() for s in run.scores()], "conditions": _conditions(run.build, run.spice),
             "warnings": run.build.manifest.get("warnings", []), "seconds": run.seconds}
     c = run.comparison

@@ -219,7 +219,7 @@ def apply_overrides(data: dict, overrides, path: Path) -> dict:
                              "(batch=1, monte_carlo.runs=2)")
         keys, raw = text.partition("=")[0].split("."), m.group(3)
         try:
-            value = yaml.load(raw, Loader=_NoAliasLoader) if raw.strip() else None  # noqa: S506 (SafeLoader)
+            value = yaml.load(raw, Loader=_NoAliasLoader) if raw.strip() else None  # a SafeLoader without aliases
         except (yaml.YAMLError, RecursionError) as exc:
             raise InputError(f"--set {short(text)}: the value is not plain YAML "
                              f"({short(str(exc).splitlines()[0] if str(exc) else 'nested too deeply', 80)})") from None

@@ -29,7 +29,7 @@ import numpy as np
 from . import ngspice
 from .build import build
 from .characterised import integrate_characterised, measure_devices
-from .compare import ReferenceSettings, reference_settings, task_metric, task_of  # noqa: F401 (task_of: API)
+from .compare import ReferenceSettings, reference_settings, task_metric, task_of
 from .checks import scaling_problem
 from .errors import InputError
 from .flow import Flow, Gate
@@ -118,7 +118,7 @@ class FlowResult:
     monte_carlo: MonteCarloResult | None = None
     timing: dict = field(default_factory=dict)  # seconds of the stages, and compute comparisons
     scaling: Scaling | None = None  # of the transistor-level circuits (None: behavioural only, model units)
-    reference: ReferenceSettings = ReferenceSettings()  # how the ideal level was integrated
+    reference: ReferenceSettings = field(default_factory=ReferenceSettings)  # how the ideal level was integrated
 
     def __repr__(self) -> str:
         levels = ", ".join(dict.fromkeys(run.level for run in self.levels))

@@ -16,7 +16,6 @@ import pytest
 
 from kcompile import ngspice
 from kcompile.build import MODELS, bundle_models, open_build
-from kcompile.cli import main
 from kcompile.compare import LARGE_RTOL, reference_settings, task_scores
 from kcompile.knet import random_knet, save_knet
 from kcompile.pdk import CORNERS, PDKS
@@ -212,6 +211,16 @@ def test_flow_keys_from_the_command_line(tmp_path):
     assert re.search(r"^behavioural: [0-9.]+ s$", result.output, re.M)  # one run: no count
     suite = ET.parse(junit).getroot().find("testsuite")
     assert float(suite.get("time")) > 0 and all(float(c.get("time")) > 0 for c in suite.iter("testcase"))
+
+
+@pytest.mark.ngspice
+def test_a_classifier_flow_reports_class_agreement(tmp_path):
+    result = _cli("verify", ROOT / "flows" / "ci.yaml", "--set", "model=../examples/zoo/moons-hw-transistor.npz",
+                  "--json", "--report", tmp_path / "r.html")
+    assert result.exit_code == 0, result.output
+    levels = {lv["level"]: lv for lv in json.loads(result.stdout.splitlines()[-1])["levels"]}
+    assert levels["behavioural"]["class_agreement"] == 8 and levels["behavioural"]["task_metric"] == 100.0
+    assert "<td>8/8</td>" in (tmp_path / "r.html").read_text()
 
 
 def test_one_vocabulary_across_commands():
