@@ -453,7 +453,7 @@ def _table(run: _Run, rows: int) -> Table:
     knet = run.knet
     levels = run.outputs()
     classify = run.task == "classification"
-    values = knet.output_nodes.size <= 4 or _verbosity["verbose"]
+    values = knet.output_nodes.size <= 4 or _verbosity["verbose"] or not classify  # classes stand for many outputs
     short = {"reference": "ref", "characterised": "char", "behavioural": "spice", "transistor": "spice"}
     t = Table(title="outputs at t_L (model units)" + ("; class: the largest output" if classify else ""))
     t.add_column("sample", justify="right")
