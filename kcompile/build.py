@@ -5,9 +5,14 @@
 the weights file recorded test data, and ``manifest.json`` (sizes, windows,
 scaling, file hashes, kcompile version). A transistor-level build also holds
 ``devices.npz``: per device the target θ, the θ the calibrated cell achieves,
-the instance parameters chosen, and which devices were clipped. The
-directory appears whole or not at all: it is written beside the target and
-renamed into place.
+the instance parameters chosen, and which devices were clipped, and
+``models.spice``: the PDK's model cards for its corner, every include
+inlined, which ``circuit.cir`` includes by that relative name, so the
+directory can move to another machine or into an xschem testbench. With
+``testbench=True`` it also holds ``tb.cir``, a run deck for the first input
+that runs with plain ``ngspice -b BUILD/tb.cir`` from any directory and
+prints the outputs at t_L next to the reference's. The directory appears
+whole or not at all: it is written beside the target and renamed into place.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from .knet import FORMAT, KNet, load_extras, load_knet, save_knet
 from .laws import LAWS
 from .mapping import map_knet, transistor_scaling
 from .osdi import DEVICES, default_devices
-from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_transistor_circuit, transistor_tran,
-                      write_circuit)
+from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_deck, render_transistor_circuit,
+                      transistor_tran, write_circuit)
 from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import integrate
@@ -42,6 +47,10 @@ from .refine import refine, steps_for
 from .simulate import SpiceResult, simulate
 
 MANIFEST = "manifest.json"
+#: a transistor-level build's model cards, included by ``circuit.cir`` by this relative name
+MODELS = "models.spice"
+#: the optional standalone testbench
+TESTBENCH = "tb.cir"
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,7 +176,7 @@ def compliance_warnings(knet: KNet, inputs: np.ndarray, scaling: Scaling, supply
 def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = None, *, cells: str = "behavioural",
           pdk: str = "generic180", corner: str = "tt", allow_clipped: bool = False,
           points_per_layer: int | None = None, refine_steps: int | None = None, solver: str | None = None,
-          devices: str | None = None) -> Build:
+          devices: str | None = None, testbench: bool = False) -> Build:
     """Validate ``weights`` and write the build directory ``out_dir``.
 
     Parameters
@@ -195,6 +204,9 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         ``.va``; :mod:`kcompile.osdi`) or as ngspice B-sources. Default:
         :func:`kcompile.osdi.default_devices` (``osdi`` where ngspice loads OSDI;
         otherwise ``bsource``, with a note in the manifest's ``notes``).
+    testbench : bool
+        Also write ``tb.cir`` (:func:`testbench_text`); not for segmented circuits, which run one transient
+        per layer.
 
     An existing ``out_dir`` is replaced only if it is empty or an earlier
     kcompile build holding nothing but the files its manifest lists
@@ -237,6 +249,10 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         scaling = scaling or Scaling()
         tran = default_tran(knet, *([points_per_layer] if points_per_layer else []))
     tran = tran if solver is None else dataclasses.replace(tran, solver=solver)
+    if testbench and tran.segmented:
+        raise InputError(f"{weights}: a testbench (tb.cir) needs a clocked circuit, but {knet.num_devices:,} devices "
+                         "are built segmented (one transient per layer, chained by kcompile simulate); leave out "
+                         "--testbench")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -245,13 +261,17 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
             write_circuit(knet, tmp / "circuit.cir", scaling, segmented=tran.segmented, devices=devices)
             cells_info = {"level": "behavioural", "devices": devices}
         else:
+            (tmp / MODELS).write_text(bundle_models(cellmap.pdk.model_lines(cellmap.corner),
+                                                    f"{cellmap.pdk.name} corner {cellmap.corner}"))
             with open(tmp / "circuit.cir", "w") as f:
-                f.writelines(render_transistor_circuit(knet, cellmap))
+                f.writelines(render_transistor_circuit(knet, cellmap, model_lines=[f'.include "{MODELS}"']))
             _save_devices(tmp / "devices.npz", cellmap)
             cells_info = {**_cells_info(cellmap), "refine_steps": refine_steps}
         save_knet(knet, tmp / "weights.npz")
         for name, arr in extras.items():
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
+        if testbench:
+            (tmp / TESTBENCH).write_text(testbench_text(knet, scaling, tran, extras, cellmap))
         files = {f.name: sha256(f) for f in sorted(tmp.iterdir())}
         manifest = manifest_for(knet, weights, scaling, tran, files, cells_info)
         manifest["warnings"] = warnings
@@ -556,3 +576,85 @@ def circuit_for(b: Build, simulator: str, folder: Path) -> Path:
         if name.endswith(".va"):
             shutil.copyfile(b.path / name, Path(folder) / name)
     return path
+# ---------------------------------------------------------------- portable builds
+
+#: ``.include FILE`` and ``.lib FILE SECTION`` (a section header ``.lib NAME`` has no second word)
+_CALL = re.compile(r"""^\s*\.(include|inc|lib)\s+(?:"([^"]+)"|'([^']+)'|(\S+))(?:\s+(\S+))?\s*$""", re.I)
+_MAX_NESTING = 16
+
+
+def _section(lines: list[str], name: str, path: Path) -> list[str]:
+    """The body of ``.lib NAME`` ... ``.endl`` in ``lines``."""
+    head = re.compile(rf"^\s*\.lib\s+{re.escape(name)}\s*$", re.I)
+    for i, line in enumerate(lines):
+        if head.match(line):
+            for j in range(i + 1, len(lines)):
+                if re.match(r"^\s*\.endl\b", lines[j], re.I):
+                    return lines[i + 1:j]
+            break
+    raise InputError(f"{path}: has no complete section {name!r} (.lib {name} ... .endl); reinstall the PDK package")
+
+
+def _inlined(path: Path, section: str | None, depth: int = 0) -> list[str]:
+    """``path`` (or its ``section``) with every include and section call replaced by the text it names,
+    resolved as ngspice does: relative to the including file."""
+    if depth > _MAX_NESTING:
+        raise InputError(f"{path}: model includes nest deeper than {_MAX_NESTING} levels")
+    lines = path.read_text(errors="replace").splitlines()
+    if section is not None:
+        lines = _section(lines, section, path)
+    out = [f"* ---- {path.name}" + (f", section {section}" if section else "")]
+    for line in lines:
+        m = _CALL.match(line)
+        kind, target, sub = (m.group(1).lower(), m.group(2) or m.group(3) or m.group(4), m.group(5)) if m else (
+            None, None, None)
+        if kind is None or (kind == "lib") != (sub is not None):
+            out.append(line)  # a statement, or a section header of a file included whole
+        else:
+            out += _inlined(path.parent / target, sub, depth + 1)
+    return out
+
+
+def bundle_models(model_lines: list[str], what: str) -> str:
+    """One self-contained model file from a PDK's model lines (:meth:`kcompile.pdk.Pdk.model_lines`).
+
+    Every ``.include`` is replaced by the file it names and every
+    ``.lib FILE SECTION`` by that section, recursively, so the text holds no
+    path: a build that includes it by a relative name runs on any machine
+    (ngspice resolves a relative include against the including file's
+    directory). Only the build's corner is bundled.
+    """
+    out = [f"* kcompile {__version__}: the {what} model cards, bundled for a portable build", ""]
+    for line in model_lines:
+        m = _CALL.match(line)
+        if m is None:
+            raise InputError(f"cannot bundle the model line {short(line, 120)}: expected .include or .lib")
+        out += _inlined(Path(m.group(2) or m.group(3) or m.group(4)), m.group(5))
+    return "\n".join(out) + "\n"
+
+
+def testbench_text(knet: KNet, scaling: Scaling, tran: Tran, extras: dict, cellmap=None) -> str:
+    """``tb.cir``: the run deck of the first recorded test input (zeros without one) with ``.meas`` lines
+    that print every output at t_L in model units, and a header with the reference's values to compare.
+
+    It includes ``circuit.cir`` by a relative name, so ``ngspice -b BUILD/tb.cir`` runs from any directory.
+    """
+    x = extras.get("inputs")
+    row = np.zeros(knet.num_features) if x is None else x[0]
+    ref = integrate(knet, row[None]).outputs[0]
+    label = extras.get("labels")
+    what = ("all-zero inputs (the weights record no test inputs)" if x is None else
+            "the first recorded test input" + ("" if label is None else f" (label {label[0]:g})"))
+    t_end = float(knet.t_bounds[-1]) * scaling.tau
+    defines = "" if cellmap is None else " ".join(f"-D {d}" for d in cellmap.pdk.ngspice_defines())
+    head = [f"* kcompile {__version__} standalone testbench: circuit.cir with {what}",
+            f"* run from any directory: ngspice -b {defines + ' ' if defines else ''}path/to/tb.cir",
+            "* prints y_n<N>: output node N at t_L in model units, (V - vcm)/v0",
+            "* the reference integrator gives: " + ", ".join(f"n{n} = {v:.6g}" for n, v in
+                                                          zip(knet.output_nodes.tolist(), ref.tolist()))]
+    deck = render_deck(knet.initial_state(row[None])[0], tran, scaling, None)
+    meas = [f".meas tran y_n{n} find par('(v(n{n})-{scaling.vcm!r})/{scaling.v0!r}') at={t_end!r}"
+            for n in knet.output_nodes.tolist()]
+    body = deck.rstrip("\n").splitlines()
+    assert body[-1] == ".end"
+    return "\n".join(head + body[:-1] + meas + [".end"]) + "\n"

@@ -19,6 +19,11 @@ Example::
     cache: ../.kcompile-cache              # optional: reuse finished runs by deck hash
     simulator: ngspice                     # the behavioural level's back end (or vacask); a gate
                                            # {level: behavioural, metric: cross_simulator_max_diff} runs both
+    timeout: 600                           # optional: seconds per simulator run
+
+Any key can be replaced from the command line without editing the file:
+``kcompile verify flows/ci.yaml --set batch=1 --set monte_carlo.runs=2``
+(:func:`load_flow`'s ``overrides``; each value is read as YAML).
 
 Transistor-level keys: ``pdk`` (generic180, sky130, gf180mcu), ``corners``
 (the first is the calibration corner; ``all``: every corner of the PDK),
@@ -38,9 +43,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from .checks import CELSIUS, COUNT, FINITE, NON_NEGATIVE, POINTS_PER_LAYER, REFINE_STEPS, SCALING, SEED, Number, short
 from .errors import InputError
-from .files import read_yaml
+from .files import _NoAliasLoader, read_yaml
 
 LEVELS = ("ideal", "behavioural", "characterised", "transistor")
 METRICS = {
@@ -118,14 +125,17 @@ class Flow:
     allow_clipped: bool = False
     refine_steps: int | None = None
     simulator: str = "ngspice"  # behavioural level's back end (a cross_simulator_max_diff gate runs both)
+    timeout: float = 600.0
+    overrides: tuple[str, ...] = ()  # the --set KEY=VALUE that changed the file's keys, as given
 
 
 class _Checker:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, overrides: tuple[str, ...] = ()):
         self.path = path
+        self.origin = f" with {' '.join(f'--set {o}' for o in overrides)}" if overrides else ""
 
     def fail(self, key: str, problem: str) -> InputError:
-        return InputError(f"{self.path}: '{key}' {problem}")
+        return InputError(f"{self.path}{self.origin}: '{key}' {problem}")
 
     def typed(self, data: dict, key: str, kind, default=None, required=False, where: str | None = None):
         """``data[key]`` checked to be a ``kind``; errors name ``where`` (the dotted path), else ``key``."""
@@ -192,18 +202,54 @@ _RUNS = Number(0, 100_000, integer=True)
 _TOP = Number(1, 1_000_000, integer=True)
 #: supply volts
 _VOLTS = Number(0, 100, low_open=True)
+#: seconds a simulator run may take (as the command line's --timeout)
+_TIMEOUT = Number(0, 1e6, low_open=True)
+#: ``--set`` keys: dotted names (``monte_carlo.runs``)
+_OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,39})(\.[A-Za-z_][A-Za-z0-9_]{0,39})*=(.{0,1000})$", re.S)
 
 
 def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def load_flow(path: str | Path) -> Flow:
+def apply_overrides(data: dict, overrides, path: Path) -> dict:
+    """``data`` with every ``KEY=VALUE`` of ``overrides`` set (``KEY`` dotted into nested mappings, ``VALUE``
+    read as YAML: ``batch=1``, ``levels=[behavioural]``, ``monte_carlo.runs=2``); the result is validated
+    like the file itself."""
+    data = dict(data)
+    for text in overrides:
+        m = _OVERRIDE.match(text)
+        if m is None:
+            raise InputError(f"--set {short(text)}: must be KEY=VALUE with KEY a flow key or a dotted one "
+                             "(batch=1, monte_carlo.runs=2)")
+        keys, raw = text.partition("=")[0].split("."), m.group(3)
+        try:
+            value = yaml.load(raw, Loader=_NoAliasLoader) if raw.strip() else None  # a SafeLoader without aliases
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise InputError(f"--set {short(text)}: the value is not plain YAML "
+                             f"({short(str(exc).splitlines()[0] if str(exc) else 'nested too deeply', 80)})") from None
+        node = data
+        for i, key in enumerate(keys[:-1]):
+            child = node.get(key, {})
+            if not isinstance(child, dict):
+                raise InputError(f"{path}: --set {short(text)}: '{'.'.join(keys[:i + 1])}' is not a mapping")
+            node[key] = node = dict(child)
+        node[keys[-1]] = value
+    return data
+
+
+def load_flow(path: str | Path, overrides=()) -> Flow:
     """Read and validate a flow file.
 
     The file is untrusted: it is read as UTF-8 of at most 1 MiB without YAML
     anchors or aliases (:func:`kcompile.files.read_yaml`), every number must be
     finite and within its range, and every string free of control characters.
+
+    Parameters
+    ----------
+    overrides : sequence of str
+        ``KEY=VALUE`` replacing the file's keys before validation (:func:`apply_overrides`; the command
+        line's ``--set``); messages then name them.
 
     Raises
     ------
@@ -216,10 +262,12 @@ def load_flow(path: str | Path) -> Flow:
     data = read_yaml(path, "flow file")
     if not isinstance(data, dict):
         raise InputError(f"{path}: a flow file must be a YAML mapping")
-    c = _Checker(path)
+    overrides = tuple(overrides)
+    data = apply_overrides(data, overrides, path)
+    c = _Checker(path, overrides)
     known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature", "supply",
              "recalibrate", "points_per_layer", "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache",
-             "allow_clipped", "refine_steps", "simulator"}
+             "allow_clipped", "refine_steps", "simulator", "timeout"}
     for key in data:
         if key not in known:
             raise c.fail(str(key)[:40], f"is not a flow key (known: {', '.join(sorted(known))})")
@@ -284,6 +332,7 @@ def load_flow(path: str | Path) -> Flow:
         allow_clipped=c.typed(data, "allow_clipped", bool, False),
         refine_steps=c.counted(data, "refine_steps", REFINE_STEPS),
         simulator=_simulator(c, data),
+        timeout=c.number(data, "timeout", _TIMEOUT) if "timeout" in data else 600.0, overrides=overrides,
     )
 
 

@@ -246,13 +246,14 @@ def clock_points(knet: KNet, k: int, edge: float) -> list[tuple[float, float]]:
 
 
 def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9, *, supply: float | None = None,
-                              mismatch=None) -> Iterator[str]:
+                              mismatch=None, model_lines: list[str] | None = None) -> Iterator[str]:
     """Stream the transistor-level circuit: PDK models, cell subcircuits, enables, one cell per device.
 
     ``supply`` overrides the PDK's nominal supply (volts; the enables swing to it too).
     ``mismatch`` (a :class:`kcompile.mismatch.MismatchDraw`) renders the cells with a
     threshold and current-factor parameter per transistor and sets every instance's drawn
-    values; without it the text is the nominal circuit.
+    values; without it the text is the nominal circuit. ``model_lines`` replace the PDK's own
+    (:meth:`kcompile.pdk.Pdk.model_lines`, absolute paths): a portable build includes its bundled copy.
     """
     sc = cellmap.scaling
     edge = edge_seconds / sc.tau
@@ -266,7 +267,8 @@ def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9, *
         version=__version__, law=knet.law, num_nodes=knet.num_nodes, num_layers=knet.num_layers,
         num_devices=knet.num_devices, cell=cell.name, pdk=cellmap.pdk.name, corner=cellmap.corner,
         vcm=sc.vcm, v0=sc.v0, i0=sc.i0, c_unit=sc.c_unit, tau=sc.tau,
-        model_lines=cellmap.pdk.model_lines(cellmap.corner), subckts=subckts, supply=f"{supply:g}",
+        model_lines=cellmap.pdk.model_lines(cellmap.corner) if model_lines is None else model_lines,
+        subckts=subckts, supply=f"{supply:g}",
         capacitors=((n, _num(c * sc.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
         clocks=((k, enable_pwl(knet, k, edge, sc.tau, supply), enable_pwl(knet, k, edge, sc.tau, supply, True))
                 for k in range(knet.num_layers)),

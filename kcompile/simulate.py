@@ -24,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import os
+import re
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +78,8 @@ class _Job:
     tran: Tran | None = None  # set for a segmented run: the decks after the first are rendered from its states
     defines: tuple[str, ...] = ()  # -D variables (a PDK's ngbehavior=hsa)
     simulator: str = DEFAULT  # back end, by name (jobs travel to worker processes)
-    libraries: tuple[tuple[str, Path], ...] = ()  # (name in the run directory, file): compiled device models
+    libraries: tuple[tuple[str, Path], ...] = ()  # (name in the run directory, file): compiled device models and
+    #                                                  the model cards a portable circuit includes
 
 
 def _checked_run(job: _Job, deck: str, initial: np.ndarray, tstop: float, run_dir: Path | None):
@@ -182,6 +185,18 @@ def _check_form(circuit: Path, tran: Tran, supply) -> None:
         raise InputError(f"{circuit}: a segmented (behavioural) circuit has no supply to measure")
 
 
+#: an include by a plain relative name (a portable build's ``models.spice``), in a circuit's first lines
+_RELATIVE_INCLUDE = re.compile(r'^\.(?:include|lib)\s+"([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})"', re.I | re.M)
+
+
+def relative_includes(circuit: Path) -> dict[str, Path]:
+    """``{name: file}`` the circuit includes by a plain relative name, beside it (a portable transistor build's
+    model cards): each run directory links them next to the circuit, as ngspice resolves them there."""
+    with open(circuit, errors="replace") as f:
+        head = "".join(itertools.islice(f, 64))
+    return {name: circuit.parent / name for name in _RELATIVE_INCLUDE.findall(head)}
+
+
 def start_voltages(t: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Voltages at t = 0. ngspice 39 with ``uic`` writes no t = 0 point; its first
     steps are tiny, so a linear extrapolation from the first two is exact to O(t1·t2)."""
@@ -254,9 +269,9 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
     sim.require()
     circuit = Path(circuit).resolve()
     _check_form(circuit, tran, supply)
-    libraries = tuple(device_libraries(knet, circuit, sim.name).items())
+    libraries = tuple({**relative_includes(circuit), **device_libraries(knet, circuit, sim.name)}.items())
     initial = knet.initial_state(inputs)
-    circuit_hash = sha256(circuit) if cache_dir is not None else ""
+    circuit_hash = " ".join(sha256(f) for f in (circuit, *(p for _, p in libraries))) if cache_dir is not None else ""
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     work, defines = [], tuple(defines)

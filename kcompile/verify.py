@@ -29,6 +29,7 @@ import numpy as np
 from . import ngspice
 from .build import build, circuit_for
 from .characterised import integrate_characterised, measure_devices
+from .compare import ReferenceSettings, reference_settings, task_metric, task_of
 from .checks import scaling_problem
 from .errors import InputError
 from .flow import Flow, Gate
@@ -40,7 +41,7 @@ from .netlist import render_transistor_circuit, transistor_tran
 from .pool import kill, local_pool
 from .scaling import Scaling
 from .pdk import get_pdk
-from .reference import Trajectory, integrate
+from .reference import Trajectory
 from .refine import refine, steps_for
 from .simulate import dask_executor, simulate
 from .timing import children_cpu, compute_timing
@@ -118,6 +119,8 @@ class FlowResult:
     gates: list[GateResult]
     monte_carlo: MonteCarloResult | None = None
     timing: dict = field(default_factory=dict)  # seconds of the stages, and compute comparisons
+    scaling: Scaling | None = None  # of the transistor-level circuits (None: behavioural only, model units)
+    reference: ReferenceSettings = field(default_factory=ReferenceSettings)  # how the ideal level was integrated
 
     def __repr__(self) -> str:
         levels = ", ".join(dict.fromkeys(run.level for run in self.levels))
@@ -131,24 +134,6 @@ class FlowResult:
 
     def level(self, name: str) -> list[LevelRun]:
         return [run for run in self.levels if run.level == name]
-
-
-def task_of(knet: KNet, labels: np.ndarray | None) -> str | None:
-    """``classification`` for integer labels and several outputs, ``regression`` otherwise."""
-    if labels is None:
-        return None
-    if labels.dtype.kind in "iu" and knet.output_nodes.size > 1:
-        return "classification"
-    return "regression"
-
-
-def task_metric(task: str | None, outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
-    """Accuracy in percent, or mean squared error (first output against the labels)."""
-    if task == "classification":
-        return float(100.0 * np.mean(np.argmax(outputs, axis=1) == labels))
-    if task == "regression":
-        return float(np.mean((outputs[:, 0] - labels.astype(float)) ** 2))
-    return None
 
 
 def _inputs(flow: Flow, build_inputs: np.ndarray | None, build_labels: np.ndarray | None, knet: KNet):
@@ -225,7 +210,10 @@ def _gate(gate: Gate, run: LevelRun, ideal_outputs: np.ndarray, ideal_metric, ta
 
 
 def _ticker(progress, label: str, total: int):
+    """``tick(n)``: ``n`` more of ``total`` done; tells ``progress`` at once that the phase ``label`` started."""
     done = [0]
+    if progress:
+        progress(label, 0, total)
 
     def tick(n: int) -> None:
         done[0] += n
@@ -287,7 +275,7 @@ def _run_specs(specs: list[_Spec], knet: KNet, x: np.ndarray, tran, scaling, flo
         spec = specs[n]
         t0 = time.perf_counter()
         res = simulate(knet, circuits[n], x, dataclasses.replace(tran, temp=spec.temp), scaling=scaling,
-                       executor=pool, waveforms=spec.mismatch is None, cache_dir=flow.cache,
+                       executor=pool, timeout=flow.timeout, waveforms=spec.mismatch is None, cache_dir=flow.cache,
                        supply=("vdd", spec.supply), defines=spec.cellmap.pdk.ngspice_defines(), progress=tick)
         return res, time.perf_counter() - t0
 
@@ -308,25 +296,36 @@ def _run_specs(specs: list[_Spec], knet: KNet, x: np.ndarray, tran, scaling, flo
         return [future.result() for future in futures]
 
 
-def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: Path, executor, progress,
-                     ideal_outputs: np.ndarray):
-    """Characterised, transistor (every corner) and Monte Carlo levels, calibrated at the nominal (first) corner."""
+def flow_scaling(flow: Flow) -> Scaling:
+    """The scaling of a flow's transistor-level circuits: the PDK's, with the flow's ``scaling`` overrides."""
     pdk = get_pdk(flow.pdk or "generic180")
     scaling = dataclasses.replace(transistor_scaling(pdk), **flow.scaling)
     if scaling_problem(scaling):
         raise InputError(f"{flow.path}: 'scaling' is unusable with {pdk.name}'s defaults: {scaling_problem(scaling)}")
+    return scaling
+
+
+def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: Path, executor, progress,
+                     ideal_outputs: np.ndarray, grid: np.ndarray):
+    """Characterised, transistor (every corner) and Monte Carlo levels, calibrated at the nominal (first) corner."""
+    pdk = get_pdk(flow.pdk or "generic180")
+    scaling = flow_scaling(flow)
     nominal = flow.corners[0]
     cellmap = map_knet(knet, pdk.name, nominal, scaling)
     if cellmap.clipped and not flow.allow_clipped:
         raise InputError(f"{flow.path}: {len(cellmap.clipped)} device(s) of {flow.model} need θ outside the cell's "
                          "calibrated range; set 'allow_clipped: true' in the flow to run them clipped")
+    tick = _ticker(progress, f"calibrating and refining the cells on {pdk.name}/{nominal}", 1)
     cellmap = refine(knet, cellmap, steps_for(knet, flow.refine_steps))
+    tick(1)
     runs, mc = [], None
     if "characterised" in flow.levels:
-        t0 = time.perf_counter()
-        ch = integrate_characterised(knet, measure_devices(cellmap), x)
+        t0, tick = time.perf_counter(), _ticker(progress, "characterised: every cell's DC I-V, then the ODE", 1)
+        ch = integrate_characterised(knet, measure_devices(cellmap), x, grid=grid)
+        tick(1)
         runs.append(LevelRun("characterised", nominal, ch.outputs, ch.states, time.perf_counter() - t0,
-                             metric=task_metric(task, ch.outputs, labels)))
+                             [(ch.grid, ch.grid_states[b]) for b in range(len(x))],
+                             task_metric(task, ch.outputs, labels)))
     if "transistor" not in flow.levels:
         return runs, mc
     tran = transistor_tran(knet, *([flow.points_per_layer] if flow.points_per_layer else []))
@@ -353,8 +352,10 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
         reference = next(run for run in runs if run.level == "transistor" and run.corner == mc_label)
         attribution = None
         if mcf.rank:
+            tick = _ticker(progress, "Monte Carlo: ranking the devices (DC sweeps of every mismatched cell)", 1)
             attribution = rank_devices(knet, cellmap, x, [s.mismatch for s in specs if s.mismatch is not None],
                                        outputs - reference.outputs[None], jobs=flow.jobs)
+            tick(1)
         mc = MonteCarloResult(
             mc_label, mcf.runs, mcf.seed, mcf.scale, outputs,
             None if task is None else np.array([task_metric(task, o, labels) for o in outputs]),
@@ -387,8 +388,11 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
         x, labels, source = _inputs(flow, b.recorded("inputs"), b.recorded("labels"), knet)
         task = task_of(knet, labels)
         grid = np.linspace(0.0, knet.t_bounds[-1], GRID_POINTS_PER_LAYER * knet.num_layers + 1)
-        t0 = time.perf_counter()
-        ideal = integrate(knet, x, grid=grid)
+        limits = [g.limit for g in flow.gates if g.metric == "max_output_error"]
+        settings = reference_settings(knet, min(limits) if limits else None)
+        t0, tick = time.perf_counter(), _ticker(progress, f"ideal reference ({settings.describe()})", 1)
+        ideal = settings.integrate(knet, x, grid=grid)
+        tick(1)
         ideal_run = LevelRun("ideal", "-", ideal.outputs, ideal.states, time.perf_counter() - t0,
                              metric=task_metric(task, ideal.outputs, labels))
         runs, mc, timing = [ideal_run], None, {}
@@ -399,16 +403,20 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
                 t0 = time.perf_counter()
                 spice = simulate(knet, circuit_for(b, name, work), x, b.tran, scaling=scaling, jobs=flow.jobs,
                                  executor=executor, waveforms=True, cache_dir=flow.cache, simulator=name,
+                                 timeout=flow.timeout,
                                  progress=_ticker(progress, f"behavioural ({name})", len(x)))
                 runs.append(LevelRun("behavioural", name if both else "-", spice.outputs, spice.states,
                                      time.perf_counter() - t0, spice.waveforms, task_metric(task, spice.outputs, labels)))
         if {"characterised", "transistor"} & set(flow.levels):
             t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
-            more, mc = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs)
+            more, mc = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs, grid)
             runs += more
             timing["transistor_stage"] = {"wall_s": time.perf_counter() - t0,
                                           "cpu_s": time.process_time() - c0 + children_cpu() - k0}
         if "transistor" in flow.levels:
+            tick = _ticker(progress, "timing the software forward passes (best of 3)", 1)
             timing["compute"] = compute_timing(knet, x)
+            tick(1)
         gates = [result for g in flow.gates for result in _gates(g, runs, ideal.outputs, ideal_run.metric, task, mc)]
-    return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates, mc, timing)
+    scaling = flow_scaling(flow) if {"characterised", "transistor"} & set(flow.levels) else None
+    return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates, mc, timing, scaling, settings)
