@@ -29,6 +29,7 @@ from .characterised import integrate_characterised, measure_devices
 from .compare import Comparison, compare
 from .errors import KCompileError
 from .files import atomic_write, check_output_file
+from .generation import check_latent_use, latent_batch
 from .inputs import load_inputs, random_inputs
 from .knet import MAX_FEATURES
 from .mapping import map_knet, transistor_scaling
@@ -37,7 +38,7 @@ from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
 from .refine import refine
-from .simulate import SpiceResult
+from .simulate import SpiceResult, batch_size
 
 # Messages carry file names, flow names and simulator output: printed as plain text, never as rich markup.
 console = Console(stderr=True, markup=False, highlight=False)
@@ -236,21 +237,27 @@ def _characterised(b: Build, x: np.ndarray) -> Trajectory | None:
     return integrate_characterised(b.knet, measure_devices(cellmap), x)
 
 
-def _inputs(b: Build, path: Path | None, batch: int, seed: int) -> tuple[np.ndarray, str]:
+def _inputs(b: Build, path: Path | None, batch: int, seed: int, latent: int | None = None) -> tuple[np.ndarray, str]:
+    if latent is not None:
+        if path is not None:
+            raise click.UsageError("--latent draws the inputs (standard-normal latents); drop --inputs or --latent")
+        check_latent_use(b.knet, str(b.path), "--latent", True)
+        return latent_batch(b.knet, latent, seed), f"{latent} standard-normal latents (seed {seed})"
     if path is not None:
         return load_inputs(path, b.knet), str(path)
     recorded = b.recorded("inputs")
     if recorded is not None:
         return recorded[:batch], f"the {min(batch, len(recorded))} first test inputs recorded with the model"
+    check_latent_use(b.knet, str(b.path), "--batch (no --inputs, nothing recorded)", False)
     return random_inputs(b.knet, batch, seed), f"a random batch of {batch} (uniform in [-1, 1], seed {seed})"
 
 
 def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, seed: int, jobs: int | None,
-         timeout: float, keep_runs: Path | None) -> _Run:
+         timeout: float, keep_runs: Path | None, latent: int | None = None) -> _Run:
     b = open_build(build_path)
     for name in modified_files(b):
         _warn(f"{build_path / name} changed since it was built")
-    x, source = _inputs(b, inputs, batch, seed)
+    x, source = _inputs(b, inputs, batch, seed, latent)
     console.print(f"inputs: {source}", highlight=False)
     ref = integrate(b.knet, x)
     char = _characterised(b, x)
@@ -263,7 +270,9 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
     with Progress(TextColumn("ngspice"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("", total=len(x))
-        spice = b.simulate(x, jobs=jobs, timeout=timeout, run_root=keep_runs, progress=lambda n: bar.advance(task, n))
+        samples_per_run = batch_size(b.knet, len(x), jobs) if latent is not None else 1  # batched decks
+        spice = b.simulate(x, jobs=jobs, timeout=timeout, run_root=keep_runs, progress=lambda n: bar.advance(task, n),
+                           batch=samples_per_run)
     return _Run(b.knet, x, source, ref, spice, compare(ref.states, spice.states, b.knet.output_nodes), char,
                 b.scaling.tau)
 
@@ -333,7 +342,8 @@ _common = [
                  help="Input batch [B, F] as .npy (default: recorded test inputs, else a seeded random batch)."),
     click.option("--batch", type=_Number(COUNT), default=8, show_default=True,
                  help="Samples when no --inputs is given."),
-    click.option("--seed", type=_Number(SEED), default=0, show_default=True, help="Seed of the random batch."),
+    click.option("--seed", type=_Number(SEED), default=0, show_default=True,
+                 help="Seed of the random batch (or of the --latent samples)."),
     click.option("--jobs", "-j", type=_Number(COUNT), default=None,
                  help="Parallel ngspice processes (default: all cores)."),
     click.option("--timeout", type=_Number(_TIMEOUT), default=600.0, show_default=True,
@@ -355,11 +365,14 @@ def _with_common(f):
               help="Simulate in ngspice and compare (default), or run only the NumPy reference.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write results (.npz): reference[_states], spice[_states], inputs.")
-def simulate(build_path, inputs, batch, seed, jobs, timeout, keep_runs, use_spice, out_path):
+@click.option("--latent", type=_Number(COUNT), default=None,
+              help="For a generative model: run N standard-normal latent samples (seed --seed), many per ngspice "
+                   "run (batched decks).")
+def simulate(build_path, inputs, batch, seed, jobs, timeout, keep_runs, use_spice, out_path, latent):
     """Simulate BUILD for a batch of inputs and compare ngspice with the reference."""
     if out_path is not None:
         check_output_file(out_path, "results file")  # before the simulation, not after it
-    run = _run(build_path, inputs, use_spice, batch, seed, jobs, timeout, keep_runs)
+    run = _run(build_path, inputs, use_spice, batch, seed, jobs, timeout, keep_runs, latent)
     _report(run)
     if out_path is not None:
         _save(out_path, run)

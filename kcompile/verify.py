@@ -31,21 +31,25 @@ from .build import build
 from .characterised import integrate_characterised, measure_devices
 from .checks import scaling_problem
 from .errors import InputError
-from .flow import Flow, Gate
-from .inputs import load_inputs, random_inputs
+from .distribution import SampleComparison
+from .flow import SAMPLE_METRICS, Flow, Gate
+from .generation import check_latent_use, compare_level, latent_batch, pool_latents
+from .inputs import check_labels, load_array, load_inputs, random_inputs
 from .knet import KNet
 from .mapping import map_knet, transistor_scaling
 from .mismatch import Attribution, draws, rank_devices
-from .netlist import render_transistor_circuit, transistor_tran
+from .netlist import render_transistor_circuit, transistor_tran, write_circuit
 from .pool import kill, local_pool
 from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
 from .refine import refine, steps_for
-from .simulate import dask_executor, simulate
+from .simulate import batch_size, dask_executor, simulate
 from .timing import children_cpu, compute_timing
 
 GRID_POINTS_PER_LAYER = 100
+#: behavioural runs of more samples than this keep no waveforms (a generative flow's thousands of latents)
+WAVEFORM_SAMPLES = 200
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +68,7 @@ class LevelRun:
     temperature: float | None = None  # °C (transistor level)
     supply: float | None = None  # volts (transistor level)
     recalibrated: bool = False  # calibrated at its own corner instead of the nominal one
+    samples: SampleComparison | None = None  # a generative flow: its samples against the ideal ones
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,6 +135,13 @@ class FlowResult:
     def level(self, name: str) -> list[LevelRun]:
         return [run for run in self.levels if run.level == name]
 
+    def ideal_outputs(self, run: LevelRun) -> np.ndarray:
+        """The ideal outputs of the inputs ``run`` ran (a generative flow's level may run only the first few)."""
+        return self.ideal.outputs[:len(run.outputs)]
+
+    def ideal_states(self, run: LevelRun) -> np.ndarray:
+        return self.ideal.states[:len(run.states)]
+
 
 def task_of(knet: KNet, labels: np.ndarray | None) -> str | None:
     """``classification`` for integer labels and several outputs, ``regression`` otherwise."""
@@ -150,6 +162,12 @@ def task_metric(task: str | None, outputs: np.ndarray, labels: np.ndarray | None
 
 
 def _inputs(flow: Flow, build_inputs: np.ndarray | None, build_labels: np.ndarray | None, knet: KNet):
+    latent = flow.latent
+    if latent is not None or flow.inputs == "random":
+        check_latent_use(knet, str(flow.model), f"{flow.path}: 'inputs.normal'" if latent else
+                         f"{flow.path}: 'inputs: random'", latent is not None)
+    if latent is not None:
+        return latent_batch(knet, latent.n, latent.seed), None, f"{latent.n} standard-normal latents (seed {latent.seed})"
     if flow.inputs == "recorded":
         if build_inputs is None:
             raise InputError(f"{flow.path}: 'inputs' is 'recorded' but {flow.model} records no test_inputs; "
@@ -159,7 +177,10 @@ def _inputs(flow: Flow, build_inputs: np.ndarray | None, build_labels: np.ndarra
         return build_inputs[:n], labels, f"the first {n} test inputs recorded with the model"
     if flow.inputs == "random":
         return random_inputs(knet, flow.batch, flow.seed), None, f"random batch of {flow.batch} (seed {flow.seed})"
-    return load_inputs(flow.inputs, knet), None, str(flow.inputs)
+    x = load_inputs(flow.inputs, knet)
+    if flow.labels is None:
+        return x, None, str(flow.inputs)
+    return x, check_labels(load_array(flow.labels), len(x), str(flow.labels)), f"{flow.inputs} (labels {flow.labels})"
 
 
 def _mc_gate(gate: Gate, mc: MonteCarloResult | None, task) -> GateResult:
@@ -193,7 +214,12 @@ def _gates(gate: Gate, runs: list[LevelRun], ideal_outputs: np.ndarray, ideal_me
 
 def _gate(gate: Gate, run: LevelRun, ideal_outputs: np.ndarray, ideal_metric, task) -> GateResult:
     if gate.metric == "max_output_error":
-        value = float(np.abs(run.outputs - ideal_outputs).max())
+        value = float(np.abs(run.outputs - ideal_outputs[:len(run.outputs)]).max())
+    elif gate.metric in SAMPLE_METRICS:
+        if run.samples is None:
+            return GateResult(gate, None, False, f"metric {gate.metric} needs the samples of a generative flow "
+                              "(inputs: {normal: N})", run.corner)
+        value = float(run.samples.as_dict()[gate.metric])
     elif gate.metric in ("accuracy_drop", "mse_ratio"):
         want = "classification" if gate.metric == "accuracy_drop" else "regression"
         if task != want:
@@ -206,6 +232,49 @@ def _gate(gate: Gate, run: LevelRun, ideal_outputs: np.ndarray, ideal_metric, ta
     where = "" if run.corner == "-" else f" [{run.corner}]"
     return GateResult(gate, value, ok, f"{gate.name}{where} = {value:.4g} {'' if ok else 'not '}{rel} {gate.limit:g}",
                       run.corner)
+
+
+def _first(flow: Flow, level: str, x: np.ndarray, labels: np.ndarray | None):
+    """The inputs (and labels) ``level`` runs: the first ``inputs.levels[level]`` latents of a generative flow."""
+    n = flow.count(level) or len(x)
+    return x[:n], None if labels is None else labels[:n]
+
+
+def _behavioural(flow: Flow, b, knet: KNet, x: np.ndarray, labels, task, work: Path, executor,
+                 progress) -> LevelRun:
+    """ngspice on the build's circuit, or on the segmented one (``segmented``), in batched decks
+    (``samples_per_run``); waveforms kept for at most :data:`WAVEFORM_SAMPLES` samples."""
+    x, labels = _first(flow, "behavioural", x, labels)
+    circuit, tran = b.circuit, b.tran
+    if flow.segmented and not tran.segmented:
+        circuit, tran = work / "segmented.cir", dataclasses.replace(tran, segmented=True)
+        write_circuit(knet, circuit, b.scaling, segmented=True)
+    batch = flow.samples_per_run
+    batch = batch_size(knet, len(x), flow.jobs) if batch == "auto" else batch
+    t0 = time.perf_counter()
+    spice = simulate(knet, circuit, x, tran, scaling=b.scaling, jobs=flow.jobs, executor=executor,
+                     waveforms=len(x) <= WAVEFORM_SAMPLES, cache_dir=flow.cache, batch=batch,
+                     progress=_ticker(progress, "behavioural", len(x)))
+    return LevelRun("behavioural", "-", spice.outputs, spice.states, time.perf_counter() - t0, spice.waveforms,
+                    task_metric(task, spice.outputs, labels))
+
+
+def _compare_samples(flow: Flow, knet: KNet, ideal: Trajectory, runs: list[LevelRun], progress) -> tuple[list, dict]:
+    """Every simulated level's samples against the ideal ones of the same latents, over a noise floor from ideal
+    samples of :func:`~kcompile.generation.pool_latents`; returns the runs with ``samples`` set, and timing."""
+    latent = flow.latent
+    t0 = time.perf_counter()
+    n = max(len(r.outputs) for r in runs)
+    pool_x = pool_latents(n, knet.num_features, latent.seed)
+    if progress:
+        progress("ideal noise-floor pool", 0, 1)
+    pool = integrate(knet, pool_x).outputs
+    if progress:
+        progress("ideal noise-floor pool", 1, 1)
+    t1 = time.perf_counter()
+    out = [r if r.level == "ideal" else dataclasses.replace(r, samples=compare_level(ideal.outputs, r.outputs, pool))
+           for r in runs]
+    return out, {"pool_samples": len(pool), "pool_wall_s": t1 - t0, "metrics_wall_s": time.perf_counter() - t1}
 
 
 def _ticker(progress, label: str, total: int):
@@ -308,11 +377,14 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
     runs, mc = [], None
     if "characterised" in flow.levels:
         t0 = time.perf_counter()
-        ch = integrate_characterised(knet, measure_devices(cellmap), x)
+        xc, lc = _first(flow, "characterised", x, labels)
+        ch = integrate_characterised(knet, measure_devices(cellmap), xc)
         runs.append(LevelRun("characterised", nominal, ch.outputs, ch.states, time.perf_counter() - t0,
-                             metric=task_metric(task, ch.outputs, labels)))
+                             metric=task_metric(task, ch.outputs, lc)))
     if "transistor" not in flow.levels:
         return runs, mc
+    x, labels = _first(flow, "transistor", x, labels)
+    ideal_outputs = ideal_outputs[:len(x)]
     tran = transistor_tran(knet, *([flow.points_per_layer] if flow.points_per_layer else []))
     specs = _corner_specs(flow, knet, pdk, scaling, cellmap)
     mcf = flow.monte_carlo
@@ -377,11 +449,7 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
         runs, mc, timing = [ideal_run], None, {}
         executor = dask_executor(flow.scheduler) if flow.scheduler else None
         if "behavioural" in flow.levels:
-            t0 = time.perf_counter()
-            spice = simulate(knet, b.circuit, x, b.tran, scaling=scaling, jobs=flow.jobs, executor=executor,
-                             waveforms=True, cache_dir=flow.cache, progress=_ticker(progress, "behavioural", len(x)))
-            runs.append(LevelRun("behavioural", "-", spice.outputs, spice.states, time.perf_counter() - t0,
-                                 spice.waveforms, task_metric(task, spice.outputs, labels)))
+            runs.append(_behavioural(flow, b, knet, x, labels, task, work, executor, progress))
         if {"characterised", "transistor"} & set(flow.levels):
             t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
             more, mc = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs)
@@ -389,6 +457,8 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
             timing["transistor_stage"] = {"wall_s": time.perf_counter() - t0,
                                           "cpu_s": time.process_time() - c0 + children_cpu() - k0}
         if "transistor" in flow.levels:
-            timing["compute"] = compute_timing(knet, x)
+            timing["compute"] = compute_timing(knet, _first(flow, "transistor", x, None)[0])
+        if flow.latent is not None and len(runs) > 1:
+            runs, timing["samples"] = _compare_samples(flow, knet, ideal, runs, progress)
         gates = [result for g in flow.gates for result in _gates(g, runs, ideal.outputs, ideal_run.metric, task, mc)]
     return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates, mc, timing)

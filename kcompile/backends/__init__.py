@@ -15,7 +15,8 @@ subclass declares the rest:
 tool                ``executable``, ``env_var``, ``install_hint``,
                     ``version_args``/``version_pattern``, :meth:`command`,
                     ``fatal``/``warning`` log patterns, :meth:`parse_raw`,
-                    capabilities (:meth:`has_klu`, :meth:`has_osdi`)
+                    capabilities (:meth:`has_klu`, :meth:`has_osdi`,
+                    :meth:`has_batch`: many samples per run)
 dialect             :meth:`render_circuit`, :meth:`render_deck` (through its
                     templates), :meth:`options`, saved vector names
                     (:meth:`node_vector`, :meth:`current_vector`)
@@ -42,7 +43,7 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Iterator
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterator
 
 import jinja2
 import numpy as np
@@ -157,6 +158,20 @@ class Simulator(abc.ABC):
         """Whether the binary loads OSDI device libraries (Verilog-A compiled by OpenVAF)."""
         return False
 
+    def has_batch(self) -> bool:
+        """Whether the back end writes batched decks: one run, one transient per sample of a behavioural circuit
+        (:meth:`render_batch_deck`, :meth:`parse_batch`)."""
+        return False
+
+    def render_batch_deck(self, initials: np.ndarray, tran: Tran, scaling: Scaling, layer: int | None) -> str:
+        """A deck that reads the circuit (or its part ``layer``) once and runs ``tran`` from each row of
+        ``initials`` (model units, ``[K, N]``), writing one result per row; only where :meth:`has_batch`."""
+        raise SimulatorError(f"the {self.name} back end runs one sample per deck (it has no batched decks)")
+
+    def parse_batch(self, path: Path) -> list[RawData]:
+        """The results of a batched deck, one per sample, in order."""
+        raise SimulatorError(f"the {self.name} back end runs one sample per deck (it has no batched decks)")
+
     @abc.abstractmethod
     def command(self, exe: str, defines: tuple[str, ...]) -> list[str]:
         """Command line that runs :attr:`deck_name` in the run directory and writes :attr:`raw_name`
@@ -167,7 +182,8 @@ class Simulator(abc.ABC):
         """Read the result file; ``ValueError``/``KeyError``/``IndexError`` when it is unreadable or truncated."""
 
     def run(self, deck: str, *, files: dict[str, Path] | None = None, defines: tuple[str, ...] | list[str] = (),
-            timeout: float = 600.0, run_dir: Path | None = None, keep: bool = False) -> RawData:
+            timeout: float = 600.0, run_dir: Path | None = None, keep: bool = False,
+            parse: Callable[[Path], object] | None = None) -> RawData:
         """Run one deck in batch mode and return its raw data.
 
         Parameters
@@ -185,6 +201,8 @@ class Simulator(abc.ABC):
             Where to run (created; must be empty). A fresh temporary directory otherwise.
         keep : bool
             Keep the run directory after success (it is always kept after a failure).
+        parse : callable, optional
+            Reads the result file instead of :meth:`parse_raw` (a batched deck's: :meth:`parse_batch`).
 
         Raises
         ------
@@ -219,7 +237,7 @@ class Simulator(abc.ABC):
             if not raw_path.is_file():
                 raise SimulatorError(f"{self.name} wrote no raw file", run_dir, deck, log)
             try:
-                raw = self.parse_raw(raw_path)
+                raw = (parse or self.parse_raw)(raw_path)
             except (ValueError, KeyError, IndexError) as exc:
                 raise SimulatorError(f"unreadable raw file: {exc}", run_dir, deck, log) from None
             ok = True

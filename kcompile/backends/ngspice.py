@@ -16,6 +16,17 @@ The dialect, and only here: node ``n`` is ``n{n}`` and its saved vector
 a segmented circuit is one ``.lib`` section ``nodes`` plus one ``layer{k}``
 per layer; ``.ic`` with ``uic``; tolerances, method, temperature and
 ``klu`` on one ``.options`` line. The text comes from ``templates/ngspice/``.
+
+Batched decks (:meth:`Ngspice.render_batch_deck`) run many samples in one
+process: ``.ic`` reads the node voltages from parameters, and a ``.control``
+loop sets them per sample (``alterparam``), re-reads the circuit (``reset``),
+runs ``tran`` and appends the plot to the raw file, bit for bit what the
+sample's own deck gives. The circuit stays as small as one sample's: K
+copies of it as subcircuit instances in one netlist were measured slower
+per sample (ngspice's per-source cost grows with the number of sources), and
+setting each capacitor's ``ic`` with ``alter`` instead of ``.ic`` starts
+Newton from 0 V, which moved the first point by ~1e-7
+(benchmarks/bench_batched.py).
 """
 
 from __future__ import annotations
@@ -47,30 +58,46 @@ def number(x: float) -> str:
 
 
 def parse_raw(path: Path) -> RawData:
-    """Read a real-valued ngspice raw file (binary or ASCII)."""
-    data = path.read_bytes()
-    for marker in (b"Binary:\n", b"Values:\n"):
-        head, sep, body = data.partition(marker)
-        if sep:
-            break
-    else:
+    """Read a real-valued ngspice raw file (binary or ASCII); its first plot when it holds several."""
+    return _parse_plot(path.read_bytes(), 0)[0]
+
+
+def parse_raw_plots(path: Path) -> list[RawData]:
+    """Every plot of a raw file that holds several, one after another (``set appendwrite``), in order."""
+    data, plots, at = path.read_bytes(), [], 0
+    while data[at:].strip():
+        raw, at = _parse_plot(data, at)
+        plots.append(raw)
+    return plots
+
+
+def _parse_plot(data: bytes, at: int) -> tuple[RawData, int]:
+    """The plot whose header starts at byte ``at``, and the offset just after its values."""
+    found = [(data.find(m, at), m) for m in (b"Binary:\n", b"Values:\n")]
+    found = [(end, m) for end, m in found if end >= 0]
+    if not found:
         raise ValueError("no 'Binary:' or 'Values:' section (truncated raw file?)")
-    lines = head.decode("ascii", "replace").splitlines()
+    end, marker = min(found)
+    lines = data[at:end].decode("ascii", "replace").splitlines()
     fields = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in lines) if _}
     if "complex" in fields.get("Flags", ""):
         raise ValueError("complex raw files are not supported")
     nvars, npoints = int(fields["No. Variables"]), int(fields["No. Points"])
     start = lines.index("Variables:") + 1
     names = [ln.split()[1] for ln in lines[start:start + nvars]]
+    body = end + len(marker)
     if marker == b"Binary:\n":
-        values = np.frombuffer(body[: len(body) // 8 * 8], dtype="<f8")
+        stop = min(len(data), body + 8 * nvars * npoints)
+        values = np.frombuffer(data[body: body + (stop - body) // 8 * 8], dtype="<f8")
     else:
-        tokens = body.split()
+        nxt = data.find(b"Title:", body)
+        stop = len(data) if nxt < 0 else nxt
+        tokens = data[body:stop].split()
         values = np.array([t for i, t in enumerate(tokens) if i % (nvars + 1)], dtype=float)
     if values.size != nvars * npoints:
         raise ValueError(f"raw file holds {values.size} values, expected {nvars} x {npoints} (truncated?)")
     table = values.reshape(npoints, nvars)
-    return RawData(table[:, 0].copy(), {name: table[:, i].copy() for i, name in enumerate(names) if i})
+    return RawData(table[:, 0].copy(), {name: table[:, i].copy() for i, name in enumerate(names) if i}), stop
 
 
 @register
@@ -151,6 +178,30 @@ class Ngspice(Simulator):
             uic=tran.uic, extra_saves=[self.current_vector(supply)] if supply else [],
             saved=[self.node_vector(n) for n in range(1, volts.size + 1)],
         )
+
+    def has_batch(self) -> bool:
+        return True
+
+    def render_batch_deck(self, initials: np.ndarray, tran: Tran, scaling: Scaling, layer: int | None) -> str:
+        """One ngspice run for every row of ``initials``: the deck's ``.ic`` takes the node voltages from
+        parameters, and per sample a ``.control`` loop sets them (``alterparam``), re-reads the circuit
+        (``reset``: milliseconds, no new process), runs ``tran`` and appends the plot to the raw file
+        (``set appendwrite``), which it then frees; each sample's numbers are those of its own deck's."""
+        volts = scaling.vcm + scaling.v0 * np.atleast_2d(np.asarray(initials, dtype=float))
+        n = volts.shape[1]
+        names = [f"kc_ic{i}" for i in range(1, n + 1)]
+        tau = scaling.tau
+        return self.environment().get_template("batch.cir.j2").render(
+            version=__version__, circuit=self.circuit_name, layer=None if layer is None else int(layer),
+            initial=list(zip((self.node_vector(i) for i in range(1, n + 1)), names)),
+            options=self.options(tran, scaling), raw=self.raw_name, uic=tran.uic,
+            tstep=number(tran.tstep * tau), tstop=number(tran.tstop * tau), tmax=number(tran.tmax * tau),
+            saved=[self.node_vector(i) for i in range(1, n + 1)],
+            samples=[list(zip(names, map(number, row))) for row in volts.tolist()],
+        )
+
+    def parse_batch(self, path: Path) -> list[RawData]:
+        return parse_raw_plots(path)
 
     def _terminal(self, node: int, scaling: Scaling) -> str:
         if node == 0:
