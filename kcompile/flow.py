@@ -37,7 +37,8 @@ distributions against the ideal model's (``sample_mmd_ratio``,
 ``sample_energy_ratio``, ``max_displacement``; :mod:`kcompile.generation`).
 ``segmented: true`` runs the behavioural level on the segmented circuit (one
 transient per layer, no clocks) and ``samples_per_run: K`` (or ``auto``) runs
-it K samples per ngspice process in batched decks.
+it K samples per ngspice process in batched decks. ``timeout``: seconds per
+ngspice run (default 600, as ``simulate --timeout``).
 """
 
 from __future__ import annotations
@@ -148,6 +149,7 @@ class Flow:
     refine_steps: int | None = None
     segmented: bool = False  # behavioural level on the segmented circuit
     samples_per_run: int | str = 1  # behavioural samples per ngspice run (batched decks), or "auto"
+    timeout: float = 600.0  # seconds per ngspice run (per sample of a batched deck)
 
     @property
     def latent(self) -> Latent | None:
@@ -231,6 +233,8 @@ _RUNS = Number(0, 100_000, integer=True)
 _TOP = Number(1, 1_000_000, integer=True)
 #: supply volts
 _VOLTS = Number(0, 100, low_open=True)
+#: seconds an ngspice run may take (as the command line's --timeout)
+_TIMEOUT = Number(0, 1e6, low_open=True)
 
 
 def _as_list(value):
@@ -258,7 +262,7 @@ def load_flow(path: str | Path) -> Flow:
     c = _Checker(path)
     known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature", "supply",
              "recalibrate", "points_per_layer", "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache",
-             "allow_clipped", "refine_steps", "segmented", "samples_per_run"}
+             "allow_clipped", "refine_steps", "segmented", "samples_per_run", "timeout"}
     for key in data:
         if key not in known:
             raise c.fail(str(key)[:40], f"is not a flow key (known: {', '.join(sorted(known))})")
@@ -322,6 +326,7 @@ def load_flow(path: str | Path) -> Flow:
         allow_clipped=c.typed(data, "allow_clipped", bool, False),
         refine_steps=c.counted(data, "refine_steps", REFINE_STEPS),
         segmented=c.typed(data, "segmented", bool, False), samples_per_run=samples_per_run,
+        timeout=c.number(data, "timeout", _TIMEOUT) if "timeout" in data else 600.0,
     )
 
 

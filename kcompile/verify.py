@@ -167,7 +167,8 @@ def _inputs(flow: Flow, build_inputs: np.ndarray | None, build_labels: np.ndarra
         check_latent_use(knet, str(flow.model), f"{flow.path}: 'inputs.normal'" if latent else
                          f"{flow.path}: 'inputs: random'", latent is not None)
     if latent is not None:
-        return latent_batch(knet, latent.n, latent.seed), None, f"{latent.n} standard-normal latents (seed {latent.seed})"
+        source = f"{latent.n} standard-normal latents (seed {latent.seed})"
+        return latent_batch(knet, latent.n, latent.seed), None, source
     if flow.inputs == "recorded":
         if build_inputs is None:
             raise InputError(f"{flow.path}: 'inputs' is 'recorded' but {flow.model} records no test_inputs; "
@@ -180,7 +181,8 @@ def _inputs(flow: Flow, build_inputs: np.ndarray | None, build_labels: np.ndarra
     x = load_inputs(flow.inputs, knet)
     if flow.labels is None:
         return x, None, str(flow.inputs)
-    return x, check_labels(load_array(flow.labels), len(x), str(flow.labels)), f"{flow.inputs} (labels {flow.labels})"
+    labels = check_labels(load_array(flow.labels), len(x), str(flow.labels))
+    return x, labels, f"{flow.inputs} (labels {flow.labels})"
 
 
 def _mc_gate(gate: Gate, mc: MonteCarloResult | None, task) -> GateResult:
@@ -253,7 +255,7 @@ def _behavioural(flow: Flow, b, knet: KNet, x: np.ndarray, labels, task, work: P
     batch = batch_size(knet, len(x), flow.jobs) if batch == "auto" else batch
     t0 = time.perf_counter()
     spice = simulate(knet, circuit, x, tran, scaling=b.scaling, jobs=flow.jobs, executor=executor,
-                     waveforms=len(x) <= WAVEFORM_SAMPLES, cache_dir=flow.cache, batch=batch,
+                     waveforms=len(x) <= WAVEFORM_SAMPLES, cache_dir=flow.cache, batch=batch, timeout=flow.timeout,
                      progress=_ticker(progress, "behavioural", len(x)))
     return LevelRun("behavioural", "-", spice.outputs, spice.states, time.perf_counter() - t0, spice.waveforms,
                     task_metric(task, spice.outputs, labels))
@@ -340,7 +342,7 @@ def _run_specs(specs: list[_Spec], knet: KNet, x: np.ndarray, tran, scaling, flo
         spec = specs[n]
         t0 = time.perf_counter()
         res = simulate(knet, circuits[n], x, dataclasses.replace(tran, temp=spec.temp), scaling=scaling,
-                       executor=pool, waveforms=spec.mismatch is None, cache_dir=flow.cache,
+                       executor=pool, timeout=flow.timeout, waveforms=spec.mismatch is None, cache_dir=flow.cache,
                        supply=("vdd", spec.supply), defines=spec.cellmap.pdk.ngspice_defines(), progress=tick)
         return res, time.perf_counter() - t0
 
