@@ -37,7 +37,9 @@ def test_the_shipped_example_matches_kcompiles_ngspice_run(tmp_path):
         assert float(waves.time[-1]) == pytest.approx(b.knet.t_bounds[-1])
 
 
-@pytest.mark.parametrize("law", LAWS)
+# gelu's expression costs ngspice ~130x a tanh device; the bridge carries it verbatim like every other law's
+# (its ngspice accuracy is tests/test_ngspice_laws.py's)
+@pytest.mark.parametrize("law", [name for name in LAWS if not name.startswith("gelu")])
 def test_a_scaled_build_of_every_law_in_seconds_and_volts(tmp_path, law):
     """Non-identity scaling: the analysis is in seconds (tau = 0.2 µs), node voltages in volts around vcm."""
     scaling = Scaling(v0=0.2, vcm=0.5, i0=1e-6, c_unit=1e-12)
