@@ -380,7 +380,8 @@ def sample_scatter(result: FlowResult) -> str:
         for ax, h, pts, title in ((row[0], hx, x, f"ideal ({len(x)} latents)"),
                                   (row[1], hy, y, f"{r.level} {'' if r.corner == '-' else r.corner}")):
             ax.imshow(h.T, origin="lower", extent=extent, aspect="auto", cmap="Blues", vmin=0, vmax=top)
-            ax.plot(pts[:SCATTER_POINTS, 0], pts[:SCATTER_POINTS, 1], ".", ms=2, color="k", alpha=0.35)
+            ax.plot(pts[:SCATTER_POINTS, 0], pts[:SCATTER_POINTS, 1], ".", ms=3 if len(pts) < 500 else 1.5,
+                    color="C1", alpha=0.6)
             ax.set_title(title)
             ax.set_xlabel("output 1 (model units)")
         row[0].set_ylabel("output 2 (model units)")
