@@ -18,6 +18,13 @@ Example::
     jobs: 2                                # local ngspice processes (default: all cores)
     scheduler: tcp://127.0.0.1:8786        # optional: run samples on a Dask cluster
     cache: ../.kcompile-cache              # optional: reuse finished runs by deck hash
+    simulator: ngspice                     # the behavioural level's back end (or vacask); a gate
+                                           # {level: behavioural, metric: cross_simulator_max_diff} runs both
+    timeout: 600                           # optional: seconds per simulator run
+
+Any key can be replaced from the command line without editing the file:
+``kcompile verify flows/ci.yaml --set batch=1 --set monte_carlo.runs=2``
+(:func:`load_flow`'s ``overrides``; each value is read as YAML).
 
 Transistor-level keys: ``pdk`` (generic180, sky130, gf180mcu), ``corners``
 (the first is the calibration corner; ``all``: every corner of the PDK),
@@ -37,8 +44,8 @@ distributions against the ideal model's (``sample_mmd_ratio``,
 ``sample_energy_ratio``, ``max_displacement``; :mod:`kcompile.generation`).
 ``segmented: true`` runs the behavioural level on the segmented circuit (one
 transient per layer, no clocks) and ``samples_per_run: K`` (or ``auto``) runs
-it K samples per ngspice process in batched decks. ``timeout``: seconds per
-ngspice run (default 600, as ``simulate --timeout``).
+it K samples per ngspice process in batched decks (``timeout`` is then per
+sample).
 """
 
 from __future__ import annotations
@@ -47,9 +54,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from .checks import CELSIUS, COUNT, FINITE, NON_NEGATIVE, POINTS_PER_LAYER, REFINE_STEPS, SCALING, SEED, Number, short
 from .errors import InputError
-from .files import read_yaml
+from .files import _NoAliasLoader, read_yaml
 
 LEVELS = ("ideal", "behavioural", "characterised", "transistor")
 METRICS = {
@@ -61,6 +70,7 @@ METRICS = {
     "sample_mmd_ratio": "MMD² of the level's samples against the ideal ones (same latents) / its noise floor",
     "sample_energy_ratio": "energy distance of the level's samples against the ideal ones / its noise floor",
     "max_displacement": "largest distance between a level's sample and the ideal one of the same latent",
+    "cross_simulator_max_diff": "largest |ngspice - vacask| over outputs and samples, behavioural (model units)",
 }
 _FLOOR_METRICS = {"mc_percentile_accuracy"}
 MC_METRICS = {"mc_percentile_accuracy", "mc_p95_output_error"}
@@ -147,9 +157,11 @@ class Flow:
     cache: Path | None = None
     allow_clipped: bool = False
     refine_steps: int | None = None
+    simulator: str = "ngspice"  # behavioural level's back end (a cross_simulator_max_diff gate runs both)
+    timeout: float = 600.0  # seconds per simulator run (per sample of a batched deck)
+    overrides: tuple[str, ...] = ()  # the --set KEY=VALUE that changed the file's keys, as given
     segmented: bool = False  # behavioural level on the segmented circuit
     samples_per_run: int | str = 1  # behavioural samples per ngspice run (batched decks), or "auto"
-    timeout: float = 600.0  # seconds per ngspice run (per sample of a batched deck)
 
     @property
     def latent(self) -> Latent | None:
@@ -162,11 +174,12 @@ class Flow:
 
 
 class _Checker:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, overrides: tuple[str, ...] = ()):
         self.path = path
+        self.origin = f" with {' '.join(f'--set {o}' for o in overrides)}" if overrides else ""
 
     def fail(self, key: str, problem: str) -> InputError:
-        return InputError(f"{self.path}: '{key}' {problem}")
+        return InputError(f"{self.path}{self.origin}: '{key}' {problem}")
 
     def typed(self, data: dict, key: str, kind, default=None, required=False, where: str | None = None):
         """``data[key]`` checked to be a ``kind``; errors name ``where`` (the dotted path), else ``key``."""
@@ -227,26 +240,60 @@ SCHEDULER = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://[^\s/]+$")
 #: what a gate's limit may be, per metric: errors and ratios are never negative, accuracies are percentages
 _LIMITS = {"max_output_error": NON_NEGATIVE, "mse_ratio": NON_NEGATIVE, "mc_p95_output_error": NON_NEGATIVE,
            "accuracy_drop": Number(-100, 100), "mc_percentile_accuracy": Number(0, 100),
-           **{metric: NON_NEGATIVE for metric in SAMPLE_METRICS}}
+           "cross_simulator_max_diff": NON_NEGATIVE, **{metric: NON_NEGATIVE for metric in SAMPLE_METRICS}}
 #: Monte Carlo runs per flow, and devices reported
 _RUNS = Number(0, 100_000, integer=True)
 _TOP = Number(1, 1_000_000, integer=True)
 #: supply volts
 _VOLTS = Number(0, 100, low_open=True)
-#: seconds an ngspice run may take (as the command line's --timeout)
+#: seconds a simulator run may take (as the command line's --timeout)
 _TIMEOUT = Number(0, 1e6, low_open=True)
+#: ``--set`` keys: dotted names (``monte_carlo.runs``)
+_OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,39})(\.[A-Za-z_][A-Za-z0-9_]{0,39})*=(.{0,1000})$", re.S)
 
 
 def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def load_flow(path: str | Path) -> Flow:
+def apply_overrides(data: dict, overrides, path: Path) -> dict:
+    """``data`` with every ``KEY=VALUE`` of ``overrides`` set (``KEY`` dotted into nested mappings, ``VALUE``
+    read as YAML: ``batch=1``, ``levels=[behavioural]``, ``monte_carlo.runs=2``); the result is validated
+    like the file itself."""
+    data = dict(data)
+    for text in overrides:
+        m = _OVERRIDE.match(text)
+        if m is None:
+            raise InputError(f"--set {short(text)}: must be KEY=VALUE with KEY a flow key or a dotted one "
+                             "(batch=1, monte_carlo.runs=2)")
+        keys, raw = text.partition("=")[0].split("."), m.group(3)
+        try:
+            value = yaml.load(raw, Loader=_NoAliasLoader) if raw.strip() else None  # a SafeLoader without aliases
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise InputError(f"--set {short(text)}: the value is not plain YAML "
+                             f"({short(str(exc).splitlines()[0] if str(exc) else 'nested too deeply', 80)})") from None
+        node = data
+        for i, key in enumerate(keys[:-1]):
+            child = node.get(key, {})
+            if not isinstance(child, dict):
+                raise InputError(f"{path}: --set {short(text)}: '{'.'.join(keys[:i + 1])}' is not a mapping")
+            node[key] = node = dict(child)
+        node[keys[-1]] = value
+    return data
+
+
+def load_flow(path: str | Path, overrides=()) -> Flow:
     """Read and validate a flow file.
 
     The file is untrusted: it is read as UTF-8 of at most 1 MiB without YAML
     anchors or aliases (:func:`kcompile.files.read_yaml`), every number must be
     finite and within its range, and every string free of control characters.
+
+    Parameters
+    ----------
+    overrides : sequence of str
+        ``KEY=VALUE`` replacing the file's keys before validation (:func:`apply_overrides`; the command
+        line's ``--set``); messages then name them.
 
     Raises
     ------
@@ -259,10 +306,12 @@ def load_flow(path: str | Path) -> Flow:
     data = read_yaml(path, "flow file")
     if not isinstance(data, dict):
         raise InputError(f"{path}: a flow file must be a YAML mapping")
-    c = _Checker(path)
+    overrides = tuple(overrides)
+    data = apply_overrides(data, overrides, path)
+    c = _Checker(path, overrides)
     known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature", "supply",
              "recalibrate", "points_per_layer", "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache",
-             "allow_clipped", "refine_steps", "segmented", "samples_per_run", "timeout"}
+             "allow_clipped", "refine_steps", "simulator", "timeout", "segmented", "samples_per_run"}
     for key in data:
         if key not in known:
             raise c.fail(str(key)[:40], f"is not a flow key (known: {', '.join(sorted(known))})")
@@ -307,6 +356,9 @@ def load_flow(path: str | Path) -> Flow:
                     c.number(g, "limit", _LIMITS[metric], f"gates[{i}].limit"))
         if gate.level not in levels and gate.level != "ideal":
             raise c.fail(f"gates[{i}].level", f"is {gate.level!r}, which the flow's levels {list(levels)} don't run")
+        if gate.metric == "cross_simulator_max_diff" and gate.level != "behavioural":
+            raise c.fail(f"gates[{i}].level", f"is {gate.level!r}; cross_simulator_max_diff compares the "
+                         "behavioural level in ngspice and vacask")
         if gate.is_monte_carlo and (gate.level != "transistor" or monte_carlo.runs < 2):
             raise c.fail(f"gates[{i}].metric", f"is {gate.metric!r}, which needs level 'transistor' and "
                          f"'monte_carlo.runs' of at least 2 (got level {gate.level!r}, {monte_carlo.runs} runs)")
@@ -325,9 +377,16 @@ def load_flow(path: str | Path) -> Flow:
         jobs=c.counted(data, "jobs", COUNT), scheduler=scheduler, cache=cache,
         allow_clipped=c.typed(data, "allow_clipped", bool, False),
         refine_steps=c.counted(data, "refine_steps", REFINE_STEPS),
+        simulator=_simulator(c, data),
+        timeout=c.number(data, "timeout", _TIMEOUT) if "timeout" in data else 600.0, overrides=overrides,
         segmented=c.typed(data, "segmented", bool, False), samples_per_run=samples_per_run,
-        timeout=c.number(data, "timeout", _TIMEOUT) if "timeout" in data else 600.0,
     )
+
+
+def _simulator(c: _Checker, data: dict) -> str:
+    from .backends import SIMULATORS
+
+    return c.choices("simulator", c.typed(data, "simulator", str, "ngspice"), tuple(sorted(SIMULATORS)))
 
 
 def _inputs(c: _Checker, data: dict, levels: tuple[str, ...]) -> tuple[str | Path | Latent, Path | None]:

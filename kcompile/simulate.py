@@ -24,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import os
+import re
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +38,14 @@ from .backends import DEFAULT, get_simulator
 from .errors import InputError, SimulatorError
 from .files import atomic_write, sha256
 from .knet import KNet
-from .netlist import SEGMENTED_MARK, Tran, is_large
+from .netlist import Tran, circuit_form, is_large
 from .pool import local_pool
 from .scaling import Scaling
 
 IC_TOLERANCE = 1e-6  # model units, relative to max(1, |input|)
-#: the most samples one batched deck runs (:func:`batch_size`)
+#: the most samples one batched deck runs (:func:`batch_size`), and the most devices over its samples
 MAX_BATCH = 50
+MAX_BATCH_DEVICES = 60_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,13 +81,15 @@ class _Job:
     tran: Tran | None = None  # set for a segmented run: the decks after the first are rendered from its states
     defines: tuple[str, ...] = ()  # -D variables (a PDK's ngbehavior=hsa)
     simulator: str = DEFAULT  # back end, by name (jobs travel to worker processes)
+    libraries: tuple[tuple[str, Path], ...] = ()  # (name in the run directory, file): compiled device models and
+    #                                                  the model cards a portable circuit includes
 
 
 def _checked_run(job: _Job, deck: str, initial: np.ndarray, tstop: float, run_dir: Path | None):
     """Run one deck; check ``tstop`` and the start voltages; return (raw, t, v, start) in model units."""
     sim = get_simulator(job.simulator)
-    raw = sim.run(deck, files={sim.circuit_name: job.circuit}, defines=job.defines, timeout=job.timeout,
-                  run_dir=run_dir, keep=run_dir is not None)
+    raw = sim.run(deck, files={sim.circuit_name: job.circuit, **dict(job.libraries)}, defines=job.defines,
+                  timeout=job.timeout, run_dir=run_dir, keep=run_dir is not None)
     return (raw, *_checked(sim, raw, job.scaling, initial, tstop, run_dir, deck))
 
 
@@ -166,6 +171,7 @@ class _Batch:
     run_dir: Path | None
     cache_files: tuple[Path | None, ...]
     simulator: str = DEFAULT
+    libraries: tuple[tuple[str, Path], ...] = ()  # as _Job's
 
 
 def _run_batch(batch: _Batch) -> list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray], float]]:
@@ -180,8 +186,8 @@ def _run_batch(batch: _Batch) -> list[tuple[np.ndarray, tuple[np.ndarray, np.nda
     for layer, span, offset in spans:
         deck = sim.render_batch_deck(state, span, batch.scaling, layer)
         run_dir = None if batch.run_dir is None else batch.run_dir / ("run" if layer is None else f"layer{layer}")
-        raws = sim.run(deck, files={sim.circuit_name: batch.circuit}, timeout=batch.timeout * k_samples,
-                       run_dir=run_dir, keep=run_dir is not None, parse=sim.parse_batch)
+        raws = sim.run(deck, files={sim.circuit_name: batch.circuit, **dict(batch.libraries)},
+                       timeout=batch.timeout * k_samples, run_dir=run_dir, keep=run_dir is not None, batch=True)
         if len(raws) != k_samples:
             raise SimulatorError(f"{sim.name} wrote {len(raws)} of the batched deck's {k_samples} transients",
                                  run_dir, deck)
@@ -217,32 +223,67 @@ def _batches(work: list[_Job], size: int, run_root: Path | None, tran: Tran) -> 
         tasks.append((_run_batch, _Batch(
             first.circuit, np.stack([work[b].initial for b in idx]), first.t_bounds, tran, first.scaling,
             first.timeout, None if run_root is None else Path(run_root) / f"batch_{i // size}",
-            tuple(work[b].cache_file for b in idx), first.simulator), idx))
+            tuple(work[b].cache_file for b in idx), first.simulator, first.libraries), idx))
     return tasks
 
 
 def batch_size(knet: KNet, samples: int, jobs: int | None = None) -> int:
     """Samples per batched deck for ``samples`` latent or input rows: enough batches to keep ``jobs`` processes
-    busy (four each), at most :data:`MAX_BATCH`; 1 for a large network, whose transient outweighs any start-up."""
+    busy (four each), at most :data:`MAX_BATCH` and :data:`MAX_BATCH_DEVICES` devices (ngspice keeps every sample's
+    parsed circuit until the run ends: ~4 KB per device); 1 for a large network, whose transient outweighs any
+    start-up."""
     if is_large(knet):
         return 1
     jobs = jobs or os.cpu_count() or 1
-    return max(1, min(MAX_BATCH, -(-samples // (4 * jobs))))
+    return max(1, min(MAX_BATCH, MAX_BATCH_DEVICES // max(1, knet.num_devices), -(-samples // (4 * jobs))))
+
+
+def _form(circuit: Path) -> tuple[bool, bool]:
+    try:
+        return circuit_form(circuit)
+    except OSError as exc:
+        raise InputError(f"{circuit}: cannot read the circuit ({exc})") from None
+
+
+def device_libraries(knet: KNet, circuit: Path, simulator: str = DEFAULT) -> dict[str, Path]:
+    """``{name in the run directory: compiled library}`` for a circuit of compiled devices (none for B-sources).
+
+    The libraries are compiled from the ``.va`` beside ``circuit`` (:func:`kcompile.osdi.device_files`);
+    a simulator that cannot load them is a :class:`SimulatorError` that says what to do instead.
+    """
+    segmented, osdi = _form(circuit)
+    if not osdi:
+        return {}
+    sim = get_simulator(simulator)
+    if not sim.has_osdi():
+        raise SimulatorError(f"{sim.describe()} cannot load the compiled devices (OSDI) of {circuit}: rebuild "
+                             f"with --devices bsource, or {sim.install_hint}")
+    from .osdi import device_files
+
+    return device_files(Path(circuit).parent, knet, segmented)
 
 
 def _check_form(circuit: Path, tran: Tran, supply) -> None:
     """A segmented analysis needs a segmented circuit and vice versa (the first line says which)."""
-    try:
-        with open(circuit, errors="replace") as f:
-            segmented = SEGMENTED_MARK in f.readline()
-    except OSError as exc:
-        raise InputError(f"{circuit}: cannot read the circuit ({exc})") from None
+    segmented, _ = _form(circuit)
     if segmented != tran.segmented:
         have, want = ("segmented", "clocked") if segmented else ("clocked", "segmented")
         raise InputError(f"{circuit}: a {have} circuit but a {want} analysis; write the circuit and the analysis "
                          f"with the same 'segmented' choice (write_circuit / default_tran)")
     if segmented and supply is not None:
         raise InputError(f"{circuit}: a segmented (behavioural) circuit has no supply to measure")
+
+
+#: an include by a plain relative name (a portable build's ``models.spice``), in a circuit's first lines
+_RELATIVE_INCLUDE = re.compile(r'^\.(?:include|lib)\s+"([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})"', re.I | re.M)
+
+
+def relative_includes(circuit: Path) -> dict[str, Path]:
+    """``{name: file}`` the circuit includes by a plain relative name, beside it (a portable transistor build's
+    model cards): each run directory links them next to the circuit, as ngspice resolves them there."""
+    with open(circuit, errors="replace") as f:
+        head = "".join(itertools.islice(f, 64))
+    return {name: circuit.parent / name for name in _RELATIVE_INCLUDE.findall(head)}
 
 
 def start_voltages(t: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -328,8 +369,9 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
                "a transistor-level circuit (supply, PDK defines or an operating point without 'uic') runs one "
                "sample per deck")
         raise InputError(f"{circuit}: batch={batch} asks for batched decks, but {why}; use batch=1")
+    libraries = tuple({**relative_includes(circuit), **device_libraries(knet, circuit, sim.name)}.items())
     initial = knet.initial_state(inputs)
-    circuit_hash = sha256(circuit) if cache_dir is not None else ""
+    circuit_hash = " ".join(sha256(f) for f in (circuit, *(p for _, p in libraries))) if cache_dir is not None else ""
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     work, defines = [], tuple(defines)
@@ -337,13 +379,14 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
     for b, row in enumerate(initial):
         deck = sim.render_deck(row, first, scaling, supply[0] if supply else None, 0 if tran.segmented else None)
         segments = f"\nsegments {knet.t_bounds.tolist()}" if tran.segmented else ""  # later decks follow from these
-        batched = "\nbatched" if batch > 1 else ""  # a batched transient starts from capacitor ICs: not the same run
-        key = hashlib.sha256(f"{circuit_hash}\n{sim.name} {sim.version()}\n{defines}\n{deck}{segments}{batched}"
+        batched = "\nbatched" if batch > 1 else ""  # alterparam + reset: equal to 1e-13, not bit for bit
+        key = hashlib.sha256(f"{circuit_hash}\n{sim.name} {sim.version()}\n{defines}\n{libraries}\n{deck}{segments}"
+                             f"{batched}"
                              .encode())
         work.append(_Job(circuit, deck, row, knet.t_bounds, tran.tstop, scaling, timeout,
                          None if run_root is None else Path(run_root) / f"sample_{b}",
                          None if cache_dir is None else Path(cache_dir) / f"{key.hexdigest()}.npz", supply,
-                         tran if tran.segmented else None, defines, sim.name))
+                         tran if tran.segmented else None, defines, sim.name, libraries))
     cached = sum(job.cache_file is not None and job.cache_file.is_file() for job in work)
     results: list = [None] * len(work)
     tasks = [(_run_one, job, (b,)) for b, job in enumerate(work)] if batch == 1 else _batches(work, batch, run_root,

@@ -18,19 +18,21 @@ per layer; ``.ic`` with ``uic``; tolerances, method, temperature and
 ``klu`` on one ``.options`` line. The text comes from ``templates/ngspice/``.
 
 Batched decks (:meth:`Ngspice.render_batch_deck`) run many samples in one
-process: ``.ic`` reads the node voltages from parameters, and a ``.control``
-loop sets them per sample (``alterparam``), re-reads the circuit (``reset``),
-runs ``tran`` and appends the plot to the raw file, bit for bit what the
-sample's own deck gives. The circuit stays as small as one sample's: K
-copies of it as subcircuit instances in one netlist were measured slower
-per sample (ngspice's per-source cost grows with the number of sources), and
-setting each capacitor's ``ic`` with ``alter`` instead of ``.ic`` starts
-Newton from 0 V, which moved the first point by ~1e-7
-(benchmarks/bench_batched.py).
+process: a ``.control`` loop enters each sample's own run deck line by line
+(``circbyline``), runs it and appends its plot to the raw file, bit for bit
+what the deck gives alone; no process start per sample. Measured alternatives
+(benchmarks/bench_batched.py, docs/generation.md): K copies of the circuit as
+subcircuit instances in one netlist are slower per sample (ngspice's cost per
+source grows with the number of sources); ``alter c<n> ic`` starts Newton from
+0 V (the first point moves by ~1e-7); ``alterparam`` + ``reset``, and
+``remcirc``, crash Debian's ngspice 46 in batch mode (39 runs them), so the
+loop keeps the parsed circuits until the run ends: :func:`kcompile.simulate.batch_size`
+bounds the devices per batch.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Iterator
@@ -38,14 +40,19 @@ from typing import Iterator
 import numpy as np
 
 from .. import __version__
+from ..files import cache_dir
 from ..knet import KNet
 from ..laws import LAWS
-from ..netlist import SEGMENTED_MARK, Tran, clock_edge, clock_points
+from ..netlist import OSDI_MARK, SEGMENTED_MARK, Tran, clock_edge, clock_points
+from ..osdi import instances, module_card
 from ..scaling import Scaling
 from . import SIMULATORS, RawData, Simulator, SimulatorWarning, _probe, register
 
 ENV_BINARY = "KCOMPILE_NGSPICE"
-INSTALL_HINT = "install it with 'apt-get install ngspice' (Debian/Ubuntu) or set KCOMPILE_NGSPICE to the binary"
+INSTALL_HINT = ("run 'bash scripts/setup.sh' (ngspice 46 with KLU and OSDI, no root needed), or 'apt-get install "
+                "ngspice' (Debian 12's 39: behavioural sources only), or set KCOMPILE_NGSPICE to the binary")
+#: where scripts/ngspice_klu.sh (run by scripts/setup.sh) unpacks Debian backports' ngspice, under the cache
+INSTALLED = Path("ngspice-klu", "root", "usr", "bin", "ngspice")
 
 
 class NgspiceWarning(SimulatorWarning):
@@ -118,8 +125,14 @@ class Ngspice(Simulator):
     warning = re.compile(r"^\s*warning\b.*$", re.IGNORECASE | re.MULTILINE)
     warning_category = NgspiceWarning
     log_name = "ngspice.log"
+    devices = ("bsource", "osdi")
 
     # ---- tool proxy -------------------------------------------------------------------------------------------
+
+    def installed(self) -> str | None:
+        """The ngspice 46 that ``scripts/setup.sh`` unpacked under the cache (:data:`INSTALLED`), if any."""
+        path = cache_dir() / INSTALLED
+        return str(path) if os.access(path, os.X_OK) else None
 
     def has_klu(self) -> bool:
         """Whether the binary is built with KLU (``.options klu``; ngspice 39 ignores the option)."""
@@ -150,14 +163,17 @@ class Ngspice(Simulator):
                 f"trtol={tran.trtol:g} method={tran.method}" + ("" if tran.temp is None else f" temp={tran.temp:g}")
                 + (" klu" if tran.solver == "klu" else ""))
 
-    def render_circuit(self, knet: KNet, scaling: Scaling, edge_fraction: float,
-                       segmented: bool) -> Iterator[str]:
+    def render_circuit(self, knet: KNet, scaling: Scaling, edge_fraction: float, segmented: bool,
+                       devices: str) -> Iterator[str]:
+        card = module_card(knet, segmented, scaling, OSDI_MARK, number) if devices == "osdi" else None
+        rows = (lambda knet, k, scaling: instances(knet, k, scaling, number, card["slots"])) if card else self._devices
         common = dict(
             version=__version__, law=knet.law, num_nodes=knet.num_nodes, num_layers=knet.num_layers,
             num_devices=knet.num_devices, vcm=scaling.vcm, v0=scaling.v0, i0=scaling.i0, c_unit=scaling.c_unit,
             tau=scaling.tau,
             capacitors=((n, number(c * scaling.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
-            layers=((k, self._devices(knet, k, scaling)) for k in range(knet.num_layers)),
+            layers=((k, rows(knet, k, scaling)) for k in range(knet.num_layers)),
+            osdi=card,
         )
         if segmented:
             return self.environment().get_template("segmented.cir.j2").generate(mark=SEGMENTED_MARK, **common)
@@ -183,22 +199,20 @@ class Ngspice(Simulator):
         return True
 
     def render_batch_deck(self, initials: np.ndarray, tran: Tran, scaling: Scaling, layer: int | None) -> str:
-        """One ngspice run for every row of ``initials``: the deck's ``.ic`` takes the node voltages from
-        parameters, and per sample a ``.control`` loop sets them (``alterparam``), re-reads the circuit
-        (``reset``: milliseconds, no new process), runs ``tran`` and appends the plot to the raw file
-        (``set appendwrite``), which it then frees; each sample's numbers are those of its own deck's."""
-        volts = scaling.vcm + scaling.v0 * np.atleast_2d(np.asarray(initials, dtype=float))
-        n = volts.shape[1]
-        names = [f"kc_ic{i}" for i in range(1, n + 1)]
-        tau = scaling.tau
-        return self.environment().get_template("batch.cir.j2").render(
-            version=__version__, circuit=self.circuit_name, layer=None if layer is None else int(layer),
-            initial=list(zip((self.node_vector(i) for i in range(1, n + 1)), names)),
-            options=self.options(tran, scaling), raw=self.raw_name, uic=tran.uic,
-            tstep=number(tran.tstep * tau), tstop=number(tran.tstop * tau), tmax=number(tran.tmax * tau),
-            saved=[self.node_vector(i) for i in range(1, n + 1)],
-            samples=[list(zip(names, map(number, row))) for row in volts.tolist()],
-        )
+        """One ngspice run for every row of ``initials``: a ``.control`` loop enters each sample's own run deck
+        (:meth:`render_deck`, its title aside) with ``circbyline``, runs it and appends its plot to the raw file
+        (``set appendwrite``), then frees the plot. The circuit file is parsed once per sample, in the same
+        process; each sample's numbers are those of its own deck, bit for bit."""
+        decks = []
+        for j, row in enumerate(np.atleast_2d(np.asarray(initials, dtype=float))):
+            lines = [line for line in self.render_deck(row, tran, scaling, None, layer).splitlines()[1:]
+                     if line.strip()]
+            # the analysis as a command: 'run' would write the -r raw file (batch mode), 'tran' keeps the plot
+            analysis = next(line for line in lines if line.startswith(".tran "))
+            decks.append(([f"kcompile batched sample {j}", *(line for line in lines if line != analysis)],
+                          analysis[1:]))
+        return self.environment().get_template("batch.cir.j2").render(version=__version__, decks=decks,
+                                                                       raw=self.batch_raw_name)
 
     def parse_batch(self, path: Path) -> list[RawData]:
         return parse_raw_plots(path)
@@ -221,6 +235,7 @@ class Ngspice(Simulator):
                     terms[node] = self._terminal(node, scaling)
             expr = law.spice(terms[s], terms[d], theta)
             yield f"{k}_{i}", f"n{s}" if s else "0", f"n{d}" if d else "0", f"{prefix}({expr})"
+
 
 
 #: the registered instance
