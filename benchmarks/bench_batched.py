@@ -1,6 +1,7 @@
 """Throughput of batched ngspice decks for small 2-node circuits (issue 14).
 
-For each network and circuit form (clocked: the build's ``circuit.cir``; segmented: one transient per layer),
+For each network, device form (osdi: the law's compiled Verilog-A module, the default on an ngspice that loads OSDI;
+bsource: ngspice B-sources) and circuit form (clocked: the build's ``circuit.cir``; segmented: one transient per layer),
 the same latent samples are run one sample per ngspice run and K samples per batched deck
 (:meth:`kcompile.backends.ngspice.Ngspice.render_batch_deck`), one process at a time (``jobs=1``), and with
 ``--copies`` also as K copies of the circuit as subcircuit instances in one netlist (the alternative that was
@@ -8,7 +9,7 @@ not chosen). Reported per mode: samples per second (wall), ngspice CPU per sampl
 time) and the largest difference to the per-sample runs.
 
     python benchmarks/bench_batched.py                       # circle (2 nodes, 1,200 devices) and a 12-device net
-    python benchmarks/bench_batched.py --samples 24 --batch 24 --copies --json /tmp/batched.json
+    python benchmarks/bench_batched.py --only circle --devices bsource --forms clocked --samples 4 --batch 4 --copies
 
 Measured figures: docs/generation.md.
 """
@@ -77,38 +78,42 @@ def run_copies(knet, circuit: Path, x: np.ndarray, tran, batch: int) -> np.ndarr
     return np.vstack(outs)
 
 
-def bench(name: str, knet, samples: int, batch: int, copies: bool, points: int | None) -> list[dict]:
+def bench(name: str, knet, samples: int, batch: int, copies: bool, points: int | None, devices: list[str],
+          forms: list[str]) -> list[dict]:
     x = latent_batch(knet, samples, 1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for segmented in (False, True):
-            circuit = Path(tmp) / f"{segmented}.cir"
-            write_circuit(knet, circuit, segmented=segmented)
-            tran = dataclasses.replace(default_tran(knet, points), segmented=segmented)
-            base = None
-            modes = [("one sample per run", 1), (f"batched deck, {batch} per run", batch)]
-            for label, k in modes:
-                res, wall, cpu = _timed(lambda: simulate(knet, circuit, x, tran, jobs=1, batch=k).outputs)
-                base = res if base is None else base
-                rows.append(_row(name, knet, segmented, label, samples, wall, cpu, np.abs(res - base).max()))
-                print(_line(rows[-1]), flush=True)
-            if copies and not segmented:
-                res, wall, cpu = _timed(lambda: run_copies(knet, circuit, x, tran, batch))
-                rows.append(_row(name, knet, segmented, f"{batch} copies as subcircuits", samples, wall, cpu,
-                                 np.abs(res - base).max()))
-                print(_line(rows[-1]), flush=True)
+        for device in devices:
+            for form in forms:
+                segmented = form == "segmented"
+                folder = Path(tmp) / f"{device}-{form}"
+                folder.mkdir()
+                circuit = folder / "circuit.cir"
+                write_circuit(knet, circuit, segmented=segmented, devices=device)
+                tran = dataclasses.replace(default_tran(knet, points), segmented=segmented)
+                base = None
+                for label, k in (("one sample per run", 1), (f"batched deck, {batch} per run", batch)):
+                    res, wall, cpu = _timed(lambda: simulate(knet, circuit, x, tran, jobs=1, batch=k).outputs)
+                    base = res if base is None else base
+                    rows.append(_row(name, knet, device, form, label, samples, wall, cpu, np.abs(res - base).max()))
+                    print(_line(rows[-1]), flush=True)
+                if copies and device == "bsource" and not segmented:
+                    res, wall, cpu = _timed(lambda: run_copies(knet, circuit, x, tran, batch))
+                    rows.append(_row(name, knet, device, form, f"{batch} copies as subcircuits", samples, wall, cpu,
+                                     np.abs(res - base).max()))
+                    print(_line(rows[-1]), flush=True)
     return rows
 
 
-def _row(name, knet, segmented, label, samples, wall, cpu, diff) -> dict:
+def _row(name, knet, device, form, label, samples, wall, cpu, diff) -> dict:
     return {"network": name, "nodes": knet.num_nodes, "devices": knet.num_devices, "layers": knet.num_layers,
-            "circuit": "segmented" if segmented else "clocked", "mode": label, "samples": samples,
-            "wall_s": wall, "samples_per_s": samples / wall, "ngspice_cpu_s_per_sample": cpu / samples,
+            "device_form": device, "circuit": form, "mode": label, "samples": samples, "wall_s": wall,
+            "samples_per_s": samples / wall, "ngspice_cpu_s_per_sample": cpu / samples,
             "max_diff_to_per_sample_runs": float(diff)}
 
 
 def _line(r: dict) -> str:
-    return (f"{r['network']:>10} {r['devices']:5d} dev {r['circuit']:>9} {r['mode']:>28}: "
+    return (f"{r['network']:>7} {r['devices']:5d} dev {r['device_form']:>7} {r['circuit']:>9} {r['mode']:>28}: "
             f"{r['samples_per_s']:7.3f} samples/s wall, ngspice {r['ngspice_cpu_s_per_sample']:.4f} s CPU/sample, "
             f"max diff {r['max_diff_to_per_sample_runs']:.1e}")
 
@@ -120,16 +125,20 @@ def main() -> None:
     ap.add_argument("--copies", action="store_true", help="also K copies as subcircuit instances (clocked)")
     ap.add_argument("--points", type=int, default=None, help="points per layer (default: the build's 1000)")
     ap.add_argument("--only", choices=["circle", "tiny"], default=None)
+    ap.add_argument("--devices", default="osdi,bsource", help="device forms (default osdi,bsource; osdi needs an "
+                    "ngspice that loads OSDI)")
+    ap.add_argument("--forms", default="segmented,clocked", help="circuit forms (default segmented,clocked)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     nets = {"circle": load_knet(ROOT / "examples" / "flows2d" / "circle.npz"),
             "tiny": random_knet(2, 4, 3, "tanh_affine", num_outputs=2, t_layer=0.5, seed=2,
                                 meta={"generative": True})}
-    print(f"ngspice {ngspice.version()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"{ngspice.NGSPICE.describe()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
     rows = []
     for name, knet in nets.items():
         if args.only in (None, name):
-            rows += bench(name, knet, args.samples, args.batch, args.copies, args.points)
+            rows += bench(name, knet, args.samples, args.batch, args.copies, args.points, args.devices.split(","),
+                          args.forms.split(","))
     if args.json:
         args.json.write_text(json.dumps({"load_before": os.getloadavg(), "rows": rows}, indent=1))
 
