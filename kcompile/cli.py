@@ -41,6 +41,7 @@ from .compare import (FLOAT32_RTOL, METHODS, PRECISIONS, Comparison, ReferenceSe
                       meta_task, reference_settings, task_of, task_scores)
 from .errors import InputError, KCompileError
 from .files import atomic_write, check_output_file
+from .generation import check_latent_use, latent_batch
 from .inputs import load_inputs, random_inputs
 from .knet import MAX_FEATURES
 from .mapping import map_knet, transistor_scaling
@@ -50,7 +51,7 @@ from .scaling import Scaling
 from .pdk import CORNERS, PDKS, get_pdk
 from .reference import Trajectory
 from .refine import refine
-from .simulate import SpiceResult
+from .simulate import SpiceResult, batch_size
 
 # Messages carry file names, flow names and simulator output: printed as plain text, never as rich markup.
 console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
@@ -394,8 +395,13 @@ def _characterised(b: Build, x: np.ndarray, settings: ReferenceSettings) -> Traj
                                        atol=settings.atol, dt=settings.dt)
 
 
-def _inputs(b: Build, path: Path | None, batch: int, seed: int) -> tuple[np.ndarray, str, np.ndarray | None]:
+def _inputs(b: Build, path: Path | None, batch: int, seed: int,
+            latent: int | None = None) -> tuple[np.ndarray, str, np.ndarray | None]:
     """The batch, where it comes from, and its labels (recorded test inputs only)."""
+    if latent is not None:  # a generative model's standard-normal latents
+        _refuse(("inputs", "batch"), "with --latent, which draws the batch (standard-normal latents)")
+        check_latent_use(b.knet, str(b.path), "--latent", True)
+        return latent_batch(b.knet, latent, seed), f"{latent} standard-normal latents (seed {seed})", None
     if path is not None:
         _refuse(("batch", "seed"), "with --inputs, which gives the batch")
         return load_inputs(path, b.knet), str(path), None
@@ -407,6 +413,7 @@ def _inputs(b: Build, path: Path | None, batch: int, seed: int) -> tuple[np.ndar
         n = min(batch, len(recorded))
         which = f"all {n}" if n == len(recorded) else f"the first {n} of the {len(recorded)}"
         return recorded[:n], f"{which} test inputs recorded with the model", None if labels is None else labels[:n]
+    check_latent_use(b.knet, str(b.path), "--batch (no --inputs, nothing recorded)", False)
     return random_inputs(b.knet, batch, seed), f"a random batch of {batch} (uniform in [-1, 1], seed {seed})", None
 
 
@@ -424,11 +431,11 @@ def _settings(knet, gate: float | None, method: str, rtol, atol, dt, precision: 
 
 def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, seed: int, jobs: int | None,
          timeout: float, keep_runs: Path | None, reference: dict, gate: float | None = None,
-         simulator: str | None = None) -> _Run:
+         simulator: str | None = None, latent: int | None = None) -> _Run:
     b = open_build(build_path)
     if not use_spice:
         _refuse(("jobs", "timeout", "keep_runs"), "with --reference-only, which runs no simulator")
-    x, source, labels = _inputs(b, inputs, batch, seed)
+    x, source, labels = _inputs(b, inputs, batch, seed, latent)
     settings = _settings(b.knet, gate, **reference)
     for name in modified_files(b):
         _warn(f"{build_path / name} changed since it was built")
@@ -450,8 +457,9 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
     t0 = time.perf_counter()
     with _progress(TextColumn(sim.name)) as bar:
         task = bar.add_task("", total=len(x))
+        samples_per_run = batch_size(b.knet, len(x), jobs) if latent is not None and sim.has_batch() else 1
         spice = b.simulate(x, jobs=jobs, timeout=timeout, run_root=keep_runs, progress=lambda n: bar.advance(task, n),
-                           simulator=sim.name)
+                           simulator=sim.name, batch=samples_per_run)
     seconds["spice"] = time.perf_counter() - t0
     _info(f"{sim.describe()}: {len(x)} sample(s) in {_seconds(seconds['spice'])}"
           + (f" ({spice.cached} from the cache)" if spice.cached else ""))
@@ -609,7 +617,7 @@ _INPUT_OPTIONS = [
     click.option("--batch", type=_Number(COUNT), default=8, show_default=True,
                  help="Samples when no --inputs is given (the first of the recorded test inputs)."),
     click.option("--seed", type=_Number(SEED), default=0, show_default=True,
-                 help="Seed of the random batch (weights without recorded test inputs)."),
+                 help="Seed of the random batch (weights without recorded test inputs), or of simulate --latent."),
 ]
 _SIMULATOR_OPTIONS = [
     click.option("--jobs", "-j", type=_Number(COUNT), default=None,
@@ -648,9 +656,12 @@ _REFERENCE_NAMES = ("method", "rtol", "atol", "dt", "precision")
               help="Write results (.npz): reference[_states], spice[_states], inputs, labels, classes, scores "
                    "and a JSON 'summary'.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout instead of the table.")
+@click.option("--latent", type=_Number(COUNT), default=None,
+              help="For a generative model: N standard-normal latent samples (seed --seed), several per ngspice run "
+                   "(batched decks).")
 @_decorated(_VERBOSITY)
 def simulate(build_path, inputs, batch, seed, jobs, timeout, keep_runs, simulator, use_spice, out_path, as_json,
-             **reference):
+             latent, **reference):
     """Simulate BUILD for a batch of inputs and compare ngspice with the reference.
 
     Prints each sample's outputs (classes for a classifier), then over the
@@ -659,7 +670,8 @@ def simulate(build_path, inputs, batch, seed, jobs, timeout, keep_runs, simulato
     """
     if out_path is not None:
         check_output_file(out_path, "results file")  # before the simulation, not after it
-    run = _run(build_path, inputs, use_spice, batch, seed, jobs, timeout, keep_runs, reference, simulator=simulator)
+    run = _run(build_path, inputs, use_spice, batch, seed, jobs, timeout, keep_runs, reference, simulator=simulator,
+               latent=latent)
     summary = _summary(run)
     if as_json:
         click.echo(json.dumps(summary))

@@ -99,23 +99,25 @@ def _cell_name(result: FlowResult) -> str:
 def _level(result: FlowResult, r) -> dict:
     """One level's figures against ideal: output error, the node and layer boundary of the largest error over
     every node, class agreement (classifiers), task metric, energy and latency."""
-    err = np.abs(r.states - result.ideal.states).max(axis=0)  # [L+1, N]
+    err = np.abs(r.states - result.ideal_states(r)).max(axis=0)  # [L+1, N]
     k, n = np.unravel_index(np.argmax(err), err.shape)
-    ideal_classes = np.argmax(result.ideal.outputs, axis=1)
+    ideal_classes = np.argmax(result.ideal_outputs(r), axis=1)
     agree = (int(np.sum(np.argmax(r.outputs, axis=1) == ideal_classes)) if result.knet.output_nodes.size > 1
              and (result.task or meta_task(result.knet)) == "classification" else None)
     return {"level": r.level, "corner": r.corner, "seconds": r.seconds, "task_metric": r.metric,
-            "class_agreement": agree, "max_output_error": float(np.abs(r.outputs - result.ideal.outputs).max()),
+            "class_agreement": agree, "max_output_error": float(np.abs(r.outputs - result.ideal_outputs(r)).max()),
             "worst_node": {"node": int(n) + 1, "boundary": int(k), "t": float(result.knet.t_bounds[k]),
                            "error": float(err[k, n])},
             "energy_per_inference_j": None if r.energy is None else float(np.mean(r.energy)),
             "latency_s": r.latency, "temperature_c": r.temperature, "supply_v": r.supply,
-            "boundary_error": err.max(axis=1).tolist()}
+            "boundary_error": err.max(axis=1).tolist(), "samples": int(len(r.outputs)),
+            "distribution": None if r.samples is None else r.samples.as_dict()}
 
 
 def summary(result: FlowResult) -> dict:
     """Plain data: verdict, gates, conditions, per-level errors and task metrics, corners, Monte Carlo,
-    compute."""
+    compute; for a generative flow its latents and each level's sample-distribution metrics (``distribution``)."""
+    latent = result.flow.latent
     return {
         "flow": result.flow.name,
         "passed": result.passed,
@@ -127,6 +129,8 @@ def summary(result: FlowResult) -> dict:
         "overrides": list(result.flow.overrides),
         "reference": result.reference.as_dict(),
         "conditions": flow_conditions(result),
+        "generative": None if latent is None else {"latents": latent.n, "seed": latent.seed,
+                                                   "per_level": dict(latent.levels)},
         "levels": [_level(result, r) for r in result.levels],
         "corners": corner_table(result),
         "monte_carlo": monte_carlo_summary(result),
@@ -146,7 +150,7 @@ def corner_table(result: FlowResult) -> list[dict]:
     if not runs:
         return []
     nominal = runs[0]
-    ideal = result.ideal.outputs
+    ideal = result.ideal_outputs(runs[0])
     rows = []
     for r in runs:
         drop = None
@@ -178,7 +182,8 @@ def monte_carlo_summary(result: FlowResult, top: int | None = None) -> dict | No
         return None
     top = top or result.flow.monte_carlo.top
     out = {"corner": mc.corner, "runs": mc.runs, "seed": mc.seed, "scale": mc.scale,
-           "nominal_max_output_error": float(np.abs(mc.nominal_outputs - result.ideal.outputs).max()),
+           "nominal_max_output_error": float(np.abs(mc.nominal_outputs
+                                                    - result.ideal.outputs[:len(mc.nominal_outputs)]).max()),
            "output_error": _stats(mc.errors, low_is_bad=False),
            "change_vs_nominal": _stats(np.abs(mc.outputs - mc.nominal_outputs[None]).max(axis=(1, 2)), False),
            "energy_per_inference_j": float(mc.energy.mean()),
@@ -279,6 +284,8 @@ def waveform_panel(ax, result: FlowResult, b: int) -> None:
         ax.plot(ideal.grid, ideal.grid_states[b, :, node], color=colour, label=f"ideal n{node + 1}",
                 **LEVEL_STYLES["ideal"])
         for r in overlaid(result):
+            if b >= len(r.waveforms):  # a level that ran fewer samples, or kept fewer waveforms
+                continue
             t, v = r.waveforms[b]
             ax.plot(t, v[:, node], color=colour, label=f"{r.level} n{node + 1}", **LEVEL_STYLES[r.level])
     for tb in knet.t_bounds:
@@ -312,10 +319,11 @@ def figures(result: FlowResult, samples: int = 3) -> dict:
     if others:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.4))
         for r in others[:12]:
-            err = np.abs(r.states - ideal.states).max(axis=(0, 2))
+            err = np.abs(r.states - result.ideal_states(r)).max(axis=(0, 2))
             a1.semilogy(range(len(err)), np.maximum(err, 1e-16), marker=LEVEL_MARKERS[r.level], label=_name(r),
                         **{k: v for k, v in LEVEL_STYLES[r.level].items() if k != "alpha"})
-            a2.hist(np.log10(np.maximum(np.abs(r.outputs - ideal.outputs).ravel(), 1e-16)), bins=20, alpha=0.5,
+            a2.hist(np.log10(np.maximum(np.abs(r.outputs - result.ideal_outputs(r)).ravel(), 1e-16)), bins=20,
+                    alpha=0.5,
                     label=_name(r))
         a1.set_xlabel("layer boundary k (t = t_k)")
         a1.set_ylabel("max |error| over nodes, samples")
@@ -344,7 +352,7 @@ def _corner_figure(result: FlowResult, runs: list):
     """Every transistor-level run (corner, temperature, supply, recalibration): its largest output error
     against ideal and its largest change against the nominal run."""
     plt = _pyplot()
-    ideal, nominal = result.ideal.outputs, runs[0].outputs
+    ideal, nominal = result.ideal_outputs(runs[0]), runs[0].outputs
     labels = [r.corner for r in runs]
     err = [float(np.abs(r.outputs - ideal).max()) for r in runs]
     change = [float(np.abs(r.outputs - nominal).max()) for r in runs]
@@ -427,6 +435,7 @@ def write_html(result: FlowResult, path: Path) -> None:
                            "—" if m is None else f"{m:.4g}", drop, f"{lv['seconds']:.2f}"])
     mc = _mc_html(result, s, figs, metric_name)
     corners = _corners_html(result, s, metric_name, figs)
+    samples = samples_html(result, s)
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8">
 <title>kcompile verify: {html.escape(result.flow.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
@@ -449,6 +458,7 @@ be far off while the outputs are close.</p>
 dotted, transistor dash-dot)</h2>{figs['waveforms']}
 <h2 id="errors">Error at each layer boundary, and output error histogram</h2>
 {figs.get('errors', '<p>No simulated level.</p>')}
+{samples}
 <h2 id="montecarlo">Monte Carlo</h2>{mc}
 <h2 id="corners">Corners, energy, latency and compute</h2>{corners}
 </body></html>
@@ -542,3 +552,140 @@ def _corners_html(result: FlowResult, s: dict, metric_name: str, figs: dict) -> 
     return text + "<h3>Energy and latency against software</h3>" + _table(
         rows, ["what", "wall (s)", "CPU (s)", "energy / inference"]) + (
         f"<p>Software timings on this machine, batch of {comp.get('samples', len(result.inputs))}, best of 3.</p>")
+
+
+# ---- generative flows: each level's samples against the ideal ones of the same latents --------------------------
+
+#: image grids show this many latents at most
+IMAGE_SAMPLES = 8
+#: 2-D scatter plots draw every sample up to this many (beyond: the density only)
+SCATTER_POINTS = 3000
+
+
+def _sample_runs(result: FlowResult) -> list:
+    return [r for r in result.levels if r.samples is not None]
+
+
+def _image_side(width: int) -> int | None:
+    """The side of a square image of ``width`` pixels (at least 4 x 4), else ``None``."""
+    side = int(round(np.sqrt(width)))
+    return side if side >= 4 and side * side == width else None
+
+
+def sample_scatter(result: FlowResult) -> str:
+    """2-D samples: per level, the ideal samples, the level's (same latents) and the difference of their
+    densities, on one grid (about √n/1.5 bins a side)."""
+    plt = _pyplot()
+    runs = _sample_runs(result)
+    fig, axes = plt.subplots(len(runs), 3, figsize=(12.6, 3.9 * len(runs)), squeeze=False)
+    for row, r in zip(axes, runs):
+        x, y = result.ideal_outputs(r), r.outputs
+        bins = int(np.clip(np.sqrt(len(x)) / 1.5, 8, 60))
+        both = np.vstack([x, y])
+        lo, hi = np.percentile(both, 0.5, axis=0), np.percentile(both, 99.5, axis=0)
+        pad = 0.05 * (hi - lo + 1e-12)
+        edges = [np.linspace(lo[d] - pad[d], hi[d] + pad[d], bins + 1) for d in range(2)]
+        hx = np.histogram2d(x[:, 0], x[:, 1], edges, density=True)[0]
+        hy = np.histogram2d(y[:, 0], y[:, 1], edges, density=True)[0]
+        extent = [edges[0][0], edges[0][-1], edges[1][0], edges[1][-1]]
+        top = max(hx.max(), hy.max()) or 1.0
+        for ax, h, pts, title in ((row[0], hx, x, f"ideal ({len(x)} latents)"),
+                                  (row[1], hy, y, f"{r.level} {'' if r.corner == '-' else r.corner}")):
+            ax.imshow(h.T, origin="lower", extent=extent, aspect="auto", cmap="Blues", vmin=0, vmax=top)
+            ax.plot(pts[:SCATTER_POINTS, 0], pts[:SCATTER_POINTS, 1], ".", ms=3 if len(pts) < 500 else 1.5,
+                    color="C1", alpha=0.6)
+            ax.set_title(title)
+            ax.set_xlabel("output 1 (model units)")
+        row[0].set_ylabel("output 2 (model units)")
+        diff = hy - hx
+        m = float(np.abs(diff).max()) or 1.0
+        im = row[2].imshow(diff.T, origin="lower", extent=extent, aspect="auto", cmap="RdBu_r", vmin=-m, vmax=m)
+        row[2].set_title(f"density, level − ideal (MMD ratio {r.samples.mmd_ratio:.2f})")
+        fig.colorbar(im, ax=row[2], fraction=0.046)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def sample_images(result: FlowResult, side: int) -> str:
+    """Image samples: the ideal images of the first latents, then per level its images of the same latents and
+    the difference (level − ideal)."""
+    plt = _pyplot()
+    runs = _sample_runs(result)
+    k = min(IMAGE_SAMPLES, *(len(r.outputs) for r in runs))
+    ideal = result.ideal.outputs[:k]
+    lo, hi = float(ideal.min()), float(ideal.max())
+    rows = [("ideal", ideal, "gray", lo, hi)]
+    for r in runs:
+        name = f"{r.level}{'' if r.corner == '-' else ' ' + r.corner}"
+        d = r.outputs[:k] - ideal
+        m = float(np.abs(d).max()) or 1.0
+        rows += [(name, r.outputs[:k], "gray", lo, hi), (f"{name} − ideal (±{m:.2g})", d, "RdBu_r", -m, m)]
+    fig, axes = plt.subplots(len(rows), k, figsize=(1.45 * k, 1.6 * len(rows)), squeeze=False)
+    for (label, images, cmap, vmin, vmax), row in zip(rows, axes):
+        for j, ax in enumerate(row):
+            ax.imshow(images[j].reshape(side, side), cmap=cmap, vmin=vmin, vmax=vmax)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(f"first {k} latents; pixel range {lo:.3g} to {hi:.3g} (model units)", fontsize=9)
+    return _png(fig)
+
+
+def sample_marginals(result: FlowResult, dims: int = 4) -> str:
+    """Samples of any other width: histograms of the first ``dims`` outputs, ideal and each level."""
+    plt = _pyplot()
+    runs = _sample_runs(result)
+    dims = min(dims, result.ideal.outputs.shape[1])
+    fig, axes = plt.subplots(1, dims, figsize=(3.6 * dims, 3.0), squeeze=False)
+    for d, ax in enumerate(axes[0]):
+        ax.hist(result.ideal.outputs[:, d], bins=30, alpha=0.5, density=True, label="ideal")
+        for r in runs:
+            ax.hist(r.outputs[:, d], bins=30, histtype="step", density=True, label=f"{r.level} {r.corner}")
+        ax.set_xlabel(f"output {d + 1}")
+    axes[0][-1].legend(fontsize=7)
+    return _png(fig)
+
+
+def displacement_histograms(result: FlowResult) -> str:
+    """Per level, how far each sample moved from the ideal one of the same latent (log10, model units)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    for r in _sample_runs(result):
+        disp = np.linalg.norm(r.outputs - result.ideal_outputs(r), axis=1)
+        ax.hist(np.log10(np.maximum(disp, 1e-16)), bins=30, alpha=0.6,
+                label=f"{r.level} {'' if r.corner == '-' else r.corner} (max {disp.max():.2g})")
+    ax.set_xlabel("log10 |level sample − ideal sample| (same latent, model units)")
+    ax.set_ylabel("samples")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def samples_html(result: FlowResult, s: dict) -> str:
+    """The section of a generative flow: distribution metrics per level, sample plots, displacements."""
+    runs = _sample_runs(result)
+    if not runs:
+        return ""
+    g = s["generative"]
+    rows = []
+    for lv in s["levels"]:
+        d = lv["distribution"]
+        if d is None:
+            continue
+        rows.append([html.escape(lv["level"]), html.escape(lv["corner"]), str(d["n"]), f"{d['mmd2']:.3g}",
+                     f"{d['floor_mmd2']:.3g}", f"{d['sample_mmd_ratio']:.3g}", f"{d['energy']:.3g}",
+                     f"{d['floor_energy']:.3g}", f"{d['sample_energy_ratio']:.3g}", f"{d['displacement_mean']:.3g}",
+                     f"{d['displacement_p95']:.3g}", f"{d['max_displacement']:.3g}"])
+    width = result.ideal.outputs.shape[1]
+    side = _image_side(width)
+    plot = (sample_scatter(result) if width == 2 else sample_images(result, side) if side
+            else sample_marginals(result))
+    pool = s["timing"].get("samples", {}).get("pool_samples", "?")
+    return (f'<h2 id="samples">Samples of the generative model</h2><p>{g["latents"]} standard-normal latents '
+            f'(seed {g["seed"]}); a level runs the first n of them. Each level\'s samples are compared with the '
+            f'ideal model\'s samples of the same latents: unbiased MMD² (RBF kernel, median-heuristic bandwidth) '
+            f'and energy distance, each divided by its noise floor (95th percentile of the same distance between '
+            f'two independent ideal draws of n, from a pool of {pool} ideal samples of other latents; a ratio '
+            f'≤ 1 means indistinguishable at this n), and the displacement |level − ideal| per latent.</p>'
+            + _table(rows, ["level", "corner", "n", "MMD²", "floor", "MMD ratio", "energy", "floor", "energy ratio",
+                            "displacement mean", "p95", "max"])
+            + plot + "<h3>Displacement per latent</h3>" + displacement_histograms(result))

@@ -27,26 +27,31 @@ from typing import Callable
 import numpy as np
 
 from . import ngspice
+from .backends import get_simulator
 from .build import build, circuit_for
 from .characterised import integrate_characterised, measure_devices
 from .compare import ReferenceSettings, reference_settings, task_metric, task_of
 from .checks import scaling_problem
 from .errors import InputError
-from .flow import Flow, Gate
-from .inputs import load_inputs, random_inputs
+from .distribution import SampleComparison
+from .flow import SAMPLE_METRICS, Flow, Gate
+from .generation import check_latent_use, compare_level, latent_batch, pool_latents
+from .inputs import check_labels, load_array, load_inputs, random_inputs
 from .knet import KNet
 from .mapping import map_knet, transistor_scaling
 from .mismatch import Attribution, draws, rank_devices
-from .netlist import render_transistor_circuit, transistor_tran
+from .netlist import render_transistor_circuit, transistor_tran, write_circuit
 from .pool import kill, local_pool
 from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import Trajectory
 from .refine import refine, steps_for
-from .simulate import dask_executor, simulate
+from .simulate import batch_size, dask_executor, simulate
 from .timing import children_cpu, compute_timing
 
 GRID_POINTS_PER_LAYER = 100
+#: behavioural runs of more samples than this keep no waveforms (a generative flow's thousands of latents)
+WAVEFORM_SAMPLES = 200
 #: the simulators a cross_simulator_max_diff gate compares
 CROSS_SIMULATORS = ("ngspice", "vacask")
 
@@ -67,6 +72,7 @@ class LevelRun:
     temperature: float | None = None  # °C (transistor level)
     supply: float | None = None  # volts (transistor level)
     recalibrated: bool = False  # calibrated at its own corner instead of the nominal one
+    samples: SampleComparison | None = None  # a generative flow: its samples against the ideal ones
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,8 +141,22 @@ class FlowResult:
     def level(self, name: str) -> list[LevelRun]:
         return [run for run in self.levels if run.level == name]
 
+    def ideal_outputs(self, run: LevelRun) -> np.ndarray:
+        """The ideal outputs of the inputs ``run`` ran (a generative flow's level may run only the first few)."""
+        return self.ideal.outputs[:len(run.outputs)]
+
+    def ideal_states(self, run: LevelRun) -> np.ndarray:
+        return self.ideal.states[:len(run.states)]
+
 
 def _inputs(flow: Flow, build_inputs: np.ndarray | None, build_labels: np.ndarray | None, knet: KNet):
+    latent = flow.latent
+    if latent is not None or flow.inputs == "random":
+        check_latent_use(knet, str(flow.model), f"{flow.path}: 'inputs.normal'" if latent else
+                         f"{flow.path}: 'inputs: random'", latent is not None)
+    if latent is not None:
+        source = f"{latent.n} standard-normal latents (seed {latent.seed})"
+        return latent_batch(knet, latent.n, latent.seed), None, source
     if flow.inputs == "recorded":
         if build_inputs is None:
             raise InputError(f"{flow.path}: 'inputs' is 'recorded' but {flow.model} records no test_inputs; "
@@ -146,7 +166,11 @@ def _inputs(flow: Flow, build_inputs: np.ndarray | None, build_labels: np.ndarra
         return build_inputs[:n], labels, f"the first {n} test inputs recorded with the model"
     if flow.inputs == "random":
         return random_inputs(knet, flow.batch, flow.seed), None, f"random batch of {flow.batch} (seed {flow.seed})"
-    return load_inputs(flow.inputs, knet), None, str(flow.inputs)
+    x = load_inputs(flow.inputs, knet)
+    if flow.labels is None:
+        return x, None, str(flow.inputs)
+    labels = check_labels(load_array(flow.labels), len(x), str(flow.labels))
+    return x, labels, f"{flow.inputs} (labels {flow.labels})"
 
 
 def _mc_gate(gate: Gate, mc: MonteCarloResult | None, task) -> GateResult:
@@ -194,7 +218,12 @@ def _cross_gate(gate: Gate, runs: list[LevelRun]) -> GateResult:
 
 def _gate(gate: Gate, run: LevelRun, ideal_outputs: np.ndarray, ideal_metric, task) -> GateResult:
     if gate.metric == "max_output_error":
-        value = float(np.abs(run.outputs - ideal_outputs).max())
+        value = float(np.abs(run.outputs - ideal_outputs[:len(run.outputs)]).max())
+    elif gate.metric in SAMPLE_METRICS:
+        if run.samples is None:
+            return GateResult(gate, None, False, f"metric {gate.metric} needs the samples of a generative flow "
+                              "(inputs: {normal: N})", run.corner)
+        value = float(run.samples.as_dict()[gate.metric])
     elif gate.metric in ("accuracy_drop", "mse_ratio"):
         want = "classification" if gate.metric == "accuracy_drop" else "regression"
         if task != want:
@@ -207,6 +236,56 @@ def _gate(gate: Gate, run: LevelRun, ideal_outputs: np.ndarray, ideal_metric, ta
     where = "" if run.corner == "-" else f" [{run.corner}]"
     return GateResult(gate, value, ok, f"{gate.name}{where} = {value:.4g} {'' if ok else 'not '}{rel} {gate.limit:g}",
                       run.corner)
+
+
+def _first(flow: Flow, level: str, x: np.ndarray, labels: np.ndarray | None):
+    """The inputs (and labels) ``level`` runs: the first ``inputs.levels[level]`` latents of a generative flow."""
+    n = flow.count(level) or len(x)
+    return x[:n], None if labels is None else labels[:n]
+
+
+def _behavioural(flow: Flow, b, simulator: str, label: str, x: np.ndarray, labels, task, work: Path, executor,
+                 progress) -> LevelRun:
+    """The build's circuit in ``simulator`` (:func:`~kcompile.build.circuit_for`), or its segmented form
+    (``segmented``), in batched decks (``samples_per_run``) where the back end has them; waveforms kept for at most
+    :data:`WAVEFORM_SAMPLES` samples."""
+    knet = b.knet
+    x, labels = _first(flow, "behavioural", x, labels)
+    circuit, tran = circuit_for(b, simulator, work / simulator), b.tran
+    if flow.segmented and not tran.segmented:
+        circuit, tran = work / f"{simulator}-segmented" / circuit.name, dataclasses.replace(tran, segmented=True)
+        circuit.parent.mkdir()
+        write_circuit(knet, circuit, b.scaling, segmented=True, simulator=simulator,
+                      devices=b.manifest["cells"].get("devices", "bsource"))
+    batch = flow.samples_per_run
+    if batch == "auto":
+        batch = batch_size(knet, len(x), flow.jobs) if get_simulator(simulator).has_batch() else 1
+    t0 = time.perf_counter()
+    spice = simulate(knet, circuit, x, tran, scaling=b.scaling, jobs=flow.jobs, executor=executor, simulator=simulator,
+                     waveforms=len(x) <= WAVEFORM_SAMPLES, cache_dir=flow.cache, batch=batch, timeout=flow.timeout,
+                     progress=_ticker(progress, f"behavioural ({simulator})", len(x)))
+    return LevelRun("behavioural", label, spice.outputs, spice.states, time.perf_counter() - t0, spice.waveforms,
+                    task_metric(task, spice.outputs, labels))
+
+
+def _compare_samples(flow: Flow, knet: KNet, ideal: Trajectory, runs: list[LevelRun], settings: ReferenceSettings,
+                     progress) -> tuple[list, dict]:
+    """Every simulated level's samples against the ideal ones of the same latents, over a noise floor from ideal
+    samples (``settings``) of :func:`~kcompile.generation.pool_latents`; returns the runs with ``samples`` set, and
+    timing."""
+    latent = flow.latent
+    t0 = time.perf_counter()
+    n = max(len(r.outputs) for r in runs)
+    pool_x = pool_latents(n, knet.num_features, latent.seed)
+    if progress:
+        progress("ideal noise-floor pool", 0, 1)
+    pool = settings.integrate(knet, pool_x).outputs
+    if progress:
+        progress("ideal noise-floor pool", 1, 1)
+    t1 = time.perf_counter()
+    out = [r if r.level == "ideal" else dataclasses.replace(r, samples=compare_level(ideal.outputs, r.outputs, pool))
+           for r in runs]
+    return out, {"pool_samples": len(pool), "pool_wall_s": t1 - t0, "metrics_wall_s": time.perf_counter() - t1}
 
 
 def _ticker(progress, label: str, total: int):
@@ -321,13 +400,16 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
     runs, mc = [], None
     if "characterised" in flow.levels:
         t0, tick = time.perf_counter(), _ticker(progress, "characterised: every cell's DC I-V, then the ODE", 1)
-        ch = integrate_characterised(knet, measure_devices(cellmap), x, grid=grid)
+        xc, lc = _first(flow, "characterised", x, labels)
+        ch = integrate_characterised(knet, measure_devices(cellmap), xc, grid=grid)
         tick(1)
         runs.append(LevelRun("characterised", nominal, ch.outputs, ch.states, time.perf_counter() - t0,
-                             [(ch.grid, ch.grid_states[b]) for b in range(len(x))],
-                             task_metric(task, ch.outputs, labels)))
+                             [(ch.grid, ch.grid_states[b]) for b in range(min(len(xc), WAVEFORM_SAMPLES))],
+                             task_metric(task, ch.outputs, lc)))
     if "transistor" not in flow.levels:
         return runs, mc
+    x, labels = _first(flow, "transistor", x, labels)
+    ideal_outputs = ideal_outputs[:len(x)]
     tran = transistor_tran(knet, *([flow.points_per_layer] if flow.points_per_layer else []))
     specs = _corner_specs(flow, knet, pdk, scaling, cellmap)
     mcf = flow.monte_carlo
@@ -400,13 +482,8 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
         if "behavioural" in flow.levels:
             both = any(g.metric == "cross_simulator_max_diff" for g in flow.gates)  # in both, on the same inputs
             for name in (flow.simulator, *(s for s in CROSS_SIMULATORS if s != flow.simulator and both)):
-                t0 = time.perf_counter()
-                spice = simulate(knet, circuit_for(b, name, work), x, b.tran, scaling=scaling, jobs=flow.jobs,
-                                 executor=executor, waveforms=True, cache_dir=flow.cache, simulator=name,
-                                 timeout=flow.timeout,
-                                 progress=_ticker(progress, f"behavioural ({name})", len(x)))
-                runs.append(LevelRun("behavioural", name if both else "-", spice.outputs, spice.states,
-                                     time.perf_counter() - t0, spice.waveforms, task_metric(task, spice.outputs, labels)))
+                runs.append(_behavioural(flow, b, name, name if both else "-", x, labels, task, work, executor,
+                                         progress))
         if {"characterised", "transistor"} & set(flow.levels):
             t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
             more, mc = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs, grid)
@@ -415,8 +492,10 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
                                           "cpu_s": time.process_time() - c0 + children_cpu() - k0}
         if "transistor" in flow.levels:
             tick = _ticker(progress, "timing the software forward passes (best of 3)", 1)
-            timing["compute"] = compute_timing(knet, x)
+            timing["compute"] = compute_timing(knet, _first(flow, "transistor", x, None)[0])
             tick(1)
+        if flow.latent is not None and len(runs) > 1:
+            runs, timing["samples"] = _compare_samples(flow, knet, ideal, runs, settings, progress)
         gates = [result for g in flow.gates for result in _gates(g, runs, ideal.outputs, ideal_run.metric, task, mc)]
     scaling = flow_scaling(flow) if {"characterised", "transistor"} & set(flow.levels) else None
     return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates, mc, timing, scaling, settings)

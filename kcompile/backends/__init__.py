@@ -16,7 +16,8 @@ tool                ``executable``, ``env_var``, ``install_hint``, where the
                     project's set-up installs it (:meth:`installed`),
                     ``version_args``/``version_pattern``, :meth:`command`,
                     ``fatal``/``warning`` log patterns, :meth:`parse_raw`,
-                    capabilities (:meth:`has_klu`, :meth:`has_osdi`)
+                    capabilities (:meth:`has_klu`, :meth:`has_osdi`,
+                    :meth:`has_batch`: many samples per run)
 dialect             :meth:`render_circuit` (in the device forms of ``devices``:
                     behavioural sources, compiled OSDI modules), :meth:`render_deck`
                     (through its templates), :meth:`options`, saved vector names
@@ -115,6 +116,8 @@ class Simulator(abc.ABC):
     deck_name: ClassVar[str] = "deck.cir"
     circuit_name: ClassVar[str] = "circuit.cir"
     raw_name: ClassVar[str] = "out.raw"
+    #: where a batched deck writes its samples' results (:meth:`render_batch_deck`)
+    batch_raw_name: ClassVar[str] = "batch.raw"
     log_name: ClassVar[str] = "simulator.log"
     #: seconds a version or capability probe may take before the binary is declared broken
     probe_timeout: ClassVar[float] = 30.0
@@ -171,6 +174,20 @@ class Simulator(abc.ABC):
         """Whether the binary loads OSDI device libraries (Verilog-A compiled by OpenVAF)."""
         return False
 
+    def has_batch(self) -> bool:
+        """Whether the back end writes batched decks: one run, one transient per sample of a behavioural circuit
+        (:meth:`render_batch_deck`, :meth:`parse_batch`)."""
+        return False
+
+    def render_batch_deck(self, initials: np.ndarray, tran: Tran, scaling: Scaling, layer: int | None) -> str:
+        """A deck that reads the circuit (or its part ``layer``) once and runs ``tran`` from each row of
+        ``initials`` (model units, ``[K, N]``), writing one result per row; only where :meth:`has_batch`."""
+        raise SimulatorError(f"the {self.name} back end runs one sample per deck (it has no batched decks)")
+
+    def parse_batch(self, path: Path) -> list[RawData]:
+        """The results of a batched deck, one per sample, in order."""
+        raise SimulatorError(f"the {self.name} back end runs one sample per deck (it has no batched decks)")
+
     @abc.abstractmethod
     def command(self, exe: str, defines: tuple[str, ...]) -> list[str]:
         """Command line that runs :attr:`deck_name` in the run directory and writes :attr:`raw_name`
@@ -181,7 +198,8 @@ class Simulator(abc.ABC):
         """Read the result file; ``ValueError``/``KeyError``/``IndexError`` when it is unreadable or truncated."""
 
     def run(self, deck: str, *, files: dict[str, Path] | None = None, defines: tuple[str, ...] | list[str] = (),
-            timeout: float = 600.0, run_dir: Path | None = None, keep: bool = False) -> RawData:
+            timeout: float = 600.0, run_dir: Path | None = None, keep: bool = False,
+            batch: bool = False) -> RawData | list[RawData]:
         """Run one deck in batch mode and return its raw data.
 
         Parameters
@@ -199,6 +217,9 @@ class Simulator(abc.ABC):
             Where to run (created; must be empty). A fresh temporary directory otherwise.
         keep : bool
             Keep the run directory after success (it is always kept after a failure).
+        batch : bool
+            ``deck`` is a batched deck (:meth:`render_batch_deck`): its results, one per sample, are read from
+            :attr:`batch_raw_name` with :meth:`parse_batch`.
 
         Raises
         ------
@@ -231,11 +252,11 @@ class Simulator(abc.ABC):
                 raise SimulatorError(f"{self.name} failed: {why}", run_dir, deck, log)
             for line in dict.fromkeys(m.group(0).strip() for m in self.warning.finditer(log)):
                 warnings.warn(f"{self.name}: {line}", self.warning_category, stacklevel=3)
-            raw_path = run_dir / self.raw_name
+            raw_path = run_dir / (self.batch_raw_name if batch else self.raw_name)
             if not raw_path.is_file():
                 raise SimulatorError(f"{self.name} wrote no raw file", run_dir, deck, log)
             try:
-                raw = self.parse_raw(raw_path)
+                raw = (self.parse_batch if batch else self.parse_raw)(raw_path)
             except (ValueError, KeyError, IndexError) as exc:
                 raise SimulatorError(f"unreadable raw file: {exc}", run_dir, deck, log) from None
             ok = True
