@@ -141,8 +141,8 @@ def main() -> None:
         scatter(args.img, f"{flow.model.stem}: {len(ideal)} latents (seed {flow.latent.seed})", ideal, panels)
     if args.json:
         args.json.write_text(json.dumps({"flow": flow.name, "overrides": args.overrides, "load_before": load,
-                                         "load_after": os.getloadavg(), "wall_s": flow_wall, "cpu_s": flow_cpu, "rows": rows,
-                                         "gates": [g.detail for g in result.gates]}, indent=1) + "\n")
+                                         "load_after": os.getloadavg(), "wall_s": flow_wall, "cpu_s": flow_cpu,
+                                         "rows": rows, "gates": [g.detail for g in result.gates]}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -142,7 +142,8 @@ def param_box(spec: str, law: str) -> ParamBox:
     cell = cell_for_law(law)
     pdk, corner = _parse_cell_spec(spec, "--theta-range")
     box = cell.theta_box(law, cell.calibration(pdk, corner))
-    return ParamBox(tuple(float(lo) + 1e-3 * abs(lo) for lo, _ in box), tuple(float(hi) - 1e-3 * abs(hi) for _, hi in box),
+    return ParamBox(tuple(float(lo) + 1e-3 * abs(lo) for lo, _ in box),
+                    tuple(float(hi) - 1e-3 * abs(hi) for _, hi in box),
                     f"{cell.name} calibration on {pdk}/{corner}")
 
 

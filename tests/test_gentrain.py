@@ -1,4 +1,4 @@
-"""kcompile train --task <density>: a 2-node KirchhoffNet trained as a continuous normalising flow (kcompile.gentrain)."""
+"""kcompile train --task <density>: a 2-node KirchhoffNet trained as a normalising flow (kcompile.gentrain)."""
 
 from __future__ import annotations
 
@@ -38,10 +38,10 @@ def test_densities_are_seeded_within_the_window_and_do_not_clash_with_tasks():
     assert repeat_for("small", 4, "tanh_affine") == 2 and repeat_for("medium", 4, "relu") == 11
 
 
-@pytest.mark.parametrize("law,tol", [("tanh_affine", 1e-7), ("relu", 5e-3)])  # relu: RK4 across its kinks
+@pytest.mark.parametrize("law,tol", [("tanh_affine", 1e-7), ("relu", 5e-3)])  # relu: RK4 over its kinks
 def test_log_likelihood_is_the_change_of_variables_of_the_forward_circuit(law, tol):
-    """log p(x) from the backward RK4 with the exact trace equals log N(z) − log|det ∂x/∂z| of the forward ODE that
-    the circuit solves (NumPy reference, dopri5; Jacobian by central differences), for latents z and x = Φ(z)."""
+    """log p(x) from the backward RK4 with the exact trace equals log N(z) − log|det ∂x/∂z| of the forward ODE
+    that the circuit solves (NumPy reference, dopri5; Jacobian by central differences), for latents z and x = Φ(z)."""
     model = TorchKNet.init(density_topology(2, 2), law, [0.0, 0.5, 1.0], seed=1, init_scale=3.0,
                            dtype=torch.float64)
     knet = model.to_knet({"generative": True})
