@@ -573,8 +573,9 @@ def circuit_for(b: Build, simulator: str, folder: Path) -> Path:
     path = Path(folder) / sim.circuit_name
     write_circuit(b.knet, path, b.scaling, segmented=b.tran.segmented, simulator=sim.name, devices=devices)
     for name in b.manifest["files"]:  # the build's own modules, so that both simulators compile the same text
-        if name.endswith(".va"):
-            shutil.copyfile(b.path / name, Path(folder) / name)
+        if name.endswith(".va"):  # linked, not copied: a compiler error names the build's file, not a copy
+            (Path(folder) / name).unlink(missing_ok=True)
+            os.symlink((b.path / name).resolve(), Path(folder) / name)
     return path
 # ---------------------------------------------------------------- portable builds
 
