@@ -9,11 +9,14 @@ layer), 100 points per layer, trtol 1000, reltol 1e-3, KLU (the large-network an
   seconds per sample (wall of ``simulate``, CPU of the simulator processes), the simulator's peak memory
   (layer 0 re-run under ``/usr/bin/time``), the largest state error against a 1e-9 reference solve, the
   growth exponents from 10^3 to 10^5 and the OSDI speed-up at 10^4;
-- ``laws``: every law on the random network of tests/test_ngspice_laws.py in ngspice OSDI and VACASK, errors
-  relative to max(1, |v|) against the reference and against each other;
+- ``laws``: every law on the random network of tests/test_ngspice_laws.py with θ of both signs up to
+  ``--theta-scale`` (1), in ngspice OSDI and VACASK, clocked and segmented, at each ``--law-points`` per layer
+  (1000, the small-network default, and 4000): errors relative to max(1, |v|) against a 1e-12 reference solve
+  and against each other;
 - ``mnist``: one image through the checkpoint end to end on the default path (``kcompile.build.build``
   with its default devices, then ``simulate``), in ngspice and in VACASK, against a 1e-9 solve, with
-  ``--mnist-bsource`` also the B-source circuit;
+  ``--mnist-bsource`` also the B-source circuit; then the same as a user types it (``kcompile build``,
+  ``kcompile simulate --inputs``, its reference solve included), each command timed;
 - ``transistor``: the shipped example at transistor level (generic180, sky130) in Debian's ngspice 39 and
   in ngspice 46 on the same inputs: seconds, ngspice's own counters (``.options acct``: netlist loading,
   transient analysis, timepoints, iterations), errors against the ideal ODE and 46 against 39.
@@ -23,7 +26,7 @@ The machine is shared: every row carries the load average; CPU times are the fig
 Usage::
 
     python benchmarks/bench_osdi.py                          # sweep + laws
-    python benchmarks/bench_osdi.py --sections mnist         # one MNIST image (import cached in --work)
+    python benchmarks/bench_osdi.py --sections mnist --mnist-bsource   # one MNIST image (import cached in --work)
     python benchmarks/bench_osdi.py --sections sweep --sizes 1e3,1e4
 """
 
@@ -34,6 +37,7 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,6 +90,7 @@ def _run(knet, x, simulator: str, devices: str, tran, work: Path, ref_states: np
     write_circuit(knet, circuit, segmented=tran.segmented, simulator=simulator, devices=devices)
     write_s = time.perf_counter() - t
     device_libraries(knet, circuit, simulator)  # openvaf-r runs once per module and machine: not timed
+    shutil.rmtree(folder / "runs", ignore_errors=True)  # an earlier run's directories
     t, c = time.perf_counter(), children_cpu()
     res = simulate(knet, circuit, x, tran, jobs=1, timeout=7200, simulator=simulator, run_root=folder / "runs")
     wall, cpu = (time.perf_counter() - t) / len(x), (children_cpu() - c) / len(x)
@@ -127,26 +132,30 @@ def sweep(sizes: list[str], samples: int, ppl: int, work: Path) -> dict:
     return report
 
 
-def laws(work: Path, theta_scale: float) -> list:
+def laws(work: Path, theta_scale: float, points: list[int]) -> list:
+    """Every law on a random network (20 nodes, 3 layers, 70 devices per layer, θ uniform in ±``theta_scale``),
+    clocked and segmented, at each step cap of ``points`` per layer (1000: the default of small networks)."""
     rows = []
     for law in LAWS:
         knet = random_knet(20, 3, 70, law, seed=21, theta_scale=theta_scale)
         x = np.random.default_rng(4).uniform(-1, 1, (3, knet.num_features))
-        ref = integrate(knet, x).states
+        ref = integrate(knet, x, rtol=1e-12, atol=1e-14).states
         scale = np.maximum(1.0, np.abs(ref))
-        got = {}
-        for segmented in (False, True):
-            tran = dataclasses.replace(default_tran(knet), segmented=segmented)
-            for simulator in ("ngspice", "vacask"):
-                run = _run(knet, x, simulator, "osdi", tran, work / f"law_{law}_{segmented}", ref)
-                got[simulator, segmented] = run["states"]
-        row = {"law": law, "theta_scale": theta_scale, "max_abs_state": float(np.abs(ref).max()),
-               **{f"{s} {'segmented' if g else 'clocked'}": float((np.abs(v - ref) / scale).max())
-                  for (s, g), v in got.items()},
-               "ngspice vs vacask": max(float((np.abs(got["ngspice", g] - got["vacask", g]) / scale).max())
-                                        for g in (False, True)), "load_average": _load()}
-        rows.append(row)
-        print("  law", json.dumps(row), flush=True)
+        for ppl in points:
+            got = {}
+            for segmented in (False, True):
+                tran = dataclasses.replace(default_tran(knet, ppl), segmented=segmented)
+                for simulator in ("ngspice", "vacask"):
+                    run = _run(knet, x, simulator, "osdi", tran, work / f"law_{law}_{segmented}", ref)
+                    got[simulator, segmented] = run["states"]
+            row = {"law": law, "theta_scale": theta_scale, "points_per_layer": ppl,
+                   "max_abs_state": float(np.abs(ref).max()),
+                   **{f"{s} {'segmented' if g else 'clocked'}": float((np.abs(v - ref) / scale).max())
+                      for (s, g), v in got.items()},
+                   "ngspice vs vacask": max(float((np.abs(got["ngspice", g] - got["vacask", g]) / scale).max())
+                                            for g in (False, True)), "load_average": _load()}
+            rows.append(row)
+            print("  law", json.dumps(row), flush=True)
     return rows
 
 
@@ -172,7 +181,8 @@ def mnist(work: Path, bsource: bool) -> dict:
         for simulator in sims:
             sim = get_simulator(simulator)
             folder = work / f"mnist-{label}-{simulator}"
-            folder.mkdir(exist_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)  # an earlier run's
+            folder.mkdir()
             circuit = circuit_for(b, simulator, folder)
             t, c = time.perf_counter(), children_cpu()
             res = simulate(b.knet, circuit, x, b.tran, jobs=1, timeout=7200, simulator=simulator,
@@ -269,6 +279,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1)
     ap.add_argument("--points-per-layer", type=int, default=100)
     ap.add_argument("--theta-scale", type=float, default=1.0, help="laws: θ uniform in [-s, s]")
+    ap.add_argument("--law-points", default="1000,4000", help="laws: points per layer, comma list")
     ap.add_argument("--mnist-bsource", action="store_true", help="also the MNIST image with B-sources (~8 min)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "kcompile-bench-osdi")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "bench_osdi.json")
@@ -287,7 +298,7 @@ def main() -> None:
         print("  exponents", json.dumps(report["sweep"]["exponents"]), "speed-up",
               json.dumps(report["sweep"]["speedup"]))
     if "laws" in sections:
-        report["laws"] = laws(args.work, args.theta_scale)
+        report["laws"] = laws(args.work, args.theta_scale, [int(p) for p in args.law_points.split(",")])
     if "mnist" in sections:
         report["mnist"] = mnist(args.work, args.mnist_bsource)
     if "transistor" in sections:
