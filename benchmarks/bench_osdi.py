@@ -17,6 +17,8 @@ layer), 100 points per layer, trtol 1000, reltol 1e-3, KLU (the large-network an
   with its default devices, then ``simulate``), in ngspice and in VACASK, against a 1e-9 solve, with
   ``--mnist-bsource`` also the B-source circuit; then the same as a user types it (``kcompile build``,
   ``kcompile simulate --inputs``, its reference solve included), each command timed;
+- ``bundles``: MNIST layer 0 with the compiled devices bundled up to ``--slots`` per instance (1, 4, 8: the
+  default), ngspice's counters side by side;
 - ``transistor``: the shipped example at transistor level (generic180, sky130) in Debian's ngspice 39 and
   in ngspice 46 on the same inputs: seconds, ngspice's own counters (``.options acct``: netlist loading,
   transient analysis, timepoints, iterations), errors against the ideal ODE and 46 against 39.
@@ -51,11 +53,12 @@ sys.path.insert(0, str(ROOT))  # benchmark this checkout, not whichever kcompile
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_scale import CHECKPOINT, MIX_SIZES, growth_exponent, mix_knet, mnist_inputs  # noqa: E402
+from kcompile import osdi  # noqa: E402
 from kcompile.backends import get_simulator  # noqa: E402
 from kcompile.build import build, circuit_for  # noqa: E402
 from kcompile.knet import load_knet, random_knet  # noqa: E402
 from kcompile.laws import LAWS  # noqa: E402
-from kcompile.netlist import default_tran, write_circuit  # noqa: E402
+from kcompile.netlist import default_tran, render_deck, write_circuit  # noqa: E402
 from kcompile.reference import integrate  # noqa: E402
 from kcompile.simulate import device_libraries, simulate  # noqa: E402
 from kcompile.timing import children_cpu  # noqa: E402
@@ -161,10 +164,7 @@ def laws(work: Path, theta_scale: float, points: list[int]) -> list:
 
 def mnist(work: Path, bsource: bool) -> dict:
     """One image through the checkpoint: import (cached), build with the default devices, simulate, compare."""
-    weights = work / "mnist.npz"
-    if not weights.is_file():
-        subprocess.run([sys.executable, "-m", "kcompile", "import-reference", str(CHECKPOINT / "model.pth"),
-                        str(CHECKPOINT / "config.yaml"), "-o", str(weights)], cwd=ROOT, check=True)
+    weights = _import_mnist(work)
     x, _ = mnist_inputs(1)
     report = {"load_average_start": _load()}
     forms = [("default", None)] + ([("bsource", "bsource")] if bsource else [])
@@ -225,6 +225,48 @@ def mnist_cli(weights: Path, x: np.ndarray, ref_outputs: np.ndarray, work: Path)
     return row
 
 
+def bundles(work: Path, slot_counts: list[int]) -> list:
+    """MNIST layer 0, one image, in ngspice with its compiled devices bundled up to S per instance (the devices
+    between one node pair share an instance; ``osdi.MAX_SLOTS``, 8 by default): ngspice's own counters
+    (``.options acct``), CPU and peak memory, side by side, and the largest difference from the default's
+    final voltages."""
+    knet = load_knet(_import_mnist(work))
+    x, _ = mnist_inputs(1)
+    tran = default_tran(knet)
+    span = float(knet.t_bounds[1] - knet.t_bounds[0])
+    deck = render_deck(knet.initial_state(x)[0], dataclasses.replace(tran, tstop=span), layer=0)
+    sim, default, rows, finals = get_simulator("ngspice"), osdi.MAX_SLOTS, [], {}
+    try:
+        for slots in slot_counts:
+            osdi.MAX_SLOTS = slots
+            folder = work / f"bundle-x{slots}"
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            write_circuit(knet, folder / "circuit.cir", segmented=True, devices="osdi")
+            libraries = device_libraries(knet, folder / "circuit.cir")
+            raw = sim.run(deck, files={"circuit.cir": folder / "circuit.cir", **libraries}, run_dir=folder / "run",
+                          keep=True, timeout=7200)
+            finals[slots] = np.array([raw[sim.node_vector(n)][-1] for n in range(1, knet.num_nodes + 1)])
+            row = {"slots": slots, "instances": (folder / "circuit.cir").read_text().count("\nN0_"),
+                   **_acct(folder / "run", sim.binary()), "load_average": _load()}
+            rows.append(row)
+            print("  bundle", json.dumps(row), flush=True)
+    finally:
+        osdi.MAX_SLOTS = default
+    for row in rows:
+        row["max_diff_vs_default"] = float(np.abs(finals[row["slots"]] - finals[slot_counts[-1]]).max())
+    return rows
+
+
+def _import_mnist(work: Path) -> Path:
+    """The checkpoint as a kcompile.knet/1 file in ``work`` (imported once)."""
+    weights = work / "mnist.npz"
+    if not weights.is_file():
+        subprocess.run([sys.executable, "-m", "kcompile", "import-reference", str(CHECKPOINT / "model.pth"),
+                        str(CHECKPOINT / "config.yaml"), "-o", str(weights)], cwd=ROOT, check=True)
+    return weights
+
+
 NGSPICE_39 = "/usr/bin/ngspice"
 _ACCT = ("Netlist loading time", "Total analysis time", "Transient analysis time", "Transient timepoints",
          "Total iterations", "Matrix load time")
@@ -274,12 +316,14 @@ def transistor(work: Path, samples: int) -> list:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sections", default="sweep,laws", help="comma list of sweep, laws, mnist, transistor")
+    ap.add_argument("--sections", default="sweep,laws",
+                    help="comma list of sweep, laws, mnist, bundles, transistor")
     ap.add_argument("--sizes", default="1e3,1e4,1e5")
     ap.add_argument("--samples", type=int, default=1)
     ap.add_argument("--points-per-layer", type=int, default=100)
     ap.add_argument("--theta-scale", type=float, default=1.0, help="laws: θ uniform in [-s, s]")
     ap.add_argument("--law-points", default="1000,4000", help="laws: points per layer, comma list")
+    ap.add_argument("--slots", default="1,4,8", help="bundles: devices per instance, comma list, the default last")
     ap.add_argument("--mnist-bsource", action="store_true", help="also the MNIST image with B-sources (~8 min)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "kcompile-bench-osdi")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "bench_osdi.json")
@@ -289,10 +333,8 @@ def main() -> None:
     report = {"command": " ".join(sys.argv), "load_average_start": _load(), "cores": os.cpu_count(),
               "simulators": {n: get_simulator(n).describe() for n in ("ngspice", "vacask")}}
     print(json.dumps(report), flush=True)
-    if "mnist" in sections or ("sweep" in sections and (CHECKPOINT / "model.pth").is_file()):
-        if not (args.work / "mnist.npz").is_file() and "mnist" not in sections:
-            subprocess.run([sys.executable, "-m", "kcompile", "import-reference", str(CHECKPOINT / "model.pth"),
-                            str(CHECKPOINT / "config.yaml"), "-o", str(args.work / "mnist.npz")], cwd=ROOT)
+    if "sweep" in sections and (CHECKPOINT / "model.pth").is_file():
+        _import_mnist(args.work)  # θ for the sweep's networks
     if "sweep" in sections:
         report["sweep"] = sweep(args.sizes.split(","), args.samples, args.points_per_layer, args.work)
         print("  exponents", json.dumps(report["sweep"]["exponents"]), "speed-up",
@@ -301,6 +343,8 @@ def main() -> None:
         report["laws"] = laws(args.work, args.theta_scale, [int(p) for p in args.law_points.split(",")])
     if "mnist" in sections:
         report["mnist"] = mnist(args.work, args.mnist_bsource)
+    if "bundles" in sections:
+        report["bundles"] = bundles(args.work, [int(n) for n in args.slots.split(",")])
     if "transistor" in sections:
         report["transistor"] = transistor(args.work, args.samples if args.samples > 1 else 4)
     report["load_average_end"] = _load()
