@@ -350,7 +350,9 @@ def main() -> None:
     report["load_average_end"] = _load()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    old.update({k: v for k, v in report.items()})
+    run = {k: report.pop(k) for k in ("command", "load_average_start", "load_average_end", "cores", "simulators")}
+    old.update(report)  # each section replaced by this run's; "runs" says which run wrote which section
+    old["runs"] = old.get("runs", []) + [{**run, "sections": sorted(report)}]
     args.out.write_text(json.dumps(old, indent=1) + "\n")
     print(f"wrote {args.out}")
 
