@@ -16,6 +16,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,12 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .checks import CELSIUS, POINTS_PER_LAYER, POSITIVE, REFINE_STEPS, SCALING, Number, scaling_problem, short
 from .errors import InputError
-from .files import sha256
-from .inputs import check_inputs
-from .knet import FORMAT, KNet, load_knet, save_knet
+from .files import sha256, umask
+from .inputs import check_inputs, check_labels, load_array, load_inputs
+from .knet import FORMAT, KNet, load_extras, load_knet, save_knet
+from .laws import LAWS
 from .mapping import map_knet, transistor_scaling
-from .netlist import SOLVERS, Tran, default_tran, render_transistor_circuit, transistor_tran, write_circuit
+from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_transistor_circuit, transistor_tran,
+                      write_circuit)
 from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import integrate
@@ -78,22 +82,27 @@ class Build:
         return simulate(self.knet, self.circuit, x, self.tran, scaling=self.scaling, **options)
 
     def recorded(self, name: str) -> np.ndarray | None:
-        """``inputs`` or ``labels`` recorded with the model, if any."""
+        """``inputs`` ``[B, F]`` or ``labels`` ``[B]`` recorded with the model, if any (checked: a build
+        directory is input)."""
+        if name not in ("inputs", "labels"):
+            raise ValueError(f"The 'name' parameter of Build.recorded must be 'inputs' or 'labels'. Got {name!r}.")
         f = self.path / f"{name}.npy"
-        return np.load(f, allow_pickle=False) if f.is_file() else None
+        if not f.is_file():
+            return None
+        if name == "inputs":
+            return load_inputs(f, self.knet)
+        inputs = self.recorded("inputs")
+        return check_labels(load_array(f), 0 if inputs is None else len(inputs), str(f))
 
 
 def _test_data(weights: Path, knet: KNet) -> dict[str, np.ndarray]:
     """Optional ``test_inputs [B, F]`` and ``test_labels [B]`` keys of the weights file."""
-    with np.load(weights, allow_pickle=False) as npz:
-        if "test_inputs" not in npz.files:
-            return {}
-        data = {"inputs": check_inputs(npz["test_inputs"], knet, f"{weights}: key 'test_inputs'")}
-        if "test_labels" in npz.files:
-            labels = npz["test_labels"]
-            if labels.shape[:1] != data["inputs"].shape[:1] or labels.dtype.kind not in "fiu":
-                raise InputError(f"{weights}: key 'test_labels' must be numeric with one entry per test input")
-            data["labels"] = labels
+    extras = load_extras(weights, ("test_inputs", "test_labels"))
+    if "test_inputs" not in extras:
+        return {}
+    data = {"inputs": check_inputs(extras["test_inputs"], knet, f"{weights}: key 'test_inputs'")}
+    if "test_labels" in extras:
+        data["labels"] = check_labels(extras["test_labels"], len(data["inputs"]), f"{weights}: key 'test_labels'")
     return data
 
 
@@ -182,9 +191,15 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
     (:func:`check_replaceable`); anything else is refused before any work.
     """
     if cells not in ("behavioural", "transistor"):
-        raise InputError(f"The 'cells' parameter must be 'behavioural' or 'transistor'. Got {cells!r} instead.")
+        raise InputError(f"The 'cells' parameter must be 'behavioural' or 'transistor'. Got {short(cells)} instead.")
     if solver is not None and solver not in SOLVERS:
-        raise InputError(f"The 'solver' parameter must be one of {', '.join(SOLVERS)}. Got {solver!r} instead.")
+        raise InputError(f"The 'solver' parameter must be one of {', '.join(SOLVERS)}. Got {short(solver)} instead.")
+    for name, value, rule in (("points_per_layer", points_per_layer, POINTS_PER_LAYER),
+                              ("refine_steps", refine_steps, REFINE_STEPS)):
+        if value is not None and rule.problem(value):
+            raise InputError(f"The '{name}' parameter of build {rule.problem(value)}.")
+    if scaling is not None and scaling_problem(scaling):
+        raise InputError(f"The 'scaling' parameter of build is unusable: {scaling_problem(scaling)}.")
     weights, out_dir = Path(weights), Path(out_dir)
     check_replaceable(out_dir)
     knet = load_knet(weights)
@@ -208,6 +223,7 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 is for temporaries; a build directory is a normal one
         if cellmap is None:
             write_circuit(knet, tmp / "circuit.cir", scaling)
             cells_info = {"level": "behavioural"}
@@ -222,7 +238,7 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         files = {f.name: sha256(f) for f in sorted(tmp.iterdir())}
         manifest = manifest_for(knet, weights, scaling, tran, files, cells_info)
         manifest["warnings"] = warnings
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -233,11 +249,10 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
 def _is_own_build(path: Path) -> str | None:
     """``None`` if ``path`` is a kcompile build holding only the files it wrote, else why not."""
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError, RecursionError):
+        manifest, _, _ = check_manifest(path / MANIFEST, _read_manifest(path / MANIFEST))
+    except OSError:
         return f"it has no readable {MANIFEST} written by kcompile"
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "kcompile_version" not in manifest \
-            or not isinstance(manifest.get("files"), dict):
+    except InputError:
         return f"its {MANIFEST} was not written by kcompile"
     own = set(manifest["files"]) | {MANIFEST}
     foreign = sorted(p.name for p in path.iterdir() if p.name not in own or p.is_symlink() or not p.is_file())
@@ -318,21 +333,178 @@ def _cells_info(cellmap) -> dict:
     }
 
 
+#: the largest manifest.json read (its meta is at most 1 MB; the rest grows with the node count)
+MAX_MANIFEST_BYTES = 64 << 20
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_WORD = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
+_FORMS = {_SHA256: "a hex SHA-256", _WORD: "a word of letters, digits and ._+-"}
+_SIZE = Number(0, 2**63 - 1, integer=True)
+
+
+class _Manifest:
+    """Checks one field of a manifest at a time; every failure names the file, the dotted key and the fix."""
+
+    def __init__(self, path: Path, data):
+        self.path = path
+        if not isinstance(data, dict):
+            raise self.fail("", "must hold a JSON object")
+        self.data = data
+
+    def fail(self, key: str, problem: str) -> InputError:
+        where = f"'{key}' " if key else ""
+        return InputError(f"{self.path}: {where}{problem}; this build directory was not written by this kcompile "
+                          "or was edited: rebuild it with 'kcompile build'")
+
+    def get(self, key: str, kind, rule=None, default=None):
+        """The value at dotted ``key``: of type ``kind`` (a tuple of allowed values for a word), checked by
+        ``rule`` (a :class:`~kcompile.checks.Number` or a regular expression); ``default`` when absent
+        (``...``: required)."""
+        node = self.data
+        *parents, last = key.split(".")
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise self.fail(name, "is missing or not a JSON object")
+        if last not in node:
+            if default is ...:
+                raise self.fail(key, "is missing")
+            return default
+        value = node[last]
+        if isinstance(kind, tuple):
+            if value not in kind:
+                raise self.fail(key, f"must be one of {', '.join(map(str, kind))}, got {short(value)}")
+            return value
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(key, f"must be a JSON {_JSON_NAMES[kind]}, got {short(value)}")
+        if isinstance(rule, Number) and rule.problem(value):
+            raise self.fail(key, rule.problem(value))
+        if isinstance(rule, re.Pattern) and not rule.match(value):
+            raise self.fail(key, f"must be {_FORMS[rule]}, got {short(value)}")
+        return value
+
+
+_JSON_NAMES = {str: "string", int: "integer", float: "number", bool: "true/false", dict: "object", list: "array"}
+
+
+def check_manifest(path: Path, data) -> tuple[dict, Scaling, Tran]:
+    """Validate a build manifest against its schema before any of it is used.
+
+    Every field that reaches a deck, a file name or a simulator option is
+    checked: enumerations (law, ``tran.method``, ``tran.solver``, cell level,
+    PDK and corner) against the known sets, numbers finite and positive where
+    physical, file names plain names inside the directory, hashes hex
+    SHA-256. Unknown keys outside ``tran`` and ``scaling`` are ignored (a newer
+    writer may add some). This protects against accidents and against a
+    manifest smuggling text into a deck; it is not a signature (see
+    docs/reliability.md, "Trust model").
+
+    Returns
+    -------
+    (manifest, scaling, tran)
+    """
+    from .pdk import PDKS
+
+    m = _Manifest(path, data)
+    m.get("format", (FORMAT,), default=...)
+    m.get("kcompile_version", str, _WORD, ...)
+    m.get("law", tuple(LAWS), default=...)
+    for key in ("num_nodes", "num_devices", "num_features"):
+        m.get(key, int, _SIZE, ...)
+    for key in ("input_nodes", "output_nodes", "layers", "warnings"):
+        m.get(key, list, default=[])
+    for i, layer in enumerate(data.get("layers", [])):
+        if not isinstance(layer, dict) or not isinstance(layer.get("devices"), int) or layer["devices"] < 0:
+            raise m.fail(f"layers[{i}]", "must be an object with a 'devices' count")
+    m.get("source.path", str, default=...)
+    m.get("source.sha256", str, _SHA256, ...)
+    m.get("meta", dict, default={})
+    for name, digest in m.get("files", dict, default=...).items():
+        if not _FILE_NAME.match(name) or name == MANIFEST:
+            raise m.fail("files", f"lists {short(name)}, which is not a plain file name inside the build directory")
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise m.fail(f"files.{name}", f"must be {_FORMS[_SHA256]}, got {short(digest)}")
+    for name in ("circuit.cir", "weights.npz"):
+        if name not in data["files"]:
+            raise m.fail("files", f"does not list {name}")
+
+    level = m.get("cells.level", ("behavioural", "transistor"), default=...)
+    if level == "transistor":
+        pdk = PDKS[m.get("cells.pdk", tuple(PDKS), default=...)]
+        m.get("cells.corner", pdk.corners, default=...)
+        m.get("cells.supply", float, POSITIVE, ...)
+        m.get("cells.refine_steps", int, REFINE_STEPS, 0)
+
+    scaling = m.get("scaling", dict, default=...)
+    for key in set(scaling) - set(SCALING) - {"tau"}:
+        raise m.fail(f"scaling.{key}", "is not a scaling field")
+    values = {key: m.get(f"scaling.{key}", float, rule, ...) for key, rule in SCALING.items()}
+    if scaling_problem(Scaling(**values)):
+        raise m.fail("scaling", scaling_problem(Scaling(**values)))
+
+    fields = {f.name: f for f in dataclasses.fields(Tran)}
+    tran = m.get("tran", dict, default=...)
+    for key in set(tran) - set(fields):
+        raise m.fail(f"tran.{key}", "is not a field of the transient analysis")
+    args = {}
+    for key in tran:
+        if key in ("method", "solver"):
+            args[key] = m.get(f"tran.{key}", TRAN_METHODS if key == "method" else SOLVERS, default=...)
+        elif key in ("uic", "segmented"):
+            args[key] = m.get(f"tran.{key}", bool, default=...)
+        elif key == "temp" and tran[key] is None:
+            args[key] = None
+        else:
+            args[key] = m.get(f"tran.{key}", float, CELSIUS if key == "temp" else POSITIVE, ...)
+    try:
+        return data, Scaling(**values), Tran(**args)
+    except (InputError, TypeError) as exc:
+        raise m.fail("tran", f"is not a valid analysis ({exc})") from None
+
+
+def _read_manifest(path: Path) -> dict:
+    """``manifest.json`` parsed: bounded in size, standard JSON only (no NaN), or an :class:`InputError`."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise InputError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB, not a manifest kcompile wrote")
+        return json.loads(text.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InputError(f"{path}: unreadable manifest ({short(str(exc), 120)}); rebuild with 'kcompile build'") \
+            from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not standard JSON")
+
+
 def open_build(path: str | Path) -> Build:
-    """Open a build directory written by :func:`build`."""
+    """Open a build directory written by :func:`build`.
+
+    The directory is input: the manifest is checked against its schema
+    (:func:`check_manifest`), the weights are loaded with the weights
+    file's own checks, and the manifest must describe those weights.
+
+    Raises
+    ------
+    InputError
+        Not a build directory, an invalid manifest, or one that disagrees with ``weights.npz``.
+    """
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise InputError(f"{path}: not a kcompile build directory (no {MANIFEST}); run 'kcompile build' first")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        scaling = Scaling(**{k: v for k, v in manifest["scaling"].items() if k != "tau"})
-        if manifest["cells"]["level"] not in ("behavioural", "transistor"):
-            raise KeyError("cells.level")
-        tran = Tran(**manifest["tran"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise InputError(f"{manifest_path}: unreadable manifest ({exc}); rebuild with 'kcompile build'") from None
+    manifest, scaling, tran = check_manifest(manifest_path, _read_manifest(manifest_path))
     knet = load_knet(path / "weights.npz")
+    said = (manifest["law"], manifest["num_nodes"], manifest["num_devices"], len(manifest["layers"]))
+    holds = (knet.law, knet.num_nodes, knet.num_devices, knet.num_layers)
+    if said != holds:
+        raise InputError(f"{manifest_path}: describes a {said[0]} network of {said[1]} nodes, {said[2]} devices and "
+                         f"{said[3]} layers, but weights.npz holds {holds[0]}, {holds[1]}, {holds[2]} and {holds[3]}; "
+                         "the build directory was edited: rebuild it with 'kcompile build'")
     return Build(path, knet, manifest, scaling, tran)
 
 

@@ -24,10 +24,13 @@ from rich.text import Text
 
 from . import __version__, ngspice
 from .build import Build, build as build_dir, modified_files, open_build
+from .checks import COUNT, NON_NEGATIVE, POINTS_PER_LAYER, POSITIVE, REFINE_STEPS, SEED, Number
 from .characterised import integrate_characterised, measure_devices
 from .compare import Comparison, compare
 from .errors import KCompileError
+from .files import atomic_write, check_output_file
 from .inputs import load_inputs, random_inputs
+from .knet import MAX_FEATURES
 from .mapping import map_knet, transistor_scaling
 from .netlist import SOLVERS
 from .scaling import Scaling
@@ -51,7 +54,8 @@ def _warn(text: str, tag: str = "warning:") -> None:
 
 
 def _verdict(ok: bool, word: str = "PASS") -> Text:
-    return Text(word, style="green") if ok else Text(word.upper() if word == "pass" else "FAIL", style="bold red")
+    """``word`` in green when ``ok``, else FAIL in bold red (in the gate table too: a failed gate reads FAIL)."""
+    return Text(word, style="green") if ok else Text("FAIL", style="bold red")
 
 
 class _Terminated(BaseException):
@@ -68,6 +72,37 @@ def _raise_terminated(signum, frame):
 
 def _debug() -> bool:
     return os.environ.get("KCOMPILE_DEBUG", "") not in ("", "0")
+
+
+class _Number(click.ParamType):
+    """A number on the command line, checked by a :class:`~kcompile.checks.Number` rule (finite, integer,
+    bounds): ``--batch 0`` or ``--timeout nan`` stop with click's usage error (exit 2)."""
+
+    def __init__(self, rule: Number):
+        self.rule, self.name = rule, "integer" if rule.integer else "number"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str):
+            try:
+                value = int(value) if self.rule.integer else float(value)
+            except ValueError:
+                self.fail(f"{value[:40]!r} is not {'an integer' if self.rule.integer else 'a number'}", param, ctx)
+        problem = self.rule.problem(value)
+        if problem:
+            self.fail(problem, param, ctx)
+        return value
+
+
+def _address(value: str | None) -> str | None:
+    from .flow import SCHEDULER
+
+    if value is not None and not SCHEDULER.match(value):
+        raise click.BadParameter(f"must be a Dask scheduler address like tcp://HOST:PORT, got {value[:60]!r}")
+    return value
+
+
+#: seconds an ngspice run may take (at most 11 days: a bound the OS timers accept)
+_TIMEOUT = Number(0, 1e6, low_open=True)
 
 
 class _Group(click.Group):
@@ -138,16 +173,21 @@ def main():
               help="Build directory (default: build/<weights name>).")
 @click.option("--cells", type=click.Choice(["behavioural", "transistor"]), default="behavioural", show_default=True,
               help="One behavioural source per device, or one calibrated transistor-level cell per device.")
-@click.option("--pdk", default="generic180", show_default=True, help="PDK for transistor cells: generic180, sky130, gf180mcu.")
+@click.option("--pdk", default="generic180", show_default=True,
+              help="PDK for transistor cells: generic180, sky130, gf180mcu.")
 @click.option("--corner", default="tt", show_default=True, help="Process corner for transistor cells.")
-@click.option("--allow-clipped", is_flag=True, help="Build devices whose θ lies outside the calibrated range, clipped.")
-@click.option("--v0", type=float, default=None, help="Volts per model voltage unit (transistor default 0.1).")
-@click.option("--i0", type=float, default=None, help="Amperes per model current unit (transistor default 5e-7).")
-@click.option("--c-unit", type=float, default=None, help="Farads per model capacitance unit (transistor default 1e-11).")
-@click.option("--points-per-layer", type=click.IntRange(min=10), default=None,
+@click.option("--allow-clipped", is_flag=True,
+              help="Build devices whose θ lies outside the calibrated range, clipped.")
+@click.option("--v0", type=_Number(POSITIVE), default=None,
+              help="Volts per model voltage unit (transistor default 0.1).")
+@click.option("--i0", type=_Number(POSITIVE), default=None,
+              help="Amperes per model current unit (transistor default 5e-7).")
+@click.option("--c-unit", type=_Number(POSITIVE), default=None,
+              help="Farads per model capacitance unit (transistor default 1e-11).")
+@click.option("--points-per-layer", type=_Number(POINTS_PER_LAYER), default=None,
               help="Transient step cap: 1/N of the shortest layer "
                    "(default 1000 behavioural, 500 from 10,000 devices, 400 transistor).")
-@click.option("--refine-steps", type=click.IntRange(min=0), default=None,
+@click.option("--refine-steps", type=_Number(REFINE_STEPS), default=None,
               help="Per-device refinement steps of transistor cells from their measured I-V "
                    "(default 2 up to 2,000 devices, else 0).")
 @click.option("--solver", type=click.Choice(SOLVERS), default=None,
@@ -282,8 +322,7 @@ def _save(path: Path, run: _Run) -> None:
             data.update(energy=run.spice.energy, latency=float(run.knet.t_bounds[-1]) * run.tau)
     if run.characterised is not None:
         data.update(characterised=run.characterised.outputs, characterised_states=run.characterised.states)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
+    with atomic_write(path, what="results file") as f:
         np.savez(f, **data)
     console.print(f"wrote {path}", highlight=False)
 
@@ -292,10 +331,13 @@ _common = [
     click.argument("build_path", metavar="BUILD", type=click.Path(file_okay=False, path_type=Path)),
     click.option("--inputs", type=click.Path(dir_okay=False, path_type=Path), default=None,
                  help="Input batch [B, F] as .npy (default: recorded test inputs, else a seeded random batch)."),
-    click.option("--batch", default=8, show_default=True, help="Samples when no --inputs is given."),
-    click.option("--seed", default=0, show_default=True, help="Seed of the random batch."),
-    click.option("--jobs", "-j", type=int, default=None, help="Parallel ngspice processes (default: all cores)."),
-    click.option("--timeout", default=600.0, show_default=True, help="Seconds per ngspice run."),
+    click.option("--batch", type=_Number(COUNT), default=8, show_default=True,
+                 help="Samples when no --inputs is given."),
+    click.option("--seed", type=_Number(SEED), default=0, show_default=True, help="Seed of the random batch."),
+    click.option("--jobs", "-j", type=_Number(COUNT), default=None,
+                 help="Parallel ngspice processes (default: all cores)."),
+    click.option("--timeout", type=_Number(_TIMEOUT), default=600.0, show_default=True,
+                 help="Seconds per ngspice run."),
     click.option("--keep-runs", type=click.Path(file_okay=False, path_type=Path), default=None,
                  help="Keep every ngspice run directory under this folder."),
 ]
@@ -315,6 +357,8 @@ def _with_common(f):
               help="Write results (.npz): reference[_states], spice[_states], inputs.")
 def simulate(build_path, inputs, batch, seed, jobs, timeout, keep_runs, use_spice, out_path):
     """Simulate BUILD for a batch of inputs and compare ngspice with the reference."""
+    if out_path is not None:
+        check_output_file(out_path, "results file")  # before the simulation, not after it
     run = _run(build_path, inputs, use_spice, batch, seed, jobs, timeout, keep_runs)
     _report(run)
     if out_path is not None:
@@ -323,14 +367,17 @@ def simulate(build_path, inputs, batch, seed, jobs, timeout, keep_runs, use_spic
 
 @main.command()
 @click.argument("target", metavar="BUILD|FLOW.yaml", type=click.Path(path_type=Path))
-@click.option("--max-error", type=float, default=None,
+@click.option("--max-error", type=_Number(NON_NEGATIVE), default=None,
               help="For a BUILD: largest allowed |spice - reference| at the outputs.")
 @click.option("--inputs", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="For a BUILD: input batch [B, F] as .npy.")
-@click.option("--batch", default=8, show_default=True, help="For a BUILD: samples when no --inputs is given.")
-@click.option("--seed", default=0, show_default=True, help="For a BUILD: seed of the random batch.")
-@click.option("--jobs", "-j", type=int, default=None, help="Parallel ngspice processes (default: all cores).")
-@click.option("--timeout", default=600.0, show_default=True, help="Seconds per ngspice run.")
+@click.option("--batch", type=_Number(COUNT), default=8, show_default=True,
+              help="For a BUILD: samples when no --inputs is given.")
+@click.option("--seed", type=_Number(SEED), default=0, show_default=True, help="For a BUILD: seed of the random batch.")
+@click.option("--jobs", "-j", type=_Number(COUNT), default=None,
+              help="Parallel ngspice processes (default: all cores).")
+@click.option("--timeout", type=_Number(_TIMEOUT), default=600.0, show_default=True,
+              help="Seconds per ngspice run.")
 @click.option("--keep-runs", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="For a BUILD: keep every ngspice run directory under this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
@@ -338,7 +385,8 @@ def simulate(build_path, inputs, batch, seed, jobs, timeout, keep_runs, use_spic
               help="For a FLOW: write JUnit XML, one test case per gate.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="For a FLOW: write a self-contained HTML report.")
-@click.option("--scheduler", default=None, help="For a FLOW: run samples on a Dask cluster (tcp://HOST:PORT).")
+@click.option("--scheduler", default=None, callback=lambda ctx, param, value: _address(value),
+              help="For a FLOW: run samples on a Dask cluster (tcp://HOST:PORT).")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="For a FLOW: reuse finished ngspice runs stored here (keyed by deck hash).")
 def verify(target, max_error, inputs, batch, seed, jobs, timeout, keep_runs, as_json, junit, report, scheduler,
@@ -372,6 +420,9 @@ def _verify_flow(path: Path, jobs: int | None, as_json: bool, junit: Path | None
     from .report import summary, write_html, write_junit
     from .verify import run_flow
 
+    for f, what in ((junit, "JUnit report"), (report, "HTML report")):
+        if f is not None:
+            check_output_file(f, what)  # before the flow runs, not after it
     flow = load_flow(path)
     overrides = {"jobs": jobs, "scheduler": scheduler, "cache": cache}
     flow = dataclasses.replace(flow, **{k: v for k, v in overrides.items() if v is not None})
@@ -435,17 +486,16 @@ def _mc_line(mc: dict, task: str | None) -> str:
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Weights file to write (kcompile.knet/1).")
-@click.option("--num-features", type=int, default=None, help="Input width, when the config's test_bench is unknown.")
+@click.option("--num-features", type=_Number(Number(1, MAX_FEATURES, integer=True)), default=None,
+              help="Input width, when the config's test_bench is unknown.")
 def import_reference_command(model: Path, config: Path, out_path: Path, num_features: int | None):
     """Convert a checkpoint of the paper's reference code (MODEL.pth + CONFIG.yaml)."""
     from .importer import import_reference
     from .knet import save_knet
 
+    check_output_file(out_path, "weights file")
     knet = import_reference(model, config, num_features=num_features)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    save_knet(knet, tmp)
-    tmp.replace(out_path)
+    save_knet(knet, out_path)  # whole or not at all
     console.print(f"wrote {out_path}: {knet.law} law, {knet.num_nodes} nodes, {knet.num_devices} devices, "
                   f"{knet.num_layers} layers", highlight=False)
 

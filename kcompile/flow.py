@@ -32,12 +32,13 @@ mismatch runs at the first corner, temperature and supply.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from .checks import CELSIUS, COUNT, FINITE, NON_NEGATIVE, POINTS_PER_LAYER, REFINE_STEPS, SCALING, SEED, Number, short
 from .errors import InputError
+from .files import read_yaml
 
 LEVELS = ("ideal", "behavioural", "characterised", "transistor")
 METRICS = {
@@ -133,13 +134,59 @@ class _Checker:
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            raise self.fail(where or key, f"must be a {'number' if kind is float else names}, got {value!r}")
+            raise self.fail(where or key, f"must be a {'number' if kind is float else names}, got {short(value)}")
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise self.fail(where or key, f"contains control characters, got {short(value)}")
         return value
+
+    def counted(self, data: dict, key: str, rule: Number, default=None, where: str | None = None):
+        """An integer ``data[key]`` within ``rule``."""
+        value = self.typed(data, key, int, default, where=where)
+        if value is not None and rule.problem(value):
+            raise self.fail(where or key, rule.problem(value))
+        return value
+
+    def number(self, data: dict, key: str, rule: Number = FINITE, where: str | None = None) -> float:
+        """A required number ``data[key]`` within ``rule`` (always finite)."""
+        if key not in data:
+            raise self.fail(where or key, "is missing")
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(where or key, f"must be a number, got {short(value)}")
+        if rule.problem(value):
+            raise self.fail(where or key, rule.problem(value))
+        return float(value)
 
     def choices(self, key: str, value: str, allowed) -> str:
         if value not in allowed:
-            raise self.fail(key, f"must be one of {', '.join(allowed)}, got {value!r}")
+            raise self.fail(key, f"must be one of {', '.join(allowed)}, got {short(value)}")
         return value
+
+    def relative(self, data: dict, key: str, default=None) -> Path | None:
+        """A path relative to the flow file, made absolute."""
+        value = self.typed(data, key, str, default)
+        if value is None:
+            return None
+        try:
+            path = (self.path.parent / value).resolve()
+            path.exists()  # a name the file system refuses (too long, ...) fails here, not later
+        except (OSError, ValueError) as exc:
+            raise self.fail(key, f"is not a usable path ({getattr(exc, 'strerror', None) or exc}), "
+                            f"got {short(value)}") from None
+        return path
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: a Dask scheduler address, e.g. tcp://127.0.0.1:8786
+SCHEDULER = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://[^\s/]+$")
+#: what a gate's limit may be, per metric: errors and ratios are never negative, accuracies are percentages
+_LIMITS = {"max_output_error": NON_NEGATIVE, "mse_ratio": NON_NEGATIVE, "mc_p95_output_error": NON_NEGATIVE,
+           "accuracy_drop": Number(-100, 100), "mc_percentile_accuracy": Number(0, 100)}
+#: Monte Carlo runs per flow, and devices reported
+_RUNS = Number(0, 100_000, integer=True)
+_TOP = Number(1, 1_000_000, integer=True)
+#: supply volts
+_VOLTS = Number(0, 100, low_open=True)
 
 
 def _as_list(value):
@@ -149,6 +196,10 @@ def _as_list(value):
 def load_flow(path: str | Path) -> Flow:
     """Read and validate a flow file.
 
+    The file is untrusted: it is read as UTF-8 of at most 1 MiB without YAML
+    anchors or aliases (:func:`kcompile.files.read_yaml`), every number must be
+    finite and within its range, and every string free of control characters.
+
     Raises
     ------
     InputError
@@ -157,10 +208,7 @@ def load_flow(path: str | Path) -> Flow:
     path = Path(path).resolve()
     if not path.is_file():
         raise InputError(f"{path}: no such flow file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, "flow file")
     if not isinstance(data, dict):
         raise InputError(f"{path}: a flow file must be a YAML mapping")
     c = _Checker(path)
@@ -169,39 +217,48 @@ def load_flow(path: str | Path) -> Flow:
              "allow_clipped", "refine_steps"}
     for key in data:
         if key not in known:
-            raise c.fail(key, f"is not a flow key (known: {', '.join(sorted(known))})")
+            raise c.fail(str(key)[:40], f"is not a flow key (known: {', '.join(sorted(known))})")
 
-    model = (path.parent / c.typed(data, "model", str, required=True)).resolve()
+    if "model" not in data:
+        raise c.fail("model", "is missing")
+    model = c.relative(data, "model")
     if not model.is_file():
         raise c.fail("model", f"names {model}, which does not exist")
     inputs = c.typed(data, "inputs", str, "recorded")
     if inputs not in ("recorded", "random"):
-        inputs = (path.parent / inputs).resolve()
+        inputs = c.relative(data, "inputs")
     levels = tuple(c.choices("levels", str(v), LEVELS) for v in _as_list(data.get("levels", ["behavioural"])))
     pdk_name = c.typed(data, "pdk", str, None)
     corners = _corners(c, data, pdk_name)
-    temperature = tuple(_number(c, {"t": v}, "t", "temperature") for v in _as_list(data.get("temperature", [27.0])))
-    supply = tuple(_number(c, {"v": v}, "v", "supply") for v in _as_list(data.get("supply", [])))
+    temperature = tuple(c.number({"t": v}, "t", CELSIUS, "temperature")
+                        for v in _as_list(data.get("temperature", [27.0])))
+    supply = tuple(c.number({"v": v}, "v", FINITE, "supply") for v in _as_list(data.get("supply", [])))
     if any(v <= 0 for v in supply):
         raise c.fail("supply", f"must be positive volts, got {list(supply)}")
-    ppl = c.typed(data, "points_per_layer", int, None)
-    if ppl is not None and ppl < 10:
-        raise c.fail("points_per_layer", f"must be at least 10, got {ppl}")
+    for v in supply:
+        c.number({"v": v}, "v", _VOLTS, "supply")
+    ppl = c.counted(data, "points_per_layer", POINTS_PER_LAYER)
     monte_carlo = _monte_carlo(c, c.typed(data, "monte_carlo", dict, {}), levels)
     scaling = c.typed(data, "scaling", dict, {})
-    for key, value in scaling.items():
-        c.choices(f"scaling.{key}", key, ("v0", "vcm", "i0", "c_unit"))
-        c.typed(scaling, key, float)
+    for key in scaling:
+        rule = SCALING[c.choices(f"scaling.{str(key)[:40]}", key, tuple(SCALING))]
+        c.number(scaling, key, rule, f"scaling.{key}")
+    scheduler = c.typed(data, "scheduler", str, None)
+    if scheduler is not None and not SCHEDULER.match(scheduler):
+        raise c.fail("scheduler", f"must be a Dask scheduler address like tcp://HOST:PORT, got {short(scheduler)}")
+    cache = c.relative(data, "cache")
+    if cache is not None and cache.exists() and not cache.is_dir():
+        raise c.fail("cache", f"names {cache}, which is not a directory")
 
     gates = []
     for i, g in enumerate(c.typed(data, "gates", list, [])):
         if not isinstance(g, dict):
-            raise c.fail(f"gates[{i}]", f"must be a mapping with level, metric, limit; got {g!r}")
+            raise c.fail(f"gates[{i}]", f"must be a mapping with level, metric, limit; got {short(g)}")
         for key in g:
-            c.choices(f"gates[{i}].{key}", key, ("level", "metric", "limit"))
-        gate = Gate(c.choices(f"gates[{i}].level", c.typed(g, "level", str, required=True), LEVELS),
-                    c.choices(f"gates[{i}].metric", c.typed(g, "metric", str, required=True), tuple(METRICS)),
-                    float(_number(c, g, "limit", f"gates[{i}].limit")))
+            c.choices(f"gates[{i}].{str(key)[:40]}", key, ("level", "metric", "limit"))
+        metric = c.choices(f"gates[{i}].metric", c.typed(g, "metric", str, required=True), tuple(METRICS))
+        gate = Gate(c.choices(f"gates[{i}].level", c.typed(g, "level", str, required=True), LEVELS), metric,
+                    c.number(g, "limit", _LIMITS[metric], f"gates[{i}].limit"))
         if gate.level not in levels and gate.level != "ideal":
             raise c.fail(f"gates[{i}].level", f"is {gate.level!r}, which the flow's levels {list(levels)} don't run")
         if gate.is_monte_carlo and (gate.level != "transistor" or monte_carlo.runs < 2):
@@ -211,22 +268,14 @@ def load_flow(path: str | Path) -> Flow:
 
     return Flow(
         name=c.typed(data, "name", str, path.stem), path=path, model=model, inputs=inputs,
-        batch=c.typed(data, "batch", int, 8), seed=c.typed(data, "seed", int, 0), levels=levels,
+        batch=c.counted(data, "batch", COUNT, 8), seed=c.counted(data, "seed", SEED, 0), levels=levels,
         pdk=pdk_name, corners=corners, temperature=temperature, supply=supply,
         recalibrate=c.typed(data, "recalibrate", bool, False), points_per_layer=ppl,
-        monte_carlo=monte_carlo, scaling=dict(scaling), gates=tuple(gates),
-        jobs=c.typed(data, "jobs", int, None), scheduler=c.typed(data, "scheduler", str, None),
-        cache=None if "cache" not in data else (path.parent / c.typed(data, "cache", str)).resolve(),
+        monte_carlo=monte_carlo, scaling={k: float(v) for k, v in scaling.items()}, gates=tuple(gates),
+        jobs=c.counted(data, "jobs", COUNT), scheduler=scheduler, cache=cache,
         allow_clipped=c.typed(data, "allow_clipped", bool, False),
-        refine_steps=_non_negative(c, data, "refine_steps"),
+        refine_steps=c.counted(data, "refine_steps", REFINE_STEPS),
     )
-
-
-def _non_negative(c: _Checker, data: dict, key: str) -> int | None:
-    value = c.typed(data, key, int, None)
-    if value is not None and value < 0:
-        raise c.fail(key, f"must be 0 or more, got {value}")
-    return value
 
 
 def _corners(c: _Checker, data: dict, pdk_name: str | None) -> tuple[str, ...]:
@@ -235,35 +284,23 @@ def _corners(c: _Checker, data: dict, pdk_name: str | None) -> tuple[str, ...]:
 
     pdk = PDKS.get(pdk_name or "generic180")
     if pdk is None:
-        raise c.fail("pdk", f"must be one of {', '.join(PDKS)}, got {pdk_name!r}")
+        raise c.fail("pdk", f"must be one of {', '.join(PDKS)}, got {short(pdk_name)}")
     raw = data.get("corners", ["tt"])
     names = list(pdk.corners) if raw == "all" else [str(v) for v in _as_list(raw)]
     for i, name in enumerate(names):
         if name not in pdk.corners:
-            raise c.fail(f"corners[{i}]", f"must be one of {', '.join(pdk.corners)} (or 'all'), got {name!r}")
+            raise c.fail(f"corners[{i}]", f"must be one of {', '.join(pdk.corners)} (or 'all'), got {short(name)}")
     return tuple(names)
 
 
 def _monte_carlo(c: _Checker, mc: dict, levels: tuple[str, ...]) -> MonteCarlo:
     for key in mc:
-        c.choices(f"monte_carlo.{key}", key, ("runs", "seed", "scale", "rank", "top"))
-    runs = c.typed(mc, "runs", int, 0, where="monte_carlo.runs")
-    seed = c.typed(mc, "seed", int, 1, where="monte_carlo.seed")
-    scale = _number(c, mc, "scale", "monte_carlo.scale") if "scale" in mc else 1.0
-    top = c.typed(mc, "top", int, 10, where="monte_carlo.top")
-    for key, value, low in (("runs", runs, 0), ("seed", seed, 0), ("scale", scale, 0), ("top", top, 1)):
-        if value < low:
-            raise c.fail(f"monte_carlo.{key}", f"must be at least {low}, got {value!r}")
+        c.choices(f"monte_carlo.{str(key)[:40]}", key, ("runs", "seed", "scale", "rank", "top"))
+    runs = c.counted(mc, "runs", _RUNS, 0, where="monte_carlo.runs")
+    seed = c.counted(mc, "seed", SEED, 1, where="monte_carlo.seed")
+    scale = c.number(mc, "scale", NON_NEGATIVE, "monte_carlo.scale") if "scale" in mc else 1.0
+    top = c.counted(mc, "top", _TOP, 10, where="monte_carlo.top")
     if runs and "transistor" not in levels:
         raise c.fail("monte_carlo.runs", f"needs the 'transistor' level, which the flow's levels {list(levels)} "
                      "don't run")
     return MonteCarlo(runs, seed, scale, c.typed(mc, "rank", bool, True, where="monte_carlo.rank"), top)
-
-
-def _number(c: _Checker, data: dict, key: str, where: str) -> float:
-    if key not in data:
-        raise c.fail(where, "is missing")
-    value = data[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise c.fail(where, f"must be a number, got {value!r}")
-    return float(value)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import COUNT, SEED
 from .errors import InputError
 from .knet import KNet
 
@@ -26,8 +27,18 @@ def check_inputs(x: np.ndarray, knet: KNet, source: str) -> np.ndarray:
     return x
 
 
-def load_inputs(path: str | Path, knet: KNet) -> np.ndarray:
-    """Read an ``.npy`` batch (never with pickle) and check it against ``knet``."""
+def check_labels(labels: np.ndarray, rows: int, source: str) -> np.ndarray:
+    """Return ``labels`` if they are numeric, finite and ``[rows]`` (one per input row)."""
+    if labels.dtype.kind not in "fiu" or labels.shape != (rows,):
+        raise InputError(f"{source}: labels must be numeric with shape [{rows}] (one per test input), got dtype "
+                         f"{labels.dtype} shape {labels.shape}")
+    if not np.all(np.isfinite(labels)):
+        raise InputError(f"{source}: labels contain NaN or inf")
+    return labels
+
+
+def load_array(path: str | Path) -> np.ndarray:
+    """One ``.npy`` array, never unpickled; an :class:`InputError` naming the file otherwise."""
     path = Path(path)
     try:
         x = np.load(path, allow_pickle=False)
@@ -36,10 +47,19 @@ def load_inputs(path: str | Path, knet: KNet) -> np.ndarray:
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npy array ({exc})") from None
     if not isinstance(x, np.ndarray):
+        x.close()
         raise InputError(f"{path}: expected a single .npy array, got an archive")
-    return check_inputs(x, knet, str(path))
+    return x
+
+
+def load_inputs(path: str | Path, knet: KNet) -> np.ndarray:
+    """Read an ``.npy`` batch (never with pickle) and check it against ``knet``."""
+    return check_inputs(load_array(path), knet, str(path))
 
 
 def random_inputs(knet: KNet, batch: int = 8, seed: int = 0) -> np.ndarray:
     """A seeded batch, uniform in [-1, 1]."""
+    for name, value, rule in (("batch", batch, COUNT), ("seed", seed, SEED)):
+        if rule.problem(value):
+            raise InputError(f"The '{name}' parameter of random_inputs {rule.problem(value)}.")
     return np.random.default_rng(seed).uniform(-1.0, 1.0, (batch, knet.num_features))

@@ -33,6 +33,8 @@ import jinja2
 import numpy as np
 
 from . import __version__
+from .checks import CELSIUS, POSITIVE, short
+from .errors import InputError
 from .knet import KNet
 from .scaling import Scaling
 
@@ -54,6 +56,23 @@ class Tran:
     segmented: bool = False  # one transient per layer on a segmented circuit (write_circuit(segmented=True))
     solver: str = "sparse"  # "klu": '.options klu' (ngspice >= 40 built with KLU; older ones ignore it)
 
+    def __post_init__(self):
+        """Every field reaches a deck as text: only known words and finite positive numbers pass."""
+        for name, allowed in (("method", TRAN_METHODS), ("solver", SOLVERS)):
+            if getattr(self, name) not in allowed:
+                raise InputError(f"The '{name}' parameter of Tran must be one of {', '.join(allowed)}. "
+                                 f"Got {short(getattr(self, name))} instead.")
+        for name in ("tstop", "tstep", "tmax", "reltol", "abstol", "vntol", "trtol"):
+            problem = POSITIVE.problem(getattr(self, name))
+            if problem:
+                raise InputError(f"The '{name}' parameter of Tran {problem}.")
+        if self.temp is not None and CELSIUS.problem(self.temp):
+            raise InputError(f"The 'temp' parameter of Tran {CELSIUS.problem(self.temp)}.")
+        for name in ("uic", "segmented"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"The '{name}' parameter of Tran must be true or false. "
+                                 f"Got {short(getattr(self, name))} instead.")
+
     def options(self, scaling: Scaling, simulator: str = "ngspice") -> str:
         """The options line in ``simulator``'s dialect (:meth:`kcompile.backends.Simulator.options`)."""
         from .backends import get_simulator
@@ -73,6 +92,8 @@ LARGE_RELTOL, LARGE_VNTOL, LARGE_ABSTOL = 1e-3, 1e-6, 1e-12
 #: linear solver for large networks: KLU halves ngspice's CPU on the MNIST checkpoint (docs/performance.md)
 LARGE_SOLVER = "klu"
 SOLVERS = ("sparse", "klu")
+#: ngspice's integration methods
+TRAN_METHODS = ("trap", "gear")
 
 
 def is_large(knet: KNet) -> bool:

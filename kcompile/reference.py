@@ -32,11 +32,15 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from .errors import InputError
 from .knet import KNet
 from .laws import LAWS
 
 DEFAULT_RTOL = 1e-9
 DEFAULT_ATOL = 1e-11
+#: step budget per layer: the most a shipped example takes is 5,604 for both layers (digits, its first 64 test
+#: inputs; docs/reliability.md)
+MAX_STEPS = 1_000_000
 
 #: bytes of one chunk's pre-activations ``z`` (about half a core's L2 cache)
 CHUNK_BYTES = 2 << 20
@@ -308,7 +312,11 @@ def _first_step(f, y, fy, rtol, atol, span, counters):
     fewer steps at loose tolerances (the ramp from a tiny first step).
     """
     scale = atol + rtol * np.abs(y)
-    d0, d1 = float(np.max(np.abs(y) / scale)), float(np.max(np.abs(fy) / scale))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below
+        d0, d1 = float(np.max(np.abs(y) / scale)), float(np.max(np.abs(fy) / scale))
+    if not np.isfinite(d1):
+        raise FloatingPointError("the derivative overflows at the start of the window (|v| up to "
+                                 f"{np.abs(y).max():.3g})")
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, span)
     f1 = f(y + h0 * fy)
@@ -339,8 +347,8 @@ def _combine(y, h, coeffs, ks):
     return out
 
 
-def _dopri5(f, y, t0, t1, rtol, atol, grid, out, counters):
-    t = t0
+def _dopri5(f, y, t0, t1, rtol, atol, grid, out, counters, max_steps=None):
+    t, start = t0, counters[0]
     fy = f(y)
     counters[1] += 1
     h = _first_step(f, y, fy, rtol, atol, t1 - t0, counters)
@@ -369,15 +377,29 @@ def _dopri5(f, y, t0, t1, rtol, atol, grid, out, counters):
             factor = min(1.0 if rejected else _GROW, max(_SHRINK, factor))
             prev_ratio, rejected = max(ratio, 1e-4), False
         else:
+            if not np.isfinite(ratio) and np.abs(y).max() > 1e100:
+                raise FloatingPointError(f"the state grows without bound (|v| = {np.abs(y).max():.3g} at t = {t:.6g})")
             factor, rejected = max(_SHRINK, _SAFETY * ratio ** -_ALPHA), True
         h *= factor
         if h < 1e-14 * max(1.0, abs(t1)):
-            raise FloatingPointError(f"step size underflow at t = {t}")
+            raise FloatingPointError(f"the step size underflowed at t = {t:.6g} (the state overflowed, or the "
+                                     "network is too stiff for an explicit solver)")
+        _budget(counters[0] - start, t0, t, t1, max_steps)
     return y
 
 
-def _rk4(f, y, t0, t1, dt, grid, out, counters):
+def _budget(steps, t0, t, t1, max_steps):
+    """Stop an integration that would take more than ``max_steps`` steps (projected from its pace every 1000)."""
+    if max_steps is not None and steps and steps % 1000 == 0 and steps * (t1 - t0) > max_steps * (t - t0):
+        raise FloatingPointError(f"at t = {t:.6g} after {steps:,} steps, the window [{t0:g}, {t1:g}] would take "
+                                 f"more than {max_steps:,} steps (the network is too stiff for an explicit solver)")
+
+
+def _rk4(f, y, t0, t1, dt, grid, out, counters, max_steps=None):
     steps = max(1, int(np.ceil((t1 - t0) / dt - 1e-9)))
+    if max_steps is not None and steps > max_steps:
+        raise FloatingPointError(f"the window [{t0:g}, {t1:g}] takes {steps:,} steps of dt = {dt:g}, more than "
+                                 f"{max_steps:,}")
     h = (t1 - t0) / steps
     fy = f(y)
     for i in range(steps):
@@ -406,7 +428,8 @@ def _fill_grid(grid, out, t0, t1, y0, y1, f0, f1):
 
 def integrate(knet: KNet, inputs: np.ndarray, *, method: str = "dopri5", rtol: float = DEFAULT_RTOL,
               atol: float = DEFAULT_ATOL, dt: float = 1e-2, grid: np.ndarray | None = None,
-              dtype=np.float64, rhs: Callable | None = None, threads: int | None = None) -> Trajectory:
+              dtype=np.float64, rhs: Callable | None = None, threads: int | None = None,
+              max_steps: int | None = MAX_STEPS) -> Trajectory:
     """Integrate the network for a batch of inputs.
 
     Parameters
@@ -430,10 +453,19 @@ def integrate(knet: KNet, inputs: np.ndarray, *, method: str = "dopri5", rtol: f
         Threads for the ideal right-hand side of large layers (default: every
         core this process may use, :func:`default_threads`; a layer that fits
         one cache-sized chunk of devices always runs in the calling thread).
+    max_steps : int, optional
+        Step budget per layer (``None``: unlimited). A stiff network (tiny
+        capacitances against steep devices) would otherwise run for hours.
 
     Returns
     -------
     Trajectory
+
+    Raises
+    ------
+    InputError
+        The network is too stiff for the budget or the state overflows; the
+        message names the layer and the smallest capacitance.
     """
     if method not in ("dopri5", "rk4"):
         raise ValueError(f"The 'method' parameter of integrate must be 'dopri5' or 'rk4'. Got {method!r} instead.")
@@ -453,10 +485,16 @@ def integrate(knet: KNet, inputs: np.ndarray, *, method: str = "dopri5", rtol: f
         else:
             batch_major = rhs(knet, k, dtype)
             f = lambda v, g=batch_major: np.ascontiguousarray(g(v.T).T)  # noqa: E731 (node-major adapter)
-        if method == "dopri5":
-            y = _dopri5(f, y, layer.t_start, layer.t_stop, rtol, atol, grid_arr, out, counters)
-        else:
-            y = _rk4(f, y, layer.t_start, layer.t_stop, dt, grid_arr, out, counters)
+        try:
+            if method == "dopri5":
+                y = _dopri5(f, y, layer.t_start, layer.t_stop, rtol, atol, grid_arr, out, counters, max_steps)
+            else:
+                y = _rk4(f, y, layer.t_start, layer.t_stop, dt, grid_arr, out, counters, max_steps)
+        except FloatingPointError as exc:
+            raise InputError(f"the reference integrator gave up on layer {k}: {exc}. Smallest node capacitance "
+                             f"{knet.capacitance.min():.3g}, largest |θ| {np.abs(layer.theta).max(initial=0):.3g}: "
+                             "rescale capacitance, θ or t_bounds so that the time constants C/θ are not tiny "
+                             "against the layer windows") from None
         states[:, k + 1] = y.T
     return Trajectory(states, states[:, -1, knet.output_nodes - 1], np.asarray(knet.t_bounds), counters[0],
                       counters[1], grid_arr, out)

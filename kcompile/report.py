@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .files import atomic_write
 from .verify import FlowResult
 
 
@@ -114,7 +115,8 @@ def write_junit(result: FlowResult, path: Path) -> None:
             ET.SubElement(case, "system-out").text = g.detail
     root = ET.Element("testsuites")
     root.append(suite)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    with atomic_write(path, what="JUnit report") as f:
+        ET.ElementTree(root).write(f, encoding="utf-8", xml_declaration=True)
 
 
 def _png(fig) -> str:
@@ -245,7 +247,8 @@ law <code>{html.escape(result.knet.law)}</code>, {result.knet.num_nodes} nodes, 
 <h2 id="corners">Corners, energy, latency and compute</h2>{corners}
 </body></html>
 """
-    Path(path).write_text(page)
+    with atomic_write(path, "w", what="HTML report") as f:
+        f.write(page)
 
 
 def _fmt(value, spec: str = ".4g") -> str:

@@ -21,10 +21,11 @@ missing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,9 +34,10 @@ import numpy as np
 
 from .backends import DEFAULT, get_simulator
 from .errors import InputError, SimulatorError
-from .files import sha256
+from .files import atomic_write, sha256
 from .knet import KNet
 from .netlist import SEGMENTED_MARK, Tran
+from .pool import local_pool
 from .scaling import Scaling
 
 IC_TOLERANCE = 1e-6  # model units, relative to max(1, |input|)
@@ -120,10 +122,8 @@ def _run_segments(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray],
 
 def _store(job: _Job, states, t, v, energy) -> None:
     if job.cache_file is not None:
-        tmp = job.cache_file.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
+        with atomic_write(job.cache_file, what="cached run") as f:
             np.savez(f, states=states, t=t, v=v, energy=energy)
-        tmp.replace(job.cache_file)
 
 
 def _run_one(job: _Job) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], float]:
@@ -187,7 +187,7 @@ def dask_executor(address: str) -> Executor:
         raise InputError("a Dask scheduler needs the 'distributed' package: pip install -e .[dask]") from None
     try:
         return Client(address, timeout=30).get_executor(pure=False)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: an address Dask cannot parse
         raise InputError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 
 
@@ -254,18 +254,13 @@ def simulate(knet: KNet, circuit: Path, inputs: np.ndarray, tran: Tran, *, scali
             results[b] = _run_one(job)
             if progress:
                 progress(1)
-    else:
-        own = executor is None
-        pool = ProcessPoolExecutor(jobs) if own else executor
-        try:
+    else:  # own processes are killed at the first failure (kcompile.pool), not waited for
+        with local_pool(jobs) if executor is None else contextlib.nullcontext(executor) as pool:
             futures = {pool.submit(_run_one, job): b for b, job in enumerate(work)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 if progress:
                     progress(1)
-        finally:
-            if own:
-                pool.shutdown(cancel_futures=True)
     states = np.stack([r[0] for r in results])
     return SpiceResult(states, states[:, -1, knet.output_nodes - 1],
                        [r[1] for r in results] if waveforms else None, cached,

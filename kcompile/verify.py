@@ -14,11 +14,12 @@ from a device non-ideality (transistor).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,6 +29,7 @@ import numpy as np
 from . import ngspice
 from .build import build
 from .characterised import integrate_characterised, measure_devices
+from .checks import scaling_problem
 from .errors import InputError
 from .flow import Flow, Gate
 from .inputs import load_inputs, random_inputs
@@ -35,6 +37,7 @@ from .knet import KNet
 from .mapping import map_knet, transistor_scaling
 from .mismatch import Attribution, draws, rank_devices
 from .netlist import render_transistor_circuit, transistor_tran
+from .pool import kill, local_pool
 from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
@@ -263,7 +266,6 @@ def _run_specs(specs: list[_Spec], knet: KNet, x: np.ndarray, tran, scaling, flo
     # No subprocess may start in a thread while the pool forks its workers from another (the child would
     # inherit the exec pipe and the thread would wait for it forever): ask ngspice's version here, once.
     ngspice.version()
-    pool = executor or ProcessPoolExecutor(jobs)
 
     def one(n: int):
         spec = specs[n]
@@ -273,22 +275,21 @@ def _run_specs(specs: list[_Spec], knet: KNet, x: np.ndarray, tran, scaling, flo
                        supply=("vdd", spec.supply), defines=spec.cellmap.pdk.ngspice_defines(), progress=tick)
         return res, time.perf_counter() - t0
 
-    try:
-        # at most max(2, jobs) circuits in flight (each queues its samples on the pool): enough to keep the pool
-        # busy, and after a failure only those finish before it is raised; the others never start
-        with ThreadPoolExecutor(max(1, min(len(specs), max(2, jobs)))) as threads:
-            futures = [threads.submit(one, n) for n in range(len(specs))]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-            return [future.result() for future in futures]
-    finally:
-        if executor is None:
-            pool.shutdown(cancel_futures=True)
+    # at most max(2, jobs) circuits in flight (each queues its samples on the pool): enough to keep the pool
+    # busy; after a failure the others never start, and a local pool's running samples are killed at once
+    with local_pool(jobs) if executor is None else contextlib.nullcontext(executor) as pool, \
+            ThreadPoolExecutor(max(1, min(len(specs), max(2, jobs)))) as threads:
+        futures = [threads.submit(one, n) for n in range(len(specs))]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            if executor is None:
+                kill(pool)  # before the threads are joined: they wait on its samples
+            raise
+        return [future.result() for future in futures]
 
 
 def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: Path, executor, progress,
@@ -296,6 +297,8 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
     """Characterised, transistor (every corner) and Monte Carlo levels, calibrated at the nominal (first) corner."""
     pdk = get_pdk(flow.pdk or "generic180")
     scaling = dataclasses.replace(transistor_scaling(pdk), **flow.scaling)
+    if scaling_problem(scaling):
+        raise InputError(f"{flow.path}: 'scaling' is unusable with {pdk.name}'s defaults: {scaling_problem(scaling)}")
     nominal = flow.corners[0]
     cellmap = map_knet(knet, pdk.name, nominal, scaling)
     if cellmap.clipped and not flow.allow_clipped:
@@ -349,7 +352,15 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
     """Run every level of ``flow`` and evaluate its gates.
 
     ``progress(label, done, total)`` is called as samples finish.
+
+    Raises
+    ------
+    InputError
+        The flow has no gate (it would pass whatever the circuit did), or its inputs are unusable.
     """
+    if not flow.gates:
+        raise InputError(f"{flow.path}: 'gates' is missing or empty: a flow without a gate passes whatever the "
+                         "circuit does; add one, e.g. {level: behavioural, metric: max_output_error, limit: 1.0e-4}")
 
     with tempfile.TemporaryDirectory(prefix="kcompile-flow-") as tmp:
         work = Path(work_dir or tmp)
