@@ -31,12 +31,16 @@ from .files import sha256, umask
 from .inputs import check_inputs, check_labels, load_array, load_inputs
 from .knet import FORMAT, KNet, load_extras, load_knet, save_knet
 from .laws import LAWS
-from .mapping import map_knet, transistor_scaling
+from . import progress
+from .budget import estimate
+from .mapping import ScalingPlan, map_knet, plan_scaling, theta_misses
 from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_transistor_circuit, transistor_tran,
                       write_circuit)
-from .scaling import Scaling
+from .ranges import calibration_inputs, node_ranges
+from .scaling import Scaling, rescale
 from .pdk import get_pdk
-from .reference import integrate
+from .reference import Trajectory
+from .characterised import characterise, integrate_characterised
 from .refine import refine, steps_for
 from .simulate import SpiceResult, simulate
 
@@ -80,6 +84,30 @@ class Build:
             options = {"supply": ("vdd", cells["supply"]), "defines": get_pdk(cells["pdk"]).ngspice_defines(),
                        **options}
         return simulate(self.knet, self.circuit, x, self.tran, scaling=self.scaling, **options)
+
+    @property
+    def alpha(self) -> float:
+        """The circuit realises the network ``u = v/α`` (:mod:`kcompile.scaling`; 1 unless automatic scaling
+        rescaled it)."""
+        plan = self.manifest["cells"].get("scaling_plan")
+        return 1.0 if plan is None else float(plan["alpha"])
+
+    def circuit_network(self) -> tuple[KNet, Scaling]:
+        """The network the transistor circuit realises (``u = v/α``) and its scaling (the cells')."""
+        plan = self.manifest["cells"].get("scaling_plan")
+        if plan is None:
+            return self.knet, self.scaling
+        return rescale(self.knet, self.alpha), Scaling(**plan["cell_scaling"])
+
+    def characterised(self, x: np.ndarray) -> Trajectory | None:
+        """For a transistor build: the ideal ODE with every cell's measured DC I–V (cached sweeps; thousands of
+        instances from a table over the cell's parameters, :mod:`kcompile.characterised`), in the original units."""
+        cells = self.manifest["cells"]
+        if cells.get("level") != "transistor":
+            return None
+        network, scaling = self.circuit_network()
+        cellmap = refine(network, map_knet(network, cells["pdk"], cells["corner"], scaling), cells.get("refine_steps", 0))
+        return integrate_characterised(network, characterise(cellmap), x, alpha=self.alpha)
 
     def recorded(self, name: str) -> np.ndarray | None:
         """``inputs`` ``[B, F]`` or ``labels`` ``[B]`` recorded with the model, if any (checked: a build
@@ -130,9 +158,6 @@ def manifest_for(knet: KNet, weights: Path, scaling: Scaling, tran: Tran, files:
     }
 
 
-COMPLIANCE_SPAN = 4.0  # model units around vcm over which the cells are characterised
-
-
 def _clipped_message(cellmap, law: str, limit: int = 4) -> str:
     """The flagged devices, each with the reason its cell gives (:meth:`kcompile.mapping.CellMap.clip_reason`)."""
     items = cellmap.clipped
@@ -147,22 +172,80 @@ def _clipped_message(cellmap, law: str, limit: int = 4) -> str:
             "(devices.npz holds target and achieved θ)")
 
 
-def compliance_warnings(knet: KNet, inputs: np.ndarray, scaling: Scaling, supply: float) -> list[str]:
-    """Warn when the ideal trajectories leave the window the cells were characterised on."""
-    grid = np.linspace(0.0, knet.t_bounds[-1], 50 * knet.num_layers + 1)
-    peak = float(np.abs(integrate(knet, inputs, grid=grid).grid_states).max())
-    if peak <= COMPLIANCE_SPAN:
+def compliance_warnings(plan: ScalingPlan, cell: str, pdk: str) -> list[str]:
+    """Warn, in volts, when the circuit's node voltages leave the cell's compliance window on the calibration
+    inputs, with advice that removes the warning when followed, or the reason no scaling can."""
+    if plan.fits:
         return []
-    v0 = scaling.v0 * COMPLIANCE_SPAN / peak
-    return [f"node voltages reach ±{peak:.3g} model units ({scaling.vcm - peak * scaling.v0:.3g} to "
-            f"{scaling.vcm + peak * scaling.v0:.3g} V) on these inputs, beyond the cells' characterised window of "
-            f"±{COMPLIANCE_SPAN:g} units; the transistor level will be inaccurate. Suggest --v0 {v0:.3g} "
-            f"(volts per unit, now {scaling.v0:g}) within the {supply:g} V supply"]
+    lo, hi = plan.volts
+    (w0, w1), sc = plan.window, plan.scaling
+    head = (f"node voltages reach {lo:.3g} to {hi:.3g} V on {plan.ranges.source} (±{plan.ranges.peak:.3g} model "
+            f"units at {sc.v0:.3g} V per unit), outside cell {cell}'s window {w0:g} to {w1:g} V on {pdk}; the "
+            "transistor level will be inaccurate")
+    if plan.mode == "manual":
+        if not np.isfinite(plan.need):
+            return [f"{head}. vcm = {sc.vcm:g} V lies outside the window: no --v0 fits; use the default scaling"]
+        return [f"{head}. Suggest --v0 {sc.v0 / plan.need:.3g} (volts per unit, now {sc.v0:.3g}), or leave "
+                "the scaling to kcompile (no --v0/--i0: --scaling auto)"]
+    return [f"{head}. Fitting them needs α = {plan.need:.3g}, but {plan.limit}; built with α = {plan.alpha:.3g}. No "
+            "scaling can fit this network into the window: retrain it with smaller node voltages or slopes "
+            "(kcompile train's hardware-aware options, docs/hardware_aware.md)"]
+
+
+#: transistor builds are refused above this many devices (``max_devices``): a circuit of 20,000 cells has
+#: 0.3-1.4 million transistors, beyond what ngspice simulates in hours
+MAX_TRANSISTOR_DEVICES = 20_000
+#: the budget gate of a build without ``max_error``: this fraction of the network's swing (or
+#: :data:`MIN_BUDGET` model units, whichever is larger)
+BUDGET_FRACTION = 0.1
+MIN_BUDGET = 0.15
+
+
+def _transistor(knet: KNet, weights: Path, recorded: np.ndarray | None, scaling: Scaling | None, mode: str | None,
+                pdk: str, corner: str, allow_clipped: bool, refine_steps: int | None, calibration: Path | None,
+                max_error: float | None, allow_out_of_budget: bool, max_devices: int):
+    """Range analysis, scaling plan, mapping, refinement, θ misses and budget of a transistor build:
+    ``(plan, cellmap, cells_info, warnings)``."""
+    if knet.num_devices > max_devices:
+        raise InputError(f"{weights}: {knet.num_devices:,} devices are too many for a transistor-level build "
+                         f"(limit {max_devices:,}: each cell is 16-71 transistors, and ngspice would need days); "
+                         "build it with --cells behavioural, or raise the limit with --max-devices")
+    mode = mode or ("auto" if scaling is None else "manual")
+    if mode not in ("auto", "manual"):
+        raise InputError(f"The 'scaling_mode' parameter of build must be 'auto' or 'manual'. Got {short(mode)} instead.")
+    x, source = calibration_inputs(knet, recorded, calibration)
+    with progress.task(f"range analysis on {source}"):
+        ranges = node_ranges(knet, x, source)
+    plan = plan_scaling(knet, ranges, pdk, corner, scaling, mode)
+    network = plan.network
+    cellmap = map_knet(network, pdk, corner, plan.cell_scaling)
+    if cellmap.clipped and not allow_clipped:
+        raise InputError(f"{weights}: {_clipped_message(cellmap, knet.law)}")
+    refine_steps = steps_for(network, refine_steps)
+    cellmap = refine(network, cellmap, refine_steps)
+    misses = theta_misses(knet.law, cellmap)
+    acc = cellmap.cell.accuracy(cellmap.pdk)
+    gate = max_error if max_error is not None else max(MIN_BUDGET, BUDGET_FRACTION * ranges.peak)
+    with progress.task("dynamic-range budget", total=None):
+        budget = estimate(network, plan.alpha, acc, plan.cell_scaling, x, ranges.peak, gate)
+    if budget is not None and not budget.within and not allow_out_of_budget:
+        raise InputError(f"{weights}: {budget.message()}; the cells' accuracy at this scaling cannot meet the gate "
+                         "(docs/transistor.md, 'Dynamic-range budget'): pass --allow-out-of-budget to build it anyway, "
+                         "or --max-error to set the gate")
+    warnings = compliance_warnings(plan, cellmap.cell.name, pdk)
+    if misses.count:
+        warnings.append(misses.message(corner))
+    info = {**_cells_info(cellmap), "refine_steps": refine_steps, "scaling_plan": plan.record(),
+            "theta_misses": misses.record(), "accuracy": acc.record(),
+            "budget": None if budget is None else budget.record()}
+    return plan, cellmap, info, warnings
 
 
 def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = None, *, cells: str = "behavioural",
           pdk: str = "generic180", corner: str = "tt", allow_clipped: bool = False,
-          points_per_layer: int | None = None, refine_steps: int | None = None, solver: str | None = None) -> Build:
+          points_per_layer: int | None = None, refine_steps: int | None = None, solver: str | None = None,
+          scaling_mode: str | None = None, calibration: str | Path | None = None, max_error: float | None = None,
+          allow_out_of_budget: bool = False, max_devices: int = MAX_TRANSISTOR_DEVICES) -> Build:
     """Validate ``weights`` and write the build directory ``out_dir``.
 
     Parameters
@@ -172,7 +255,20 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         transistor-level cell per device on ``pdk``/``corner``.
     scaling : Scaling, optional
         Default: identity for behavioural, :func:`kcompile.mapping.transistor_scaling`
-        for transistor builds.
+        for transistor builds (then: the cells' scaling of the circuit, see ``scaling_mode``).
+    scaling_mode : {"auto", "manual"}, optional
+        Transistor builds: fit every node's range into the cell's compliance window by an exact
+        rescaling of the network (``"auto"``, the default without ``scaling``;
+        :func:`kcompile.mapping.plan_scaling`), or use ``scaling`` as given (``"manual"``, the default with it).
+        The recorded scaling maps the ORIGINAL model units onto the circuit either way.
+    calibration : str or Path, optional
+        Transistor builds: an ``.npy`` input batch for the range analysis and the budget (default: the
+        recorded test inputs, else a seeded uniform batch; :func:`kcompile.ranges.calibration_inputs`).
+    max_error : float, optional
+        Transistor builds: the output error (model units) the budget must meet (default: 10 % of the
+        network's swing, at least 0.15); an estimate above it is refused unless ``allow_out_of_budget``.
+    max_devices : int
+        Transistor builds of more devices are refused (:data:`MAX_TRANSISTOR_DEVICES`).
     allow_clipped : bool
         Build devices whose θ lies outside the cells' calibrated range, clipped.
     points_per_layer : int, optional
@@ -206,16 +302,11 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
     extras = _test_data(weights, knet)
     cellmap, warnings = None, []
     if cells == "transistor":
-        scaling = scaling or transistor_scaling(get_pdk(pdk))
-        cellmap = map_knet(knet, pdk, corner, scaling)
-        if cellmap.clipped and not allow_clipped:
-            raise InputError(f"{weights}: {_clipped_message(cellmap, knet.law)}")
-        refine_steps = steps_for(knet, refine_steps)
-        cellmap = refine(knet, cellmap, refine_steps)
-        tran = transistor_tran(knet, *([points_per_layer] if points_per_layer else []))
-        probe = extras.get("inputs")
-        probe = probe[:64] if probe is not None else np.random.default_rng(0).uniform(-1, 1, (16, knet.num_features))
-        warnings = compliance_warnings(knet, probe, scaling, cellmap.pdk.supply)
+        plan, cellmap, cells_info, warnings = _transistor(
+            knet, weights, extras.get("inputs"), scaling, scaling_mode, pdk, corner, allow_clipped, refine_steps,
+            None if calibration is None else Path(calibration), max_error, allow_out_of_budget, max_devices)
+        scaling = plan.scaling
+        tran = plan.tran(transistor_tran(knet, *([points_per_layer] if points_per_layer else [])))
     else:
         scaling = scaling or Scaling()
         tran = default_tran(knet, *([points_per_layer] if points_per_layer else []))
@@ -229,9 +320,8 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
             cells_info = {"level": "behavioural"}
         else:
             with open(tmp / "circuit.cir", "w") as f:
-                f.writelines(render_transistor_circuit(knet, cellmap))
+                f.writelines(render_transistor_circuit(plan.network, cellmap))
             _save_devices(tmp / "devices.npz", cellmap)
-            cells_info = {**_cells_info(cellmap), "refine_steps": refine_steps}
         save_knet(knet, tmp / "weights.npz")
         for name, arr in extras.items():
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)

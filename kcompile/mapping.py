@@ -52,7 +52,7 @@ MISS_SIGMAS = 3.0
 
 @dataclass(frozen=True, eq=False)
 class CellMap:
-    """The mapped circuit: which cell, PDK, corner, scaling, calibration, and per-layer instances."""
+    """The mapped circuit: which cell, PDK, corner, scaling, calibration, per-layer instances, and the law."""
 
     pdk: Pdk
     corner: str
@@ -60,6 +60,7 @@ class CellMap:
     calibration: object
     layers: tuple[LayerMap, ...]
     cell: Cell
+    law: str
 
     def instances(self, k: int) -> list:
         """Every instance of layer ``k`` (the cell's own parameter objects)."""
@@ -98,7 +99,7 @@ def map_knet(knet: KNet, pdk_name: str = "generic180", corner: str = "tt", scali
     cal_scaling = dataclasses.replace(scaling, c_unit=default_scaling(pdk).c_unit)
     cal = cell.calibration(pdk_name, corner, cal_scaling, cache=cache)
     layers = tuple(cell.map_layer(knet.law, layer.theta, cal) for layer in knet.layers)
-    return CellMap(pdk, corner, scaling, cal, layers, cell)
+    return CellMap(pdk, corner, scaling, cal, layers, cell, knet.law)
 
 
 # ---------------------------------------------------------------- the scaling plan

@@ -24,6 +24,7 @@ from typing import ClassVar
 import jinja2
 import numpy as np
 
+from .. import progress
 from ..errors import InputError
 from ..pdk import Pdk
 from ..resources import TEMPLATE_DIR
@@ -470,8 +471,9 @@ class Cell:
 
     def calibration(self, pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
                     cache: bool = True):
-        """:meth:`calibrate` of :meth:`characterize`."""
-        return self.calibrate(self.characterize(pdk_name, corner, scaling, cache=cache))
+        """:meth:`calibrate` of :meth:`characterize` (a progress step, :mod:`kcompile.progress`)."""
+        with progress.task(f"calibration of {self.name} on {pdk_name}/{corner}"):
+            return self.calibrate(self.characterize(pdk_name, corner, scaling, cache=cache))
 
     def report(self, study: str, pdk_name: str, corner: str) -> None:
         """Print the calibration and its re-measured accuracy (``python -m kcompile.characterize``)."""
