@@ -2,9 +2,10 @@
 
 ``C_n dv_n/dt = Σ_{e: d_e = n} g_e − Σ_{e: s_e = n} g_e``, layer by layer.
 
-Every law of the contract is ``g = scale · φ(a·vs + b·vd + c)`` with ``φ`` one
-of relu, tanh or identity (:data:`_AFFINE_FORMS`), so the right-hand side is
-two sparse products around one elementwise pass:
+Every law of the contract is ``g = scale · φ(a·vs + b·vd + c)``
+(:meth:`kcompile.laws.Law.coefficients` and its activation's in-place NumPy
+form), so the right-hand side is two sparse products around one elementwise
+pass:
 
     z = A v + c          A [E, N]: row e holds a at s_e and b at d_e
     dv/dt = S φ(z)       S [N, E]: ± scale_e / C_n at d_e / s_e
@@ -34,7 +35,7 @@ import scipy.sparse as sp
 
 from .errors import InputError
 from .knet import KNet
-from .laws import LAWS
+from .laws import LAWS, RELU
 
 DEFAULT_RTOL = 1e-9
 DEFAULT_ATOL = 1e-11
@@ -87,30 +88,10 @@ class Trajectory:
 
 # ---------------------------------------------------------------- right-hand side
 
-def _relu(z):
-    np.maximum(z, 0.0, out=z)
-
-
-def _tanh(z):
-    np.tanh(z, out=z)
-
-
-#: law -> (theta [E, P] -> (a, b, c, scale), in-place activation or None for identity);
-#: the same current as :data:`kcompile.laws.LAWS` (tests/test_reference_integrator.py checks it)
-_AFFINE_FORMS: dict[str, tuple[Callable, Callable | None]] = {
-    "relu": (lambda t: (t[:, 0], -t[:, 0], t[:, 1], 1.0), _relu),
-    "shift_relu": (lambda t: (1.0, -1.0, -t[:, 0], t[:, 1]), _relu),
-    "relu_affine": (lambda t: (t[:, 0], t[:, 1], t[:, 2], 1.0), _relu),
-    "tanh_affine": (lambda t: (t[:, 0], t[:, 1], t[:, 2], 1.0), _tanh),
-    "tanh": (lambda t: (t[:, 0], -t[:, 0], t[:, 1], 1.0), _tanh),
-    "linear": (lambda t: (1.0, -1.0, 0.0, t[:, 0]), None),
-}
-
-
 class _LayerRHS:
     """``f(v) -> dv/dt`` for one layer, node-major: ``v`` and the result are ``[N, B]``.
 
-    Three forms, the fastest that fits the law:
+    Two forms, the faster that fits the law:
 
     * **pairs** (relu of ``Δ``: ``relu``, ``shift_relu``): devices between the
       same two nodes share one row ``Δ_p = v_lo − v_hi`` of ``A``, and
@@ -119,9 +100,8 @@ class _LayerRHS:
       device (a forward and a reverse device), so the gather ``A v`` is
       half as long, the offset needs no pass of its own, and the constant
       ``c`` terms sum into one bias per node;
-    * **affine** (other laws with a form in :data:`_AFFINE_FORMS`): one row of
-      ``A`` per device, ``φ(A v + c)`` (relu as ``max(A v, −c)`` plus a bias);
-    * **gather** (no affine form): ``v[src]``, ``v[dst]``, the law, a scatter.
+    * **affine** (every other law): one row of ``A`` per device,
+      ``φ(A v + c)`` (relu as ``max(A v, −c)`` plus a bias).
     """
 
     def __init__(self, knet: KNet, k: int, dtype, threads: int = 1):
@@ -131,23 +111,18 @@ class _LayerRHS:
         inv_c = 1.0 / knet.capacitance
         self._chunks: dict[int, list] = {}
         self.bias = None
-        form = _AFFINE_FORMS.get(knet.law)
-        if form is None:  # a law without an affine form: gather, law, scatter
-            self.mode, self.current = "gather", LAWS[knet.law].current
-            self.theta = layer.theta.astype(dtype)
-            self.src, self.dst = src, dst
-            self.S = _scatter(src, dst, rows, np.ones(self.e), inv_c, self.n, self.e, dtype)
-            return
-        coeffs, self.activation = form
-        a, b, c, scale = (np.broadcast_to(np.asarray(x, float), (self.e,)) for x in coeffs(layer.theta))
-        if self.activation is _relu and np.array_equal(a, -b):
+        law = LAWS[knet.law]
+        relu = law.activation is RELU
+        self.activation = law.activation.numpy
+        a, b, c, scale = (np.broadcast_to(np.asarray(x, float), (self.e,)) for x in law.coefficients(layer.theta))
+        if relu and np.array_equal(a, -b):
             self.mode = "pairs"
             self._init_pairs(src, dst, a, c, scale, inv_c, dtype)
             return
         self.mode = "affine"
         self.A = _matrix(rows, src, a, rows, dst, b, (self.e, self.n), dtype)  # ground columns dropped
         self.S = _scatter(src, dst, rows, scale, inv_c, self.n, self.e, dtype)
-        if self.activation is _relu:  # relu(z + c) = max(z, -c) + c: the c terms become a bias
+        if relu:  # relu(z + c) = max(z, -c) + c: the c terms become a bias
             self.c = (-c).astype(dtype)[:, None]
             self.bias = _bias(src, dst, scale * c, inv_c, self.n, dtype)
         else:
@@ -203,9 +178,6 @@ class _LayerRHS:
         return self._chunks[batch]
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
-        if self.mode == "gather":
-            vg = np.concatenate([np.zeros((1, v.shape[1]), v.dtype), v])
-            return self.S @ self.current(vg[self.src].T, vg[self.dst].T, self.theta).T
         chunks = self.chunks(v.shape[1])
         parts = min(self.threads, len(chunks))
         if parts <= 1:
@@ -238,8 +210,7 @@ class _LayerRHS:
                     np.maximum(z, c, out=z)
                 else:
                     z += c
-                    if self.activation is not None:
-                        self.activation(z)
+                    self.activation(z)
                 out += s @ z
         return out
 

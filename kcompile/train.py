@@ -54,42 +54,10 @@ def require_torch():
 
 
 # ------------------------------------------------------------------ device laws in torch
-# Written with tensor methods only, so they need no torch import here; each one
-# equals the NumPy form in kcompile.laws (tests/test_train.py checks it).
 
-def _relu(vs, vd, t):
-    return (t[..., 0] * (vs - vd) + t[..., 1]).clamp_min(0.0)
-
-
-def _shift_relu(vs, vd, t):
-    return t[..., 1] * (vs - vd - t[..., 0]).clamp_min(0.0)
-
-
-def _relu_affine(vs, vd, t):
-    return (t[..., 0] * vs + t[..., 1] * vd + t[..., 2]).clamp_min(0.0)
-
-
-def _tanh_affine(vs, vd, t):
-    return (t[..., 0] * vs + t[..., 1] * vd + t[..., 2]).tanh()
-
-
-def _tanh(vs, vd, t):
-    return (t[..., 0] * (vs - vd) + t[..., 1]).tanh()
-
-
-def _linear(vs, vd, t):
-    return t[..., 0] * (vs - vd)
-
-
-TORCH_LAWS = {
-    "relu": _relu,
-    "shift_relu": _shift_relu,
-    "relu_affine": _relu_affine,
-    "tanh_affine": _tanh_affine,
-    "tanh": _tanh,
-    "linear": _linear,
-}
-assert set(TORCH_LAWS) == set(LAWS), "every law of the contract needs a torch form"
+#: law -> torch current ``(vs, vd, theta[..., P]) -> g``, derived from the law's one declaration
+#: (:mod:`kcompile.laws`; tests/test_laws_contract.py checks it against the NumPy form)
+TORCH_LAWS = {name: law.torch for name, law in LAWS.items()}
 
 
 # ------------------------------------------------------------------ hardware-aware training
@@ -487,21 +455,12 @@ class TorchKNet:
 
     def _currents(self, ops, v, cols):
         """Device currents ``[B, E]``; ``cols`` are θ's columns (each ``[E]``)."""
-        torch, law = self.torch, self.law
-        if not self.dense:
-            vg = torch.nn.functional.pad(v, (1, 0))  # column 0: ground
-            return TORCH_LAWS[law](vg[:, ops["src"]], vg[:, ops["dst"]], torch.stack(cols, -1))
-        if law in ("relu", "tanh", "shift_relu", "linear"):
-            delta = v @ ops["delta"]
-            if law == "relu":
-                return torch.addcmul(cols[1], delta, cols[0]).clamp_min(0.0)
-            if law == "tanh":
-                return torch.addcmul(cols[1], delta, cols[0]).tanh()
-            if law == "shift_relu":
-                return (delta - cols[0]).clamp_min(0.0) * cols[1]
-            return delta * cols[0]
-        z = torch.addcmul(torch.addcmul(cols[2], v @ ops["S"], cols[0]), v @ ops["D"], cols[1])
-        return z.clamp_min(0.0) if law == "relu_affine" else z.tanh()
+        if self.dense:
+            vs, vd = v @ ops["S"], v @ ops["D"]
+        else:
+            vg = self.torch.nn.functional.pad(v, (1, 0))  # column 0: ground
+            vs, vd = vg[:, ops["src"]], vg[:, ops["dst"]]
+        return LAWS[self.law].torch_columns(vs, vd, cols)
 
     def rhs(self, k: int, v, cols):
         """``dv/dt`` of layer ``k`` for node voltages ``v`` ``[B, N]`` and θ columns ``cols``."""

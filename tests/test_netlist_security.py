@@ -49,7 +49,7 @@ _NODE = r"(?:n\d+|0)"
 _GRAMMAR = [re.compile(rf"^{p}$") for p in (
     r"", r"\* [^\n]*",  # blank lines and comments
     rf"C\d+ n\d+ 0 {_NUM}", rf"Vclk\d+ clk\d+ 0 PWL\({_NUM} {_NUM}(?: {_NUM} {_NUM})*\)",
-    rf"B\d+_\d+ {_NODE} {_NODE} I=(?P<expr>[\w.+\-*/() ]+)",
+    rf"B\d+_\d+ {_NODE} {_NODE} I=(?P<expr>[\w.+\-*/(),<>?: ]+)",  # ',': pow(x,k); c?a:b: softplus
     r"\.lib (?:nodes|layer\d+)", r"\.endl (?:nodes|layer\d+)",  # sections of a segmented circuit
     r"\.include circuit\.cir", r"\.lib circuit\.cir (?:nodes|layer\d+)",  # run decks
     rf"(?:\.ic|\+)(?: v\(n\d+\)={_NUM})+ ?", r"(?:\.save|\+)(?: (?:v\(n\d+\)|i\(vdd\)))+ ?",

@@ -12,6 +12,7 @@ pytest.importorskip("sklearn", reason="the training tasks need scikit-learn: pip
 
 from click.testing import CliRunner  # noqa: E402
 
+from kcompile.errors import InputError  # noqa: E402
 from kcompile.knet import load_knet  # noqa: E402
 from kcompile.laws import LAWS  # noqa: E402
 from kcompile.reference import integrate  # noqa: E402
@@ -132,6 +133,21 @@ def test_tiny_training_reduces_loss():
     model = TorchKNet.init(topo, "relu", [0.0, 1.0], seed=0, init_scale=0.3)
     hist = fit(model, task, TrainConfig(epochs=8, lr=0.03, batch_size=30, dt=0.25))
     assert hist["loss"][-1] < 0.8 * hist["loss"][0]
+
+
+@pytest.mark.parametrize("law", ["shift_leaky_relu", "softplus_affine", "gelu"])
+def test_new_laws_train_ideally(law):
+    task = _toy_task()
+    topo = fully_connected_topology(2, 2, law, layers=1, num_nodes=5)
+    model = TorchKNet.init(topo, law, [0.0, 1.0], seed=0, init_scale=0.3)
+    hist = fit(model, task, TrainConfig(epochs=8, lr=0.03, batch_size=30, dt=0.25))
+    assert hist["loss"][-1] < hist["loss"][0] and model.to_knet().law == law
+
+
+@pytest.mark.parametrize("option", [{"theta_range": "cell:generic180"}, {"device_in_the_loop": "cell:generic180"}])
+def test_cell_options_refuse_laws_without_a_cell_by_name(option):
+    with pytest.raises(InputError, match="law 'silu_affine' has no transistor-level cell"):
+        train_knet(_toy_task(), "silu_affine", cfg=TrainConfig(epochs=1, **option))
 
 
 def test_noise_and_theta_clamp_options():
