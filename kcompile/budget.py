@@ -8,7 +8,9 @@ scaling each term is a perturbation in model units:
 
 * slopes ``a``, ``b``: relative error ``gain``;
 * the argument's constant ``c``: ``offset_i / i0`` (over the output scale) and
-  the largest terminal coefficient times ``offset_v / v0``;
+  the largest terminal coefficient times ``offset_v / v0``; after per-device
+  refinement (:mod:`kcompile.refine`) these two are replaced by the θ each
+  instance was measured to achieve;
 * the s-side and d-side output copies: relative error ``copy/√2`` each;
 * the node capacitance, while a layer is on: ``c_cell`` per cell terminal
   at the node (of either sign), against ``C·c_unit`` (the dynamic term,
@@ -42,6 +44,8 @@ DRAWS = 8
 BATCH = 16
 #: networks above this many devices get no estimate (the perturbed right-hand side is a plain gather)
 MAX_DEVICES = 50_000
+#: integration tolerances of the estimate (an estimate needs no more)
+RTOL, ATOL = 1e-6, 1e-8
 
 
 @dataclass(frozen=True)
@@ -101,11 +105,12 @@ class _Sigmas:
     c_cell: float  # fraction of one capacitance unit
 
     @staticmethod
-    def of(acc: Accuracy, scaling: Scaling, mismatch: bool) -> _Sigmas:
-        v = np.hypot(acc.offset_v, acc.mismatch_v) if mismatch else acc.offset_v
+    def of(acc: Accuracy, scaling: Scaling, mismatch: bool, measured: bool) -> _Sigmas:
+        """``measured``: every device's θ is known (refined), so only copies, dynamics and mismatch are drawn."""
+        gain, offset_i, offset_v = (0.0, 0.0, 0.0) if measured else (acc.gain, acc.offset_i, acc.offset_v)
+        v = np.hypot(offset_v, acc.mismatch_v) if mismatch else offset_v
         copy = np.hypot(acc.copy, 2 ** 0.5 * acc.mismatch_gain) if mismatch else acc.copy
-        return _Sigmas(acc.gain, acc.offset_i / scaling.i0, v / scaling.v0, copy / 2 ** 0.5,
-                       acc.c_cell / scaling.c_unit)
+        return _Sigmas(gain, offset_i / scaling.i0, v / scaling.v0, copy / 2 ** 0.5, acc.c_cell / scaling.c_unit)
 
 
 def perturbed_rhs(draw: dict):
@@ -131,12 +136,14 @@ def perturbed_rhs(draw: dict):
     return factory
 
 
-def _draw(knet: KNet, s: _Sigmas, rng: np.random.Generator) -> dict:
-    """One draw of every device's perturbed coefficients, copies, and each layer's node capacitance."""
+def _draw(knet: KNet, s: _Sigmas, rng: np.random.Generator, achieved: list | None) -> dict:
+    """One draw of every device's perturbed coefficients (around ``achieved[k]`` when given), copies, and each
+    layer's node capacitance."""
     law, out = LAWS[knet.law], {}
     for k, layer in enumerate(knet.layers):
         e = layer.num_devices
-        a, b, c, scale = (np.broadcast_to(np.asarray(x, dtype=float), (e,)) for x in law.coefficients(layer.theta))
+        theta = layer.theta if achieved is None else achieved[k]
+        a, b, c, scale = (np.broadcast_to(np.asarray(x, dtype=float), (e,)) for x in law.coefficients(theta))
         z = rng.standard_normal((6, e))
         terminals = np.bincount(np.r_[layer.src, layer.dst], minlength=knet.num_nodes + 1)[1:]
         cap = knet.capacitance * (1.0 + s.c_cell * np.sqrt(terminals) * rng.standard_normal(knet.num_nodes)
@@ -150,7 +157,8 @@ def _draw(knet: KNet, s: _Sigmas, rng: np.random.Generator) -> dict:
 
 
 def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, x: np.ndarray, swing: float,
-             gate: float | None = None, draws: int = DRAWS, seed: int = 0) -> Budget | None:
+             gate: float | None = None, achieved: list | None = None, draws: int = DRAWS,
+             seed: int = 0) -> Budget | None:
     """The budget of a circuit realising ``network`` (``u = v/α``) at ``scaling`` with cells of ``accuracy``.
 
     Parameters
@@ -159,18 +167,23 @@ def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, 
         Calibration inputs in the ORIGINAL units (the first :data:`BATCH` are used).
     swing : float
         Peak ``|v|`` of the original network (:attr:`kcompile.ranges.Ranges.peak`).
+    achieved : list of ndarray, optional
+        Per layer the θ every instance was MEASURED to achieve (refined maps, :mod:`kcompile.refine`): the
+        DC law is then taken as measured, and only the copies, the dynamic term and mismatch are drawn.
 
     Returns ``None`` above :data:`MAX_DEVICES` devices.
     """
     if network.num_devices > MAX_DEVICES:
         return None
     u = np.asarray(x, dtype=float)[:BATCH] / alpha
-    ideal = integrate(network, u).outputs
+    ideal = integrate(network, u, rtol=RTOL, atol=ATOL).outputs
     errors = {}
     for mismatch in (False, True):
-        sig, rng = _Sigmas.of(accuracy, scaling, mismatch), np.random.default_rng([seed, int(mismatch)])
+        sig = _Sigmas.of(accuracy, scaling, mismatch, achieved is not None)
+        rng = np.random.default_rng([seed, int(mismatch)])
         errors[mismatch] = np.array([
-            np.abs(integrate(network, u, rhs=perturbed_rhs(_draw(network, sig, rng))).outputs - ideal).max() * alpha
+            np.abs(integrate(network, u, rhs=perturbed_rhs(_draw(network, sig, rng, achieved)), rtol=RTOL,
+                             atol=ATOL).outputs - ideal).max() * alpha
             for _ in range(draws)])
     nom, mis = errors[False], errors[True]
     return Budget(float(np.median(nom)), float(nom.max()), float(np.median(mis)), float(mis.max()), swing, gate,

@@ -32,8 +32,8 @@ from .inputs import check_inputs, check_labels, load_array, load_inputs
 from .knet import FORMAT, KNet, load_extras, load_knet, save_knet
 from .laws import LAWS
 from . import progress
-from .budget import estimate
-from .mapping import ScalingPlan, map_knet, plan_scaling, theta_misses
+from .budget import Budget, estimate
+from .mapping import ScalingPlan, ThetaMisses, map_knet, plan_scaling, theta_misses
 from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_transistor_circuit, transistor_tran,
                       write_circuit)
 from .ranges import calibration_inputs, node_ranges
@@ -93,11 +93,11 @@ class Build:
         return 1.0 if plan is None else float(plan["alpha"])
 
     def circuit_network(self) -> tuple[KNet, Scaling]:
-        """The network the transistor circuit realises (``u = v/α``) and its scaling (the cells')."""
+        """The network the transistor circuit realises (``u = v/α``, current gain β) and its scaling (the cells')."""
         plan = self.manifest["cells"].get("scaling_plan")
         if plan is None:
             return self.knet, self.scaling
-        return rescale(self.knet, self.alpha), Scaling(**plan["cell_scaling"])
+        return rescale(self.knet, self.alpha, float(plan["beta"])), Scaling(**plan["cell_scaling"])
 
     def characterised(self, x: np.ndarray) -> Trajectory | None:
         """For a transistor build: the ideal ODE with every cell's measured DC I–V (cached sweeps; thousands of
@@ -158,7 +158,7 @@ def manifest_for(knet: KNet, weights: Path, scaling: Scaling, tran: Tran, files:
     }
 
 
-def _clipped_message(cellmap, law: str, limit: int = 4) -> str:
+def _clipped_message(cellmap, law: str, fix: str, limit: int = 4) -> str:
     """The flagged devices, each with the reason its cell gives (:meth:`kcompile.mapping.CellMap.clip_reason`)."""
     items = cellmap.clipped
     cal = cellmap.calibration
@@ -168,7 +168,7 @@ def _clipped_message(cellmap, law: str, limit: int = 4) -> str:
         shown.append(f"layer{k}[{i}] θ={np.round(theta, 4).tolist()} ({cellmap.clip_reason(law, k, i)})")
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return (f"{len(items)} device(s) cannot be realised within tolerance by cell {cal.cell} on "
-            f"{cal.pdk}/{cal.corner}: {'; '.join(shown)}{more}; pass --allow-clipped to build them clipped "
+            f"{cal.pdk}/{cal.corner}: {'; '.join(shown)}{more}; {fix} to build them clipped "
             "(devices.npz holds target and achieved θ)")
 
 
@@ -192,6 +192,21 @@ def compliance_warnings(plan: ScalingPlan, cell: str, pdk: str) -> list[str]:
             "(kcompile train's hardware-aware options, docs/hardware_aware.md)"]
 
 
+def scaling_lines(cells: dict) -> list[str]:
+    """What a transistor build chose and expects, for people: the scaling plan and the budget (from the
+    manifest's ``cells``)."""
+    plan, budget = cells.get("scaling_plan"), cells.get("budget")
+    lines = []
+    if plan is not None:
+        (lo, hi), (w0, w1) = plan["volts"], plan["window_volts"]
+        lines.append(f"scaling ({plan['mode']}): α = {plan['alpha']:.4g}: {plan['reason']}; nodes {lo:.3g} to "
+                     f"{hi:.3g} V in the window {w0:g} to {w1:g} V ({plan['ranges']['source']})")
+    if budget is not None:
+        b = Budget(**{k: v for k, v in budget.items() if k != "relative"})
+        lines.append(f"budget: {b.message()}")
+    return lines
+
+
 #: transistor builds are refused above this many devices (``max_devices``): a circuit of 20,000 cells has
 #: 0.3-1.4 million transistors, beyond what ngspice simulates in hours
 MAX_TRANSISTOR_DEVICES = 20_000
@@ -201,44 +216,72 @@ BUDGET_FRACTION = 0.1
 MIN_BUDGET = 0.15
 
 
-def _transistor(knet: KNet, weights: Path, recorded: np.ndarray | None, scaling: Scaling | None, mode: str | None,
-                pdk: str, corner: str, allow_clipped: bool, refine_steps: int | None, calibration: Path | None,
-                max_error: float | None, allow_out_of_budget: bool, max_devices: int):
-    """Range analysis, scaling plan, mapping, refinement, θ misses and budget of a transistor build:
-    ``(plan, cellmap, cells_info, warnings)``."""
-    if knet.num_devices > max_devices:
-        raise InputError(f"{weights}: {knet.num_devices:,} devices are too many for a transistor-level build "
-                         f"(limit {max_devices:,}: each cell is 16-71 transistors, and ngspice would need days); "
-                         "build it with --cells behavioural, or raise the limit with --max-devices")
-    mode = mode or ("auto" if scaling is None else "manual")
-    if mode not in ("auto", "manual"):
-        raise InputError(f"The 'scaling_mode' parameter of build must be 'auto' or 'manual'. Got {short(mode)} instead.")
-    x, source = calibration_inputs(knet, recorded, calibration)
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A network ready to be rendered at transistor level (:func:`prepare_transistor`)."""
+
+    plan: ScalingPlan
+    cellmap: object
+    refine_steps: int
+    misses: ThetaMisses
+    accuracy: object
+    budget: Budget | None
+
+    def info(self) -> dict:
+        """The manifest's ``cells`` of the build."""
+        return {**_cells_info(self.cellmap), "refine_steps": self.refine_steps, "scaling_plan": self.plan.record(),
+                "theta_misses": self.misses.record(), "accuracy": self.accuracy.record(),
+                "budget": None if self.budget is None else self.budget.record()}
+
+    def warnings(self) -> list[str]:
+        """Compliance (in volts, with advice) and θ misses."""
+        out = compliance_warnings(self.plan, self.cellmap.cell.name, self.cellmap.pdk.name)
+        return out + ([self.misses.message(self.cellmap.corner)] if self.misses.count else [])
+
+
+def prepare_transistor(knet: KNet, x: np.ndarray, source: str, pdk: str, corner: str, scaling: Scaling | None,
+                       mode: str, *, allow_clipped: bool = False, refine_steps: int | None = None,
+                       gate: float | None = None, swing_gate: float | None = None, allow_out_of_budget: bool = False,
+                       where: str = "",
+                       fixes: tuple[str, str] = ("pass --allow-clipped", "pass --allow-out-of-budget")) -> Prepared:
+    """Range analysis on ``x``, the scaling plan, mapping, refinement, θ misses and the budget of a transistor-level
+    circuit of ``knet`` (``build`` and verification flows).
+
+    Parameters
+    ----------
+    x, source : the calibration inputs and where they came from
+    scaling, mode : see :func:`kcompile.mapping.plan_scaling`
+    gate : float, optional
+        The output error the budget must meet (model units).
+    swing_gate : float, optional
+        Without ``gate``: this fraction of the network's swing, at least :data:`MIN_BUDGET`; neither: no gate.
+    where, fixes : the start of every refusal (a file), and how to proceed anyway (clipped, out of budget).
+
+    Raises
+    ------
+    InputError
+        Devices clipped beyond tolerance (unless ``allow_clipped``), or a budget above ``gate`` (unless
+        ``allow_out_of_budget``).
+    """
     with progress.task(f"range analysis on {source}"):
         ranges = node_ranges(knet, x, source)
     plan = plan_scaling(knet, ranges, pdk, corner, scaling, mode)
     network = plan.network
     cellmap = map_knet(network, pdk, corner, plan.cell_scaling)
     if cellmap.clipped and not allow_clipped:
-        raise InputError(f"{weights}: {_clipped_message(cellmap, knet.law)}")
+        raise InputError(f"{where}: {_clipped_message(cellmap, knet.law, fixes[0])}")
     refine_steps = steps_for(network, refine_steps)
     cellmap = refine(network, cellmap, refine_steps)
-    misses = theta_misses(knet.law, cellmap)
     acc = cellmap.cell.accuracy(cellmap.pdk)
-    gate = max_error if max_error is not None else max(MIN_BUDGET, BUDGET_FRACTION * ranges.peak)
-    with progress.task("dynamic-range budget", total=None):
-        budget = estimate(network, plan.alpha, acc, plan.cell_scaling, x, ranges.peak, gate)
+    if gate is None and swing_gate is not None:
+        gate = max(MIN_BUDGET, swing_gate * ranges.peak)
+    with progress.task("dynamic-range budget"):
+        budget = estimate(network, plan.alpha, acc, plan.cell_scaling, x, ranges.peak, gate,
+                          [lm.achieved for lm in cellmap.layers] if refine_steps else None)
     if budget is not None and not budget.within and not allow_out_of_budget:
-        raise InputError(f"{weights}: {budget.message()}; the cells' accuracy at this scaling cannot meet the gate "
-                         "(docs/transistor.md, 'Dynamic-range budget'): pass --allow-out-of-budget to build it anyway, "
-                         "or --max-error to set the gate")
-    warnings = compliance_warnings(plan, cellmap.cell.name, pdk)
-    if misses.count:
-        warnings.append(misses.message(corner))
-    info = {**_cells_info(cellmap), "refine_steps": refine_steps, "scaling_plan": plan.record(),
-            "theta_misses": misses.record(), "accuracy": acc.record(),
-            "budget": None if budget is None else budget.record()}
-    return plan, cellmap, info, warnings
+        raise InputError(f"{where}: {budget.message()}; the cells' accuracy at this scaling cannot meet the gate "
+                         f"(docs/transistor.md, 'Dynamic-range budget'): {fixes[1]} to proceed anyway")
+    return Prepared(plan, cellmap, refine_steps, theta_misses(knet.law, cellmap), acc, budget)
 
 
 def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = None, *, cells: str = "behavioural",
@@ -302,9 +345,19 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
     extras = _test_data(weights, knet)
     cellmap, warnings = None, []
     if cells == "transistor":
-        plan, cellmap, cells_info, warnings = _transistor(
-            knet, weights, extras.get("inputs"), scaling, scaling_mode, pdk, corner, allow_clipped, refine_steps,
-            None if calibration is None else Path(calibration), max_error, allow_out_of_budget, max_devices)
+        if knet.num_devices > max_devices:
+            raise InputError(f"{weights}: {knet.num_devices:,} devices are too many for a transistor-level build "
+                             f"(limit {max_devices:,}: each cell is 16-71 transistors, and ngspice would need days); "
+                             "build it with --cells behavioural, or raise the limit with --max-devices")
+        if scaling_mode not in (None, "auto", "manual"):
+            raise InputError(f"The 'scaling_mode' parameter of build must be 'auto' or 'manual'. Got "
+                             f"{short(scaling_mode)} instead.")
+        x, source = calibration_inputs(knet, extras.get("inputs"), calibration)
+        prep = prepare_transistor(
+            knet, x, source, pdk, corner, scaling, scaling_mode or ("auto" if scaling is None else "manual"),
+            allow_clipped=allow_clipped, refine_steps=refine_steps, allow_out_of_budget=allow_out_of_budget,
+            gate=max_error, swing_gate=BUDGET_FRACTION, where=str(weights))
+        plan, cellmap, cells_info, warnings = prep.plan, prep.cellmap, prep.info(), prep.warnings()
         scaling = plan.scaling
         tran = plan.tran(transistor_tran(knet, *([points_per_layer] if points_per_layer else [])))
     else:

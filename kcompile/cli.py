@@ -7,6 +7,7 @@ for simulator failures), never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,25 +19,25 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__, ngspice
-from .build import Build, build as build_dir, modified_files, open_build
+from . import __version__, ngspice, progress
+from .build import (MAX_TRANSISTOR_DEVICES, Build, build as build_dir, modified_files, open_build,
+                    scaling_lines)
 from .checks import COUNT, NON_NEGATIVE, POINTS_PER_LAYER, POSITIVE, REFINE_STEPS, SEED, Number
-from .characterised import integrate_characterised, measure_devices
 from .compare import Comparison, compare
 from .errors import KCompileError
 from .files import atomic_write, check_output_file
 from .inputs import load_inputs, random_inputs
 from .knet import MAX_FEATURES
-from .mapping import map_knet, transistor_scaling
+from .mapping import transistor_scaling
 from .netlist import SOLVERS
 from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
-from .refine import refine
 from .simulate import SpiceResult
 
 # Messages carry file names, flow names and simulator output: printed as plain text, never as rich markup.
@@ -193,15 +194,34 @@ def main():
 @click.option("--solver", type=click.Choice(SOLVERS), default=None,
               help="ngspice linear solver (default klu from 10,000 devices, else sparse; "
                    "an ngspice without KLU, e.g. Debian 12's 39, ignores klu: see scripts/ngspice_klu.sh).")
+@click.option("--scaling", "scaling_mode", type=click.Choice(["auto", "manual"]), default=None,
+              help="Transistor cells: fit every node into the cells' window by an exact rescaling of the network "
+                   "(auto, the default), or use --v0/--i0 as given (manual, the default with them).")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Transistor cells: inputs [B, F] (.npy) for the range analysis and the budget "
+                   "(default: the recorded test inputs, else 64 seeded uniform ones).")
+@click.option("--max-error", type=_Number(NON_NEGATIVE), default=None,
+              help="Transistor cells: the output error (model units) the estimated budget must meet "
+                   "(default: 10 % of the network's swing, at least 0.15).")
+@click.option("--allow-out-of-budget", is_flag=True,
+              help="Build even when the estimated output error exceeds --max-error.")
+@click.option("--max-devices", type=_Number(COUNT), default=MAX_TRANSISTOR_DEVICES, show_default=True,
+              help="Transistor cells: refuse networks with more devices.")
 def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped, v0, i0, c_unit, points_per_layer,
-          refine_steps, solver):
+          refine_steps, solver, scaling_mode, calibration, max_error, allow_out_of_budget, max_devices):
     """Validate WEIGHTS (kcompile.knet/1 .npz) and write netlists and a manifest."""
     out_dir = out_dir or Path("build") / weights.stem
     overrides = {k: v for k, v in {"v0": v0, "i0": i0, "c_unit": c_unit}.items() if v is not None}
+    if scaling_mode == "auto" and {"v0", "i0"} & set(overrides):
+        raise click.UsageError("--v0/--i0 fix the scaling, --scaling auto chooses it: give one or the other")
+    if cells == "transistor":
+        scaling_mode = scaling_mode or ("manual" if {"v0", "i0"} & set(overrides) else "auto")
     base = transistor_scaling(get_pdk(pdk)) if cells == "transistor" else Scaling()
-    b = build_dir(weights, out_dir, dataclasses.replace(base, **overrides), cells=cells, pdk=pdk, corner=corner,
-                  allow_clipped=allow_clipped, points_per_layer=points_per_layer, refine_steps=refine_steps,
-                  solver=solver)
+    with _steps():
+        b = build_dir(weights, out_dir, dataclasses.replace(base, **overrides), cells=cells, pdk=pdk, corner=corner,
+                      allow_clipped=allow_clipped, points_per_layer=points_per_layer, refine_steps=refine_steps,
+                      solver=solver, scaling_mode=scaling_mode, calibration=calibration, max_error=max_error,
+                      allow_out_of_budget=allow_out_of_budget, max_devices=max_devices)
     m = b.manifest
     layers = ", ".join(f"{layer['devices']}" for layer in m["layers"])
     what = "behavioural sources" if cells == "behavioural" else (
@@ -209,8 +229,43 @@ def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped
         f"{m['cells']['clipped']} clipped; largest |achieved - target θ| {m['cells']['max_theta_error']:.3g})")
     console.print(f"built {out_dir}: {m['law']} law, {m['num_nodes']} nodes, {m['num_devices']} devices "
                   f"(per layer: {layers}), {len(m['layers'])} layers; {what}", highlight=False)
+    if cells == "transistor":
+        for line in scaling_lines(m["cells"]):
+            console.print(line, highlight=False, soft_wrap=True)
     for w in m.get("warnings", []):
         _warn(w)
+
+
+@contextlib.contextmanager
+def _steps():
+    """Show kcompile's long steps (:mod:`kcompile.progress`) on stderr: a bar while each runs, a line when it ends
+    (how long, and what came from the cache)."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar, progress.listening(_listener(bar)):
+        yield
+
+
+def _listener(bar: Progress):
+    """A :mod:`kcompile.progress` listener drawing on ``bar``."""
+    bars, said = {}, set()
+
+    def listen(event: progress.Event) -> None:
+        key = (event.label, event.total)
+        if event.kind == "start":
+            bars[key] = bar.add_task(event.label, total=event.total)
+        elif event.kind == "advance" and key in bars:
+            bar.update(bars[key], completed=event.done)
+        elif event.kind == "end" and key in bars:
+            bar.remove_task(bars.pop(key))
+            if event.elapsed < 1.0 and event.label in said:
+                return  # the same quick step again (refinement re-maps and re-measures)
+            said.add(event.label)
+            cache = ("" if not event.cached else ", from the cache" if event.cached == event.done
+                     else f", {event.cached} of {event.done} from the cache")
+            console.print(f"{event.label}: {event.elapsed:.1f} s{cache}", highlight=False, soft_wrap=True)
+
+    return listen
 
 
 @dataclass(frozen=True, eq=False)
@@ -223,17 +278,21 @@ class _Run:
     comparison: Comparison | None
     characterised: Trajectory | None = None
     tau: float = 1.0
+    swing: float | None = None  # peak |v| of the ideal network on the build's calibration inputs
+
+    def relative(self, error: float) -> str:
+        """`` (x % of the swing ±S)`` for a transistor build, else nothing."""
+        return "" if not self.swing else f" ({100 * error / self.swing:.3g} % of the swing ±{self.swing:.3g})"
 
 
 def _characterised(b: Build, x: np.ndarray) -> Trajectory | None:
     """For a transistor build: the ODE with every cell's measured DC I–V (cached sweeps)."""
-    cells = b.manifest["cells"]
-    if cells.get("level") != "transistor":
+    if b.manifest["cells"].get("level") != "transistor":
         return None
-    console.print("characterised reference: measuring every cell's DC I-V (cached after the first run)",
-                  highlight=False)
-    cellmap = refine(b.knet, map_knet(b.knet, cells["pdk"], cells["corner"], b.scaling), cells.get("refine_steps", 0))
-    return integrate_characterised(b.knet, measure_devices(cellmap), x)
+    console.print("characterised reference: every cell's DC I-V (cached after the first run)", highlight=False)
+    with _steps():
+        char = b.characterised(x)
+    return char
 
 
 def _inputs(b: Build, path: Path | None, batch: int, seed: int) -> tuple[np.ndarray, str]:
@@ -254,8 +313,9 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
     console.print(f"inputs: {source}", highlight=False)
     ref = integrate(b.knet, x)
     char = _characterised(b, x)
+    swing = b.manifest["cells"].get("scaling_plan", {}).get("peak")
     if not use_spice:
-        return _Run(b.knet, x, source, ref, None, None, char, b.scaling.tau)
+        return _Run(b.knet, x, source, ref, None, None, char, b.scaling.tau, swing)
     console.print(f"ngspice {ngspice.version()} ({ngspice.binary()}), {len(x)} sample(s)", highlight=False)
     if b.tran.solver == "klu" and not ngspice.has_klu():
         _warn("this ngspice has no KLU solver, so it factors with Sparse 1.3 (about half as fast on MNIST-size "
@@ -265,7 +325,7 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
         task = bar.add_task("", total=len(x))
         spice = b.simulate(x, jobs=jobs, timeout=timeout, run_root=keep_runs, progress=lambda n: bar.advance(task, n))
     return _Run(b.knet, x, source, ref, spice, compare(ref.states, spice.states, b.knet.output_nodes), char,
-                b.scaling.tau)
+                b.scaling.tau, swing)
 
 
 def _table(run: _Run, rows: int = 8) -> Table:
@@ -295,7 +355,7 @@ def _report(run: _Run) -> None:
     c = run.comparison
     if c is not None:
         per_layer = "  ".join(f"t{k}={e:.1e}" for k, e in enumerate(c.boundary_error))
-        out.print(f"largest |spice - reference| at the outputs: {c.max_output_error:.3e} "
+        out.print(f"largest |spice - reference| at the outputs: {c.max_output_error:.3e}{run.relative(c.max_output_error)} "
                   f"(sample {c.worst_sample}); all nodes per boundary: {per_layer}", highlight=False)
     if run.spice is not None and run.spice.energy is not None:
         latency = float(run.knet.t_bounds[-1]) * run.tau
@@ -308,8 +368,8 @@ def _report(run: _Run) -> None:
             gaps.append(("characterised -> transistor (dynamics, switching)", run.characterised.states,
                          run.spice.states))
         for label, a, b in gaps:
-            out.print(f"{label}: largest output gap {np.abs(a[:, -1, outs] - b[:, -1, outs]).max():.3e}",
-                      highlight=False)
+            gap = np.abs(a[:, -1, outs] - b[:, -1, outs]).max()
+            out.print(f"{label}: largest output gap {gap:.3e}{run.relative(gap)}", highlight=False)
 
 
 def _save(path: Path, run: _Run) -> None:
@@ -429,15 +489,15 @@ def _verify_flow(path: Path, jobs: int | None, as_json: bool, junit: Path | None
     console.print(f"flow {flow.name}: levels {', '.join(('ideal',) + flow.levels)}; {len(flow.gates)} gate(s)",
                   highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+                  console=console, transient=True) as bar, progress.listening(_listener(bar)):
         tasks = {}
 
-        def progress(label, done, total):
+        def samples(label, done, total):
             if label not in tasks:
                 tasks[label] = bar.add_task(label, total=total)
             bar.update(tasks[label], completed=done)
 
-        result = run_flow(flow, progress=progress)
+        result = run_flow(flow, progress=samples)
     if junit:
         write_junit(result, junit)
     if report:

@@ -45,6 +45,9 @@ from .scaling import Scaling, argument_coefficients, rescale, rescaling
 DEFAULT_C_UNIT = 10e-12
 #: automatic scaling fits the node ranges into this fraction of the window on each side of vcm
 FILL = 0.9
+#: the largest device current (model units of the cells' scaling) a current gain may reach: the cells' I–V
+#: errors stay at 2-5 % of full scale up to ~10 units (5 µA) and grow beyond (docs/cells.md)
+CURRENT_LIMIT = 8.0
 #: devices whose achieved θ misses its target by more than this many times the cell's calibrated accuracy are
 #: counted as θ misses (:func:`theta_misses`)
 MISS_SIGMAS = 3.0
@@ -113,6 +116,9 @@ class ScalingPlan:
     ----------
     alpha : float
         ``v = α·u`` (1: the network as it is).
+    beta : float
+        Current gain of the circuit's network (homogeneous laws; ≤ α: it gives back at most the current that
+        the voltage rescaling took away, within the cell's θ box and :data:`CURRENT_LIMIT`).
     mode : {"auto", "manual"}
         Chosen to fit the window, or the scaling given.
     kind : str
@@ -131,6 +137,7 @@ class ScalingPlan:
     """
 
     alpha: float
+    beta: float
     mode: str
     kind: str
     network: KNet
@@ -172,7 +179,7 @@ class ScalingPlan:
     def record(self) -> dict:
         """What the manifest records (``cells.scaling_plan``)."""
         lo, hi = self.volts
-        return {"mode": self.mode, "alpha": self.alpha, "kind": self.kind, "reason": self.reason,
+        return {"mode": self.mode, "alpha": self.alpha, "beta": self.beta, "kind": self.kind, "reason": self.reason,
                 "window_volts": list(self.window), "volts": [lo, hi], "peak": self.ranges.peak, "fill": FILL,
                 "need": self.need, "limit": self.limit, "ranges": self.ranges.record(),
                 "cell_scaling": dataclasses.asdict(self.cell_scaling)}
@@ -187,7 +194,8 @@ class ScalingPlan:
                     "no rescaling needed")
         if self.limit:
             return f"limited: {self.limit}"
-        return (f"the nodes reach ±{self.ranges.peak:.3g} units: rescaled by α = {self.alpha:.4g} ({self.kind}) "
+        gain = f", currents × β = {self.beta:.3g}" if self.beta != 1.0 else ""
+        return (f"the nodes reach ±{self.ranges.peak:.3g} units: rescaled by α = {self.alpha:.4g} ({self.kind}{gain}) "
                 f"to fill {100 * FILL:g} % of the window")
 
 
@@ -204,15 +212,17 @@ def needed_alpha(ranges: Ranges, window: tuple[float, float], scaling: Scaling, 
     return max(-ranges.low / down, ranges.high / up) / fill
 
 
-def _slope_limit(knet: KNet, cell: Cell, cal, r) -> tuple[float, str]:
-    """The largest α the law's slopes allow inside the cell's θ box, and a phrase naming the binding column."""
-    box = cell.theta_box(knet.law, cal)
+def _box_limit(knet: KNet, box, columns) -> tuple[float, str]:
+    """The largest factor the θ ``columns`` of ``knet`` may be multiplied by inside ``box`` (per column an
+    interval), and a phrase naming the binding column."""
     best, why = np.inf, ""
-    for j in r.slopes:
-        largest = max((float(np.abs(layer.theta[:, j]).max(initial=0.0)) for layer in knet.layers), default=0.0)
-        bound = min(-box[j][0], box[j][1])
-        if largest > 0 and bound / largest < best:
-            best, why = bound / largest, f"|θ{j}| up to {largest:.3g}, calibrated to {bound:.3g}"
+    for j in columns:
+        lo, hi = box[j]
+        theta = np.concatenate([layer.theta[:, j] for layer in knet.layers]) if knet.layers else np.zeros(0)
+        most, least = float(theta.max(initial=0.0)), float(theta.min(initial=0.0))
+        for value, bound in ((most, hi), (least, lo)):
+            if value != 0 and bound / value < best:
+                best, why = max(bound / value, 0.0), f"θ{j} up to {value:.3g}, calibrated to {bound:.3g}"
     return best, why
 
 
@@ -226,7 +236,9 @@ def plan_scaling(knet: KNet, ranges: Ranges, pdk_name: str, corner: str = "tt", 
         ``knet``'s node ranges on the calibration inputs (:func:`kcompile.ranges.node_ranges`).
     scaling : Scaling, optional
         ``mode="manual"``: the scaling to use (default :func:`transistor_scaling`). ``mode="auto"``: the cells'
-        scaling of the circuit (its ``c_unit`` is honoured; default :func:`transistor_scaling`).
+        scaling of the circuit (default :func:`transistor_scaling`); its ``c_unit`` is the capacitance per
+        original unit at α = 1, and grows as α (the cells' fixed charges and delay capacitances then keep
+        their share of the original units).
     mode : {"auto", "manual"}
         ``"auto"``: the smallest ``α ≥ 1`` that fits the ranges into :data:`FILL` of the cell's window, limited
         by what the law's rescaling allows (homogeneous laws: any α; slope-scaled laws: slopes × α inside the
@@ -239,7 +251,7 @@ def plan_scaling(knet: KNet, ranges: Ranges, pdk_name: str, corner: str = "tt", 
     need = needed_alpha(ranges, window, cell_scaling)
     r = rescaling(knet.law)
     if mode == "manual":
-        return ScalingPlan(1.0, mode, r.kind, knet, cell_scaling, cell_scaling, window, ranges, need)
+        return ScalingPlan(1.0, 1.0, mode, r.kind, knet, cell_scaling, cell_scaling, window, ranges, need)
     if mode != "auto":
         raise ValueError(f"The 'mode' parameter of plan_scaling must be 'auto' or 'manual'. Got {mode!r} instead.")
     alpha, limit = max(1.0, need), None
@@ -248,17 +260,30 @@ def plan_scaling(knet: KNet, ranges: Ranges, pdk_name: str, corner: str = "tt", 
                              "use the default vcm")
     elif alpha > 1.0 and r.kind == "none":
         alpha, limit = 1.0, f"law {knet.law!r} has no exact rescaling ({r.why})"
-    elif alpha > 1.0 and r.kind == "slopes":
+    beta = 1.0
+    if alpha > 1.0 and r.kind != "none":
         cal = cell.calibration(pdk_name, corner, dataclasses.replace(cell_scaling, c_unit=default_scaling(pdk).c_unit),
                                cache=cache)
-        most, why = _slope_limit(knet, cell, cal, r)
-        if alpha > most:
-            alpha = max(1.0, most)
-            limit = (f"the law's slopes scale with α and would leave cell {cell.name}'s calibrated box on "
-                     f"{pdk_name}/{corner} beyond α = {most:.3g} ({why})")
-    network = rescale(knet, alpha)
-    return ScalingPlan(alpha, mode, r.kind, network, cell_scaling, r.physical(cell_scaling, alpha), window, ranges,
-                       need, limit)
+        box = cell.theta_box(knet.law, cal)
+        if r.kind == "slopes":
+            most, why = _box_limit(knet, box, r.slopes)
+            if alpha > most:
+                alpha = max(1.0, most)
+                limit = (f"the law's slopes scale with α and would leave cell {cell.name}'s calibrated box on "
+                         f"{pdk_name}/{corner} beyond α = {most:.3g} ({why})")
+        elif r.gains:
+            shrunk = rescale(knet, alpha)
+            room = ranges.current / alpha
+            beta = max(1.0, min(alpha, _box_limit(shrunk, box, r.gains)[0],
+                                CURRENT_LIMIT / room if room > 0 else np.inf))
+    if r.kind == "homogeneous":
+        # the fixed charges and delay capacitances of the cells move the circuit's nodes by fixed volts, i.e. by
+        # α times more original units: the capacitance per original unit grows with α (slope-scaled laws: the
+        # rescaling itself multiplies it by α)
+        cell_scaling = dataclasses.replace(cell_scaling, c_unit=cell_scaling.c_unit * alpha / beta)
+    network = rescale(knet, alpha, beta)
+    return ScalingPlan(alpha, beta, mode, r.kind, network, cell_scaling, r.physical(cell_scaling, alpha, beta),
+                       window, ranges, need, limit)
 
 
 # ---------------------------------------------------------------- θ misses

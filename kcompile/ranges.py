@@ -24,6 +24,7 @@ import numpy as np
 
 from .inputs import load_inputs, random_inputs
 from .knet import KNet
+from .laws import LAWS
 from .reference import integrate
 
 #: grid points per layer window of the range analysis (the layer boundaries are on the grid)
@@ -32,6 +33,8 @@ POINTS_PER_LAYER = 100
 CALIBRATION_BATCH = 64
 #: seed of the random calibration batch
 CALIBRATION_SEED = 0
+#: devices evaluated at once for the largest device current
+CURRENT_CHUNK = 2048
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,6 +47,8 @@ class Ranges:
         Smallest and largest voltage of each node over every sample and grid time.
     samples : int
         Calibration samples integrated.
+    current : float
+        The largest ``|g|`` of any device while its layer is on (model units).
     source : str
         Where the calibration inputs came from (for messages and the manifest).
     """
@@ -52,6 +57,7 @@ class Ranges:
     hi: np.ndarray
     samples: int
     source: str
+    current: float = 0.0
 
     @property
     def peak(self) -> float:
@@ -68,14 +74,11 @@ class Ranges:
         """The highest voltage of any node (≥ 0)."""
         return float(max(self.hi.max(initial=0.0), 0.0))
 
-    def scaled(self, factor: float) -> Ranges:
-        """The ranges of the network ``u = v / factor`` (:mod:`kcompile.scaling`)."""
-        return Ranges(self.lo / factor, self.hi / factor, self.samples, self.source)
-
     def record(self) -> dict:
-        """What the manifest records: the extremes, the peak, the samples and their source."""
-        return {"low": self.low, "high": self.high, "peak": self.peak, "samples": self.samples,
-                "source": self.source}
+        """What the manifest records: the extremes, the peak, the largest device current, the samples and
+        their source."""
+        return {"low": self.low, "high": self.high, "peak": self.peak, "current": self.current,
+                "samples": self.samples, "source": self.source}
 
 
 def calibration_inputs(knet: KNet, recorded: np.ndarray | None = None, path: str | Path | None = None,
@@ -101,7 +104,17 @@ def time_grid(knet: KNet, points_per_layer: int = POINTS_PER_LAYER) -> np.ndarra
 
 
 def node_ranges(knet: KNet, x: np.ndarray, source: str = "", points_per_layer: int = POINTS_PER_LAYER) -> Ranges:
-    """Integrate ``knet`` on ``x`` and record each node's range over the dense grid (:func:`time_grid`)."""
-    traj = integrate(knet, x, grid=time_grid(knet, points_per_layer))
+    """Integrate ``knet`` on ``x`` and record each node's range, and the largest device current, over the dense
+    grid (:func:`time_grid`)."""
+    grid = time_grid(knet, points_per_layer)
+    traj = integrate(knet, x, grid=grid)
     states = traj.grid_states.reshape(-1, knet.num_nodes)
-    return Ranges(states.min(axis=0), states.max(axis=0), int(len(x)), source)
+    law, current = LAWS[knet.law], 0.0
+    for layer in knet.layers:
+        on = traj.grid_states[:, (grid >= layer.t_start) & (grid <= layer.t_stop)].reshape(-1, knet.num_nodes)
+        v = np.concatenate([np.zeros((len(on), 1)), on], axis=1)
+        for start in range(0, layer.num_devices, CURRENT_CHUNK):
+            part = slice(start, start + CURRENT_CHUNK)
+            g = law.current(v[:, layer.src[part]], v[:, layer.dst[part]], layer.theta[part])
+            current = max(current, float(np.abs(g).max(initial=0.0)))
+    return Ranges(states.min(axis=0), states.max(axis=0), int(len(x)), source, current)

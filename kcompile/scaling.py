@@ -65,7 +65,7 @@ EXACT_RTOL = 1e-12
 
 @dataclass(frozen=True)
 class Rescaling:
-    """How a law's networks rescale exactly under ``v = α·u`` (see the module docstring).
+    """How a law's networks rescale exactly under ``v = α·u`` and a current gain β (see the module docstring).
 
     Attributes
     ----------
@@ -75,6 +75,9 @@ class Rescaling:
         rescaling (``why`` says why).
     slopes, offsets : tuple of int
         The θ columns that enter only ``a``/``b``, and those that enter only ``c``.
+    gains : tuple of int
+        The θ columns a current gain β multiplies (homogeneous laws: the output scale, else the slopes and
+        offsets; then capacitance × β too): ``g(v, β·θ) = β·g(v, θ)``. Empty: no current gain.
     why : str
         For ``"none"``: what the law's declaration lacks.
     """
@@ -83,10 +86,11 @@ class Rescaling:
     kind: str
     slopes: tuple[int, ...]
     offsets: tuple[int, ...]
+    gains: tuple[int, ...] = ()
     why: str = ""
 
-    def theta(self, theta: np.ndarray, alpha: float) -> np.ndarray:
-        """θ of the rescaled network (``[E, P]``): offsets / α or slopes × α."""
+    def theta(self, theta: np.ndarray, alpha: float, beta: float = 1.0) -> np.ndarray:
+        """θ of the rescaled network (``[E, P]``): offsets / α or slopes × α, then the gain columns × β."""
         out = np.array(theta, dtype=float)
         if self.kind == "homogeneous":
             out[:, list(self.offsets)] /= alpha
@@ -94,54 +98,61 @@ class Rescaling:
             out[:, list(self.slopes)] *= alpha
         elif alpha != 1.0:
             raise ValueError(f"law {self.law!r} has no exact rescaling: {self.why}")
+        if beta != 1.0:
+            if not self.gains:
+                raise ValueError(f"law {self.law!r} has no current gain (its activation is not homogeneous)")
+            out[:, list(self.gains)] *= beta
         return out
 
-    def capacitance(self, alpha: float) -> float:
-        """Factor of every node capacitance: 1 (homogeneous) or α (slopes)."""
-        return alpha if self.kind == "slopes" else 1.0
+    def capacitance(self, alpha: float, beta: float = 1.0) -> float:
+        """Factor of every node capacitance: β (homogeneous) or α (slopes)."""
+        return alpha if self.kind == "slopes" else beta
 
-    def physical(self, scaling: Scaling, alpha: float) -> Scaling:
+    def physical(self, scaling: Scaling, alpha: float, beta: float = 1.0) -> Scaling:
         """The scaling of the ORIGINAL model units onto the circuit of the rescaled network at ``scaling``:
-        ``v0/α`` volts per unit, and ``i0/α`` amperes per unit (homogeneous) or ``c_unit·α`` farads per unit
-        (slopes); ``τ`` and ``vcm`` unchanged."""
-        if alpha == 1.0:
+        ``v0/α`` volts per unit, and ``i0·β/α`` amperes and ``c_unit·β`` farads per unit (homogeneous) or
+        ``c_unit·α`` farads per unit (slopes); ``τ`` and ``vcm`` unchanged."""
+        if alpha == 1.0 and beta == 1.0:
             return scaling
         if self.kind == "homogeneous":
-            return dataclasses.replace(scaling, v0=scaling.v0 / alpha, i0=scaling.i0 / alpha)
+            return dataclasses.replace(scaling, v0=scaling.v0 / alpha, i0=scaling.i0 * beta / alpha,
+                                       c_unit=scaling.c_unit * beta)
         return dataclasses.replace(scaling, v0=scaling.v0 / alpha, c_unit=scaling.c_unit * alpha)
 
 
 def argument_coefficients(law, theta: np.ndarray) -> np.ndarray:
-    """``(a, b, c)`` of the argument ``a·vs + b·vd + c`` for one θ row (:meth:`kcompile.laws.Law.coefficients`)."""
-    return np.array([np.ravel(x)[0] for x in np.broadcast_arrays(*law.coefficients(theta[None, :])[:3])])
+    """``(a, b, c, scale)`` of ``g = scale·φ(a·vs + b·vd + c)`` for one θ row (:meth:`kcompile.laws.Law.coefficients`)."""
+    return np.array([np.ravel(x)[0] for x in np.broadcast_arrays(*law.coefficients(theta[None, :]))], dtype=float)
 
 
-def _roles(law) -> tuple[list[int], list[int], list[int]]:
-    """The θ columns that move only ``a``/``b``, only ``c``, and anything else or non-linearly."""
+def _roles(law) -> tuple[list[int], list[int], list[int], list[int]]:
+    """The θ columns that move (linearly) only ``a``/``b``, only ``c``, only the output scale, and the others."""
     p = law.num_params
     base = argument_coefficients(law, np.zeros(p))
-    slopes, offsets, other = [], [], []
+    slopes, offsets, scales, other = [], [], [], []
     for j in range(p):
         unit = np.eye(p)[j]
         one, two = argument_coefficients(law, unit) - base, argument_coefficients(law, 2 * unit) - base
         linear = np.allclose(two, 2 * one, rtol=EXACT_RTOL, atol=0.0)
         moves = np.abs(one) > 0
-        if linear and moves[:2].any() and not moves[2]:
+        if linear and moves[:2].any() and not moves[2:].any():
             slopes.append(j)
-        elif linear and moves[2] and not moves[:2].any():
+        elif linear and moves[2] and not moves[[0, 1, 3]].any():
             offsets.append(j)
+        elif linear and moves[3] and not moves[:3].any():
+            scales.append(j)
         elif moves.any():
             other.append(j)
-    return slopes, offsets, other
+    return slopes, offsets, scales, other
 
 
 def _exact(law, candidate: Rescaling, rng: np.random.Generator) -> bool:
-    """Whether ``candidate`` satisfies its identity on random voltages, θ and α (relative ``EXACT_RTOL``)."""
+    """Whether ``candidate`` satisfies its identities on random voltages, θ, α and β (relative ``EXACT_RTOL``)."""
     theta = rng.uniform(-2.0, 2.0, (64, law.num_params))
     vs, vd = rng.uniform(-6.0, 6.0, 64), rng.uniform(-6.0, 6.0, 64)
-    for alpha in (0.37, 2.5, 11.0):
-        new = candidate.theta(theta, alpha)
-        lhs = law.current(alpha * vs, alpha * vd, theta)
+    for alpha, beta in ((0.37, 1.0), (2.5, 1.0), (11.0, 1.0)) + (((1.0, 3.3), (4.0, 0.6)) if candidate.gains else ()):
+        new = candidate.theta(theta, alpha, beta)
+        lhs = law.current(alpha * vs, alpha * vd, theta) * beta
         rhs = law.current(vs, vd, new) * (alpha if candidate.kind == "homogeneous" else 1.0)
         if not np.allclose(lhs, rhs, rtol=EXACT_RTOL, atol=EXACT_RTOL * (1.0 + np.abs(lhs).max())):
             return False
@@ -155,10 +166,10 @@ def rescaling(law_name: str) -> Rescaling:
     from .laws import LAWS
 
     law = LAWS[law_name]
-    slopes, offsets, other = _roles(law)
+    slopes, offsets, scales, other = _roles(law)
     rng = np.random.default_rng(0)
-    a0, b0, _ = argument_coefficients(law, np.zeros(law.num_params))
-    candidates = [Rescaling(law_name, "homogeneous", tuple(slopes), tuple(offsets))]
+    a0, b0 = argument_coefficients(law, np.zeros(law.num_params))[:2]
+    candidates = [Rescaling(law_name, "homogeneous", tuple(slopes), tuple(offsets), tuple(scales or slopes + offsets))]
     if slopes and a0 == 0.0 and b0 == 0.0:
         candidates.append(Rescaling(law_name, "slopes", tuple(slopes), tuple(offsets)))
     if not other:
@@ -167,16 +178,17 @@ def rescaling(law_name: str) -> Rescaling:
                 return candidate
     why = (f"its activation is not positively homogeneous and its form ({law.formula}) has no θ column that scales "
            "both terminal coefficients")
-    return Rescaling(law_name, "none", tuple(slopes), tuple(offsets), why)
+    return Rescaling(law_name, "none", tuple(slopes), tuple(offsets), why=why)
 
 
-def rescale(knet: KNet, alpha: float) -> KNet:
-    """The network of ``u = v/α``: θ by :meth:`Rescaling.theta`, capacitance by :meth:`Rescaling.capacitance`
-    (``knet`` itself for α = 1). Its trajectories times α are ``knet``'s, exactly."""
-    if alpha == 1.0:
+def rescale(knet: KNet, alpha: float, beta: float = 1.0) -> KNet:
+    """The network of ``u = v/α`` with current gain β: θ by :meth:`Rescaling.theta`, capacitance by
+    :meth:`Rescaling.capacitance` (``knet`` itself for α = β = 1). Its trajectories times α are ``knet``'s,
+    exactly."""
+    if alpha == 1.0 and beta == 1.0:
         return knet
     r = rescaling(knet.law)
-    layers = tuple(dataclasses.replace(layer, theta=_frozen(r.theta(layer.theta, alpha))) for layer in knet.layers)
-    capacitance = _frozen(np.asarray(knet.capacitance, dtype=float) * r.capacitance(alpha))
-    meta = {**knet.meta, "rescaled": {"alpha": alpha, "kind": r.kind}}
+    layers = tuple(dataclasses.replace(layer, theta=_frozen(r.theta(layer.theta, alpha, beta))) for layer in knet.layers)
+    capacitance = _frozen(np.asarray(knet.capacitance, dtype=float) * r.capacitance(alpha, beta))
+    meta = {**knet.meta, "rescaled": {"alpha": alpha, "beta": beta, "kind": r.kind}}
     return dataclasses.replace(knet, layers=layers, capacitance=capacitance, meta=meta)

@@ -27,8 +27,8 @@ from typing import Callable
 import numpy as np
 
 from . import ngspice
-from .build import build
-from .characterised import integrate_characterised, measure_devices
+from .build import build, prepare_transistor
+from .characterised import characterise, integrate_characterised
 from .checks import scaling_problem
 from .errors import InputError
 from .flow import Flow, Gate
@@ -253,14 +253,16 @@ def _corner_specs(flow: Flow, knet: KNet, pdk, scaling, cellmap) -> list[_Spec]:
     return specs
 
 
-def _run_specs(specs: list[_Spec], knet: KNet, x: np.ndarray, tran, scaling, flow: Flow, work: Path, executor,
-               tick) -> list:
-    """Write every spec's circuit, then run them all at once over one pool (local processes or ``executor``)."""
+def _run_specs(specs: list[_Spec], knet: KNet, network: KNet, x: np.ndarray, tran, scaling, flow: Flow, work: Path,
+               executor, tick) -> list:
+    """Write every spec's circuit (of ``network``, the circuit's rescaled ``knet``), then run them all at once over
+    one pool (local processes or ``executor``)."""
     circuits = []
     for n, spec in enumerate(specs):
         circuit = work / f"transistor_{n}.cir"
         with open(circuit, "w") as f:
-            f.writelines(render_transistor_circuit(knet, spec.cellmap, supply=spec.supply, mismatch=spec.mismatch))
+            f.writelines(render_transistor_circuit(network, spec.cellmap, supply=spec.supply,
+                                                   mismatch=spec.mismatch))
         circuits.append(circuit)
     jobs = max(1, min(flow.jobs or os.cpu_count() or 1, len(specs) * len(x)))
     # No subprocess may start in a thread while the pool forks its workers from another (the child would
@@ -300,21 +302,27 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
     if scaling_problem(scaling):
         raise InputError(f"{flow.path}: 'scaling' is unusable with {pdk.name}'s defaults: {scaling_problem(scaling)}")
     nominal = flow.corners[0]
-    cellmap = map_knet(knet, pdk.name, nominal, scaling)
-    if cellmap.clipped and not flow.allow_clipped:
-        raise InputError(f"{flow.path}: {len(cellmap.clipped)} device(s) of {flow.model} need θ outside the cell's "
-                         "calibrated range; set 'allow_clipped: true' in the flow to run them clipped")
-    cellmap = refine(knet, cellmap, steps_for(knet, flow.refine_steps))
+    # automatic scaling (kcompile.mapping.plan_scaling) unless the flow fixes v0, i0 or vcm; the circuit realises
+    # prep.plan.network (u = v/α), the recorded scaling maps the flow's model units onto it
+    gate = min((g.limit for g in flow.gates if g.level == "transistor" and g.metric == "max_output_error"),
+               default=None)
+    prep = prepare_transistor(knet, x, "the flow's inputs", pdk.name, nominal, scaling,
+                              "manual" if {"v0", "i0", "vcm"} & set(flow.scaling) else "auto",
+                              allow_clipped=flow.allow_clipped, refine_steps=flow.refine_steps, gate=gate,
+                              allow_out_of_budget=flow.allow_out_of_budget, where=str(flow.path),
+                              fixes=("set 'allow_clipped: true' in the flow",
+                                     "set 'allow_out_of_budget: true' in the flow"))
+    circuit, cellmap, scaling, alpha = prep.plan.network, prep.cellmap, prep.plan.scaling, prep.plan.alpha
     runs, mc = [], None
     if "characterised" in flow.levels:
         t0 = time.perf_counter()
-        ch = integrate_characterised(knet, measure_devices(cellmap), x)
+        ch = integrate_characterised(circuit, characterise(cellmap), x, alpha=alpha)
         runs.append(LevelRun("characterised", nominal, ch.outputs, ch.states, time.perf_counter() - t0,
                              metric=task_metric(task, ch.outputs, labels)))
     if "transistor" not in flow.levels:
         return runs, mc
-    tran = transistor_tran(knet, *([flow.points_per_layer] if flow.points_per_layer else []))
-    specs = _corner_specs(flow, knet, pdk, scaling, cellmap)
+    tran = prep.plan.tran(transistor_tran(knet, *([flow.points_per_layer] if flow.points_per_layer else [])))
+    specs = _corner_specs(flow, circuit, pdk, prep.plan.cell_scaling, cellmap)
     mcf = flow.monte_carlo
     nominal_supply = (flow.supply or (pdk.supply,))[0]
     mc_label = _label(nominal, flow.temperature[0], nominal_supply, pdk.supply)
@@ -323,7 +331,7 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
             raise InputError(f"{flow.path}: 'monte_carlo' needs mismatch coefficients, which PDK {pdk.name} lacks")
         specs += [_Spec(f"mc{d.run}", nominal, flow.temperature[0], nominal_supply, cellmap, d)
                   for d in draws(pdk.mismatch, mcf.seed, mcf.runs, mcf.scale)]
-    results = _run_specs(specs, knet, x, tran, scaling, flow, work, executor,
+    results = _run_specs(specs, knet, circuit, x, tran, scaling, flow, work, executor,
                          _ticker(progress, "transistor (corners, Monte Carlo)", len(specs) * len(x)))
     latency = float(knet.t_bounds[-1]) * scaling.tau
     for spec, (spice, seconds) in zip(specs, results):
@@ -337,8 +345,8 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
         reference = next(run for run in runs if run.level == "transistor" and run.corner == mc_label)
         attribution = None
         if mcf.rank:
-            attribution = rank_devices(knet, cellmap, x, [s.mismatch for s in specs if s.mismatch is not None],
-                                       outputs - reference.outputs[None], jobs=flow.jobs)
+            attribution = rank_devices(circuit, cellmap, x / alpha, [s.mismatch for s in specs if s.mismatch is not None],
+                                       (outputs - reference.outputs[None]) / alpha, jobs=flow.jobs)
         mc = MonteCarloResult(
             mc_label, mcf.runs, mcf.seed, mcf.scale, outputs,
             None if task is None else np.array([task_metric(task, o, labels) for o in outputs]),
