@@ -37,7 +37,7 @@ from .mapping import ScalingPlan, ThetaMisses, map_knet, plan_scaling, theta_mis
 from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_transistor_circuit, transistor_tran,
                       write_circuit)
 from .ranges import calibration_inputs, node_ranges
-from .scaling import Scaling, rescale
+from .scaling import Scaling, rescale, rescaling
 from .pdk import get_pdk
 from .reference import Trajectory
 from .characterised import characterise, integrate_characterised
@@ -586,6 +586,8 @@ def check_manifest(path: Path, data) -> tuple[dict, Scaling, Tran]:
     values = {key: m.get(f"scaling.{key}", float, rule, ...) for key, rule in SCALING.items()}
     if scaling_problem(Scaling(**values)):
         raise m.fail("scaling", scaling_problem(Scaling(**values)))
+    if level == "transistor" and m.get("cells.scaling_plan", dict, default=None) is not None:
+        _check_plan(m, data["law"], Scaling(**values))
 
     fields = {f.name: f for f in dataclasses.fields(Tran)}
     tran = m.get("tran", dict, default=...)
@@ -605,6 +607,24 @@ def check_manifest(path: Path, data) -> tuple[dict, Scaling, Tran]:
         return data, Scaling(**values), Tran(**args)
     except (InputError, TypeError) as exc:
         raise m.fail("tran", f"is not a valid analysis ({exc})") from None
+
+
+def _check_plan(m: _Manifest, law: str, scaling: Scaling) -> None:
+    """``cells.scaling_plan``: α, β and the cells' scaling reach the decks of the characterised level; the recorded
+    scaling must be the one they imply (:meth:`kcompile.scaling.Rescaling.physical`)."""
+    alpha = m.get("cells.scaling_plan.alpha", float, POSITIVE, ...)
+    beta = m.get("cells.scaling_plan.beta", float, POSITIVE, ...)
+    cell = m.get("cells.scaling_plan.cell_scaling", dict, default=...)
+    for key in set(cell) - set(SCALING):
+        raise m.fail(f"cells.scaling_plan.cell_scaling.{key}", "is not a scaling field")
+    cells = Scaling(**{key: m.get(f"cells.scaling_plan.cell_scaling.{key}", float, rule, ...)
+                       for key, rule in SCALING.items()})
+    try:
+        implied = rescaling(law).physical(cells, alpha, beta)
+    except ValueError as exc:
+        raise m.fail("cells.scaling_plan", str(exc)) from None
+    if not all(np.isclose(getattr(implied, k), getattr(scaling, k), rtol=1e-9, atol=0.0) for k in SCALING):
+        raise m.fail("scaling", f"disagrees with cells.scaling_plan (α = {alpha:g}, β = {beta:g} imply {implied})")
 
 
 def _read_manifest(path: Path) -> dict:
