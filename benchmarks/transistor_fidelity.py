@@ -18,6 +18,7 @@ Usage (from the repository root; every case prints one line per network)::
     python benchmarks/transistor_fidelity.py classify [--model examples/zoo/moons-hw-transistor.npz] \
         [--batch 200] [--start 0]
     python benchmarks/transistor_fidelity.py mnist   # clipping statistics of the imported checkpoint
+    python benchmarks/transistor_fidelity.py checkpoint --model ../shared/reference-checkpoints/circle [--batch 8]
     python benchmarks/transistor_fidelity.py example --c-unit 1e-12   # the old 1 pF scaling
     python benchmarks/transistor_fidelity.py example --points-per-layer 800   # timestep check
     python benchmarks/transistor_fidelity.py example --refine-steps 0   # without per-device refinement
@@ -120,7 +121,7 @@ def _seeds(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("case", choices=["example", "random", "classify", "mnist"])
+    ap.add_argument("case", choices=["example", "random", "classify", "mnist", "checkpoint"])
     ap.add_argument("--pdk", default="generic180")
     ap.add_argument("--corner", default="tt")
     ap.add_argument("--batch", type=int, default=None)
@@ -134,7 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--devices", type=int, default=12)
     ap.add_argument("--manual", action="store_true", help="the default scaling as given (no automatic scaling)")
-    ap.add_argument("--model", default=str(ROOT / "examples/zoo/moons-hw-transistor.npz"))
+    ap.add_argument("--model", default=str(ROOT / "examples/zoo/moons-hw-transistor.npz"),
+                    help="classify: the model; checkpoint: a folder of a paper checkpoint (model.pth, config.yaml)")
+    ap.add_argument("--char-batch", type=int, default=256, help="checkpoint: samples of the characterised level")
     ap.add_argument("--c-unit", type=float, default=None)
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
@@ -192,6 +195,38 @@ def main(argv: list[str] | None = None) -> None:
         print(f"disagreeing samples {bad.tolist()} (ideal output margins {np.round(margin[bad], 4).tolist()}); "
               f"smallest ideal margin {margin.min():.4f}")
         saved.update({k: r[k] for k in ("ideal", "char", "spice")}, labels=labels if labels is not None else [])
+    elif a.case == "checkpoint":
+        from kcompile.importer import import_reference
+
+        folder = Path(a.model)
+        knet = import_reference(folder / "model.pth", folder / "config.yaml")
+        rng = np.random.default_rng(7)
+        cal = rng.standard_normal((CALIBRATION_BATCH, knet.num_features))  # latent samples, like the inputs
+        wide = rng.standard_normal((a.char_batch, knet.num_features))
+        t0 = time.perf_counter()
+        prep = prepare_transistor(knet, cal, "64 standard normal latent samples", a.pdk, a.corner,
+                                  transistor_scaling(get_pdk(a.pdk)), "auto", allow_clipped=True,
+                                  allow_out_of_budget=True)
+        tables = characterise(prep.cellmap)
+        t1 = time.perf_counter()
+        char = integrate_characterised(prep.plan.network, tables, wide, alpha=prep.plan.alpha)
+        ideal = integrate(knet, wide)
+        t2 = time.perf_counter()
+        swing = node_ranges(knet, wide).peak
+        err = np.abs(char.outputs - ideal.outputs).max()
+        print(f"checkpoint {folder.name} {a.pdk}/{a.corner}: {knet.num_devices} {knet.law} devices; "
+              f"{prep.plan.reason}; clipped {len(prep.cellmap.clipped)}, θ misses {prep.misses.count}; "
+              f"characterised on {len(wide)} samples: largest output error {err:.3g} = "
+              f"{100 * err / swing:.2f} % of the swing ±{swing:.3g} (outputs within ±"
+              f"{np.abs(ideal.outputs).max():.3g}); tables {t1 - t0:.0f} s, integration {t2 - t1:.0f} s"
+              + ("" if tables.validation is None else f"; {tables.validation.message()}"), flush=True)
+        if a.batch:
+            x = wide[:a.batch]
+            r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer, refine_steps=a.refine_steps,
+                         calibration=cal)
+            print(_line(f"checkpoint {folder.name} {a.pdk}/{a.corner} transistor, {len(x)} latent samples", r),
+                  flush=True)
+            saved.update({k: r[k] for k in ("ideal", "char", "spice")})
     else:
         from kcompile.importer import import_reference
         from kcompile.cells.base import clip_flags, clip_reason

@@ -106,7 +106,8 @@ class Build:
         if cells.get("level") != "transistor":
             return None
         network, scaling = self.circuit_network()
-        cellmap = refine(network, map_knet(network, cells["pdk"], cells["corner"], scaling), cells.get("refine_steps", 0))
+        cellmap = refine(network, map_knet(network, cells["pdk"], cells["corner"], scaling),
+                         cells.get("refine_steps", 0))
         return integrate_characterised(network, characterise(cellmap), x, alpha=self.alpha)
 
     def recorded(self, name: str) -> np.ndarray | None:

@@ -355,8 +355,9 @@ def _report(run: _Run) -> None:
     c = run.comparison
     if c is not None:
         per_layer = "  ".join(f"t{k}={e:.1e}" for k, e in enumerate(c.boundary_error))
-        out.print(f"largest |spice - reference| at the outputs: {c.max_output_error:.3e}{run.relative(c.max_output_error)} "
-                  f"(sample {c.worst_sample}); all nodes per boundary: {per_layer}", highlight=False)
+        out.print(f"largest |spice - reference| at the outputs: {c.max_output_error:.3e}"
+                  f"{run.relative(c.max_output_error)} (sample {c.worst_sample}); all nodes per boundary: {per_layer}",
+                  highlight=False)
     if run.spice is not None and run.spice.energy is not None:
         latency = float(run.knet.t_bounds[-1]) * run.tau
         out.print(f"physical latency t_L·tau = {latency:.3g} s; energy per inference (supply) "

@@ -121,7 +121,8 @@ class Rescaling:
 
 
 def argument_coefficients(law, theta: np.ndarray) -> np.ndarray:
-    """``(a, b, c, scale)`` of ``g = scale·φ(a·vs + b·vd + c)`` for one θ row (:meth:`kcompile.laws.Law.coefficients`)."""
+    """``(a, b, c, scale)`` of ``g = scale·φ(a·vs + b·vd + c)`` for one θ row
+    (:meth:`kcompile.laws.Law.coefficients`)."""
     return np.array([np.ravel(x)[0] for x in np.broadcast_arrays(*law.coefficients(theta[None, :]))], dtype=float)
 
 
@@ -188,7 +189,8 @@ def rescale(knet: KNet, alpha: float, beta: float = 1.0) -> KNet:
     if alpha == 1.0 and beta == 1.0:
         return knet
     r = rescaling(knet.law)
-    layers = tuple(dataclasses.replace(layer, theta=_frozen(r.theta(layer.theta, alpha, beta))) for layer in knet.layers)
+    layers = tuple(dataclasses.replace(layer, theta=_frozen(r.theta(layer.theta, alpha, beta)))
+                   for layer in knet.layers)
     capacitance = _frozen(np.asarray(knet.capacitance, dtype=float) * r.capacitance(alpha, beta))
     meta = {**knet.meta, "rescaled": {"alpha": alpha, "beta": beta, "kind": r.kind}}
     return dataclasses.replace(knet, layers=layers, capacitance=capacitance, meta=meta)

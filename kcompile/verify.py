@@ -345,7 +345,8 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
         reference = next(run for run in runs if run.level == "transistor" and run.corner == mc_label)
         attribution = None
         if mcf.rank:
-            attribution = rank_devices(circuit, cellmap, x / alpha, [s.mismatch for s in specs if s.mismatch is not None],
+            attribution = rank_devices(circuit, cellmap, x / alpha,
+                                       [s.mismatch for s in specs if s.mismatch is not None],
                                        (outputs - reference.outputs[None]) / alpha, jobs=flow.jobs)
         mc = MonteCarloResult(
             mc_label, mcf.runs, mcf.seed, mcf.scale, outputs,

@@ -119,3 +119,22 @@ def test_characterised_level_reads_back_in_original_units(tmp_path):
     # not the α-times-smaller circuit units
     assert np.abs(char.states - ideal.states).max() < 0.05 * swing
     assert np.abs(ideal.states).max() > 4
+
+
+def test_progress_names_each_long_step_and_what_came_from_the_cache(tmp_path):
+    from kcompile import progress
+
+    build(WIDE, tmp_path / "warm", cells="transistor", allow_out_of_budget=True)  # every sweep now cached
+    events = []
+    with progress.listening(events.append):
+        build(WIDE, tmp_path / "b", cells="transistor", allow_out_of_budget=True)
+    ended = {e.label: e for e in events if e.kind == "end"}
+    assert any(label.startswith("range analysis on") for label in ended)
+    assert "dynamic-range budget" in ended
+    calibration = ended["calibration of kc_relu on generic180/tt"]
+    assert calibration.done >= 1 and calibration.cached == calibration.done
+    sweeps = [e for label, e in ended.items() if label.startswith("DC sweeps of 24 kc_relu instances")]
+    assert sweeps and all(e.cached == e.done == e.total for e in sweeps)
+    run = _cli("build", str(WIDE), "-o", str(tmp_path / "c"), "--cells", "transistor", "--allow-out-of-budget",
+               cwd=tmp_path)
+    assert run.returncode == 0 and "from the cache" in run.stderr and "range analysis on" in run.stderr

@@ -25,4 +25,5 @@ one is refused with the fix. docs/cells.md says how to add a cell.
 from .base import COMPLIANCE_SPAN, Accuracy, Cell, LayerMap, Transistor, default_scaling
 from .registry import CELLS, NoCellError, Registry, cell_for_law
 
-__all__ = ["COMPLIANCE_SPAN", "CELLS", "Accuracy", "Cell", "LayerMap", "NoCellError", "Registry", "Transistor", "cell_for_law", "default_scaling"]
+__all__ = ["COMPLIANCE_SPAN", "CELLS", "Accuracy", "Cell", "LayerMap", "NoCellError", "Registry", "Transistor",
+           "cell_for_law", "default_scaling"]
