@@ -5,9 +5,14 @@
 the weights file recorded test data, and ``manifest.json`` (sizes, windows,
 scaling, file hashes, kcompile version). A transistor-level build also holds
 ``devices.npz``: per device the target θ, the θ the calibrated cell achieves,
-the instance parameters chosen, and which devices were clipped. The
-directory appears whole or not at all: it is written beside the target and
-renamed into place.
+the instance parameters chosen, and which devices were clipped, and
+``models.spice``: the PDK's model cards for its corner, every include
+inlined, which ``circuit.cir`` includes by that relative name, so the
+directory can move to another machine or into an xschem testbench. With
+``testbench=True`` it also holds ``tb.cir``, a run deck for the first input
+that runs with plain ``ngspice -b BUILD/tb.cir`` from any directory and
+prints the outputs at t_L next to the reference's. The directory appears
+whole or not at all: it is written beside the target and renamed into place.
 """
 
 from __future__ import annotations
@@ -34,17 +39,22 @@ from .laws import LAWS
 from . import progress
 from .budget import Budget, estimate
 from .mapping import ScalingPlan, ThetaMisses, map_knet, plan_scaling, theta_misses
-from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_transistor_circuit, transistor_tran,
-                      write_circuit)
+from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_deck, render_transistor_circuit,
+                      transistor_tran, write_circuit)
+from .osdi import DEVICES, default_devices
 from .ranges import calibration_inputs, node_ranges
 from .scaling import Scaling, rescale, rescaling
 from .pdk import get_pdk
-from .reference import Trajectory
+from .reference import Trajectory, integrate
 from .characterised import characterise, integrate_characterised
 from .refine import refine, steps_for
 from .simulate import SpiceResult, simulate
 
 MANIFEST = "manifest.json"
+#: a transistor-level build's model cards, included by ``circuit.cir`` by this relative name
+MODELS = "models.spice"
+#: the optional standalone testbench
+TESTBENCH = "tb.cir"
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,21 +79,24 @@ class Build:
     def circuit(self) -> Path:
         return self.path / "circuit.cir"
 
-    def simulate(self, x: np.ndarray, **options) -> SpiceResult:
+    def simulate(self, x: np.ndarray, simulator: str = "ngspice", **options) -> SpiceResult:
         """Run every row of ``x`` (``[B, F]``; one row ``[F]``) through ``circuit.cir`` in ngspice.
 
         The defaults of ``kcompile simulate``: the build's analysis and
         scaling and, for a transistor-level build, its supply (energy per
         sample) and its PDK's ngspice variables. ``options`` go to
         :func:`kcompile.simulate.simulate` (``jobs``, ``timeout``, ``waveforms``,
-        ``run_root``, ``cache_dir``, ``executor``, ``progress``).
+        ``run_root``, ``cache_dir``, ``executor``, ``progress``). ``simulator``:
+        another back end runs the circuit written in its dialect (:func:`circuit_for`).
         """
         x = check_inputs(np.asarray(x), self.knet, "x")
         cells = self.manifest["cells"]
         if cells["level"] == "transistor":
             options = {"supply": ("vdd", cells["supply"]), "defines": get_pdk(cells["pdk"]).ngspice_defines(),
                        **options}
-        return simulate(self.knet, self.circuit, x, self.tran, scaling=self.scaling, **options)
+        with tempfile.TemporaryDirectory(prefix="kcompile-circuit-") as tmp:
+            return simulate(self.knet, circuit_for(self, simulator, Path(tmp)), x, self.tran, scaling=self.scaling,
+                            simulator=simulator, **options)
 
     @property
     def alpha(self) -> float:
@@ -99,16 +112,17 @@ class Build:
             return self.knet, self.scaling
         return rescale(self.knet, self.alpha, float(plan["beta"])), Scaling(**plan["cell_scaling"])
 
-    def characterised(self, x: np.ndarray) -> Trajectory | None:
+    def characterised(self, x: np.ndarray, **options) -> Trajectory | None:
         """For a transistor build: the ideal ODE with every cell's measured DC I–V (cached sweeps; thousands of
-        instances from a table over the cell's parameters, :mod:`kcompile.characterised`), in the original units."""
+        instances from a table over the cell's parameters, :mod:`kcompile.characterised`), in the original units.
+        ``options`` go to the integrator (:func:`kcompile.reference.integrate`: ``method``, ``rtol``, ...)."""
         cells = self.manifest["cells"]
         if cells.get("level") != "transistor":
             return None
         network, scaling = self.circuit_network()
         cellmap = refine(network, map_knet(network, cells["pdk"], cells["corner"], scaling),
                          cells.get("refine_steps", 0))
-        return integrate_characterised(network, characterise(cellmap), x, alpha=self.alpha)
+        return integrate_characterised(network, characterise(cellmap), x, alpha=self.alpha, **options)
 
     def recorded(self, name: str) -> np.ndarray | None:
         """``inputs`` ``[B, F]`` or ``labels`` ``[B]`` recorded with the model, if any (checked: a build
@@ -289,7 +303,8 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
           pdk: str = "generic180", corner: str = "tt", allow_clipped: bool = False,
           points_per_layer: int | None = None, refine_steps: int | None = None, solver: str | None = None,
           scaling_mode: str | None = None, calibration: str | Path | None = None, max_error: float | None = None,
-          allow_out_of_budget: bool = False, max_devices: int = MAX_TRANSISTOR_DEVICES) -> Build:
+          allow_out_of_budget: bool = False, max_devices: int = MAX_TRANSISTOR_DEVICES, devices: str | None = None,
+          testbench: bool = False) -> Build:
     """Validate ``weights`` and write the build directory ``out_dir``.
 
     Parameters
@@ -325,6 +340,14 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
     solver : {"sparse", "klu"}, optional
         ngspice's linear solver (default: ``"klu"`` for large networks, see
         :func:`kcompile.netlist.default_tran`; an ngspice without KLU ignores it).
+    devices : {"osdi", "bsource"}, optional
+        Behavioural devices as compiled Verilog-A modules (the build holds their
+        ``.va``; :mod:`kcompile.osdi`) or as ngspice B-sources. Default:
+        :func:`kcompile.osdi.default_devices` (``osdi`` where ngspice loads OSDI;
+        otherwise ``bsource``, with a note in the manifest's ``notes``).
+    testbench : bool
+        Also write ``tb.cir`` (:func:`testbench_text`); not for segmented circuits, which run one transient
+        per layer.
 
     An existing ``out_dir`` is replaced only if it is empty or an earlier
     kcompile build holding nothing but the files its manifest lists
@@ -340,6 +363,13 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
             raise InputError(f"The '{name}' parameter of build {rule.problem(value)}.")
     if scaling is not None and scaling_problem(scaling):
         raise InputError(f"The 'scaling' parameter of build is unusable: {scaling_problem(scaling)}.")
+    if devices is not None and (devices not in DEVICES or cells == "transistor"):
+        raise InputError(f"The 'devices' parameter must be one of {', '.join(DEVICES)} for behavioural cells "
+                         f"(transistor-level cells are subcircuits). Got {short(devices)} with cells {short(cells)} instead.")
+    notes = []
+    if cells == "behavioural" and devices is None:
+        devices, note = default_devices()
+        notes += [note] if note else []
     weights, out_dir = Path(weights), Path(out_dir)
     check_replaceable(out_dir)
     knet = load_knet(weights)
@@ -365,23 +395,32 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         scaling = scaling or Scaling()
         tran = default_tran(knet, *([points_per_layer] if points_per_layer else []))
     tran = tran if solver is None else dataclasses.replace(tran, solver=solver)
+    if testbench and tran.segmented:
+        raise InputError(f"{weights}: a testbench (tb.cir) needs a clocked circuit, but {knet.num_devices:,} devices "
+                         "are built segmented (one transient per layer, chained by kcompile simulate); leave out "
+                         "--testbench")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 is for temporaries; a build directory is a normal one
         if cellmap is None:
-            write_circuit(knet, tmp / "circuit.cir", scaling)
-            cells_info = {"level": "behavioural"}
+            write_circuit(knet, tmp / "circuit.cir", scaling, segmented=tran.segmented, devices=devices)
+            cells_info = {"level": "behavioural", "devices": devices}
         else:
+            (tmp / MODELS).write_text(bundle_models(cellmap.pdk.model_lines(cellmap.corner),
+                                                    f"{cellmap.pdk.name} corner {cellmap.corner}"))
             with open(tmp / "circuit.cir", "w") as f:
-                f.writelines(render_transistor_circuit(plan.network, cellmap))
+                f.writelines(render_transistor_circuit(plan.network, cellmap, model_lines=[f'.include "{MODELS}"']))
             _save_devices(tmp / "devices.npz", cellmap)
         save_knet(knet, tmp / "weights.npz")
         for name, arr in extras.items():
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
+        if testbench:
+            (tmp / TESTBENCH).write_text(testbench_text(knet, scaling, tran, extras, cellmap))
         files = {f.name: sha256(f) for f in sorted(tmp.iterdir())}
         manifest = manifest_for(knet, weights, scaling, tran, files, cells_info)
         manifest["warnings"] = warnings
+        manifest["notes"] = notes
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
         _swap_into_place(tmp, out_dir)
     except BaseException:
@@ -557,7 +596,7 @@ def check_manifest(path: Path, data) -> tuple[dict, Scaling, Tran]:
     m.get("law", tuple(LAWS), default=...)
     for key in ("num_nodes", "num_devices", "num_features"):
         m.get(key, int, _SIZE, ...)
-    for key in ("input_nodes", "output_nodes", "layers", "warnings"):
+    for key in ("input_nodes", "output_nodes", "layers", "warnings", "notes"):
         m.get(key, list, default=[])
     for i, layer in enumerate(data.get("layers", [])):
         if not isinstance(layer, dict) or not isinstance(layer.get("devices"), int) or layer["devices"] < 0:
@@ -575,6 +614,8 @@ def check_manifest(path: Path, data) -> tuple[dict, Scaling, Tran]:
             raise m.fail("files", f"does not list {name}")
 
     level = m.get("cells.level", ("behavioural", "transistor"), default=...)
+    if level == "behavioural":
+        m.get("cells.devices", DEVICES, default="bsource")  # written since compiled devices; bsource before
     if level == "transistor":
         pdk = PDKS[m.get("cells.pdk", tuple(PDKS), default=...)]
         m.get("cells.corner", pdk.corners, default=...)
@@ -676,3 +717,109 @@ def modified_files(b: Build) -> list[str]:
     """Files whose hash no longer matches the manifest (hand edits, corruption)."""
     return [name for name, digest in b.manifest.get("files", {}).items()
             if not (b.path / name).is_file() or sha256(b.path / name) != digest]
+
+
+def circuit_for(b: Build, simulator: str, folder: Path) -> Path:
+    """The build's circuit in ``simulator``'s dialect: ``circuit.cir`` for ngspice (what the build wrote); for
+    another back end, written into ``folder`` from the build's network, scaling, form and devices (VACASK takes
+    only compiled devices: a ``bsource`` build is refused, never silently compiled)."""
+    from .backends import get_simulator
+
+    sim = get_simulator(simulator)
+    if sim.name == "ngspice":
+        return b.circuit
+    if b.manifest["cells"]["level"] != "behavioural":
+        raise InputError(f"{b.path}: a transistor-level build runs only in ngspice (its cells and models are "
+                         f"ngspice text), not in {sim.name}")
+    devices = b.manifest["cells"].get("devices", "bsource")
+    if devices not in sim.devices:
+        raise InputError(f"{b.path}: built with --devices {devices}, which {sim.name} cannot simulate; rebuild "
+                         f"with --devices {sim.devices[0]}")
+    path = Path(folder) / sim.circuit_name
+    write_circuit(b.knet, path, b.scaling, segmented=b.tran.segmented, simulator=sim.name, devices=devices)
+    for name in b.manifest["files"]:  # the build's own modules, so that both simulators compile the same text
+        if name.endswith(".va"):
+            shutil.copyfile(b.path / name, Path(folder) / name)
+    return path
+# ---------------------------------------------------------------- portable builds
+
+#: ``.include FILE`` and ``.lib FILE SECTION`` (a section header ``.lib NAME`` has no second word)
+_CALL = re.compile(r"""^\s*\.(include|inc|lib)\s+(?:"([^"]+)"|'([^']+)'|(\S+))(?:\s+(\S+))?\s*$""", re.I)
+_MAX_NESTING = 16
+
+
+def _section(lines: list[str], name: str, path: Path) -> list[str]:
+    """The body of ``.lib NAME`` ... ``.endl`` in ``lines``."""
+    head = re.compile(rf"^\s*\.lib\s+{re.escape(name)}\s*$", re.I)
+    for i, line in enumerate(lines):
+        if head.match(line):
+            for j in range(i + 1, len(lines)):
+                if re.match(r"^\s*\.endl\b", lines[j], re.I):
+                    return lines[i + 1:j]
+            break
+    raise InputError(f"{path}: has no complete section {name!r} (.lib {name} ... .endl); reinstall the PDK package")
+
+
+def _inlined(path: Path, section: str | None, depth: int = 0) -> list[str]:
+    """``path`` (or its ``section``) with every include and section call replaced by the text it names,
+    resolved as ngspice does: relative to the including file."""
+    if depth > _MAX_NESTING:
+        raise InputError(f"{path}: model includes nest deeper than {_MAX_NESTING} levels")
+    lines = path.read_text(errors="replace").splitlines()
+    if section is not None:
+        lines = _section(lines, section, path)
+    out = [f"* ---- {path.name}" + (f", section {section}" if section else "")]
+    for line in lines:
+        m = _CALL.match(line)
+        kind, target, sub = (m.group(1).lower(), m.group(2) or m.group(3) or m.group(4), m.group(5)) if m else (
+            None, None, None)
+        if kind is None or (kind == "lib") != (sub is not None):
+            out.append(line)  # a statement, or a section header of a file included whole
+        else:
+            out += _inlined(path.parent / target, sub, depth + 1)
+    return out
+
+
+def bundle_models(model_lines: list[str], what: str) -> str:
+    """One self-contained model file from a PDK's model lines (:meth:`kcompile.pdk.Pdk.model_lines`).
+
+    Every ``.include`` is replaced by the file it names and every
+    ``.lib FILE SECTION`` by that section, recursively, so the text holds no
+    path: a build that includes it by a relative name runs on any machine
+    (ngspice resolves a relative include against the including file's
+    directory). Only the build's corner is bundled.
+    """
+    out = [f"* kcompile {__version__}: the {what} model cards, bundled for a portable build", ""]
+    for line in model_lines:
+        m = _CALL.match(line)
+        if m is None:
+            raise InputError(f"cannot bundle the model line {short(line, 120)}: expected .include or .lib")
+        out += _inlined(Path(m.group(2) or m.group(3) or m.group(4)), m.group(5))
+    return "\n".join(out) + "\n"
+
+
+def testbench_text(knet: KNet, scaling: Scaling, tran: Tran, extras: dict, cellmap=None) -> str:
+    """``tb.cir``: the run deck of the first recorded test input (zeros without one) with ``.meas`` lines
+    that print every output at t_L in model units, and a header with the reference's values to compare.
+
+    It includes ``circuit.cir`` by a relative name, so ``ngspice -b BUILD/tb.cir`` runs from any directory.
+    """
+    x = extras.get("inputs")
+    row = np.zeros(knet.num_features) if x is None else x[0]
+    ref = integrate(knet, row[None]).outputs[0]
+    label = extras.get("labels")
+    what = ("all-zero inputs (the weights record no test inputs)" if x is None else
+            "the first recorded test input" + ("" if label is None else f" (label {label[0]:g})"))
+    t_end = float(knet.t_bounds[-1]) * scaling.tau
+    defines = "" if cellmap is None else " ".join(f"-D {d}" for d in cellmap.pdk.ngspice_defines())
+    head = [f"* kcompile {__version__} standalone testbench: circuit.cir with {what}",
+            f"* run from any directory: ngspice -b {defines + ' ' if defines else ''}path/to/tb.cir",
+            "* prints y_n<N>: output node N at t_L in model units, (V - vcm)/v0",
+            "* the reference integrator gives: " + ", ".join(f"n{n} = {v:.6g}" for n, v in
+                                                          zip(knet.output_nodes.tolist(), ref.tolist()))]
+    deck = render_deck(knet.initial_state(row[None])[0], tran, scaling, None)
+    meas = [f".meas tran y_n{n} find par('(v(n{n})-{scaling.vcm!r})/{scaling.v0!r}') at={t_end!r}"
+            for n in knet.output_nodes.tolist()]
+    body = deck.rstrip("\n").splitlines()
+    assert body[-1] == ".end"
+    return "\n".join(head + body[:-1] + meas + [".end"]) + "\n"

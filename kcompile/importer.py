@@ -46,7 +46,11 @@ _SELECT = re.compile(r"^(last|first)(\d+)$")
 
 #: input width of the shipped checkpoints' test benches (the config does not state it);
 #: other benches fall back to the node count of layer 0 or the ``num_features`` argument
-TEST_BENCH_FEATURES = {"mnist": 784, "twomoon": 2, "circle": 2, "8gaussians": 2, "potential1": 2}
+TEST_BENCH_FEATURES = {"mnist": 784, "twomoon": 2, "circle": 2, "8gaussians": 2, "potential1": 2, "genmnist": 784}
+#: test benches trained as continuous normalising flows: sampling runs the circuit forward from standard-normal
+#: latents and the sample is every node's voltage at the end, so their import is ``meta.generative`` with every
+#: node an output (a ``projector`` is not applied)
+GENERATIVE_BENCHES = {"circle", "8gaussians", "potential1", "genmnist"}
 
 #: ``network`` keys the import understands; any other key is refused
 _KNOWN_NETWORK_KEYS = {"adjoint", "initialization", "model", "net_struct", "fill", "projector",
@@ -516,7 +520,9 @@ def import_reference(model_path: str | Path, config_path: str | Path, *,
     if int(num_features) < 1:
         raise InputError(f"num_features must be positive, got {num_features}")
     input_nodes, input_index = _input_mapping(int(num_features), widths[0], fill, config_path)
-    output_nodes = _output_nodes(net.get("projector"), num_nodes, config_path)
+    generative = bench in GENERATIVE_BENCHES
+    output_nodes = np.arange(1, num_nodes + 1) if generative else _output_nodes(net.get("projector"), num_nodes,
+                                                                                config_path)
 
     params = _layer_params(_load_state_dict(model_path), model_path, len(struct))
     layers = []
@@ -552,6 +558,8 @@ def import_reference(model_path: str | Path, config_path: str | Path, *,
             "param_dtype": str(params[0].dtype),
         },
     }
+    if generative:
+        meta["generative"] = True
     if bench is None:
         del meta["task"]
     try:

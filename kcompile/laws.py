@@ -29,6 +29,7 @@ overflow: ``exp`` only ever sees arguments ≤ 20.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -112,7 +113,7 @@ def _np_silu(z):
 
 
 def _np_gelu(z):
-    e = special.erf(z * np.sqrt(0.5))
+    e = special.erf(z * math.sqrt(0.5))  # torch: x · 0.5 · (1 + erf(x · M_SQRT1_2))
     e += 1.0
     z *= 0.5
     z *= e
@@ -244,11 +245,16 @@ class Law:
         """ngspice behavioural-source expression for one device (``vs``/``vd`` are SPICE terms)."""
         return self._text(vs, vd, [_num(t) for t in theta], NGSPICE)
 
+    def verilog_a_terms(self, s: str, d: str, p: Sequence[str]) -> tuple[str, str]:
+        """Verilog-A text of ``z`` (terminal terms ``s``, ``d``, parameter names ``p``) and of the current as a
+        function of a variable ``z`` (also the statements of :mod:`kcompile.osdi`'s bundled modules)."""
+        scale = "" if self.form.scale is None else f"{p[self.form.scale]}*"
+        return self.form.text(s, d, p), scale + self.activation.text("z", VERILOG_A)
+
     def verilog_a(self) -> str:
         """A complete Verilog-A module: terminals ``s``, ``d``; instance parameters ``theta0..``; model units."""
         names = [f"theta{j}" for j in range(self.num_params)]
-        z = self.form.text("V(s)", "V(d)", names)
-        scale = "" if self.form.scale is None else f"{names[self.form.scale]}*"
+        z, current = self.verilog_a_terms("V(s)", "V(d)", names)
         params = "".join(f'    (*type="instance"*) parameter real {n} = 0.0;\n' for n in names)
         return (f"// kcompile.knet/1 device law '{self.name}': the current from s to d in model units.\n"
                 '`include "disciplines.vams"\n\n'
@@ -259,7 +265,7 @@ class Law:
                 "    real z;\n\n"
                 "    analog begin\n"
                 f"        z = {z};\n"
-                f"        I(s, d) <+ {scale}{self.activation.text('z', VERILOG_A)};\n"
+                f"        I(s, d) <+ {current};\n"
                 "    end\n"
                 "endmodule\n")
 

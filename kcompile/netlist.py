@@ -145,20 +145,27 @@ def clock_edge(knet: KNet, edge_fraction: float = 1e-6) -> float:
 
 #: first line of a segmented circuit file (:func:`simulate` checks it against the analysis)
 SEGMENTED_MARK = "segmented behavioural circuit"
+#: first line of a circuit whose devices are compiled Verilog-A modules (:func:`simulate` loads them)
+OSDI_MARK = "compiled devices"
 
 
 def render_circuit(knet: KNet, scaling: Scaling = Scaling(), edge_fraction: float = 1e-6,
-                   segmented: bool | None = None, *, simulator: str = "ngspice") -> Iterator[str]:
+                   segmented: bool | None = None, *, simulator: str = "ngspice",
+                   devices: str | None = None) -> Iterator[str]:
     """Stream the behavioural circuit file (text chunks) for ``knet`` in ``simulator``'s dialect.
 
     ``segmented`` (default: :func:`is_large`): no clocks, one part with the
     capacitors and one per layer (ngspice: ``.lib`` sections ``nodes`` and
     ``layer{k}``), for one transient per layer (:class:`Tran` with ``segmented=True``).
+    ``devices``: ``"bsource"`` (one behavioural source per device) or ``"osdi"``
+    (one instance of the law's compiled Verilog-A module, :mod:`kcompile.osdi`);
+    default: the back end's first (ngspice: ``bsource``; VACASK has only ``osdi``).
     """
     from .backends import get_simulator
 
+    sim = get_simulator(simulator)
     segmented = is_large(knet) if segmented is None else bool(segmented)
-    return get_simulator(simulator).render_circuit(knet, scaling, edge_fraction, segmented)
+    return sim.render_circuit(knet, scaling, edge_fraction, segmented, sim.check_devices(devices or sim.devices[0]))
 
 
 def render_deck(initial: np.ndarray, tran: Tran, scaling: Scaling = Scaling(), supply: str | None = None,
@@ -175,17 +182,35 @@ def render_deck(initial: np.ndarray, tran: Tran, scaling: Scaling = Scaling(), s
 
 
 def write_circuit(knet: KNet, path: Path, scaling: Scaling = Scaling(), edge_fraction: float = 1e-6,
-                  segmented: bool | None = None, *, simulator: str = "ngspice") -> None:
+                  segmented: bool | None = None, *, simulator: str = "ngspice", devices: str | None = None) -> None:
     """Render the circuit to ``path`` in blocks of 64k template chunks (a few MB), never whole.
 
     Joining the chunks before writing saves one ``write`` call per chunk: about
     15% of the CPU time of an MNIST-size build (docs/performance.md).
-    ``segmented``: see :func:`render_circuit` (default: by size, like :func:`default_tran`).
+    ``segmented``, ``devices``: see :func:`render_circuit` (default: by size, like
+    :func:`default_tran`; the back end's first device form). A circuit of compiled
+    devices gets its law's Verilog-A module beside it (:func:`kcompile.osdi.write_modules`).
     """
-    chunks = render_circuit(knet, scaling, edge_fraction, segmented, simulator=simulator)
+    from .backends import get_simulator
+
+    sim = get_simulator(simulator)
+    devices = sim.check_devices(devices or sim.devices[0])
+    segmented = is_large(knet) if segmented is None else bool(segmented)
+    chunks = render_circuit(knet, scaling, edge_fraction, segmented, simulator=simulator, devices=devices)
     with open(path, "w") as f:
         while block := "".join(islice(chunks, 1 << 16)):
             f.write(block)
+    if devices == "osdi":
+        from .osdi import write_modules
+
+        write_modules(knet, Path(path).parent, segmented)
+
+
+def circuit_form(circuit: Path) -> tuple[bool, bool]:
+    """``(segmented, osdi)`` of a circuit file written by :func:`write_circuit`, from its first line."""
+    with open(circuit, errors="replace") as f:
+        first = f.readline()
+    return SEGMENTED_MARK in first, OSDI_MARK in first
 
 
 def _node(n: int, ground: str) -> str:
@@ -221,13 +246,14 @@ def clock_points(knet: KNet, k: int, edge: float) -> list[tuple[float, float]]:
 
 
 def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9, *, supply: float | None = None,
-                              mismatch=None) -> Iterator[str]:
+                              mismatch=None, model_lines: list[str] | None = None) -> Iterator[str]:
     """Stream the transistor-level circuit: PDK models, cell subcircuits, enables, one cell per device.
 
     ``supply`` overrides the PDK's nominal supply (volts; the enables swing to it too).
     ``mismatch`` (a :class:`kcompile.mismatch.MismatchDraw`) renders the cells with a
     threshold and current-factor parameter per transistor and sets every instance's drawn
-    values; without it the text is the nominal circuit.
+    values; without it the text is the nominal circuit. ``model_lines`` replace the PDK's own
+    (:meth:`kcompile.pdk.Pdk.model_lines`, absolute paths): a portable build includes its bundled copy.
     """
     sc = cellmap.scaling
     edge = edge_seconds / sc.tau
@@ -241,7 +267,8 @@ def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9, *
         version=__version__, law=knet.law, num_nodes=knet.num_nodes, num_layers=knet.num_layers,
         num_devices=knet.num_devices, cell=cell.name, pdk=cellmap.pdk.name, corner=cellmap.corner,
         vcm=sc.vcm, v0=sc.v0, i0=sc.i0, c_unit=sc.c_unit, tau=sc.tau,
-        model_lines=cellmap.pdk.model_lines(cellmap.corner), subckts=subckts, supply=f"{supply:g}",
+        model_lines=cellmap.pdk.model_lines(cellmap.corner) if model_lines is None else model_lines,
+        subckts=subckts, supply=f"{supply:g}",
         capacitors=((n, _num(c * sc.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
         clocks=((k, enable_pwl(knet, k, edge, sc.tau, supply), enable_pwl(knet, k, edge, sc.tau, supply, True))
                 for k in range(knet.num_layers)),

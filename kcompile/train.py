@@ -959,18 +959,16 @@ def _command_line(ctx, **resolved) -> str:
               help="Train with a surrogate of the characterised signed cell in place of the ideal relu law.")
 @click.option("--baseline", type=click.Choice(["mlp"]), default=None,
               help="Train the matched ReLU-MLP baseline instead (writes only the metrics JSON).")
-@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Weights file (.npz) to write, with a .json of the metrics beside it.")
+@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Weights file (.npz) to write, with a .json of the metrics beside it (--baseline: only the .json).")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
-@click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def train_command(task_name, law, size, layers, t_layer, epochs, batch_size, lr, dt, init_scale, dtype, seed, data_seed,
                   theta_max, theta_noise, voltage_noise, voltage_max, voltage_weight, theta_range, device_in_the_loop,
                   baseline, out_path, threads, quiet):
     """Train a KirchhoffNet on a bundled task and export it as kcompile.knet/1."""
     torch = require_torch()
     torch.set_num_threads(max(1, threads))
-    if baseline is None and out_path is None:
-        raise InputError("kcompile train needs -o WEIGHTS.npz (where to write the trained network)")
     if layers < 1:
         raise InputError(f"--layers must be at least 1, got {layers}")
     defaults = TASK_DEFAULTS[task_name]

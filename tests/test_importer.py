@@ -223,7 +223,7 @@ def test_new_device_classes_in_behavioural_ngspice(case, tmp_path):
     knet = import_reference(folder / "model.pth", folder / "config.yaml")
     io = np.load(folder / "io.npz")
     write_circuit(knet, tmp_path / "circuit.cir")
-    spice = simulate(knet, tmp_path / "circuit.cir", io["inputs"][:1], default_tran(knet), jobs=1)
+    spice = simulate(knet, tmp_path / "circuit.cir", io["inputs"][:1], default_tran(knet, 400), jobs=1)
     err = float(np.max(np.abs(spice.states[:, -1, knet.output_nodes - 1] - io["outputs"][:1])))
     assert err <= 1e-4, f"{case}: max abs error {err:.3g}"
 
