@@ -735,6 +735,7 @@ def circuit_for(b: Build, simulator: str, folder: Path) -> Path:
     if devices not in sim.devices:
         raise InputError(f"{b.path}: built with --devices {devices}, which {sim.name} cannot simulate; rebuild "
                          f"with --devices {sim.devices[0]}")
+    Path(folder).mkdir(parents=True, exist_ok=True)
     path = Path(folder) / sim.circuit_name
     write_circuit(b.knet, path, b.scaling, segmented=b.tran.segmented, simulator=sim.name, devices=devices)
     for name in b.manifest["files"]:  # the build's own modules, so that both simulators compile the same text
