@@ -388,7 +388,8 @@ def flow_scaling(flow: Flow) -> Scaling:
 
 def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: Path, executor, progress,
                      ideal_outputs: np.ndarray, grid: np.ndarray):
-    """Characterised, transistor (every corner) and Monte Carlo levels, calibrated at the nominal (first) corner."""
+    """Characterised, transistor (every corner) and Monte Carlo levels, calibrated at the nominal (first) corner,
+    and their scaling in the flow's model units."""
     pdk = get_pdk(flow.pdk or "generic180")
     scaling = flow_scaling(flow)
     nominal = flow.corners[0]
@@ -415,7 +416,7 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
                              [(ch.grid, ch.grid_states[b]) for b in range(min(len(xc), WAVEFORM_SAMPLES))],
                              task_metric(task, ch.outputs, lc)))
     if "transistor" not in flow.levels:
-        return runs, mc
+        return runs, mc, scaling
     x, labels = _first(flow, "transistor", x, labels)
     ideal_outputs = ideal_outputs[:len(x)]
     tran = prep.plan.tran(transistor_tran(knet, *([flow.points_per_layer] if flow.points_per_layer else [])))
@@ -452,7 +453,7 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
             None if task is None else np.array([task_metric(task, o, labels) for o in outputs]),
             np.abs(outputs - ideal_outputs[None]).max(axis=(1, 2)), reference.outputs,
             sum(r[1] for r in mc_results), np.stack([r[0].energy for r in mc_results]), attribution)
-    return runs, mc
+    return runs, mc, scaling
 
 
 def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = None,
@@ -486,7 +487,8 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
         tick(1)
         ideal_run = LevelRun("ideal", "-", ideal.outputs, ideal.states, time.perf_counter() - t0,
                              metric=task_metric(task, ideal.outputs, labels))
-        runs, mc, timing = [ideal_run], None, {}
+        # cells: the transistor levels' scaling in the flow's model units (automatic scaling: the plan's)
+        runs, mc, timing, cells = [ideal_run], None, {}, None
         executor = dask_executor(flow.scheduler) if flow.scheduler else None
         if "behavioural" in flow.levels:
             both = any(g.metric == "cross_simulator_max_diff" for g in flow.gates)  # in both, on the same inputs
@@ -495,7 +497,8 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
                                          progress))
         if {"characterised", "transistor"} & set(flow.levels):
             t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
-            more, mc = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs, grid)
+            more, mc, cells = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs,
+                                               grid)
             runs += more
             timing["transistor_stage"] = {"wall_s": time.perf_counter() - t0,
                                           "cpu_s": time.process_time() - c0 + children_cpu() - k0}
@@ -506,5 +509,4 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
         if flow.latent is not None and len(runs) > 1:
             runs, timing["samples"] = _compare_samples(flow, knet, ideal, runs, settings, progress)
         gates = [result for g in flow.gates for result in _gates(g, runs, ideal.outputs, ideal_run.metric, task, mc)]
-    scaling = flow_scaling(flow) if {"characterised", "transistor"} & set(flow.levels) else None
-    return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates, mc, timing, scaling, settings)
+    return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates, mc, timing, cells, settings)
