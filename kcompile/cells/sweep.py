@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .. import ngspice
+from .. import ngspice, progress
 from ..files import cache_dir, sha256
 from ..pdk import Pdk
 from ..scaling import Scaling
@@ -70,13 +70,17 @@ def store(path: Path, **arrays: np.ndarray) -> None:
 
 
 def cached(path: Path, cache: bool, keys: tuple[str, ...], run) -> dict[str, np.ndarray]:
-    """The arrays ``keys`` stored at ``path``, or ``run()``'s (stored there when ``cache``)."""
+    """The arrays ``keys`` stored at ``path``, or ``run()``'s (stored there when ``cache``); either way one deck of
+    the open progress step (:func:`kcompile.progress.deck`)."""
     if cache and path.is_file():
         with np.load(path) as z:
-            return {k: z[k] for k in keys}
+            arrays = {k: z[k] for k in keys}
+        progress.deck(cached=True)
+        return arrays
     arrays = run()
     if cache:
         store(path, **arrays)
+    progress.deck(cached=False)
     return arrays
 
 
