@@ -23,6 +23,10 @@ with a perturbed right-hand side), and reports the largest output error per
 draw in the ORIGINAL model units (× α): the median over draws is the budget,
 the largest the spread. It is an estimate of the DC and first-order dynamic
 terms, not a simulation: docs/transistor.md compares it with measured errors.
+It holds only while every node stays inside the cells' compliance window,
+where their accuracy was measured: when the calibration inputs drive nodes
+out of it (``outside``, volts), the estimate says that it is no prediction and
+the gate counts as exceeded.
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ class Budget:
     gate : float or None
         The error the build accepts (model units); ``None``: no gate.
     draws : int
+    outside : float
+        How far (volts) the circuit's nodes leave the cells' compliance window on the calibration inputs
+        (0: they stay inside, and the estimate holds).
     """
 
     nominal: float
@@ -72,11 +79,13 @@ class Budget:
     swing: float
     gate: float | None
     draws: int
+    outside: float = 0.0
 
     @property
     def within(self) -> bool:
-        """Whether the nominal estimate meets the gate (always, without one)."""
-        return self.gate is None or self.nominal <= self.gate
+        """Whether the nominal estimate meets the gate (always, without one) and holds (the nodes stay inside the
+        window)."""
+        return self.gate is None or (self.nominal <= self.gate and self.outside <= 0)
 
     def _pct(self, x: float) -> str:
         return f"{100 * x / self.swing:.2g} % of the swing ±{self.swing:.3g}" if self.swing > 0 else "no swing"
@@ -84,14 +93,17 @@ class Budget:
     def message(self) -> str:
         """One line: both estimates in model units and relative to the swing, and the gate."""
         gate = "" if self.gate is None else (f"; gate {self.gate:.3g} ({'within' if self.within else 'EXCEEDED'})")
+        holds = "" if self.outside <= 0 else (
+            f"; NO PREDICTION: the nodes leave the cells' compliance window by {self.outside:.3g} V, where their "
+            "I-V was never measured (the estimate assumes it holds)")
         return (f"expected output error {self.nominal:.3g} model units ({self._pct(self.nominal)}; up to "
                 f"{self.nominal_max:.3g} over {self.draws} draws of the cells' calibrated accuracy), "
-                f"{self.mismatch:.3g} with mismatch (up to {self.mismatch_max:.3g}){gate}")
+                f"{self.mismatch:.3g} with mismatch (up to {self.mismatch_max:.3g}){holds}{gate}")
 
     def record(self) -> dict:
         return {"nominal": self.nominal, "nominal_max": self.nominal_max, "mismatch": self.mismatch,
                 "mismatch_max": self.mismatch_max, "swing": self.swing, "gate": self.gate, "draws": self.draws,
-                "relative": self.nominal / self.swing if self.swing > 0 else None}
+                "outside": self.outside, "relative": self.nominal / self.swing if self.swing > 0 else None}
 
 
 @dataclass(frozen=True)
@@ -158,7 +170,7 @@ def _draw(knet: KNet, s: _Sigmas, rng: np.random.Generator, achieved: list | Non
 
 def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, x: np.ndarray, swing: float,
              gate: float | None = None, achieved: list | None = None, draws: int = DRAWS,
-             seed: int = 0) -> Budget | None:
+             seed: int = 0, outside: float = 0.0) -> Budget | None:
     """The budget of a circuit realising ``network`` (``u = v/α``) at ``scaling`` with cells of ``accuracy``.
 
     Parameters
@@ -170,6 +182,8 @@ def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, 
     achieved : list of ndarray, optional
         Per layer the θ every instance was MEASURED to achieve (refined maps, :mod:`kcompile.refine`): the
         DC law is then taken as measured, and only the copies, the dynamic term and mismatch are drawn.
+    outside : float
+        How far (volts) the nodes leave the cells' window on ``x`` (:attr:`kcompile.mapping.ScalingPlan.outside`).
 
     Returns ``None`` above :data:`MAX_DEVICES` devices.
     """
@@ -187,4 +201,4 @@ def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, 
             for _ in range(draws)])
     nom, mis = errors[False], errors[True]
     return Budget(float(np.median(nom)), float(nom.max()), float(np.median(mis)), float(mis.max()), swing, gate,
-                  draws)
+                  draws, outside)

@@ -155,10 +155,16 @@ class ScalingPlan:
                 self.scaling.vcm + self.scaling.v0 * self.ranges.high)
 
     @property
+    def outside(self) -> float:
+        """How far (volts) the nodes leave the window on the calibration inputs (0 when they stay inside)."""
+        lo, hi = self.volts
+        beyond = max(self.window[0] - lo, hi - self.window[1])
+        return beyond if beyond > 1e-12 else 0.0
+
+    @property
     def fits(self) -> bool:
         """Whether every node stays inside the window (without margin) on the calibration inputs."""
-        lo, hi = self.volts
-        return self.window[0] - 1e-12 <= lo and hi <= self.window[1] + 1e-12
+        return self.outside == 0.0
 
     def inputs(self, x: np.ndarray) -> np.ndarray:
         """Inputs of :attr:`network` for the original inputs ``x``."""
