@@ -11,6 +11,8 @@ scaling each term is a perturbation in model units:
   the largest terminal coefficient times ``offset_v / v0``; after per-device
   refinement (:mod:`kcompile.refine`) these two are replaced by the θ each
   instance was measured to achieve;
+* every draw centres on the θ each instance achieves (clipped devices on their
+  clipped θ: on sky130 the two-pair tanh cell realises slopes up to 0.54);
 * the s-side and d-side output copies: relative error ``copy/√2`` each;
 * the node capacitance, while a layer is on: ``c_cell`` per cell terminal
   at the node (of either sign), against ``C·c_unit`` (the dynamic term,
@@ -170,7 +172,7 @@ def _draw(knet: KNet, s: _Sigmas, rng: np.random.Generator, achieved: list | Non
 
 def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, x: np.ndarray, swing: float,
              gate: float | None = None, achieved: list | None = None, draws: int = DRAWS,
-             seed: int = 0, outside: float = 0.0) -> Budget | None:
+             seed: int = 0, outside: float = 0.0, measured: bool | None = None) -> Budget | None:
     """The budget of a circuit realising ``network`` (``u = v/α``) at ``scaling`` with cells of ``accuracy``.
 
     Parameters
@@ -180,8 +182,11 @@ def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, 
     swing : float
         Peak ``|v|`` of the original network (:attr:`kcompile.ranges.Ranges.peak`).
     achieved : list of ndarray, optional
-        Per layer the θ every instance was MEASURED to achieve (refined maps, :mod:`kcompile.refine`): the
-        DC law is then taken as measured, and only the copies, the dynamic term and mismatch are drawn.
+        Per layer the θ every instance achieves: the draws centre on it (a clipped device on its clipped θ).
+    measured : bool, optional
+        Whether ``achieved`` was MEASURED (refined maps, :mod:`kcompile.refine`): the DC law is then taken as
+        measured, and only the copies, the dynamic term and mismatch are drawn; otherwise it is the calibration's
+        prediction and the cells' calibrated accuracy is drawn around it too. Default: ``achieved`` is given.
     outside : float
         How far (volts) the nodes leave the cells' window on ``x`` (:attr:`kcompile.mapping.ScalingPlan.outside`).
 
@@ -193,7 +198,7 @@ def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, 
     ideal = integrate(network, u, rtol=RTOL, atol=ATOL).outputs
     errors = {}
     for mismatch in (False, True):
-        sig = _Sigmas.of(accuracy, scaling, mismatch, achieved is not None)
+        sig = _Sigmas.of(accuracy, scaling, mismatch, achieved is not None if measured is None else measured)
         rng = np.random.default_rng([seed, int(mismatch)])
         errors[mismatch] = np.array([
             np.abs(integrate(network, u, rhs=perturbed_rhs(_draw(network, sig, rng, achieved)), rtol=RTOL,
