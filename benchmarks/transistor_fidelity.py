@@ -1,10 +1,11 @@
 """Transistor-level fidelity: ideal vs characterised vs transistor-level ngspice (issue #3).
 
-Produces the figures of docs/transistor.md. Each case maps a network onto the
-signed ReLU cells (``kcompile.mapping.map_knet``, default scaling unless
-``--c-unit`` is given), renders the transistor circuit, runs ngspice on a
-batch of inputs and compares, per sample, the node voltages at every layer
-boundary:
+Produces the figures of docs/transistor.md. Each case plans, maps and refines a
+network as ``kcompile build --cells transistor`` does
+(``kcompile.build.prepare_transistor``: automatic scaling, the law's cell,
+per-device refinement, θ misses, the budget), renders the transistor circuit,
+runs ngspice on a batch of inputs and compares, per sample, the node voltages
+at every layer boundary:
 
 * ideal        the ODE with the ideal law (``kcompile.reference.integrate``)
 * characterised the ODE with every instance's measured DC I–V
@@ -14,7 +15,8 @@ boundary:
 Usage (from the repository root; every case prints one line per network)::
 
     python benchmarks/transistor_fidelity.py example [--pdk generic180] [--batch 2]
-    python benchmarks/transistor_fidelity.py random  [--pdk generic180] [--seeds 0-4] [--batch 2] [--law linear]
+    python benchmarks/transistor_fidelity.py random  [--pdk generic180] [--seeds 0-4] [--batch 2] [--law linear] \
+        [--theta-scale 1.0] [--table 65,9]   # networks nobody tuned for; one summary line at the end
     python benchmarks/transistor_fidelity.py classify [--model examples/zoo/moons-hw-transistor.npz] \
         [--batch 200] [--start 0]
     python benchmarks/transistor_fidelity.py mnist   # clipping statistics of the imported checkpoint
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--start", type=int, default=0, help="classify: first test input (run long batches in chunks)")
     ap.add_argument("--seeds", default="0-4")
-    ap.add_argument("--law", default="relu", help="random: device law (relu, shift_relu, linear, tanh)")
+    ap.add_argument("--law", default="relu", help="random: device law (relu, shift_relu, relu_affine, linear, tanh, "
+                    "tanh_affine)")
     ap.add_argument("--theta-scale", type=float, default=0.3, help="random: θ uniform in ±this")
     ap.add_argument("--table", default=None, help="characterised table grid DPOINTS,MPOINTS (default 129,9; "
                     "129,33 for the affine laws)")
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         print(_line(f"example {a.pdk}/{a.corner} batch {len(x)}", r), flush=True)
         saved.update({k: r[k] for k in ("ideal", "char", "spice")})
     elif a.case == "random":
-        worst, met = np.zeros(4), 0
+        worst, met, rows = np.zeros(4), 0, []
         seeds = _seeds(a.seeds)
         for seed in seeds:
             knet = random_knet(a.nodes, a.layers, a.devices, a.law, num_outputs=2, theta_scale=a.theta_scale,
@@ -173,8 +176,17 @@ def main(argv: list[str] | None = None) -> None:
                         f"θ ±{a.theta_scale:g}) {a.pdk}/{a.corner}", r) + f"; target {target:.3g} "
                   f"({'met' if r['tr_ideal'][0] <= target else 'MISSED'})", flush=True)
             saved.update({f"{k}_{seed}": r[k] for k in ("ideal", "char", "spice")})
+            rows.append((r["tr_ideal"][0], 100 * r["tr_ideal"][0] / r["swing"], r["alpha"], r["budget"] or np.nan,
+                         r["misses"], r["clipped"], r["t_measure"] + r["t_spice"]))
         print(f"worst over seeds: outputs |tr-char| {worst[0]:.4f}, |tr-ideal| {worst[1]:.4f} "
               f"({worst[3]:.2f} x the target), |char-ideal| {worst[2]:.4f}; target met on {met} of {len(seeds)}")
+        err, rel, alpha, budget, misses, clipped, secs = np.array(rows, dtype=float).T
+        print(f"summary {a.law} {a.pdk}/{a.corner}: |tr-ideal| worst {err.max():.3g} median {np.median(err):.3g} "
+              f"(% of the swing: worst {rel.max():.2f}, median {np.median(rel):.2f}); α {alpha.min():.3g}-"
+              f"{alpha.max():.3g}; budget / measured median {np.nanmedian(budget / err):.2f} (range "
+              f"{np.nanmin(budget / err):.2f}-{np.nanmax(budget / err):.2f}); θ misses {misses.sum():.0f}, clipped "
+              f"{clipped.sum():.0f} of {len(seeds) * a.layers * a.devices}; {secs.sum():.0f} s measuring and "
+              "simulating", flush=True)
     elif a.case == "classify":
         knet = load_knet(a.model)
         z = np.load(a.model)

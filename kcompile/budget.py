@@ -11,6 +11,8 @@ scaling each term is a perturbation in model units:
   the largest terminal coefficient times ``offset_v / v0``; after per-device
   refinement (:mod:`kcompile.refine`) these two are replaced by the θ each
   instance was measured to achieve;
+* every draw centres on the θ each instance achieves (clipped devices on their
+  clipped θ: on sky130 the two-pair tanh cell realises slopes up to 0.54);
 * the s-side and d-side output copies: relative error ``copy/√2`` each;
 * the node capacitance, while a layer is on: ``c_cell`` per cell terminal
   at the node (of either sign), against ``C·c_unit`` (the dynamic term,
@@ -23,6 +25,10 @@ with a perturbed right-hand side), and reports the largest output error per
 draw in the ORIGINAL model units (× α): the median over draws is the budget,
 the largest the spread. It is an estimate of the DC and first-order dynamic
 terms, not a simulation: docs/transistor.md compares it with measured errors.
+It holds only while every node stays inside the cells' compliance window,
+where their accuracy was measured: when the calibration inputs drive nodes
+out of it (``outside``, volts), the estimate says that it is no prediction and
+the gate counts as exceeded.
 """
 
 from __future__ import annotations
@@ -46,6 +52,10 @@ BATCH = 16
 MAX_DEVICES = 50_000
 #: integration tolerances of the estimate (an estimate needs no more)
 RTOL, ATOL = 1e-6, 1e-8
+#: the estimate still holds for nodes this far (volts) beyond the cells' window: a quarter of a model unit of the
+#: cells' scaling, half a step of the characterised tables' common-mode grid (the slope-limited potential1
+#: checkpoint exceeds sky130's window by 9.5 mV)
+OUTSIDE_SLACK = 0.025
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,9 @@ class Budget:
     gate : float or None
         The error the build accepts (model units); ``None``: no gate.
     draws : int
+    outside : float
+        How far (volts) the circuit's nodes leave the cells' compliance window on the calibration inputs
+        (0: they stay inside; up to :data:`OUTSIDE_SLACK` the estimate holds).
     """
 
     nominal: float
@@ -72,11 +85,17 @@ class Budget:
     swing: float
     gate: float | None
     draws: int
+    outside: float = 0.0
+
+    @property
+    def holds(self) -> bool:
+        """Whether the estimate is a prediction: the nodes stay inside the window (within :data:`OUTSIDE_SLACK`)."""
+        return self.outside <= OUTSIDE_SLACK
 
     @property
     def within(self) -> bool:
-        """Whether the nominal estimate meets the gate (always, without one)."""
-        return self.gate is None or self.nominal <= self.gate
+        """Whether the nominal estimate meets the gate (always, without one) and holds."""
+        return self.gate is None or (self.nominal <= self.gate and self.holds)
 
     def _pct(self, x: float) -> str:
         return f"{100 * x / self.swing:.2g} % of the swing ±{self.swing:.3g}" if self.swing > 0 else "no swing"
@@ -84,14 +103,17 @@ class Budget:
     def message(self) -> str:
         """One line: both estimates in model units and relative to the swing, and the gate."""
         gate = "" if self.gate is None else (f"; gate {self.gate:.3g} ({'within' if self.within else 'EXCEEDED'})")
+        holds = "" if self.holds else (
+            f"; NO PREDICTION: the nodes leave the cells' compliance window by {self.outside:.3g} V, where their "
+            "I-V was never measured (the estimate assumes it holds)")
         return (f"expected output error {self.nominal:.3g} model units ({self._pct(self.nominal)}; up to "
                 f"{self.nominal_max:.3g} over {self.draws} draws of the cells' calibrated accuracy), "
-                f"{self.mismatch:.3g} with mismatch (up to {self.mismatch_max:.3g}){gate}")
+                f"{self.mismatch:.3g} with mismatch (up to {self.mismatch_max:.3g}){holds}{gate}")
 
     def record(self) -> dict:
         return {"nominal": self.nominal, "nominal_max": self.nominal_max, "mismatch": self.mismatch,
                 "mismatch_max": self.mismatch_max, "swing": self.swing, "gate": self.gate, "draws": self.draws,
-                "relative": self.nominal / self.swing if self.swing > 0 else None}
+                "outside": self.outside, "relative": self.nominal / self.swing if self.swing > 0 else None}
 
 
 @dataclass(frozen=True)
@@ -158,7 +180,7 @@ def _draw(knet: KNet, s: _Sigmas, rng: np.random.Generator, achieved: list | Non
 
 def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, x: np.ndarray, swing: float,
              gate: float | None = None, achieved: list | None = None, draws: int = DRAWS,
-             seed: int = 0) -> Budget | None:
+             seed: int = 0, outside: float = 0.0, measured: bool | None = None) -> Budget | None:
     """The budget of a circuit realising ``network`` (``u = v/α``) at ``scaling`` with cells of ``accuracy``.
 
     Parameters
@@ -168,8 +190,13 @@ def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, 
     swing : float
         Peak ``|v|`` of the original network (:attr:`kcompile.ranges.Ranges.peak`).
     achieved : list of ndarray, optional
-        Per layer the θ every instance was MEASURED to achieve (refined maps, :mod:`kcompile.refine`): the
-        DC law is then taken as measured, and only the copies, the dynamic term and mismatch are drawn.
+        Per layer the θ every instance achieves: the draws centre on it (a clipped device on its clipped θ).
+    measured : bool, optional
+        Whether ``achieved`` was MEASURED (refined maps, :mod:`kcompile.refine`): the DC law is then taken as
+        measured, and only the copies, the dynamic term and mismatch are drawn; otherwise it is the calibration's
+        prediction and the cells' calibrated accuracy is drawn around it too. Default: ``achieved`` is given.
+    outside : float
+        How far (volts) the nodes leave the cells' window on ``x`` (:attr:`kcompile.mapping.ScalingPlan.outside`).
 
     Returns ``None`` above :data:`MAX_DEVICES` devices.
     """
@@ -179,7 +206,7 @@ def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, 
     ideal = integrate(network, u, rtol=RTOL, atol=ATOL).outputs
     errors = {}
     for mismatch in (False, True):
-        sig = _Sigmas.of(accuracy, scaling, mismatch, achieved is not None)
+        sig = _Sigmas.of(accuracy, scaling, mismatch, achieved is not None if measured is None else measured)
         rng = np.random.default_rng([seed, int(mismatch)])
         errors[mismatch] = np.array([
             np.abs(integrate(network, u, rhs=perturbed_rhs(_draw(network, sig, rng, achieved)), rtol=RTOL,
@@ -187,4 +214,4 @@ def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, 
             for _ in range(draws)])
     nom, mis = errors[False], errors[True]
     return Budget(float(np.median(nom)), float(nom.max()), float(np.median(mis)), float(mis.max()), swing, gate,
-                  draws)
+                  draws, outside)

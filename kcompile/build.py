@@ -292,7 +292,7 @@ def prepare_transistor(knet: KNet, x: np.ndarray, source: str, pdk: str, corner:
         gate = max(MIN_BUDGET, swing_gate * ranges.peak)
     with progress.task("dynamic-range budget"):
         budget = estimate(network, plan.alpha, acc, plan.cell_scaling, x, ranges.peak, gate,
-                          [lm.achieved for lm in cellmap.layers] if refine_steps else None)
+                          [lm.achieved for lm in cellmap.layers], outside=plan.outside, measured=bool(refine_steps))
     if budget is not None and not budget.within and not allow_out_of_budget:
         raise InputError(f"{where}: {budget.message()}; the cells' accuracy at this scaling cannot meet the gate "
                          f"(docs/transistor.md, 'Dynamic-range budget'): {fixes[1]} to proceed anyway")

@@ -518,7 +518,8 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
     t0 = time.perf_counter()
     with _progress(TextColumn(sim.name)) as bar:
         task = bar.add_task("", total=len(x))
-        samples_per_run = batch_size(b.knet, len(x), jobs) if latent is not None and sim.has_batch() else 1
+        batched = latent is not None and sim.has_batch() and b.manifest["cells"]["level"] != "transistor"
+        samples_per_run = batch_size(b.knet, len(x), jobs) if batched else 1  # transistor decks: one sample each
         spice = b.simulate(x, jobs=jobs, timeout=timeout, run_root=keep_runs, progress=lambda n: bar.advance(task, n),
                            simulator=sim.name, batch=samples_per_run)
     seconds["spice"] = time.perf_counter() - t0

@@ -155,10 +155,16 @@ class ScalingPlan:
                 self.scaling.vcm + self.scaling.v0 * self.ranges.high)
 
     @property
+    def outside(self) -> float:
+        """How far (volts) the nodes leave the window on the calibration inputs (0 when they stay inside)."""
+        lo, hi = self.volts
+        beyond = max(self.window[0] - lo, hi - self.window[1])
+        return beyond if beyond > 1e-12 else 0.0
+
+    @property
     def fits(self) -> bool:
         """Whether every node stays inside the window (without margin) on the calibration inputs."""
-        lo, hi = self.volts
-        return self.window[0] - 1e-12 <= lo and hi <= self.window[1] + 1e-12
+        return self.outside == 0.0
 
     def inputs(self, x: np.ndarray) -> np.ndarray:
         """Inputs of :attr:`network` for the original inputs ``x``."""
@@ -194,6 +200,9 @@ class ScalingPlan:
                     "no rescaling needed")
         if self.limit:
             return f"limited: {self.limit}"
+        if self.alpha < 1.0:
+            return (f"the slopes exceed the cell's calibrated box at α = 1: rescaled by α = {self.alpha:.4g} "
+                    f"({self.kind}: slopes × α) while the nodes, ±{self.ranges.peak:.3g} units, still fit the window")
         gain = f", currents × β = {self.beta:.3g}" if self.beta != 1.0 else ""
         return (f"the nodes reach ±{self.ranges.peak:.3g} units: rescaled by α = {self.alpha:.4g} ({self.kind}{gain}) "
                 f"to fill {100 * FILL:g} % of the window")
@@ -242,7 +251,9 @@ def plan_scaling(knet: KNet, ranges: Ranges, pdk_name: str, corner: str = "tt", 
     mode : {"auto", "manual"}
         ``"auto"``: the smallest ``α ≥ 1`` that fits the ranges into :data:`FILL` of the cell's window, limited
         by what the law's rescaling allows (homogeneous laws: any α; slope-scaled laws: slopes × α inside the
-        cell's calibrated θ box; laws without an exact rescaling: 1).
+        cell's calibrated θ box; laws without an exact rescaling: 1). A slope-scaled law whose slopes leave the
+        box at α = 1 while its nodes fill less than the window takes ``α < 1``, as small as the box asks and the
+        window allows (larger circuit voltages, smaller slopes).
     """
     pdk = get_pdk(pdk_name)
     cell = cell_for_law(knet.law)
@@ -261,13 +272,19 @@ def plan_scaling(knet: KNet, ranges: Ranges, pdk_name: str, corner: str = "tt", 
     elif alpha > 1.0 and r.kind == "none":
         alpha, limit = 1.0, f"law {knet.law!r} has no exact rescaling ({r.why})"
     beta = 1.0
-    if alpha > 1.0 and r.kind != "none":
+    if np.isfinite(need) and (alpha > 1.0 and r.kind != "none" or r.kind == "slopes"):
         cal = cell.calibration(pdk_name, corner, dataclasses.replace(cell_scaling, c_unit=default_scaling(pdk).c_unit),
                                cache=cache)
         box = cell.theta_box(knet.law, cal)
         if r.kind == "slopes":
             most, why = _box_limit(knet, box, r.slopes)
-            if alpha > most:
+            if alpha > most and need < 1.0:
+                # slopes beyond the box, nodes with room to spare: α < 1 trades the room for smaller slopes
+                alpha = max(need, most)
+                limit = None if alpha == most else (
+                    f"the law's slopes leave cell {cell.name}'s calibrated box on {pdk_name}/{corner} ({why}) "
+                    f"unless α ≤ {most:.3g}, and the nodes fill the window at α = {need:.3g}")
+            elif alpha > most:
                 alpha = max(1.0, most)
                 limit = (f"the law's slopes scale with α and would leave cell {cell.name}'s calibrated box on "
                          f"{pdk_name}/{corner} beyond α = {most:.3g} ({why})")

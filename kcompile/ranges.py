@@ -12,7 +12,10 @@ swing to ±30 units mid-layer and end within ±4.
 
 Calibration inputs, in this order: a file given by the user (``--calibration
 X.npy``), the test inputs recorded with the model (``test_inputs``), else a
-seeded batch uniform in [-1, 1]; :func:`calibration_inputs` says which.
+seeded batch: standard-normal latents for a generative model (``meta.generative``:
+what ``simulate --latent`` and a flow's ``inputs: {normal: N}`` feed it; on
+the paper's circle checkpoint a uniform batch in [-1, 1] found a swing of ±20
+units, 64 latents ±28.6), uniform in [-1, 1] for any other; :func:`calibration_inputs` says which.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .generation import is_generative, latent_batch
 from .inputs import load_inputs, random_inputs
 from .knet import KNet
 from .laws import LAWS
@@ -86,7 +90,9 @@ def calibration_inputs(knet: KNet, recorded: np.ndarray | None = None, path: str
     """The calibration batch ``[B, F]`` and a phrase saying where it came from.
 
     ``path`` (an ``.npy`` batch, all of its rows) wins; then the first ``batch`` rows of
-    ``recorded``; then ``batch`` seeded rows uniform in [-1, 1].
+    ``recorded``; then ``batch`` seeded rows: standard-normal latents for a generative model
+    (:func:`kcompile.generation.latent_batch`, the rows ``simulate --latent`` draws with the same seed), else
+    uniform in [-1, 1].
     """
     if path is not None:
         x = load_inputs(path, knet)
@@ -94,6 +100,8 @@ def calibration_inputs(knet: KNet, recorded: np.ndarray | None = None, path: str
     if recorded is not None and len(recorded):
         x = np.asarray(recorded[:batch], dtype=float)
         return x, f"the {len(x)} first test inputs recorded with the model"
+    if is_generative(knet):
+        return latent_batch(knet, batch, seed), f"{batch} standard-normal latents (seed {seed}; a generative model)"
     return random_inputs(knet, batch, seed), f"a random batch of {batch} (uniform in [-1, 1], seed {seed})"
 
 

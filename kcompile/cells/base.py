@@ -186,6 +186,28 @@ def clip_reason(t0: float, cal) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- refinement
+
+#: refinement keeps the mapping of a slope column smaller than this (the fit is noise there) ...
+MIN_SLOPE = 0.01
+#: ... and of devices that conduct less than this (model units) inside the window
+MIN_CURRENT = 0.05
+#: the refinement grid of the cells whose characterised grid is costly: the window only (|Δ| ≤ 4 in 0.25
+#: steps, |m| ≤ 2 in 0.5 steps), 14x fewer points than the affine cells' characterised grid
+WINDOW_GRID = (4.0, 33, 2.0, 9)
+
+
+def fit_each(theta: np.ndarray, fit) -> tuple[np.ndarray, np.ndarray]:
+    """``fit(e)`` of every device ``e`` of ``theta`` ``[E, P]``: its law-form θ, or ``None`` where the fit is unusable
+    (the device then keeps ``theta[e]``); the achieved θ and the usable mask."""
+    achieved, usable = np.array(theta, dtype=float), np.zeros(len(theta), dtype=bool)
+    for e in range(len(theta)):
+        got = fit(e)
+        if got is not None:
+            achieved[e], usable[e] = got, True
+    return achieved, usable
+
+
 # ---------------------------------------------------------------- window and accuracy
 
 #: half-width, in model units of :func:`default_scaling` around ``vcm``, of the terminal voltages over which every cell
@@ -363,6 +385,12 @@ class Cell:
     accuracy_spec : tuple of (str, float) pairs
         The measured systematic fields of :class:`Accuracy` (``gain``, ``offset_i``, ``offset_v``, ``copy``,
         ``c_cell``) on generic180 tt; :meth:`accuracy` adds the mismatch terms per PDK.
+    refine_grid : (Δ span, Δ points, common-mode span, common-mode points) or None
+        The ``(Δ, m)`` grid refinement measures every instance on (:func:`kcompile.refine.measure`); ``None``: the
+        characterised level's (whose last sweep it then shares).
+    refine_devices : int
+        Refinement is on by default (:func:`kcompile.refine.steps_for`) for networks of at most this many devices
+        (0: off unless asked for).
     """
 
     name: str
@@ -377,6 +405,8 @@ class Cell:
     studies: tuple[str, ...] | None = None
     mid_points: int | None = None
     accuracy_spec: tuple[tuple[str, float], ...] = ()
+    refine_grid: tuple[float, int, float, int] | None = None
+    refine_devices: int = 0
 
     #: :meth:`refine_fit` and :meth:`refine_columns` are implemented (per-device refinement, :mod:`kcompile.refine`)
     refinable: ClassVar[bool] = False
@@ -511,14 +541,14 @@ class Cell:
 
     # ------------------------------------------------------------ refinement, mismatch attribution, training
 
-    def refine_columns(self, law: str) -> tuple[int, int]:
-        """The θ columns a refinement step moves multiplicatively (slope) and additively (offset)."""
+    def refine_columns(self, law: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The θ columns a refinement step moves multiplicatively (slopes) and additively (offsets)."""
         raise self._refuse(f"is not refinable (law {law!r}): build with --refine-steps 0")
 
-    def refine_fit(self, law: str, theta: np.ndarray, delta: np.ndarray,
+    def refine_fit(self, law: str, theta: np.ndarray, delta: np.ndarray, mid: np.ndarray,
                    current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Law-form θ each device achieves, fitted to its measured ``current`` ``[E, D, M]`` at ``delta`` ``[D, M]``
-        (inside the refinement window), and whether each fit is usable."""
+        """Law-form θ each device achieves, fitted to its measured ``current`` ``[E, D, M]`` at ``delta`` and
+        common mode ``mid`` (both ``[D, M]``, inside the refinement window), and whether each fit is usable."""
         raise self._refuse(f"is not refinable (law {law!r}): build with --refine-steps 0")
 
     def relu_targets(self, law: str, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
