@@ -9,7 +9,7 @@ Example::
 
     name: ci
     model: ../examples/random_relu.npz     # relative to the flow file
-    inputs: recorded                       # or a .npy path, or "random"
+    inputs: recorded                       # or a .npy path, or "random", or {file: X.npy, labels: y.npy}
     batch: 8
     levels: [behavioural]
     gates:
@@ -22,7 +22,8 @@ Transistor-level keys: ``pdk`` (generic180, sky130, gf180mcu), ``corners``
 (the first is the calibration corner; ``all``: every corner of the PDK),
 ``temperature`` (°C, list), ``supply`` (volts, list; default the PDK's
 nominal), ``recalibrate`` (also run every other corner calibrated there),
-``points_per_layer`` (transient step cap), ``scaling`` (v0, vcm, i0, c_unit
+``points_per_layer`` (transient step cap), ``timeout`` (seconds per ngspice
+run, default 600), ``scaling`` (v0, vcm, i0, c_unit
 overrides), ``allow_clipped``, ``refine_steps`` (per-device refinement of
 the transistor cells, :mod:`kcompile.refine`; default 2 up to 2,000 relu
 devices), and ``monte_carlo`` (``runs``, ``seed``,
@@ -96,6 +97,7 @@ class Flow:
     path: Path
     model: Path
     inputs: str | Path = "recorded"
+    labels: Path | None = None  # .npy labels of an inputs file (one per row), for the accuracy and MSE gates
     batch: int = 8
     seed: int = 0
     levels: tuple[str, ...] = ("behavioural",)
@@ -113,6 +115,7 @@ class Flow:
     cache: Path | None = None
     allow_clipped: bool = False
     refine_steps: int | None = None
+    timeout: float = 600.0  # seconds per ngspice run (a transistor-level MNIST image takes longer)
 
 
 class _Checker:
@@ -166,7 +169,7 @@ def load_flow(path: str | Path) -> Flow:
     c = _Checker(path)
     known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature", "supply",
              "recalibrate", "points_per_layer", "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache",
-             "allow_clipped", "refine_steps"}
+             "allow_clipped", "refine_steps", "timeout"}
     for key in data:
         if key not in known:
             raise c.fail(key, f"is not a flow key (known: {', '.join(sorted(known))})")
@@ -174,9 +177,16 @@ def load_flow(path: str | Path) -> Flow:
     model = (path.parent / c.typed(data, "model", str, required=True)).resolve()
     if not model.is_file():
         raise c.fail("model", f"names {model}, which does not exist")
-    inputs = c.typed(data, "inputs", str, "recorded")
-    if inputs not in ("recorded", "random"):
-        inputs = (path.parent / inputs).resolve()
+    labels = None
+    if isinstance(data.get("inputs"), dict):  # {file: X.npy, labels: y.npy}
+        for key in data["inputs"]:
+            c.choices(f"inputs.{key}", key, ("file", "labels"))
+        inputs, labels = ((path.parent / c.typed(data["inputs"], key, str, required=True, where=f"inputs.{key}"))
+                          .resolve() for key in ("file", "labels"))
+    else:
+        inputs = c.typed(data, "inputs", str, "recorded")
+        if inputs not in ("recorded", "random"):
+            inputs = (path.parent / inputs).resolve()
     levels = tuple(c.choices("levels", str(v), LEVELS) for v in _as_list(data.get("levels", ["behavioural"])))
     pdk_name = c.typed(data, "pdk", str, None)
     corners = _corners(c, data, pdk_name)
@@ -210,7 +220,7 @@ def load_flow(path: str | Path) -> Flow:
         gates.append(gate)
 
     return Flow(
-        name=c.typed(data, "name", str, path.stem), path=path, model=model, inputs=inputs,
+        name=c.typed(data, "name", str, path.stem), path=path, model=model, inputs=inputs, labels=labels,
         batch=c.typed(data, "batch", int, 8), seed=c.typed(data, "seed", int, 0), levels=levels,
         pdk=pdk_name, corners=corners, temperature=temperature, supply=supply,
         recalibrate=c.typed(data, "recalibrate", bool, False), points_per_layer=ppl,
@@ -219,7 +229,17 @@ def load_flow(path: str | Path) -> Flow:
         cache=None if "cache" not in data else (path.parent / c.typed(data, "cache", str)).resolve(),
         allow_clipped=c.typed(data, "allow_clipped", bool, False),
         refine_steps=_non_negative(c, data, "refine_steps"),
+        timeout=_timeout(c, data),
     )
+
+
+def _timeout(c: _Checker, data: dict) -> float:
+    if "timeout" not in data:
+        return 600.0
+    value = _number(c, data, "timeout", "timeout")
+    if not value > 0:
+        raise c.fail("timeout", f"must be positive seconds, got {value!r}")
+    return value
 
 
 def _non_negative(c: _Checker, data: dict, key: str) -> int | None:

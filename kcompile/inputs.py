@@ -26,9 +26,7 @@ def check_inputs(x: np.ndarray, knet: KNet, source: str) -> np.ndarray:
     return x
 
 
-def load_inputs(path: str | Path, knet: KNet) -> np.ndarray:
-    """Read an ``.npy`` batch (never with pickle) and check it against ``knet``."""
-    path = Path(path)
+def _load_npy(path: Path) -> np.ndarray:
     try:
         x = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -37,7 +35,24 @@ def load_inputs(path: str | Path, knet: KNet) -> np.ndarray:
         raise InputError(f"{path}: not a readable .npy array ({exc})") from None
     if not isinstance(x, np.ndarray):
         raise InputError(f"{path}: expected a single .npy array, got an archive")
-    return check_inputs(x, knet, str(path))
+    return x
+
+
+def load_inputs(path: str | Path, knet: KNet) -> np.ndarray:
+    """Read an ``.npy`` batch (never with pickle) and check it against ``knet``."""
+    return check_inputs(_load_npy(Path(path)), knet, str(path))
+
+
+def load_labels(path: str | Path, rows: int) -> np.ndarray:
+    """Read ``.npy`` labels (never with pickle): one per input row, integer class ids or finite numbers."""
+    y = _load_npy(Path(path))
+    if y.ndim != 1 or y.shape[0] != rows:
+        raise InputError(f"{path}: labels must have shape [{rows}] (one per input row), got {y.shape}")
+    if y.dtype.kind in "iu":
+        return y.astype(np.int64)
+    if y.dtype.kind != "f" or not np.all(np.isfinite(y)):
+        raise InputError(f"{path}: labels must be integer class ids or finite numbers, got dtype {y.dtype}")
+    return y.astype(np.float64)
 
 
 def random_inputs(knet: KNet, batch: int = 8, seed: int = 0) -> np.ndarray:

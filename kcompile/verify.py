@@ -30,7 +30,7 @@ from .build import build
 from .characterised import integrate_characterised, measure_devices
 from .errors import InputError
 from .flow import Flow, Gate
-from .inputs import load_inputs, random_inputs
+from .inputs import load_inputs, load_labels, random_inputs
 from .knet import KNet
 from .mapping import map_knet, transistor_scaling
 from .mismatch import Attribution, draws, rank_devices
@@ -156,7 +156,10 @@ def _inputs(flow: Flow, build_inputs: np.ndarray | None, build_labels: np.ndarra
         return build_inputs[:n], labels, f"the first {n} test inputs recorded with the model"
     if flow.inputs == "random":
         return random_inputs(knet, flow.batch, flow.seed), None, f"random batch of {flow.batch} (seed {flow.seed})"
-    return load_inputs(flow.inputs, knet), None, str(flow.inputs)
+    x = load_inputs(flow.inputs, knet)
+    if flow.labels is None:
+        return x, None, str(flow.inputs)
+    return x, load_labels(flow.labels, len(x)), f"{flow.inputs} (labels {flow.labels})"
 
 
 def _mc_gate(gate: Gate, mc: MonteCarloResult | None, task) -> GateResult:
@@ -269,7 +272,7 @@ def _run_specs(specs: list[_Spec], knet: KNet, x: np.ndarray, tran, scaling, flo
         spec = specs[n]
         t0 = time.perf_counter()
         res = simulate(knet, circuits[n], x, dataclasses.replace(tran, temp=spec.temp), scaling=scaling,
-                       executor=pool, waveforms=spec.mismatch is None, cache_dir=flow.cache,
+                       timeout=flow.timeout, executor=pool, waveforms=spec.mismatch is None, cache_dir=flow.cache,
                        supply=("vdd", spec.supply), defines=spec.cellmap.pdk.ngspice_defines(), progress=tick)
         return res, time.perf_counter() - t0
 
@@ -367,8 +370,9 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
         executor = dask_executor(flow.scheduler) if flow.scheduler else None
         if "behavioural" in flow.levels:
             t0 = time.perf_counter()
-            spice = simulate(knet, b.circuit, x, b.tran, scaling=scaling, jobs=flow.jobs, executor=executor,
-                             waveforms=True, cache_dir=flow.cache, progress=_ticker(progress, "behavioural", len(x)))
+            spice = simulate(knet, b.circuit, x, b.tran, scaling=scaling, timeout=flow.timeout, jobs=flow.jobs,
+                             executor=executor, waveforms=True, cache_dir=flow.cache,
+                             progress=_ticker(progress, "behavioural", len(x)))
             runs.append(LevelRun("behavioural", "-", spice.outputs, spice.states, time.perf_counter() - t0,
                                  spice.waveforms, task_metric(task, spice.outputs, labels)))
         if {"characterised", "transistor"} & set(flow.levels):
