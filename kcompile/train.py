@@ -484,6 +484,7 @@ class Topology:
     input_index: np.ndarray
     output_nodes: np.ndarray
     description: dict
+    capacitance: float | np.ndarray = 1.0  # per node ([N]) or one for all
 
     def num_params(self, law: str) -> int:
         return LAWS[law].num_params * sum(int(s.size) for s, _ in self.layers)
@@ -520,7 +521,7 @@ def fully_connected_sizes(num_features: int, num_outputs: int, law: str, layers:
 
 
 def fully_connected_topology(num_features: int, num_outputs: int, law: str, size: str = "small",
-                             layers: int = 2, num_nodes: int | None = None) -> Topology:
+                             layers: int = 2, num_nodes: int | None = None, repeat: int = 1) -> Topology:
     """Fully connected (ground included) KirchhoffNet for tabular data.
 
     Inputs are nodes ``1..F``; outputs the last ``M`` nodes ``N−M+1..N``. The
@@ -528,19 +529,22 @@ def fully_connected_topology(num_features: int, num_outputs: int, law: str, size
     ``layers · N (N + 1) · P`` is closest (in ratio) to :data:`SIZE_PARAMS`;
     with the ``relu`` law and 2 layers that gives the paper's Table I sizes
     168 / 528 / 1520 (N = 6 / 11 / 19) when the features fit (see
-    :func:`fully_connected_sizes` for when they do not).
+    :func:`fully_connected_sizes` for when they do not). ``repeat`` parallel devices per ordered pair (each
+    its own θ): a pair's current is then the sum of ``repeat`` cells, whose mismatch partly averages out.
     """
+    if repeat < 1:
+        raise InputError(f"--repeat must be at least 1, got {repeat}")
     n_min = num_features + num_outputs
     if num_nodes is None:
         num_nodes = fully_connected_sizes(num_features, num_outputs, law, layers)[size]
     elif num_nodes < n_min:
         raise InputError(f"--nodes {num_nodes} is too few for {num_features} inputs and {num_outputs} outputs")
-    edges = fully_connected(num_nodes)
+    edges = fully_connected(num_nodes, repeat=repeat)
     return Topology(
         num_nodes, tuple(edges for _ in range(layers)),
         np.arange(1, num_features + 1), np.arange(num_features),
         np.arange(num_nodes - num_outputs + 1, num_nodes + 1),
-        {"generator": "fully_connected", "include_ground": True, "repeat": 1, "num_nodes": num_nodes,
+        {"generator": "fully_connected", "include_ground": True, "repeat": repeat, "num_nodes": num_nodes,
          "layers": layers, "size": size, "inputs": "nodes 1..F", "outputs": "last M nodes"},
     )
 
@@ -563,7 +567,7 @@ def mix_topology(image_shape: tuple[int, int], num_outputs: int, size: str = "sm
 
 
 def hidden_topology(num_features: int, num_outputs: int, hidden: int, used: np.ndarray | None = None,
-                    layers: int = 2) -> Topology:
+                    layers: int = 2, input_capacitance: float = 1.0) -> Topology:
     """Inputs → hidden nodes → outputs in two layer windows, for a small device budget (images).
 
     Nodes: one per feature (``1..F``, all input nodes), then ``hidden`` hidden nodes, then the
@@ -572,7 +576,9 @@ def hidden_topology(num_features: int, num_outputs: int, hidden: int, used: np.n
     current) and one each way between every hidden node and ground. Layer 1: one device each way
     between every hidden and every output node, and between every output node and ground. Input
     nodes not in ``used`` (feature indices; default all) carry no device: their features are read
-    but ignored, so the network takes the same input rows.
+    but ignored, so the network takes the same input rows. ``input_capacitance`` is the input nodes'
+    capacitance (the others have 1): a larger one holds the input voltages while layer 0's devices draw
+    from them.
     """
     if layers != 2:
         raise InputError(f"--hidden builds two layer windows (inputs → hidden → outputs), got --layers {layers}")
@@ -594,7 +600,8 @@ def hidden_topology(num_features: int, num_outputs: int, hidden: int, used: np.n
          "used_feature_index": used.tolist() if used.size < num_features else "all",
          "layer0": "every used input -> every hidden node; hidden <-> ground",
          "layer1": "hidden <-> outputs (both ways); outputs <-> ground",
-         "inputs": "nodes 1..F (all features)", "outputs": "last M nodes"},
+         "inputs": "nodes 1..F (all features)", "outputs": "last M nodes", "input_capacitance": input_capacitance},
+        np.r_[np.full(num_features, float(input_capacitance)), np.ones(hidden + num_outputs)],
     )
 
 
@@ -609,16 +616,19 @@ def used_pixels(task: Task, pixel_min: float | None) -> np.ndarray | None:
 
 
 def task_topology(task: Task, law: str, size: str, layers: int, hidden: int | None = None,
-                  pixel_min: float | None = None) -> Topology:
+                  pixel_min: float | None = None, input_capacitance: float = 1.0, repeat: int = 1) -> Topology:
     """The default topology of a task: ``mix`` for images, fully connected otherwise; with ``hidden``
     :func:`hidden_topology` on the features whose training mean exceeds ``pixel_min``."""
     if hidden is not None:
-        return hidden_topology(task.num_features, task.num_outputs, hidden, used_pixels(task, pixel_min), layers)
-    if pixel_min is not None:
-        raise InputError("--pixel-min selects the inputs of --hidden, which is not given")
+        return hidden_topology(task.num_features, task.num_outputs, hidden, used_pixels(task, pixel_min), layers,
+                               input_capacitance)
+    if pixel_min is not None or input_capacitance != 1.0:
+        raise InputError("--pixel-min and --input-capacitance shape the topology of --hidden, which is not given")
     if task.image_shape is not None:
+        if repeat != 1:
+            raise InputError("--repeat applies to the fully connected topology of tabular tasks")
         return mix_topology(task.image_shape, task.num_outputs, size, layers)
-    return fully_connected_topology(task.num_features, task.num_outputs, law, size, layers)
+    return fully_connected_topology(task.num_features, task.num_outputs, law, size, layers, repeat=repeat)
 
 
 # ------------------------------------------------------------------ the model in torch
@@ -634,13 +644,15 @@ class TorchKNet:
     #: instead of multiplying by dense incidence matrices
     DENSE_MAX_NODES = 128
 
-    def __init__(self, topology: Topology, law: str, t_bounds, thetas, capacitance: float = 1.0,
+    def __init__(self, topology: Topology, law: str, t_bounds, thetas, capacitance: float | np.ndarray = 1.0,
                  dtype=None):
         torch = require_torch()
         self.torch, self.topology, self.law = torch, topology, law
         self.dtype = dtype or torch.float64
         self.t_bounds = np.asarray(t_bounds, dtype=float)
-        self.capacitance = float(capacitance)
+        #: node capacitances ``[N]`` (a scalar applies to every node)
+        self.capacitance = np.broadcast_to(np.asarray(capacitance, dtype=float), (topology.num_nodes,)).copy()
+        self.cinv = torch.as_tensor(1.0 / self.capacitance, dtype=self.dtype)
         n = topology.num_nodes
         self.dense = n <= self.DENSE_MAX_NODES
         self.layer_ops = []
@@ -663,7 +675,7 @@ class TorchKNet:
         self.surrogate = None
         #: a :class:`MismatchModel` whose δθ a forward pass with ``mismatch=`` draws (``--mismatch``)
         self.mismatch = None
-        self.thetas = [torch.as_tensor(np.asarray(t), dtype=self.dtype).clone().requires_grad_(True)
+        self.thetas = [torch.as_tensor(np.array(t), dtype=self.dtype).clone().requires_grad_(True)
                        for t in thetas]
         self.input_nodes = torch.as_tensor(topology.input_nodes - 1, dtype=torch.long)
         self.input_index = torch.as_tensor(topology.input_index, dtype=torch.long)
@@ -679,7 +691,7 @@ class TorchKNet:
             degree = 2.0 * s.size / max(1, topology.num_nodes)
             sigma = init_scale / math.sqrt(max(degree, 1.0))
             thetas.append(rng.normal(0.0, sigma, (s.size, LAWS[law].num_params)))
-        return cls(topology, law, t_bounds, thetas, dtype=dtype)
+        return cls(topology, law, t_bounds, thetas, topology.capacitance, dtype=dtype)
 
     @classmethod
     def from_knet(cls, knet: KNet, dtype=None) -> "TorchKNet":
@@ -687,10 +699,8 @@ class TorchKNet:
         topo = Topology(knet.num_nodes, tuple((np.array(la.src), np.array(la.dst)) for la in knet.layers),
                         np.asarray(knet.input_nodes), np.asarray(knet.input_index), np.asarray(knet.output_nodes),
                         dict(knet.meta.get("model", {}).get("topology", {})))
-        if np.ptp(knet.capacitance) > 0:
-            raise InputError("TorchKNet.from_knet needs one capacitance for every node")
-        return cls(topo, knet.law, knet.t_bounds, [la.theta for la in knet.layers],
-                   capacitance=float(knet.capacitance[0]), dtype=dtype)
+        return cls(topo, knet.law, knet.t_bounds, [la.theta for la in knet.layers], capacitance=knet.capacitance,
+                   dtype=dtype)
 
     def parameters(self):
         return list(self.thetas)
@@ -730,7 +740,7 @@ class TorchKNet:
             return g @ ops["scatter"]
         out = v.new_zeros((v.shape[0], self.topology.num_nodes + 1))
         out = out.index_add(1, ops["dst"], g).index_add(1, ops["src"], -g)
-        return out[:, 1:] / self.capacitance
+        return out[:, 1:] * self.cinv
 
     def layer_params(self, theta, dies: int = 0, generator=None, scale: float = 1.0):
         """θ ``[E, 2]`` of a relu layer as split-current parameters, or θ's columns when the ideal law applies.
@@ -773,7 +783,7 @@ class TorchKNet:
             return i_d @ ops["into"] - i_s @ ops["out"]
         out = v.new_zeros((v.shape[0], self.topology.num_nodes + 1))
         out = out.index_add(1, ops["dst"], i_d).index_add(1, ops["src"], -i_s)
-        return out[:, 1:] / self.capacitance
+        return out[:, 1:] * self.cinv
 
     def forward(self, x, dt: float, *, theta_noise: float = 0.0, voltage_noise: float = 0.0, generator=None,
                 mismatch: str | None = None, mismatch_scale: float = 1.0):
@@ -841,7 +851,8 @@ class TorchKNet:
         return make_knet(
             topo.num_nodes, self.law,
             [(s, d, th) for (s, d), th in zip(topo.layers, self.theta_arrays())],
-            self.t_bounds, capacitance=self.capacitance, input_nodes=topo.input_nodes,
+            self.t_bounds, capacitance=self.capacitance if np.ptp(self.capacitance) else self.capacitance[0],
+            input_nodes=topo.input_nodes,
             input_index=topo.input_index, output_nodes=topo.output_nodes, meta=meta,
         )
 
@@ -1071,11 +1082,17 @@ def _model_outputs(model, X: np.ndarray, dt: float, batch: int = 1024) -> np.nda
         return np.concatenate([model(X[i:i + batch], dt).cpu().numpy() for i in range(0, len(X), batch)])
 
 
+#: samples per reference integration when scoring (dopri5's error norm spans its batch: in a large batch the
+#: sample with the most ReLU kinks would set every sample's step)
+EVAL_CHUNK = 500
+
+
 def evaluate_knet(knet: KNet, task: Task, dt: float, rtol: float = 1e-7, atol: float = 1e-9) -> dict:
     """Score an exported network with the NumPy reference: RK4 (step ``dt``) and dopri5.
 
     Also reports the largest output difference between the two on the test
-    split (how far the trained, discretised model is from the ODE).
+    split (how far the trained, discretised model is from the ODE). Splits are
+    integrated :data:`EVAL_CHUNK` samples at a time.
     """
     from .reference import integrate
 
@@ -1086,12 +1103,15 @@ def evaluate_knet(knet: KNet, task: Task, dt: float, rtol: float = 1e-7, atol: f
     for split, X, y in (("train", task.X_train, task.y_train), ("test", task.X_test, task.y_test)):
         for method in ("rk4", "dopri5"):
             t0 = time.perf_counter()
-            tr = integrate(knet, X, method=method, dt=dt, rtol=rtol, atol=atol,
-                           grid=grid if method == "dopri5" else None)
-            if tr.grid_states is not None:
-                peak = max(peak, float(np.nanmax(np.abs(tr.grid_states))))
-            outs[method, split] = tr.outputs
-            res[method][split] = score(task, tr.outputs, y)
+            parts = []
+            for i in range(0, len(X), EVAL_CHUNK):
+                tr = integrate(knet, X[i:i + EVAL_CHUNK], method=method, dt=dt, rtol=rtol, atol=atol,
+                               grid=grid if method == "dopri5" else None)
+                if tr.grid_states is not None:
+                    peak = max(peak, float(np.nanmax(np.abs(tr.grid_states))))
+                parts.append(tr.outputs)
+            outs[method, split] = np.concatenate(parts)
+            res[method][split] = score(task, outs[method, split], y)
             res[method][f"{split}_seconds"] = round(time.perf_counter() - t0, 3)
     res["max_abs_output_diff_rk4_vs_dopri5"] = float(
         max(np.max(np.abs(outs["rk4", s] - outs["dopri5", s])) for s in ("train", "test")))
@@ -1331,6 +1351,10 @@ def _progress_bar(quiet: bool):
 @click.option("--layers", type=int, default=2, show_default=True, help="Layer windows of the KirchhoffNet.")
 @click.option("--hidden", type=int, default=None,
               help="Topology inputs -> H hidden nodes -> outputs (two layers) instead of the task's default.")
+@click.option("--repeat", type=int, default=1, show_default=True,
+              help="Fully connected topology: parallel devices per node pair (each its own θ; mismatch averages).")
+@click.option("--input-capacitance", type=float, default=1.0, show_default=True,
+              help="With --hidden: capacitance of the input nodes (model units; the others have 1).")
 @click.option("--pixel-min", type=float, default=None,
               help="With --hidden: connect only the inputs whose training mean exceeds this (images: skip the "
                    "blank border).")
@@ -1374,10 +1398,10 @@ def _progress_bar(quiet: bool):
               help="Weights file (.npz) to write, with a .json of the metrics beside it.")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
-def train_command(task_name, law, size, layers, hidden, pixel_min, t_layer, epochs, batch_size, lr, dt, init_scale,
-                  input_scale, dtype, seed, data_seed, theta_max, theta_noise, voltage_noise, voltage_max,
-                  voltage_weight, theta_range, device_in_the_loop, mismatch, mismatch_scale, mismatch_weight,
-                  augment_shift, baseline, out_path, threads, quiet):
+def train_command(task_name, law, size, layers, repeat, hidden, input_capacitance, pixel_min, t_layer, epochs,
+                  batch_size, lr, dt, init_scale, input_scale, dtype, seed, data_seed, theta_max, theta_noise,
+                  voltage_noise, voltage_max, voltage_weight, theta_range, device_in_the_loop, mismatch, mismatch_scale,
+                  mismatch_weight, augment_shift, baseline, out_path, threads, quiet):
     """Train a KirchhoffNet on a bundled task and export it as kcompile.knet/1."""
     torch = require_torch()
     torch.set_num_threads(max(1, threads))
@@ -1411,7 +1435,9 @@ def train_command(task_name, law, size, layers, hidden, pixel_min, t_layer, epoc
     command = _command_line(click.get_current_context(), law=law, epochs=cfg.epochs, lr=cfg.lr,
                             batch_size=cfg.batch_size, dt=cfg.dt, dtype=cfg.dtype,
                             **({"voltage_weight": voltage_weight} if voltage_max is not None else {}))
-    topology = task_topology(task, law, size, layers, hidden, pixel_min)
+    if not input_capacitance > 0:
+        raise InputError(f"--input-capacitance must be positive, got {input_capacitance}")
+    topology = task_topology(task, law, size, layers, hidden, pixel_min, input_capacitance, repeat)
     if baseline == "mlp":
         # the KirchhoffNet of the same size sets the parameter budget
         target = topology.num_params(law)

@@ -74,6 +74,55 @@ def test_hidden_topology_refuses_other_layer_counts():
         hidden_topology(4, 2, 3, layers=3)
 
 
+def test_per_node_capacitance_matches_the_reference_rk4():
+    from kcompile.reference import integrate
+
+    topo = hidden_topology(4, 2, 3, input_capacitance=8.0)
+    model = TorchKNet.init(topo, "relu", [0.0, 1.0, 2.0], seed=3, init_scale=1.0, dtype=torch.float64)
+    knet = model.to_knet()
+    np.testing.assert_array_equal(knet.capacitance, [8.0] * 4 + [1.0] * 5)
+    X = np.random.default_rng(2).uniform(0, 1, (5, 4))
+    ref = integrate(knet, X, method="rk4", dt=0.1).outputs
+    for dense in (True, False):
+        model.dense = dense
+        np.testing.assert_allclose(model(X, 0.1).detach().numpy(), ref, atol=1e-12)
+    back = TorchKNet.from_knet(knet, dtype=torch.float64)
+    np.testing.assert_allclose(back(X, 0.1).detach().numpy(), ref, atol=1e-12)
+
+
+def test_repeat_puts_parallel_devices_on_every_pair():
+    one = fully_connected_topology(2, 2, "relu", layers=2, num_nodes=4)
+    two = fully_connected_topology(2, 2, "relu", layers=2, num_nodes=4, repeat=2)
+    (s1, d1), (s2, d2) = one.layers[0], two.layers[0]
+    assert s2.size == 2 * s1.size and two.description["repeat"] == 2
+    np.testing.assert_array_equal(np.sort(s2[::2] * 10 + d2[::2]), np.sort(s1 * 10 + d1))
+
+
+def test_shifted_images_move_by_at_most_the_shift_and_fill_with_zero():
+    from kcompile.train import shifted
+
+    x = torch.arange(1.0, 17.0).reshape(1, 16).repeat(50, 1)
+    out = shifted(torch, x, (4, 4), 1, torch.Generator().manual_seed(0)).reshape(50, 4, 4)
+    img = x[0].reshape(4, 4)
+    seen = set()
+    for o in out:
+        match = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                 if torch.equal(o, torch.nn.functional.pad(img, (1, 1, 1, 1))[1 + dy:5 + dy, 1 + dx:5 + dx])]
+        assert match
+        seen.add(match[0])
+    assert len(seen) == 9
+
+
+def test_input_scale_multiplies_the_features_and_is_recorded():
+    from kcompile.tasks import load_task, scale_inputs
+
+    task = load_task("moons")
+    big = scale_inputs(task, 3.0)
+    np.testing.assert_allclose(big.X_test, 3.0 * task.X_test)
+    np.testing.assert_array_equal(big.y_train, task.y_train)
+    assert big.normalisation["feature_gain"] == 3.0 and scale_inputs(task, 1.0) is task
+
+
 # ------------------------------------------------------------------ mismatch in the forward pass
 
 
