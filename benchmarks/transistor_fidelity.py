@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         saved.update({k: r[k] for k in ("ideal", "char", "spice")}, labels=labels if labels is not None else [])
     else:
         from kcompile.importer import import_reference
-        from kcompile.mapping import clip_flags, clip_reason
+        from kcompile.cells.base import clip_flags, clip_reason
 
         ref = "/work/shared/reference-checkpoints/mnist/"
         knet = import_reference(ref + "model.pth", ref + "config.yaml")

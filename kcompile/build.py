@@ -5,9 +5,14 @@
 the weights file recorded test data, and ``manifest.json`` (sizes, windows,
 scaling, file hashes, kcompile version). A transistor-level build also holds
 ``devices.npz``: per device the target θ, the θ the calibrated cell achieves,
-the instance parameters chosen, and which devices were clipped. The
-directory appears whole or not at all: it is written beside the target and
-renamed into place.
+the instance parameters chosen, and which devices were clipped, and
+``models.spice``: the PDK's model cards for its corner, every include
+inlined, which ``circuit.cir`` includes by that relative name, so the
+directory can move to another machine or into an xschem testbench. With
+``testbench=True`` it also holds ``tb.cir``, a run deck for the first input
+that runs with plain ``ngspice -b BUILD/tb.cir`` from any directory and
+prints the outputs at t_L next to the reference's. The directory appears
+whole or not at all: it is written beside the target and renamed into place.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,12 +30,16 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .checks import CELSIUS, POINTS_PER_LAYER, POSITIVE, REFINE_STEPS, SCALING, Number, scaling_problem, short
 from .errors import InputError
-from .files import sha256
-from .inputs import check_inputs
-from .knet import FORMAT, KNet, load_knet, save_knet
-from .mapping import affine_reason, clip_reason, map_knet, relu_target, transistor_scaling
-from .netlist import SOLVERS, Tran, default_tran, render_transistor_circuit, transistor_tran, write_circuit
+from .files import sha256, umask
+from .inputs import check_inputs, check_labels, load_array, load_inputs
+from .knet import FORMAT, KNet, load_extras, load_knet, save_knet
+from .laws import LAWS
+from .mapping import map_knet, transistor_scaling
+from .osdi import DEVICES, default_devices
+from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_deck, render_transistor_circuit,
+                      transistor_tran, write_circuit)
 from .scaling import Scaling
 from .pdk import get_pdk
 from .reference import integrate
@@ -37,6 +47,10 @@ from .refine import refine, steps_for
 from .simulate import SpiceResult, simulate
 
 MANIFEST = "manifest.json"
+#: a transistor-level build's model cards, included by ``circuit.cir`` by this relative name
+MODELS = "models.spice"
+#: the optional standalone testbench
+TESTBENCH = "tb.cir"
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,39 +75,47 @@ class Build:
     def circuit(self) -> Path:
         return self.path / "circuit.cir"
 
-    def simulate(self, x: np.ndarray, **options) -> SpiceResult:
+    def simulate(self, x: np.ndarray, simulator: str = "ngspice", **options) -> SpiceResult:
         """Run every row of ``x`` (``[B, F]``; one row ``[F]``) through ``circuit.cir`` in ngspice.
 
         The defaults of ``kcompile simulate``: the build's analysis and
         scaling and, for a transistor-level build, its supply (energy per
         sample) and its PDK's ngspice variables. ``options`` go to
         :func:`kcompile.simulate.simulate` (``jobs``, ``timeout``, ``waveforms``,
-        ``run_root``, ``cache_dir``, ``executor``, ``progress``).
+        ``run_root``, ``cache_dir``, ``executor``, ``progress``). ``simulator``:
+        another back end runs the circuit written in its dialect (:func:`circuit_for`).
         """
         x = check_inputs(np.asarray(x), self.knet, "x")
         cells = self.manifest["cells"]
         if cells["level"] == "transistor":
             options = {"supply": ("vdd", cells["supply"]), "defines": get_pdk(cells["pdk"]).ngspice_defines(),
                        **options}
-        return simulate(self.knet, self.circuit, x, self.tran, scaling=self.scaling, **options)
+        with tempfile.TemporaryDirectory(prefix="kcompile-circuit-") as tmp:
+            return simulate(self.knet, circuit_for(self, simulator, Path(tmp)), x, self.tran, scaling=self.scaling,
+                            simulator=simulator, **options)
 
     def recorded(self, name: str) -> np.ndarray | None:
-        """``inputs`` or ``labels`` recorded with the model, if any."""
+        """``inputs`` ``[B, F]`` or ``labels`` ``[B]`` recorded with the model, if any (checked: a build
+        directory is input)."""
+        if name not in ("inputs", "labels"):
+            raise ValueError(f"The 'name' parameter of Build.recorded must be 'inputs' or 'labels'. Got {name!r}.")
         f = self.path / f"{name}.npy"
-        return np.load(f, allow_pickle=False) if f.is_file() else None
+        if not f.is_file():
+            return None
+        if name == "inputs":
+            return load_inputs(f, self.knet)
+        inputs = self.recorded("inputs")
+        return check_labels(load_array(f), 0 if inputs is None else len(inputs), str(f))
 
 
 def _test_data(weights: Path, knet: KNet) -> dict[str, np.ndarray]:
     """Optional ``test_inputs [B, F]`` and ``test_labels [B]`` keys of the weights file."""
-    with np.load(weights, allow_pickle=False) as npz:
-        if "test_inputs" not in npz.files:
-            return {}
-        data = {"inputs": check_inputs(npz["test_inputs"], knet, f"{weights}: key 'test_inputs'")}
-        if "test_labels" in npz.files:
-            labels = npz["test_labels"]
-            if labels.shape[:1] != data["inputs"].shape[:1] or labels.dtype.kind not in "fiu":
-                raise InputError(f"{weights}: key 'test_labels' must be numeric with one entry per test input")
-            data["labels"] = labels
+    extras = load_extras(weights, ("test_inputs", "test_labels"))
+    if "test_inputs" not in extras:
+        return {}
+    data = {"inputs": check_inputs(extras["test_inputs"], knet, f"{weights}: key 'test_inputs'")}
+    if "test_labels" in extras:
+        data["labels"] = check_labels(extras["test_labels"], len(data["inputs"]), f"{weights}: key 'test_labels'")
     return data
 
 
@@ -125,16 +147,13 @@ COMPLIANCE_SPAN = 4.0  # model units around vcm over which the cells are charact
 
 
 def _clipped_message(cellmap, law: str, limit: int = 4) -> str:
-    """The flagged devices, each with the reason :func:`kcompile.mapping.clip_reason` gives."""
+    """The flagged devices, each with the reason its cell gives (:meth:`kcompile.mapping.CellMap.clip_reason`)."""
     items = cellmap.clipped
     cal = cellmap.calibration
     shown = []
     for k, i in items[:limit]:
-        lm = cellmap.layers[k]
-        theta = lm.target[i]
-        why = (affine_reason(theta, lm.sp[i], lm.ib[i] + lm.ibb[i], cal) if law in ("relu_affine", "tanh_affine")
-               else clip_reason(relu_target(law, theta)[0], cal))
-        shown.append(f"layer{k}[{i}] θ={np.round(theta, 4).tolist()} ({why})")
+        theta = cellmap.layers[k].target[i]
+        shown.append(f"layer{k}[{i}] θ={np.round(theta, 4).tolist()} ({cellmap.clip_reason(law, k, i)})")
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return (f"{len(items)} device(s) cannot be realised within tolerance by cell {cal.cell} on "
             f"{cal.pdk}/{cal.corner}: {'; '.join(shown)}{more}; pass --allow-clipped to build them clipped "
@@ -156,7 +175,8 @@ def compliance_warnings(knet: KNet, inputs: np.ndarray, scaling: Scaling, supply
 
 def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = None, *, cells: str = "behavioural",
           pdk: str = "generic180", corner: str = "tt", allow_clipped: bool = False,
-          points_per_layer: int | None = None, refine_steps: int | None = None, solver: str | None = None) -> Build:
+          points_per_layer: int | None = None, refine_steps: int | None = None, solver: str | None = None,
+          devices: str | None = None, testbench: bool = False) -> Build:
     """Validate ``weights`` and write the build directory ``out_dir``.
 
     Parameters
@@ -179,15 +199,36 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
     solver : {"sparse", "klu"}, optional
         ngspice's linear solver (default: ``"klu"`` for large networks, see
         :func:`kcompile.netlist.default_tran`; an ngspice without KLU ignores it).
+    devices : {"osdi", "bsource"}, optional
+        Behavioural devices as compiled Verilog-A modules (the build holds their
+        ``.va``; :mod:`kcompile.osdi`) or as ngspice B-sources. Default:
+        :func:`kcompile.osdi.default_devices` (``osdi`` where ngspice loads OSDI;
+        otherwise ``bsource``, with a note in the manifest's ``notes``).
+    testbench : bool
+        Also write ``tb.cir`` (:func:`testbench_text`); not for segmented circuits, which run one transient
+        per layer.
 
     An existing ``out_dir`` is replaced only if it is empty or an earlier
     kcompile build holding nothing but the files its manifest lists
     (:func:`check_replaceable`); anything else is refused before any work.
     """
     if cells not in ("behavioural", "transistor"):
-        raise InputError(f"The 'cells' parameter must be 'behavioural' or 'transistor'. Got {cells!r} instead.")
+        raise InputError(f"The 'cells' parameter must be 'behavioural' or 'transistor'. Got {short(cells)} instead.")
     if solver is not None and solver not in SOLVERS:
-        raise InputError(f"The 'solver' parameter must be one of {', '.join(SOLVERS)}. Got {solver!r} instead.")
+        raise InputError(f"The 'solver' parameter must be one of {', '.join(SOLVERS)}. Got {short(solver)} instead.")
+    for name, value, rule in (("points_per_layer", points_per_layer, POINTS_PER_LAYER),
+                              ("refine_steps", refine_steps, REFINE_STEPS)):
+        if value is not None and rule.problem(value):
+            raise InputError(f"The '{name}' parameter of build {rule.problem(value)}.")
+    if scaling is not None and scaling_problem(scaling):
+        raise InputError(f"The 'scaling' parameter of build is unusable: {scaling_problem(scaling)}.")
+    if devices is not None and (devices not in DEVICES or cells == "transistor"):
+        raise InputError(f"The 'devices' parameter must be one of {', '.join(DEVICES)} for behavioural cells "
+                         f"(transistor-level cells are subcircuits). Got {short(devices)} with cells {short(cells)} instead.")
+    notes = []
+    if cells == "behavioural" and devices is None:
+        devices, note = default_devices()
+        notes += [note] if note else []
     weights, out_dir = Path(weights), Path(out_dir)
     check_replaceable(out_dir)
     knet = load_knet(weights)
@@ -208,24 +249,34 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         scaling = scaling or Scaling()
         tran = default_tran(knet, *([points_per_layer] if points_per_layer else []))
     tran = tran if solver is None else dataclasses.replace(tran, solver=solver)
+    if testbench and tran.segmented:
+        raise InputError(f"{weights}: a testbench (tb.cir) needs a clocked circuit, but {knet.num_devices:,} devices "
+                         "are built segmented (one transient per layer, chained by kcompile simulate); leave out "
+                         "--testbench")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 is for temporaries; a build directory is a normal one
         if cellmap is None:
-            write_circuit(knet, tmp / "circuit.cir", scaling)
-            cells_info = {"level": "behavioural"}
+            write_circuit(knet, tmp / "circuit.cir", scaling, segmented=tran.segmented, devices=devices)
+            cells_info = {"level": "behavioural", "devices": devices}
         else:
+            (tmp / MODELS).write_text(bundle_models(cellmap.pdk.model_lines(cellmap.corner),
+                                                    f"{cellmap.pdk.name} corner {cellmap.corner}"))
             with open(tmp / "circuit.cir", "w") as f:
-                f.writelines(render_transistor_circuit(knet, cellmap))
+                f.writelines(render_transistor_circuit(knet, cellmap, model_lines=[f'.include "{MODELS}"']))
             _save_devices(tmp / "devices.npz", cellmap)
             cells_info = {**_cells_info(cellmap), "refine_steps": refine_steps}
         save_knet(knet, tmp / "weights.npz")
         for name, arr in extras.items():
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
+        if testbench:
+            (tmp / TESTBENCH).write_text(testbench_text(knet, scaling, tran, extras, cellmap))
         files = {f.name: sha256(f) for f in sorted(tmp.iterdir())}
         manifest = manifest_for(knet, weights, scaling, tran, files, cells_info)
         manifest["warnings"] = warnings
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest["notes"] = notes
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -236,11 +287,10 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
 def _is_own_build(path: Path) -> str | None:
     """``None`` if ``path`` is a kcompile build holding only the files it wrote, else why not."""
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError, RecursionError):
+        manifest, _, _ = check_manifest(path / MANIFEST, _read_manifest(path / MANIFEST))
+    except OSError:
         return f"it has no readable {MANIFEST} written by kcompile"
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "kcompile_version" not in manifest \
-            or not isinstance(manifest.get("files"), dict):
+    except InputError:
         return f"its {MANIFEST} was not written by kcompile"
     own = set(manifest["files"]) | {MANIFEST}
     foreign = sorted(p.name for p in path.iterdir() if p.name not in own or p.is_symlink() or not p.is_file())
@@ -303,12 +353,9 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
 
 
 def _save_devices(path: Path, cellmap) -> None:
-    arrays = {}
-    for k, lm in enumerate(cellmap.layers):
-        for name in ("target", "achieved", "negative", "swap", "r", "ib", "ipos", "ineg", "clipped",
-                     "io", "ap", "signs", "rb", "ibb", "sp", "iz"):
-            if getattr(lm, name) is not None:
-                arrays[f"layer{k}_{name}"] = np.asarray(getattr(lm, name))
+    """``devices.npz``: per layer what the cell's mapping records (:meth:`kcompile.cells.base.LayerMap.arrays`)."""
+    arrays = {f"layer{k}_{name}": np.asarray(a)
+              for k, lm in enumerate(cellmap.layers) for name, a in lm.arrays().items()}
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -317,28 +364,187 @@ def _cells_info(cellmap) -> dict:
     err = [np.abs(lm.achieved - lm.target).max() if lm.target.size else 0.0 for lm in cellmap.layers]
     cal = cellmap.calibration
     return {
-        "level": "transistor", "cell": cal.cell, "pdk": cellmap.pdk.name, "corner": cellmap.corner,
+        "level": "transistor", "cell": cellmap.cell.name, "pdk": cellmap.pdk.name, "corner": cellmap.corner,
         "supply": cellmap.pdk.supply, "clipped": len(cellmap.clipped),
         "max_theta_error": float(max(err)) if err else 0.0,
         "theta0_range": {"positive": cal.theta0_range(False), "negative": cal.theta0_range(True)},
     }
 
 
+#: the largest manifest.json read (its meta is at most 1 MB; the rest grows with the node count)
+MAX_MANIFEST_BYTES = 64 << 20
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_WORD = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
+_FORMS = {_SHA256: "a hex SHA-256", _WORD: "a word of letters, digits and ._+-"}
+_SIZE = Number(0, 2**63 - 1, integer=True)
+
+
+class _Manifest:
+    """Checks one field of a manifest at a time; every failure names the file, the dotted key and the fix."""
+
+    def __init__(self, path: Path, data):
+        self.path = path
+        if not isinstance(data, dict):
+            raise self.fail("", "must hold a JSON object")
+        self.data = data
+
+    def fail(self, key: str, problem: str) -> InputError:
+        where = f"'{key}' " if key else ""
+        return InputError(f"{self.path}: {where}{problem}; this build directory was not written by this kcompile "
+                          "or was edited: rebuild it with 'kcompile build'")
+
+    def get(self, key: str, kind, rule=None, default=None):
+        """The value at dotted ``key``: of type ``kind`` (a tuple of allowed values for a word), checked by
+        ``rule`` (a :class:`~kcompile.checks.Number` or a regular expression); ``default`` when absent
+        (``...``: required)."""
+        node = self.data
+        *parents, last = key.split(".")
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise self.fail(name, "is missing or not a JSON object")
+        if last not in node:
+            if default is ...:
+                raise self.fail(key, "is missing")
+            return default
+        value = node[last]
+        if isinstance(kind, tuple):
+            if value not in kind:
+                raise self.fail(key, f"must be one of {', '.join(map(str, kind))}, got {short(value)}")
+            return value
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(key, f"must be a JSON {_JSON_NAMES[kind]}, got {short(value)}")
+        if isinstance(rule, Number) and rule.problem(value):
+            raise self.fail(key, rule.problem(value))
+        if isinstance(rule, re.Pattern) and not rule.match(value):
+            raise self.fail(key, f"must be {_FORMS[rule]}, got {short(value)}")
+        return value
+
+
+_JSON_NAMES = {str: "string", int: "integer", float: "number", bool: "true/false", dict: "object", list: "array"}
+
+
+def check_manifest(path: Path, data) -> tuple[dict, Scaling, Tran]:
+    """Validate a build manifest against its schema before any of it is used.
+
+    Every field that reaches a deck, a file name or a simulator option is
+    checked: enumerations (law, ``tran.method``, ``tran.solver``, cell level,
+    PDK and corner) against the known sets, numbers finite and positive where
+    physical, file names plain names inside the directory, hashes hex
+    SHA-256. Unknown keys outside ``tran`` and ``scaling`` are ignored (a newer
+    writer may add some). This protects against accidents and against a
+    manifest smuggling text into a deck; it is not a signature (see
+    docs/reliability.md, "Trust model").
+
+    Returns
+    -------
+    (manifest, scaling, tran)
+    """
+    from .pdk import PDKS
+
+    m = _Manifest(path, data)
+    m.get("format", (FORMAT,), default=...)
+    m.get("kcompile_version", str, _WORD, ...)
+    m.get("law", tuple(LAWS), default=...)
+    for key in ("num_nodes", "num_devices", "num_features"):
+        m.get(key, int, _SIZE, ...)
+    for key in ("input_nodes", "output_nodes", "layers", "warnings", "notes"):
+        m.get(key, list, default=[])
+    for i, layer in enumerate(data.get("layers", [])):
+        if not isinstance(layer, dict) or not isinstance(layer.get("devices"), int) or layer["devices"] < 0:
+            raise m.fail(f"layers[{i}]", "must be an object with a 'devices' count")
+    m.get("source.path", str, default=...)
+    m.get("source.sha256", str, _SHA256, ...)
+    m.get("meta", dict, default={})
+    for name, digest in m.get("files", dict, default=...).items():
+        if not _FILE_NAME.match(name) or name == MANIFEST:
+            raise m.fail("files", f"lists {short(name)}, which is not a plain file name inside the build directory")
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise m.fail(f"files.{name}", f"must be {_FORMS[_SHA256]}, got {short(digest)}")
+    for name in ("circuit.cir", "weights.npz"):
+        if name not in data["files"]:
+            raise m.fail("files", f"does not list {name}")
+
+    level = m.get("cells.level", ("behavioural", "transistor"), default=...)
+    if level == "behavioural":
+        m.get("cells.devices", DEVICES, default="bsource")  # written since compiled devices; bsource before
+    if level == "transistor":
+        pdk = PDKS[m.get("cells.pdk", tuple(PDKS), default=...)]
+        m.get("cells.corner", pdk.corners, default=...)
+        m.get("cells.supply", float, POSITIVE, ...)
+        m.get("cells.refine_steps", int, REFINE_STEPS, 0)
+
+    scaling = m.get("scaling", dict, default=...)
+    for key in set(scaling) - set(SCALING) - {"tau"}:
+        raise m.fail(f"scaling.{key}", "is not a scaling field")
+    values = {key: m.get(f"scaling.{key}", float, rule, ...) for key, rule in SCALING.items()}
+    if scaling_problem(Scaling(**values)):
+        raise m.fail("scaling", scaling_problem(Scaling(**values)))
+
+    fields = {f.name: f for f in dataclasses.fields(Tran)}
+    tran = m.get("tran", dict, default=...)
+    for key in set(tran) - set(fields):
+        raise m.fail(f"tran.{key}", "is not a field of the transient analysis")
+    args = {}
+    for key in tran:
+        if key in ("method", "solver"):
+            args[key] = m.get(f"tran.{key}", TRAN_METHODS if key == "method" else SOLVERS, default=...)
+        elif key in ("uic", "segmented"):
+            args[key] = m.get(f"tran.{key}", bool, default=...)
+        elif key == "temp" and tran[key] is None:
+            args[key] = None
+        else:
+            args[key] = m.get(f"tran.{key}", float, CELSIUS if key == "temp" else POSITIVE, ...)
+    try:
+        return data, Scaling(**values), Tran(**args)
+    except (InputError, TypeError) as exc:
+        raise m.fail("tran", f"is not a valid analysis ({exc})") from None
+
+
+def _read_manifest(path: Path) -> dict:
+    """``manifest.json`` parsed: bounded in size, standard JSON only (no NaN), or an :class:`InputError`."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise InputError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB, not a manifest kcompile wrote")
+        return json.loads(text.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InputError(f"{path}: unreadable manifest ({short(str(exc), 120)}); rebuild with 'kcompile build'") \
+            from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not standard JSON")
+
+
 def open_build(path: str | Path) -> Build:
-    """Open a build directory written by :func:`build`."""
+    """Open a build directory written by :func:`build`.
+
+    The directory is input: the manifest is checked against its schema
+    (:func:`check_manifest`), the weights are loaded with the weights
+    file's own checks, and the manifest must describe those weights.
+
+    Raises
+    ------
+    InputError
+        Not a build directory, an invalid manifest, or one that disagrees with ``weights.npz``.
+    """
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise InputError(f"{path}: not a kcompile build directory (no {MANIFEST}); run 'kcompile build' first")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        scaling = Scaling(**{k: v for k, v in manifest["scaling"].items() if k != "tau"})
-        if manifest["cells"]["level"] not in ("behavioural", "transistor"):
-            raise KeyError("cells.level")
-        tran = Tran(**manifest["tran"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise InputError(f"{manifest_path}: unreadable manifest ({exc}); rebuild with 'kcompile build'") from None
+    manifest, scaling, tran = check_manifest(manifest_path, _read_manifest(manifest_path))
     knet = load_knet(path / "weights.npz")
+    said = (manifest["law"], manifest["num_nodes"], manifest["num_devices"], len(manifest["layers"]))
+    holds = (knet.law, knet.num_nodes, knet.num_devices, knet.num_layers)
+    if said != holds:
+        raise InputError(f"{manifest_path}: describes a {said[0]} network of {said[1]} nodes, {said[2]} devices and "
+                         f"{said[3]} layers, but weights.npz holds {holds[0]}, {holds[1]}, {holds[2]} and {holds[3]}; "
+                         "the build directory was edited: rebuild it with 'kcompile build'")
     return Build(path, knet, manifest, scaling, tran)
 
 
@@ -346,3 +552,109 @@ def modified_files(b: Build) -> list[str]:
     """Files whose hash no longer matches the manifest (hand edits, corruption)."""
     return [name for name, digest in b.manifest.get("files", {}).items()
             if not (b.path / name).is_file() or sha256(b.path / name) != digest]
+
+
+def circuit_for(b: Build, simulator: str, folder: Path) -> Path:
+    """The build's circuit in ``simulator``'s dialect: ``circuit.cir`` for ngspice (what the build wrote); for
+    another back end, written into ``folder`` from the build's network, scaling, form and devices (VACASK takes
+    only compiled devices: a ``bsource`` build is refused, never silently compiled)."""
+    from .backends import get_simulator
+
+    sim = get_simulator(simulator)
+    if sim.name == "ngspice":
+        return b.circuit
+    if b.manifest["cells"]["level"] != "behavioural":
+        raise InputError(f"{b.path}: a transistor-level build runs only in ngspice (its cells and models are "
+                         f"ngspice text), not in {sim.name}")
+    devices = b.manifest["cells"].get("devices", "bsource")
+    if devices not in sim.devices:
+        raise InputError(f"{b.path}: built with --devices {devices}, which {sim.name} cannot simulate; rebuild "
+                         f"with --devices {sim.devices[0]}")
+    path = Path(folder) / sim.circuit_name
+    write_circuit(b.knet, path, b.scaling, segmented=b.tran.segmented, simulator=sim.name, devices=devices)
+    for name in b.manifest["files"]:  # the build's own modules, so that both simulators compile the same text
+        if name.endswith(".va"):
+            shutil.copyfile(b.path / name, Path(folder) / name)
+    return path
+# ---------------------------------------------------------------- portable builds
+
+#: ``.include FILE`` and ``.lib FILE SECTION`` (a section header ``.lib NAME`` has no second word)
+_CALL = re.compile(r"""^\s*\.(include|inc|lib)\s+(?:"([^"]+)"|'([^']+)'|(\S+))(?:\s+(\S+))?\s*$""", re.I)
+_MAX_NESTING = 16
+
+
+def _section(lines: list[str], name: str, path: Path) -> list[str]:
+    """The body of ``.lib NAME`` ... ``.endl`` in ``lines``."""
+    head = re.compile(rf"^\s*\.lib\s+{re.escape(name)}\s*$", re.I)
+    for i, line in enumerate(lines):
+        if head.match(line):
+            for j in range(i + 1, len(lines)):
+                if re.match(r"^\s*\.endl\b", lines[j], re.I):
+                    return lines[i + 1:j]
+            break
+    raise InputError(f"{path}: has no complete section {name!r} (.lib {name} ... .endl); reinstall the PDK package")
+
+
+def _inlined(path: Path, section: str | None, depth: int = 0) -> list[str]:
+    """``path`` (or its ``section``) with every include and section call replaced by the text it names,
+    resolved as ngspice does: relative to the including file."""
+    if depth > _MAX_NESTING:
+        raise InputError(f"{path}: model includes nest deeper than {_MAX_NESTING} levels")
+    lines = path.read_text(errors="replace").splitlines()
+    if section is not None:
+        lines = _section(lines, section, path)
+    out = [f"* ---- {path.name}" + (f", section {section}" if section else "")]
+    for line in lines:
+        m = _CALL.match(line)
+        kind, target, sub = (m.group(1).lower(), m.group(2) or m.group(3) or m.group(4), m.group(5)) if m else (
+            None, None, None)
+        if kind is None or (kind == "lib") != (sub is not None):
+            out.append(line)  # a statement, or a section header of a file included whole
+        else:
+            out += _inlined(path.parent / target, sub, depth + 1)
+    return out
+
+
+def bundle_models(model_lines: list[str], what: str) -> str:
+    """One self-contained model file from a PDK's model lines (:meth:`kcompile.pdk.Pdk.model_lines`).
+
+    Every ``.include`` is replaced by the file it names and every
+    ``.lib FILE SECTION`` by that section, recursively, so the text holds no
+    path: a build that includes it by a relative name runs on any machine
+    (ngspice resolves a relative include against the including file's
+    directory). Only the build's corner is bundled.
+    """
+    out = [f"* kcompile {__version__}: the {what} model cards, bundled for a portable build", ""]
+    for line in model_lines:
+        m = _CALL.match(line)
+        if m is None:
+            raise InputError(f"cannot bundle the model line {short(line, 120)}: expected .include or .lib")
+        out += _inlined(Path(m.group(2) or m.group(3) or m.group(4)), m.group(5))
+    return "\n".join(out) + "\n"
+
+
+def testbench_text(knet: KNet, scaling: Scaling, tran: Tran, extras: dict, cellmap=None) -> str:
+    """``tb.cir``: the run deck of the first recorded test input (zeros without one) with ``.meas`` lines
+    that print every output at t_L in model units, and a header with the reference's values to compare.
+
+    It includes ``circuit.cir`` by a relative name, so ``ngspice -b BUILD/tb.cir`` runs from any directory.
+    """
+    x = extras.get("inputs")
+    row = np.zeros(knet.num_features) if x is None else x[0]
+    ref = integrate(knet, row[None]).outputs[0]
+    label = extras.get("labels")
+    what = ("all-zero inputs (the weights record no test inputs)" if x is None else
+            "the first recorded test input" + ("" if label is None else f" (label {label[0]:g})"))
+    t_end = float(knet.t_bounds[-1]) * scaling.tau
+    defines = "" if cellmap is None else " ".join(f"-D {d}" for d in cellmap.pdk.ngspice_defines())
+    head = [f"* kcompile {__version__} standalone testbench: circuit.cir with {what}",
+            f"* run from any directory: ngspice -b {defines + ' ' if defines else ''}path/to/tb.cir",
+            "* prints y_n<N>: output node N at t_L in model units, (V - vcm)/v0",
+            "* the reference integrator gives: " + ", ".join(f"n{n} = {v:.6g}" for n, v in
+                                                          zip(knet.output_nodes.tolist(), ref.tolist()))]
+    deck = render_deck(knet.initial_state(row[None])[0], tran, scaling, None)
+    meas = [f".meas tran y_n{n} find par('(v(n{n})-{scaling.vcm!r})/{scaling.v0!r}') at={t_end!r}"
+            for n in knet.output_nodes.tolist()]
+    body = deck.rstrip("\n").splitlines()
+    assert body[-1] == ".end"
+    return "\n".join(head + body[:-1] + meas + [".end"]) + "\n"

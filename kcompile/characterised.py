@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .characterize import DIFF_POINTS, DIFF_SPAN, MID_POINTS, MID_SPAN, measure_diff
+from .cells.sweep import DIFF_POINTS, DIFF_SPAN, MID_POINTS, MID_SPAN, measure_diff
 from .knet import KNet
 from .mapping import CellMap
 from .reference import Trajectory, integrate
@@ -38,20 +38,16 @@ class DeviceTables:
     source: tuple[np.ndarray, ...]
 
 
-# affine laws depend on the common mode as much as on Δ: 0.25-unit common-mode steps (4x finer)
-AFFINE_MID_POINTS = 33
-
-
 def measure_devices(cellmap: CellMap, dspan: float = DIFF_SPAN, dpoints: int = DIFF_POINTS,
                     mspan: float = MID_SPAN, mpoints: int | None = None, cache: bool = True) -> DeviceTables:
     """DC-sweep every mapped instance on the ``(Δ, m)`` grid (cached per deck, ``CHUNK`` instances a deck).
 
     A port-swapped instance is wired swapped between the sweep terminals, so
     the tables are always in the device's own (s, d) orientation. ``mpoints``
-    defaults to :data:`AFFINE_MID_POINTS` for two-pair (affine) cells, else ``MID_POINTS``.
+    defaults to the cell's :attr:`~kcompile.cells.base.Cell.mid_points`, else ``MID_POINTS``.
     """
     if mpoints is None:
-        mpoints = AFFINE_MID_POINTS if len(cellmap.cell.variants) == 4 else MID_POINTS
+        mpoints = cellmap.cell.mid_points or MID_POINTS
     sink, source = [], []
     delta, mid = np.linspace(-dspan, dspan, dpoints), np.linspace(-mspan, mspan, mpoints)
     for k in range(len(cellmap.layers)):

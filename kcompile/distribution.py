@@ -16,6 +16,12 @@ ideal model's samples ``x`` for the same latents:
     Per latent, the Euclidean distance between the two samples: the same
     noise, how far did the circuit move the sample.
 
+The level's and the ideal samples come from the same latents, so ``x_i`` and
+``y_i`` are not independent: the cross terms then leave out the pairs
+``(x_i, y_i)`` (``paired=True``), which keeps both statistics unbiased and
+makes them exactly 0 for ``y = x`` (with those pairs, whose kernel is near 1
+and whose distance near 0, identical samples would score about ``-2/N``).
+
 A distance alone has no scale, so each is divided by its **sampling noise
 floor**: the 95th percentile of the same distance between two independent
 ideal draws of the same size (drawn from a larger ideal pool without
@@ -62,21 +68,39 @@ def median_bandwidth(x: np.ndarray, seed: int = 0) -> float:
     return h if h > 0 else 1.0
 
 
-def mmd2(x: np.ndarray, y: np.ndarray, bandwidth: float) -> float:
-    """Unbiased MMD² between samples ``x`` and ``y`` with kernel ``exp(−|a−b|²/(2h²))``."""
+def _cross_mean(k: np.ndarray, paired: bool) -> float:
+    """Mean of a cross matrix; ``paired``: over ``i != j`` only (row i of both samples from one latent)."""
+    if not paired:
+        return float(k.mean())
+    n = len(k)
+    return float((k.sum() - np.trace(k)) / (n * (n - 1)))
+
+
+def _paired(x: np.ndarray, y: np.ndarray, paired: bool) -> None:
+    if paired and x.shape != y.shape:
+        raise InputError(f"Paired samples (row i of both from one latent) must have the same shape. Got "
+                         f"{list(x.shape)} and {list(y.shape)} instead.")
+
+
+def mmd2(x: np.ndarray, y: np.ndarray, bandwidth: float, *, paired: bool = False) -> float:
+    """Unbiased MMD² between samples ``x`` and ``y`` with kernel ``exp(−|a−b|²/(2h²))``; ``paired``: ``x[i]``
+    and ``y[i]`` come from one latent, so the cross term leaves those pairs out."""
     x, y = _check(x, "ideal"), _check(y, "level")
+    _paired(x, y, paired)
     g = -0.5 / bandwidth**2
     kxx, kyy, kxy = np.exp(g * _sq_dists(x, x)), np.exp(g * _sq_dists(y, y)), np.exp(g * _sq_dists(x, y))
     n, m = len(x), len(y)
     return float((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-                 - 2.0 * kxy.mean())
+                 - 2.0 * _cross_mean(kxy, paired))
 
 
-def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """Energy distance ``2·E|X−Y| − E|X−X'| − E|Y−Y'|`` (distinct pairs in the same-sample terms)."""
+def energy_distance(x: np.ndarray, y: np.ndarray, *, paired: bool = False) -> float:
+    """Energy distance ``2·E|X−Y| − E|X−X'| − E|Y−Y'|`` (distinct pairs in the same-sample terms, and in the
+    cross term too when ``paired``)."""
     x, y = _check(x, "ideal"), _check(y, "level")
+    _paired(x, y, paired)
     n, m = len(x), len(y)
-    dxy = np.sqrt(_sq_dists(x, y)).mean()
+    dxy = _cross_mean(np.sqrt(_sq_dists(x, y)), paired)
     dxx = np.sqrt(_sq_dists(x, x)).sum() / (n * (n - 1))
     dyy = np.sqrt(_sq_dists(y, y)).sum() / (m * (m - 1))
     return float(2.0 * dxy - dxx - dyy)
@@ -159,7 +183,7 @@ def compare_samples(ideal: np.ndarray, level: np.ndarray, pool: np.ndarray, *, r
         raise InputError(f"The 'ideal' and 'level' samples must have the same shape. Got {list(ideal.shape)} and "
                          f"{list(level.shape)} instead.")
     floor = noise_floor(pool, len(ideal), rounds=rounds, seed=seed)
-    m, e = mmd2(ideal, level, floor.bandwidth), energy_distance(ideal, level)
+    m, e = mmd2(ideal, level, floor.bandwidth, paired=True), energy_distance(ideal, level, paired=True)
     disp = np.linalg.norm(level - ideal, axis=1)
     return SampleComparison(len(ideal), m, _ratio(m, floor.mmd2), e, _ratio(e, floor.energy),
                             float(disp.mean()), float(np.percentile(disp, 95)), float(disp.max()), floor)

@@ -38,6 +38,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import InputError, KCompileError
 from .knet import KNet, make_knet
+from .laws import ACTIVATIONS, AFFINE, GAIN, law_for
 
 TORCH_HINT = "pip install torch==2.13.0 (or pip install -e .[torch])"
 _PARAM_KEY = re.compile(r"^circuit\.layer_list\.(\d+)\.model\.param$")
@@ -45,7 +46,11 @@ _SELECT = re.compile(r"^(last|first)(\d+)$")
 
 #: input width of the shipped checkpoints' test benches (the config does not state it);
 #: other benches fall back to the node count of layer 0 or the ``num_features`` argument
-TEST_BENCH_FEATURES = {"mnist": 784, "twomoon": 2, "circle": 2, "8gaussians": 2, "potential1": 2}
+TEST_BENCH_FEATURES = {"mnist": 784, "twomoon": 2, "circle": 2, "8gaussians": 2, "potential1": 2, "genmnist": 784}
+#: test benches trained as continuous normalising flows: sampling runs the circuit forward from standard-normal
+#: latents and the sample is every node's voltage at the end, so their import is ``meta.generative`` with every
+#: node an output (a ``projector`` is not applied)
+GENERATIVE_BENCHES = {"circle", "8gaussians", "potential1", "genmnist"}
 
 #: ``network`` keys the import understands; any other key is refused
 _KNOWN_NETWORK_KEYS = {"adjoint", "initialization", "model", "net_struct", "fill", "projector",
@@ -222,14 +227,32 @@ class DeviceClass:
         return np.ascontiguousarray(param[list(self.rows), :].T, dtype=np.float64)
 
 
-#: reference device class -> law and parameter rows
+#: reference device class (without arguments) -> law and parameter rows
 DEVICE_CLASSES = {
     "ShiftRelu1": DeviceClass("shift_relu", (0, 1), "p1·relu(Δ − p0)"),
     "ShiftRelu2": DeviceClass("relu_affine", (0, 1, 2), "relu(p0·vs + p1·vd + p2)"),
+    "ShiftLeakyRelu1": DeviceClass("shift_leaky_relu", (0, 1), "p1·leaky_relu(Δ − p0)"),
+    "ShiftLeakyRelu2": DeviceClass("leaky_relu_affine", (0, 1, 2), "leaky_relu(p0·vs + p1·vd + p2)"),
     "ShiftTanh1": DeviceClass("tanh", (1, 0), "tanh(p1·Δ + p0)"),
     "ShiftTanh2": DeviceClass("tanh_affine", (0, 1, 2), "tanh(p0·vs + p1·vd + p2)"),
     "Conductance": DeviceClass("linear", (0,), "p0·Δ"),
 }
+
+#: the reference's generic ``Device(negation, activation)``; ``activation`` is a ``torch.nn.functional`` name
+GENERIC_DEVICE = "Device"
+
+
+def generic_device(negation: bool, activation: str) -> DeviceClass:
+    """The law of ``Device(negation, activation)``.
+
+    ``negation: true`` is ``act(p1·Δ + p0)`` (the law named after the
+    activation, θ = (p1, p0)); ``false`` is ``act(p0·vs + p1·vd + p2)`` (its
+    ``_affine`` law). ``KeyError`` for an activation no law has.
+    """
+    act = ACTIVATIONS[activation]
+    if negation:
+        return DeviceClass(law_for(GAIN, act).name, (1, 0), f"{activation}(p1·Δ + p0)")
+    return DeviceClass(law_for(AFFINE, act).name, (0, 1, 2), f"{activation}(p0·vs + p1·vd + p2)")
 
 
 # ------------------------------------------------------------ reading the inputs
@@ -324,15 +347,29 @@ def _device_class(net: dict, config_path: Path) -> tuple[str, DeviceClass]:
     model = net.get("model")
     if not isinstance(model, dict) or "name" not in model:
         raise InputError(f"{config_path}: network.model.name is missing")
-    name = model["name"]
+    name, args = model["name"], model.get("args") or {}
+    if name == GENERIC_DEVICE:
+        return name, _generic_device(args, config_path)
     if name not in DEVICE_CLASSES:
         raise InputError(f"{config_path}: unsupported device class {name!r}; "
-                         f"supported: {', '.join(DEVICE_CLASSES)}")
-    args = model.get("args") or {}
+                         f"supported: {', '.join([*DEVICE_CLASSES, GENERIC_DEVICE])}")
     if args:
         raise InputError(f"{config_path}: unsupported device arguments {sorted(args)} for {name} "
-                         "(the importer maps the plain, argument-free device classes only)")
+                         f"(only {GENERIC_DEVICE} takes arguments: negation, activation)")
     return name, DEVICE_CLASSES[name]
+
+
+def _generic_device(args, config_path: Path) -> DeviceClass:
+    where = f"{config_path}: network.model.args of {GENERIC_DEVICE}"
+    if not isinstance(args, dict) or set(args) != {"negation", "activation"}:
+        got = sorted(args) if isinstance(args, dict) else args
+        raise InputError(f"{where} must be exactly negation and activation, got {got}")
+    negation, activation = args["negation"], args["activation"]
+    if not isinstance(negation, bool):
+        raise InputError(f"{where}: negation must be true or false, got {negation!r}")
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        raise InputError(f"{where}: unsupported activation {activation!r}; supported: {', '.join(ACTIVATIONS)}")
+    return generic_device(negation, activation)
 
 
 def _topology(entry, k: int, config_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -483,7 +520,9 @@ def import_reference(model_path: str | Path, config_path: str | Path, *,
     if int(num_features) < 1:
         raise InputError(f"num_features must be positive, got {num_features}")
     input_nodes, input_index = _input_mapping(int(num_features), widths[0], fill, config_path)
-    output_nodes = _output_nodes(net.get("projector"), num_nodes, config_path)
+    generative = bench in GENERATIVE_BENCHES
+    output_nodes = np.arange(1, num_nodes + 1) if generative else _output_nodes(net.get("projector"), num_nodes,
+                                                                                config_path)
 
     params = _layer_params(_load_state_dict(model_path), model_path, len(struct))
     layers = []
@@ -507,6 +546,7 @@ def import_reference(model_path: str | Path, config_path: str | Path, *,
             "config_sha256": _sha256(config_path),
             "device_class": class_name,
             "device_formula": device.formula,
+            **({"device_args": net["model"]["args"]} if class_name == GENERIC_DEVICE else {}),
             "theta_from_param_rows": list(device.rows),
             "net_struct": struct,
             "fill": fill,
@@ -518,6 +558,8 @@ def import_reference(model_path: str | Path, config_path: str | Path, *,
             "param_dtype": str(params[0].dtype),
         },
     }
+    if generative:
+        meta["generative"] = True
     if bench is None:
         del meta["task"]
     try:

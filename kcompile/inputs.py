@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import COUNT, SEED
 from .errors import InputError
 from .knet import KNet
 
@@ -26,7 +27,19 @@ def check_inputs(x: np.ndarray, knet: KNet, source: str) -> np.ndarray:
     return x
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def check_labels(labels: np.ndarray, rows: int, source: str) -> np.ndarray:
+    """Return ``labels`` if they are numeric, finite and ``[rows]`` (one per input row)."""
+    if labels.dtype.kind not in "fiu" or labels.shape != (rows,):
+        raise InputError(f"{source}: labels must be numeric with shape [{rows}] (one per test input), got dtype "
+                         f"{labels.dtype} shape {labels.shape}")
+    if not np.all(np.isfinite(labels)):
+        raise InputError(f"{source}: labels contain NaN or inf")
+    return labels
+
+
+def load_array(path: str | Path) -> np.ndarray:
+    """One ``.npy`` array, never unpickled; an :class:`InputError` naming the file otherwise."""
+    path = Path(path)
     try:
         x = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -34,27 +47,19 @@ def _load_npy(path: Path) -> np.ndarray:
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npy array ({exc})") from None
     if not isinstance(x, np.ndarray):
+        x.close()
         raise InputError(f"{path}: expected a single .npy array, got an archive")
     return x
 
 
 def load_inputs(path: str | Path, knet: KNet) -> np.ndarray:
     """Read an ``.npy`` batch (never with pickle) and check it against ``knet``."""
-    return check_inputs(_load_npy(Path(path)), knet, str(path))
-
-
-def load_labels(path: str | Path, rows: int) -> np.ndarray:
-    """Read ``.npy`` labels (never with pickle): one per input row, integer class ids or finite numbers."""
-    y = _load_npy(Path(path))
-    if y.ndim != 1 or y.shape[0] != rows:
-        raise InputError(f"{path}: labels must have shape [{rows}] (one per input row), got {y.shape}")
-    if y.dtype.kind in "iu":
-        return y.astype(np.int64)
-    if y.dtype.kind != "f" or not np.all(np.isfinite(y)):
-        raise InputError(f"{path}: labels must be integer class ids or finite numbers, got dtype {y.dtype}")
-    return y.astype(np.float64)
+    return check_inputs(load_array(path), knet, str(path))
 
 
 def random_inputs(knet: KNet, batch: int = 8, seed: int = 0) -> np.ndarray:
     """A seeded batch, uniform in [-1, 1]."""
+    for name, value, rule in (("batch", batch, COUNT), ("seed", seed, SEED)):
+        if rule.problem(value):
+            raise InputError(f"The '{name}' parameter of random_inputs {rule.problem(value)}.")
     return np.random.default_rng(seed).uniform(-1.0, 1.0, (batch, knet.num_features))

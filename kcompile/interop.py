@@ -73,7 +73,7 @@ def to_pyspice(build: str | Path | Build, x) -> tuple[object, dict]:
     Raises
     ------
     InputError
-        PySpice missing; a transistor-level or segmented build; files changed
+        PySpice missing; a transistor-level, OSDI or segmented build; files changed
         since the build; not exactly one valid input row.
     """
     b = build if isinstance(build, Build) else open_build(build)
@@ -85,6 +85,10 @@ def to_pyspice(build: str | Path | Build, x) -> tuple[object, dict]:
         raise InputError(f"{b.path}: a segmented circuit ({b.knet.num_devices} devices) runs as one transient per "
                          "layer, chained by kcompile; to_pyspice takes circuits of one transient (fewer than "
                          "10,000 devices): simulate this one with Build.simulate or 'kcompile simulate'")
+    if b.manifest["cells"].get("devices", "bsource") != "bsource":
+        raise InputError(f"{b.path}: its devices are compiled Verilog-A modules (OSDI), which ngspice loads with "
+                         "'pre_osdi' in a control block that PySpice's ngspice-subprocess mode does not run; "
+                         "rebuild with --devices bsource for PySpice")
     changed = modified_files(b)
     if changed:
         raise InputError(f"{b.path}: {', '.join(changed)} changed since the build; rebuild it with 'kcompile build'")

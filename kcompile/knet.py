@@ -1,7 +1,7 @@
 """The ``kcompile.knet/1`` weights file: validated load, save, and the circuit IR.
 
 A weights file is untrusted input. It is read with ``allow_pickle=False``;
-every rule of the contract (``shared/DESIGN.md``) is checked and a violation
+every rule of the contract (``docs/design.md``) is checked and a violation
 raises :class:`~kcompile.errors.WeightsError` naming the file and the key.
 No string from the file ever reaches a netlist: the law name is looked up in
 :data:`~kcompile.laws.LAWS` and ``meta`` only travels as JSON.
@@ -9,16 +9,21 @@ No string from the file ever reaches a netlist: the law name is looked up in
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import networkx as nx
 import numpy as np
 
-from .errors import WeightsError
+from .errors import InputError, WeightsError
+from .files import atomic_write
 from .laws import LAWS
 
 FORMAT = "kcompile.knet/1"
@@ -108,42 +113,99 @@ class KNet:
 # ---------------------------------------------------------------- reading
 
 
-class _Reader:
-    """Typed, checked access to the arrays of one npz file."""
+#: Limits on what a weights file may declare (the MNIST checkpoint: 834 nodes, 2 layers, 460,136 devices, 784
+#: features). Every array's size is read from its .npy header and checked before a byte of it is decompressed.
+MAX_NODES = 1_000_000
+MAX_LAYERS = 10_000
+MAX_DEVICES = 50_000_000
+MAX_FEATURES = 1_000_000
+MAX_NAME_CHARS = 256
+MAX_META_CHARS = 1_000_000
+MAX_META_DEPTH = 100
+#: values of an optional array such as ``test_inputs`` (2**27 float64: 1 GiB)
+MAX_EXTRA_ITEMS = 1 << 27
+_CONTRACT = "see docs/design.md"
 
-    def __init__(self, path: Path, arrays: dict[str, np.ndarray]):
-        self.path, self.arrays = path, arrays
+
+class _Reader:
+    """Typed, checked, lazy access to the arrays of one npz file.
+
+    Only the keys asked for are read; each array's shape and dtype come from
+    its .npy header first and must fit the caller's limit, so an unknown key
+    or a decompression bomb is never expanded and an object array is refused
+    before anything would be unpickled.
+    """
+
+    def __init__(self, path: Path, archive: zipfile.ZipFile):
+        self.path, self.zip = path, archive
+        self.members = {(n[:-4] if n.endswith(".npy") else n): n for n in archive.namelist()}
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.members)
 
     def fail(self, key: str | None, problem: str, fix: str = "") -> WeightsError:
         return WeightsError(self.path, key, problem, fix)
 
-    def get(self, key: str, required: bool = True) -> np.ndarray | None:
-        if key not in self.arrays:
-            if required:
-                raise self.fail(key, "missing", f"a {FORMAT} file must define it; see DESIGN.md")
-            return None
-        return self.arrays[key]
+    def _header(self, key: str) -> tuple[tuple[int, ...], np.dtype]:
+        with self.zip.open(self.members[key]) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+        return shape, dtype
 
-    def string(self, key: str, required: bool = True) -> str | None:
-        a = self.get(key, required)
+    def get(self, key: str, limit: int, required: bool = True, chars: int = MAX_NAME_CHARS) -> np.ndarray | None:
+        """The array ``key`` if it holds at most ``limit`` items (strings: at most ``chars`` characters)."""
+        if key not in self.members:
+            if required:
+                raise self.fail(key, "missing", f"a {FORMAT} file must define it; {_CONTRACT}")
+            return None
+        try:
+            shape, dtype = self._header(key)
+            if dtype.hasobject:
+                raise self.fail(key, "is an object array that would need pickle", "store plain numeric or string "
+                                "arrays")
+            items = math.prod(shape)
+            if items > limit:
+                raise self.fail(key, f"holds {items:,} values (shape {shape}), more than the {limit:,} this key may "
+                                f"hold here", _CONTRACT)
+            if dtype.itemsize > (4 * chars if dtype.kind in "US" else 16):
+                raise self.fail(key, f"has dtype {dtype}, whose items are too large ({dtype.itemsize:,} bytes)",
+                                _CONTRACT)
+            with self.zip.open(self.members[key]) as f:
+                return np.lib.format.read_array(f, allow_pickle=False)
+        except WeightsError:
+            raise
+        except (ValueError, OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
+                zlib.error) as exc:
+            raise self.fail(key, f"is truncated, corrupt or not an .npy array ({exc})") from None
+
+    def string(self, key: str, required: bool = True, chars: int = MAX_NAME_CHARS) -> str | None:
+        a = self.get(key, 1, required, chars)
         if a is None:
             return None
         if a.dtype.kind != "U" or a.ndim != 0:
             raise self.fail(key, f"must be a scalar string, got dtype {a.dtype} shape {a.shape}")
         return str(a[()])
 
-    def ints(self, key: str, ndim: int, required: bool = True) -> np.ndarray | None:
-        a = self.get(key, required)
+    def ints(self, key: str, ndim: int, limit: int, required: bool = True) -> np.ndarray | None:
+        a = self.get(key, limit, required)
         if a is None:
             return None
         if a.dtype.kind not in "iu":
             raise self.fail(key, f"must have an integer dtype, got {a.dtype}")
         if a.ndim != ndim:
             raise self.fail(key, f"must have {ndim} dimension(s), got shape {a.shape}")
+        if a.dtype.kind == "u" and a.size and a.max() > np.iinfo(np.int64).max:
+            raise self.fail(key, f"value {int(a.max())} is out of range (more than {np.iinfo(np.int64).max})")
         return a.astype(np.int64)
 
-    def floats(self, key: str, shapes: tuple[tuple, ...], required: bool = True) -> np.ndarray | None:
-        a = self.get(key, required)
+    def floats(self, key: str, shapes: tuple[tuple, ...], limit: int, required: bool = True) -> np.ndarray | None:
+        a = self.get(key, limit, required)
         if a is None:
             return None
         if a.dtype.kind != "f":
@@ -155,40 +217,73 @@ class _Reader:
             raise self.fail(key, "contains NaN or inf", "all values must be finite")
         return a.astype(np.float64)
 
-    def node_ids(self, key: str, lo: int, hi: int, required: bool = True) -> np.ndarray | None:
-        a = self.ints(key, 1, required)
+    def node_ids(self, key: str, lo: int, hi: int, limit: int, required: bool = True) -> np.ndarray | None:
+        a = self.ints(key, 1, limit, required)
         if a is not None and a.size and (a.min() < lo or a.max() > hi):
             bad = a[(a < lo) | (a > hi)][0]
             raise self.fail(key, f"node id {bad} out of range {lo}..{hi}")
         return a
 
 
-def _open_npz(path: Path) -> dict[str, np.ndarray]:
+@contextlib.contextmanager
+def _open_npz(path: Path) -> Iterator[_Reader]:
     if not path.is_file():
         raise WeightsError(path, None, "no such file")
     try:
-        npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise WeightsError(path, None, "not an .npz archive (a bare .npy array?)",
-                               f"save the arrays with numpy.savez as a {FORMAT} file")
-        with npz:
-            arrays = {}
-            for key in npz.files:
-                try:
-                    arrays[key] = npz[key]
-                except ValueError as exc:
-                    if "pickle" in str(exc):
-                        raise WeightsError(path, key, "is an object array that would need pickle",
-                                           "store plain numeric or string arrays") from None
-                    raise WeightsError(path, key, f"cannot be read: {exc}") from None
-                except (OSError, EOFError, zipfile.BadZipFile) as exc:
-                    raise WeightsError(path, key, f"is truncated or corrupt: {exc}") from None
-            return arrays
-    except WeightsError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
+        with contextlib.suppress(OSError), open(path, "rb") as f:
+            if f.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX:
+                raise WeightsError(path, None, "not an .npz archive (a bare .npy array?)",
+                                   f"save the arrays with numpy.savez as a {FORMAT} file") from None
         raise WeightsError(path, None, f"not a readable .npz file ({exc})",
                            f"expected a {FORMAT} archive written by numpy.savez") from None
+    with archive:
+        yield _Reader(path, archive)
+
+
+def load_extras(path: str | Path, keys: tuple[str, ...], limit: int = MAX_EXTRA_ITEMS) -> dict[str, np.ndarray]:
+    """Optional keys a writer added (e.g. ``test_inputs``), read with the loader's care: no pickle, the size
+    checked against ``limit`` items before decompression. Absent keys are left out."""
+    path = Path(path)
+    with _open_npz(path) as r:
+        return {key: r.get(key, limit) for key in keys if key in r.members}
+
+
+def _depth(value) -> int:
+    """Nesting depth of parsed JSON (a scalar: 0), without recursion."""
+    depth, level = 0, [(value, 0)]
+    while level:
+        v, d = level.pop()
+        depth = max(depth, d)
+        if isinstance(v, (dict, list)):
+            level.extend((child, d + 1) for child in (v.values() if isinstance(v, dict) else v))
+    return depth
+
+
+def _meta(r: _Reader) -> dict:
+    """``meta``: a JSON object of bounded size and depth, standard JSON only (no NaN or Infinity)."""
+    text = r.string("meta", required=False, chars=MAX_META_CHARS)
+    if not text:
+        return {}
+
+    def constant(name):
+        raise ValueError(f"{name} is not standard JSON")
+
+    try:
+        meta = json.loads(text, parse_constant=constant)
+        deep = _depth(meta) > MAX_META_DEPTH
+    except json.JSONDecodeError as exc:
+        raise r.fail("meta", f"is not valid JSON ({exc.msg} at char {exc.pos})") from None
+    except RecursionError:
+        deep = True
+    except ValueError as exc:
+        raise r.fail("meta", f"is not valid JSON ({exc})") from None
+    if deep:
+        raise r.fail("meta", f"is nested more than {MAX_META_DEPTH} levels deep", "flatten it")
+    if not isinstance(meta, dict):
+        raise r.fail("meta", "must be a JSON object")
+    return meta
 
 
 def load_knet(path: str | Path) -> KNet:
@@ -210,8 +305,11 @@ def load_knet(path: str | Path) -> KNet:
         On any breach of the contract, naming the file and key.
     """
     path = Path(path)
-    r = _Reader(path, _open_npz(path))
+    with _open_npz(path) as r:
+        return _read_knet(r)
 
+
+def _read_knet(r: _Reader) -> KNet:
     fmt = r.string("format")
     if fmt != FORMAT:
         raise r.fail("format", f"unknown format {fmt!r}", f"this reader understands {FORMAT!r}")
@@ -220,12 +318,11 @@ def load_knet(path: str | Path) -> KNet:
         raise r.fail("device", f"unknown device law {law!r}", f"choose one of {', '.join(LAWS)}")
     num_params = LAWS[law].num_params
 
-    nn = r.ints("num_nodes", 0)
-    n = int(nn)
-    if n < 1:
-        raise r.fail("num_nodes", f"must be at least 1, got {n}")
+    n = int(r.ints("num_nodes", 0, 1))
+    if not 1 <= n <= MAX_NODES:
+        raise r.fail("num_nodes", f"must be from 1 to {MAX_NODES:,}, got {n:,}")
 
-    t_bounds = r.floats("t_bounds", ((None,),))
+    t_bounds = r.floats("t_bounds", ((None,),), MAX_LAYERS + 1)
     if t_bounds.size < 2:
         raise r.fail("t_bounds", "needs at least two entries (one layer)")
     if t_bounds[0] != 0.0:
@@ -234,59 +331,61 @@ def load_knet(path: str | Path) -> KNet:
         raise r.fail("t_bounds", "must be strictly increasing")
     num_layers = t_bounds.size - 1
 
-    cap = r.floats("capacitance", ((), (n,)), required=False)
+    cap = r.floats("capacitance", ((), (n,)), n, required=False)
     cap = np.ones(n) if cap is None else np.broadcast_to(cap, (n,)).copy()
-    if np.any(cap <= 0):
-        raise r.fail("capacitance", "must be positive")
+    with np.errstate(divide="ignore", over="ignore"):
+        if np.any(cap <= 0) or not np.all(np.isfinite(1.0 / cap)):
+            raise r.fail("capacitance", "must be positive and a normal float (at least 2.2e-308, so that 1/C "
+                         "is finite)")
 
-    for key in r.arrays:
+    for key in r.keys:
         m = _LAYER_KEY.match(key)
         if m and int(m.group(1)) >= num_layers:
             raise r.fail(key, f"names layer {m.group(1)} but t_bounds declares {num_layers} layer(s)",
                          "add the layer's window to t_bounds or drop the key")
 
-    layers = []
+    layers, devices = [], 0
     for k in range(num_layers):
-        src = r.node_ids(f"layer{k}_src", 0, n)
-        dst = r.node_ids(f"layer{k}_dst", 0, n)
+        src = r.node_ids(f"layer{k}_src", 0, n, MAX_DEVICES - devices)
+        dst = r.node_ids(f"layer{k}_dst", 0, n, MAX_DEVICES - devices)
         if dst.shape != src.shape:
             raise r.fail(f"layer{k}_dst", f"has {dst.size} entries but layer{k}_src has {src.size}")
-        theta = r.floats(f"layer{k}_theta", ((src.size, num_params),))
+        theta = r.floats(f"layer{k}_theta", ((src.size, num_params),), src.size * num_params)
         loops = np.flatnonzero(src == dst)
         if loops.size:
             raise r.fail(f"layer{k}_src", f"device {loops[0]} has src == dst == {src[loops[0]]}",
                          "a device needs two distinct terminals")
         layers.append(Layer(_frozen(src), _frozen(dst), _frozen(theta),
                             float(t_bounds[k]), float(t_bounds[k + 1])))
+        devices += src.size
 
-    input_nodes = r.node_ids("input_nodes", 1, n)
+    input_nodes = r.node_ids("input_nodes", 1, n, n)
     if np.unique(input_nodes).size != input_nodes.size:
         raise r.fail("input_nodes", "lists a node twice")
-    input_index = r.ints("input_index", 1, required=False)
+    input_index = r.ints("input_index", 1, n, required=False)
     if input_index is None:
         input_index = np.arange(input_nodes.size)
     if input_index.shape != input_nodes.shape:
         raise r.fail("input_index", f"must have one entry per input node ({input_nodes.size}), got {input_index.size}")
-    if input_index.size and input_index.min() < 0:
-        raise r.fail("input_index", "must be non-negative")
-    output_nodes = r.node_ids("output_nodes", 1, n)
+    if input_index.size and (input_index.min() < 0 or input_index.max() >= MAX_FEATURES):
+        bad = input_index[(input_index < 0) | (input_index >= MAX_FEATURES)][0]
+        raise r.fail("input_index", f"feature index {bad:,} out of range 0..{MAX_FEATURES - 1:,}",
+                     "an input row has max(input_index) + 1 features")
+    output_nodes = r.node_ids("output_nodes", 1, n, MAX_NODES)
     if output_nodes.size == 0:
         raise r.fail("output_nodes", "is empty", "name at least one node to read")
 
-    meta_text = r.string("meta", required=False)
-    try:
-        meta = json.loads(meta_text) if meta_text else {}
-    except json.JSONDecodeError as exc:
-        raise r.fail("meta", f"is not valid JSON ({exc.msg} at char {exc.pos})") from None
-    if not isinstance(meta, dict):
-        raise r.fail("meta", "must be a JSON object")
-
     return KNet(n, law, tuple(layers), _frozen(t_bounds), _frozen(cap), _frozen(input_nodes),
-                _frozen(input_index), _frozen(output_nodes), meta)
+                _frozen(input_index), _frozen(output_nodes), _meta(r))
 
 
 def save_knet(knet: KNet, path: str | Path, **extra: np.ndarray) -> None:
-    """Write ``knet`` as a ``kcompile.knet/1`` file; ``extra`` adds keys (e.g. test data)."""
+    """Write ``knet`` as a ``kcompile.knet/1`` file, whole or not at all; ``extra`` adds keys (e.g. test data)."""
+    try:
+        meta = json.dumps(knet.meta, allow_nan=False)
+    except ValueError:
+        raise InputError(f"{path}: the network's meta holds NaN or infinity, which standard JSON cannot store; "
+                         "replace them (e.g. by null) before saving") from None
     arrays = {
         "format": np.array(FORMAT),
         "num_nodes": np.array(knet.num_nodes, dtype=np.int64),
@@ -296,14 +395,14 @@ def save_knet(knet: KNet, path: str | Path, **extra: np.ndarray) -> None:
         "input_nodes": np.asarray(knet.input_nodes, dtype=np.int64),
         "input_index": np.asarray(knet.input_index, dtype=np.int64),
         "output_nodes": np.asarray(knet.output_nodes, dtype=np.int64),
-        "meta": np.array(json.dumps(knet.meta)),
+        "meta": np.array(meta),
     }
     for k, layer in enumerate(knet.layers):
         arrays[f"layer{k}_src"] = np.asarray(layer.src, dtype=np.int64)
         arrays[f"layer{k}_dst"] = np.asarray(layer.dst, dtype=np.int64)
         arrays[f"layer{k}_theta"] = np.asarray(layer.theta, dtype=np.float64)
     arrays.update(extra)
-    with open(path, "wb") as f:
+    with atomic_write(path, what="weights file") as f:
         np.savez(f, **arrays)
 
 

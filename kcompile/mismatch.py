@@ -7,7 +7,7 @@ change ``bt`` (σ_β/β = A_β/√(W·L)), with the PDK's coefficients
 cell instance ``(layer k, device i)`` from ``numpy.random.default_rng([S, r, k, i])``:
 reproducible, and independent of how many runs, devices or processes there are.
 The mismatch deck renders each cell with those values as subcircuit parameters
-(:func:`kcompile.cells.render_cell` ``mismatch=True``); the nominal deck is unchanged.
+(:meth:`kcompile.cells.base.Cell.render` ``mismatch=True``); the nominal deck is unchanged.
 
 Attribution. Which devices dominate: the outputs' sensitivity to each device's
 relu-form θ, from the reference integrator (finite differences, every
@@ -29,9 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .cells import Transistor, cell_transistors, render_cell, subckt_name
-from .knet import KNet
+from .cells import Transistor, cell_for_law
+from .cells.kc_relu import fit_relu
+from .cells.sweep import BenchInstance, bench_ports, cached, dc_bench, deck_key, diff_sweeps, run_ngspice, variants
 from .files import cache_dir
+from .knet import KNet
 from .pdk import Mismatch
 
 #: finite-difference step of the θ sensitivities (model units)
@@ -72,59 +74,44 @@ def draws(model: Mismatch, seed: int, runs: int, scale: float = 1.0) -> list[Mis
 class _Instance:
     k: int
     i: int
-    subckt: str
-    params: str  # nominal instance parameters (CellParams.spice())
+    signs: str
+    params: str  # nominal instance parameters (the cell's spice())
     transistors: tuple[Transistor, ...]
 
 
 def _instances(cellmap) -> list[_Instance]:
-    from .cells import SIGNED_RELU, CellParams
-
-    out = []
-    for k, lm in enumerate(cellmap.layers):
-        for i in range(lm.r.size):
-            p = CellParams(bool(lm.negative[i]), float(lm.r[i]), float(lm.ib[i]), float(lm.ipos[i]), float(lm.ineg[i]))
-            out.append(_Instance(k, i, subckt_name(SIGNED_RELU, p.negative), p.spice(),
-                                 cell_transistors(SIGNED_RELU, cellmap.pdk, p.negative)))
+    cell, out = cellmap.cell, []
+    for k in range(len(cellmap.layers)):
+        for i, p in enumerate(cellmap.instances(k)):
+            out.append(_Instance(k, i, p.signs, p.spice(), cell.transistors(cellmap.pdk, p.signs)))
     return out
 
 
 def _dc_deck(cellmap, rows: list[tuple[_Instance, str]], dspan: float, dpoints: int) -> str:
     """Every ``(instance, mismatch params)`` between its own ammeters on one swept Δ at common mode vcm,
     in the instance's own orientation (its s port on the positive side)."""
-    from .cells import SIGNED_RELU
-
-    pdk, sc = cellmap.pdk, cellmap.calibration.scaling
-    lines = [f"* kcompile mismatch DC: {SIGNED_RELU.name} on {pdk.name}/{cellmap.corner}",
-             *pdk.model_lines(cellmap.corner),
-             *(render_cell(SIGNED_RELU, pdk, neg, sc, mismatch=True) for neg in (False, True)),
-             f"vdd vdd 0 {pdk.supply:g}", f"ven en 0 {pdk.supply:g}", "venb enb 0 0", f"vr vr 0 {sc.vcm:g}",
-             f"vcmn cm 0 {sc.vcm:g}", "vdl dl 0 0", "es s cm dl 0 0.5", "ed d cm dl 0 -0.5"]
-    for n, (inst, mm) in enumerate(rows):
-        lines += [f"vs{n} s{n} s 0", f"vd{n} d{n} d 0",
-                  f"x{n} s{n} d{n} en enb vdd 0 vr {inst.subckt} {inst.params} {mm}"]
-    step = 2 * dspan * sc.v0 / (dpoints - 1)
-    lines += [f".dc vdl {-dspan * sc.v0:.6g} {dspan * sc.v0:.6g} {step:.6g}", ".end"]
-    return "\n".join(lines) + "\n"
+    cell, pdk, sc = cellmap.cell, cellmap.pdk, cellmap.calibration.scaling
+    instances = [BenchInstance(n, bench_ports(cell, n), cell.subckt(inst.signs), f"{inst.params} {mm}")
+                 for n, (inst, mm) in enumerate(rows)]
+    return dc_bench(f"mismatch DC: {cell.name} on {pdk.name}/{cellmap.corner}", pdk, cellmap.corner,
+                    variants(cell, pdk, sc, mismatch=True), instances, sc, diff_sweeps(sc, dspan, dpoints),
+                    drive="diff")
 
 
 def _sweep(cellmap, rows, dspan: float, dpoints: int, cache: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(Δ [D], sink [n, D], source [n, D])`` in model units; cached by deck hash."""
-    from .characterize import _run_ngspice, _store, deck_key
-
     sc = cellmap.calibration.scaling
     deck = _dc_deck(cellmap, rows, dspan, dpoints)
-    path = cache_dir() / "mismatch" / cellmap.pdk.name / f"dc-{deck_key(deck)}.npz"
-    if cache and path.is_file():
-        with np.load(path) as z:
-            return z["delta"], z["sink"], z["source"]
-    data = _run_ngspice(deck, cellmap.pdk)
-    delta = data["sweep"] / sc.v0
-    sink = np.stack([-data[f"i(vs{n})"] for n in range(len(rows))]) / sc.i0
-    source = np.stack([data[f"i(vd{n})"] for n in range(len(rows))]) / sc.i0
-    if cache:
-        _store(path, delta=delta, sink=sink, source=source)
-    return delta, sink, source
+
+    def run() -> dict[str, np.ndarray]:
+        data = run_ngspice(deck, cellmap.pdk)
+        return {"delta": data["sweep"] / sc.v0,
+                "sink": np.stack([-data[f"i(vs{n})"] for n in range(len(rows))]) / sc.i0,
+                "source": np.stack([data[f"i(vd{n})"] for n in range(len(rows))]) / sc.i0}
+
+    z = cached(cache_dir() / "mismatch" / cellmap.pdk.name / f"dc-{deck_key(deck)}.npz", cache,
+               ("delta", "sink", "source"), run)
+    return z["delta"], z["sink"], z["source"]
 
 
 def theta_deviations(cellmap, mc: list[MismatchDraw], dspan: float = 8.0, dpoints: int = 65,
@@ -134,11 +121,10 @@ def theta_deviations(cellmap, mc: list[MismatchDraw], dspan: float = 8.0, dpoint
     Every instance is DC-swept nominal (all draws 0) and under each draw of ``mc``
     (Δ over ±``dspan`` units at common mode 0); ``max(θ0·Δ + θ1, 0)`` is fitted to
     each current and the nominal fit subtracted, so the calibration's own residue cancels. Decks of
-    :data:`CHUNK` instances run ``jobs`` at a time (default: all cores).
+    :data:`CHUNK` instances run ``jobs`` at a time (default: all cores). Meaningful for cells with a relu form
+    only (:meth:`kcompile.cells.base.Cell.relu_targets`; :func:`rank_devices` refuses the others first).
     """
     from concurrent.futures import ThreadPoolExecutor
-
-    from .characterize import fit_relu
 
     insts = _instances(cellmap)
     zero = MismatchDraw(mc[0].model, 0, 0, 0.0) if mc else None
@@ -157,16 +143,15 @@ def theta_deviations(cellmap, mc: list[MismatchDraw], dspan: float = 8.0, dpoint
 
 def relu_form(knet: KNet) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per layer: the instance's (s node, d node, θ0, θ1) in relu form (a port-swapped shift_relu
-    instance sinks from the device's d node), as :func:`kcompile.mapping.relu_target` maps them."""
-    from .mapping import relu_target
-
+    instance sinks from the device's d node), as the law's cell maps them
+    (:meth:`kcompile.cells.base.Cell.relu_targets`; a cell without a relu form is refused)."""
+    cell = cell_for_law(knet.law)
     out = []
     for layer in knet.layers:
-        rows = [relu_target(knet.law, th) for th in layer.theta]
-        swap = np.array([r[2] for r in rows], dtype=bool)
+        t0, t1, swap = cell.relu_targets(knet.law, layer.theta)
         a = np.where(swap, layer.dst, layer.src)
         b = np.where(swap, layer.src, layer.dst)
-        out.append((a, b, np.array([r[0] for r in rows], float), np.array([r[1] for r in rows], float)))
+        out.append((a, b, t0, t1))
     return out
 
 

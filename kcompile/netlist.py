@@ -33,6 +33,8 @@ import jinja2
 import numpy as np
 
 from . import __version__
+from .checks import CELSIUS, POSITIVE, short
+from .errors import InputError
 from .knet import KNet
 from .scaling import Scaling
 
@@ -54,6 +56,23 @@ class Tran:
     segmented: bool = False  # one transient per layer on a segmented circuit (write_circuit(segmented=True))
     solver: str = "sparse"  # "klu": '.options klu' (ngspice >= 40 built with KLU; older ones ignore it)
 
+    def __post_init__(self):
+        """Every field reaches a deck as text: only known words and finite positive numbers pass."""
+        for name, allowed in (("method", TRAN_METHODS), ("solver", SOLVERS)):
+            if getattr(self, name) not in allowed:
+                raise InputError(f"The '{name}' parameter of Tran must be one of {', '.join(allowed)}. "
+                                 f"Got {short(getattr(self, name))} instead.")
+        for name in ("tstop", "tstep", "tmax", "reltol", "abstol", "vntol", "trtol"):
+            problem = POSITIVE.problem(getattr(self, name))
+            if problem:
+                raise InputError(f"The '{name}' parameter of Tran {problem}.")
+        if self.temp is not None and CELSIUS.problem(self.temp):
+            raise InputError(f"The 'temp' parameter of Tran {CELSIUS.problem(self.temp)}.")
+        for name in ("uic", "segmented"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"The '{name}' parameter of Tran must be true or false. "
+                                 f"Got {short(getattr(self, name))} instead.")
+
     def options(self, scaling: Scaling, simulator: str = "ngspice") -> str:
         """The options line in ``simulator``'s dialect (:meth:`kcompile.backends.Simulator.options`)."""
         from .backends import get_simulator
@@ -73,6 +92,8 @@ LARGE_RELTOL, LARGE_VNTOL, LARGE_ABSTOL = 1e-3, 1e-6, 1e-12
 #: linear solver for large networks: KLU halves ngspice's CPU on the MNIST checkpoint (docs/performance.md)
 LARGE_SOLVER = "klu"
 SOLVERS = ("sparse", "klu")
+#: ngspice's integration methods
+TRAN_METHODS = ("trap", "gear")
 
 
 def is_large(knet: KNet) -> bool:
@@ -124,20 +145,27 @@ def clock_edge(knet: KNet, edge_fraction: float = 1e-6) -> float:
 
 #: first line of a segmented circuit file (:func:`simulate` checks it against the analysis)
 SEGMENTED_MARK = "segmented behavioural circuit"
+#: first line of a circuit whose devices are compiled Verilog-A modules (:func:`simulate` loads them)
+OSDI_MARK = "compiled devices"
 
 
 def render_circuit(knet: KNet, scaling: Scaling = Scaling(), edge_fraction: float = 1e-6,
-                   segmented: bool | None = None, *, simulator: str = "ngspice") -> Iterator[str]:
+                   segmented: bool | None = None, *, simulator: str = "ngspice",
+                   devices: str | None = None) -> Iterator[str]:
     """Stream the behavioural circuit file (text chunks) for ``knet`` in ``simulator``'s dialect.
 
     ``segmented`` (default: :func:`is_large`): no clocks, one part with the
     capacitors and one per layer (ngspice: ``.lib`` sections ``nodes`` and
     ``layer{k}``), for one transient per layer (:class:`Tran` with ``segmented=True``).
+    ``devices``: ``"bsource"`` (one behavioural source per device) or ``"osdi"``
+    (one instance of the law's compiled Verilog-A module, :mod:`kcompile.osdi`);
+    default: the back end's first (ngspice: ``bsource``; VACASK has only ``osdi``).
     """
     from .backends import get_simulator
 
+    sim = get_simulator(simulator)
     segmented = is_large(knet) if segmented is None else bool(segmented)
-    return get_simulator(simulator).render_circuit(knet, scaling, edge_fraction, segmented)
+    return sim.render_circuit(knet, scaling, edge_fraction, segmented, sim.check_devices(devices or sim.devices[0]))
 
 
 def render_deck(initial: np.ndarray, tran: Tran, scaling: Scaling = Scaling(), supply: str | None = None,
@@ -154,17 +182,35 @@ def render_deck(initial: np.ndarray, tran: Tran, scaling: Scaling = Scaling(), s
 
 
 def write_circuit(knet: KNet, path: Path, scaling: Scaling = Scaling(), edge_fraction: float = 1e-6,
-                  segmented: bool | None = None, *, simulator: str = "ngspice") -> None:
+                  segmented: bool | None = None, *, simulator: str = "ngspice", devices: str | None = None) -> None:
     """Render the circuit to ``path`` in blocks of 64k template chunks (a few MB), never whole.
 
     Joining the chunks before writing saves one ``write`` call per chunk: about
     15% of the CPU time of an MNIST-size build (docs/performance.md).
-    ``segmented``: see :func:`render_circuit` (default: by size, like :func:`default_tran`).
+    ``segmented``, ``devices``: see :func:`render_circuit` (default: by size, like
+    :func:`default_tran`; the back end's first device form). A circuit of compiled
+    devices gets its law's Verilog-A module beside it (:func:`kcompile.osdi.write_modules`).
     """
-    chunks = render_circuit(knet, scaling, edge_fraction, segmented, simulator=simulator)
+    from .backends import get_simulator
+
+    sim = get_simulator(simulator)
+    devices = sim.check_devices(devices or sim.devices[0])
+    segmented = is_large(knet) if segmented is None else bool(segmented)
+    chunks = render_circuit(knet, scaling, edge_fraction, segmented, simulator=simulator, devices=devices)
     with open(path, "w") as f:
         while block := "".join(islice(chunks, 1 << 16)):
             f.write(block)
+    if devices == "osdi":
+        from .osdi import write_modules
+
+        write_modules(knet, Path(path).parent, segmented)
+
+
+def circuit_form(circuit: Path) -> tuple[bool, bool]:
+    """``(segmented, osdi)`` of a circuit file written by :func:`write_circuit`, from its first line."""
+    with open(circuit, errors="replace") as f:
+        first = f.readline()
+    return SEGMENTED_MARK in first, OSDI_MARK in first
 
 
 def _node(n: int, ground: str) -> str:
@@ -172,14 +218,12 @@ def _node(n: int, ground: str) -> str:
 
 
 def _cells(knet: KNet, cellmap, k: int) -> Iterator[tuple[str, str, str, str, str]]:
-    from .cells import subckt_name
-
     layer = knet.layers[k]
     for i, (s, d, p) in enumerate(zip(layer.src.tolist(), layer.dst.tolist(), cellmap.instances(k))):
         a, b = _node(s, "vref"), _node(d, "vref")
         if p.swap:
             a, b = b, a
-        yield f"{k}_{i}", a, b, subckt_name(cellmap.cell, signs=p.signs), p.spice()
+        yield f"{k}_{i}", a, b, cellmap.cell.subckt(p.signs), p.spice()
 
 
 def enable_pwl(knet: KNet, k: int, edge: float, tau: float, high: float, invert: bool = False) -> str:
@@ -202,21 +246,20 @@ def clock_points(knet: KNet, k: int, edge: float) -> list[tuple[float, float]]:
 
 
 def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9, *, supply: float | None = None,
-                              mismatch=None) -> Iterator[str]:
+                              mismatch=None, model_lines: list[str] | None = None) -> Iterator[str]:
     """Stream the transistor-level circuit: PDK models, cell subcircuits, enables, one cell per device.
 
     ``supply`` overrides the PDK's nominal supply (volts; the enables swing to it too).
     ``mismatch`` (a :class:`kcompile.mismatch.MismatchDraw`) renders the cells with a
     threshold and current-factor parameter per transistor and sets every instance's drawn
-    values; without it the text is the nominal circuit.
+    values; without it the text is the nominal circuit. ``model_lines`` replace the PDK's own
+    (:meth:`kcompile.pdk.Pdk.model_lines`, absolute paths): a portable build includes its bundled copy.
     """
-    from .cells import render_cell
-
     sc = cellmap.scaling
     edge = edge_seconds / sc.tau
     cell = cellmap.cell
     varied = mismatch is not None
-    subckts = "\n".join(render_cell(cell, cellmap.pdk, scaling=sc, signs=v, mismatch=varied) for v in cell.variants)
+    subckts = "\n".join(cell.render(cellmap.pdk, v, sc, mismatch=varied) for v in cell.variants)
     supply = cellmap.pdk.supply if supply is None else supply
     cells = (lambda k: _cells(knet, cellmap, k)) if not varied else (lambda k: _varied(_cells(knet, cellmap, k), k,
                                                                                      cellmap.pdk, mismatch))
@@ -224,7 +267,8 @@ def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9, *
         version=__version__, law=knet.law, num_nodes=knet.num_nodes, num_layers=knet.num_layers,
         num_devices=knet.num_devices, cell=cell.name, pdk=cellmap.pdk.name, corner=cellmap.corner,
         vcm=sc.vcm, v0=sc.v0, i0=sc.i0, c_unit=sc.c_unit, tau=sc.tau,
-        model_lines=cellmap.pdk.model_lines(cellmap.corner), subckts=subckts, supply=f"{supply:g}",
+        model_lines=cellmap.pdk.model_lines(cellmap.corner) if model_lines is None else model_lines,
+        subckts=subckts, supply=f"{supply:g}",
         capacitors=((n, _num(c * sc.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
         clocks=((k, enable_pwl(knet, k, edge, sc.tau, supply), enable_pwl(knet, k, edge, sc.tau, supply, True))
                 for k in range(knet.num_layers)),
@@ -234,13 +278,11 @@ def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9, *
 
 def _varied(rows, k: int, pdk, mismatch) -> Iterator[tuple[str, str, str, str, str]]:
     """``_cells`` rows of layer ``k`` with each instance's drawn mismatch appended to its parameters."""
-    from .cells import CELLS, cell_transistors, subckt_name
+    from .cells import CELLS
 
-    variants = {subckt_name(c, v[0] == "n", v if c.options else None): (c, v)
-                for c in CELLS.values() for v in c.variants}
     for i, (name, a, b, subckt, params) in enumerate(rows):
-        cell, signs = variants[subckt]
-        yield name, a, b, subckt, f"{params} {mismatch.params(k, i, cell_transistors(cell, pdk, signs[0] == 'n', signs))}"
+        cell, signs = CELLS.variant(subckt)
+        yield name, a, b, subckt, f"{params} {mismatch.params(k, i, cell.transistors(pdk, signs))}"
 
 
 def transistor_tran(knet: KNet, points_per_layer: int = 400) -> Tran:

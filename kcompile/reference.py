@@ -2,9 +2,10 @@
 
 ``C_n dv_n/dt = Σ_{e: d_e = n} g_e − Σ_{e: s_e = n} g_e``, layer by layer.
 
-Every law of the contract is ``g = scale · φ(a·vs + b·vd + c)`` with ``φ`` one
-of relu, tanh or identity (:data:`_AFFINE_FORMS`), so the right-hand side is
-two sparse products around one elementwise pass:
+Every law of the contract is ``g = scale · φ(a·vs + b·vd + c)``
+(:meth:`kcompile.laws.Law.coefficients` and its activation's in-place NumPy
+form), so the right-hand side is two sparse products around one elementwise
+pass:
 
     z = A v + c          A [E, N]: row e holds a at s_e and b at d_e
     dv/dt = S φ(z)       S [N, E]: ± scale_e / C_n at d_e / s_e
@@ -32,11 +33,15 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from .errors import InputError
 from .knet import KNet
-from .laws import LAWS
+from .laws import LAWS, RELU
 
 DEFAULT_RTOL = 1e-9
 DEFAULT_ATOL = 1e-11
+#: step budget per layer: the most a shipped example takes is 5,604 for both layers (digits, its first 64 test
+#: inputs; docs/reliability.md)
+MAX_STEPS = 1_000_000
 
 #: bytes of one chunk's pre-activations ``z`` (about half a core's L2 cache)
 CHUNK_BYTES = 2 << 20
@@ -83,30 +88,10 @@ class Trajectory:
 
 # ---------------------------------------------------------------- right-hand side
 
-def _relu(z):
-    np.maximum(z, 0.0, out=z)
-
-
-def _tanh(z):
-    np.tanh(z, out=z)
-
-
-#: law -> (theta [E, P] -> (a, b, c, scale), in-place activation or None for identity);
-#: the same current as :data:`kcompile.laws.LAWS` (tests/test_reference_integrator.py checks it)
-_AFFINE_FORMS: dict[str, tuple[Callable, Callable | None]] = {
-    "relu": (lambda t: (t[:, 0], -t[:, 0], t[:, 1], 1.0), _relu),
-    "shift_relu": (lambda t: (1.0, -1.0, -t[:, 0], t[:, 1]), _relu),
-    "relu_affine": (lambda t: (t[:, 0], t[:, 1], t[:, 2], 1.0), _relu),
-    "tanh_affine": (lambda t: (t[:, 0], t[:, 1], t[:, 2], 1.0), _tanh),
-    "tanh": (lambda t: (t[:, 0], -t[:, 0], t[:, 1], 1.0), _tanh),
-    "linear": (lambda t: (1.0, -1.0, 0.0, t[:, 0]), None),
-}
-
-
 class _LayerRHS:
     """``f(v) -> dv/dt`` for one layer, node-major: ``v`` and the result are ``[N, B]``.
 
-    Three forms, the fastest that fits the law:
+    Two forms, the faster that fits the law:
 
     * **pairs** (relu of ``Δ``: ``relu``, ``shift_relu``): devices between the
       same two nodes share one row ``Δ_p = v_lo − v_hi`` of ``A``, and
@@ -115,9 +100,8 @@ class _LayerRHS:
       device (a forward and a reverse device), so the gather ``A v`` is
       half as long, the offset needs no pass of its own, and the constant
       ``c`` terms sum into one bias per node;
-    * **affine** (other laws with a form in :data:`_AFFINE_FORMS`): one row of
-      ``A`` per device, ``φ(A v + c)`` (relu as ``max(A v, −c)`` plus a bias);
-    * **gather** (no affine form): ``v[src]``, ``v[dst]``, the law, a scatter.
+    * **affine** (every other law): one row of ``A`` per device,
+      ``φ(A v + c)`` (relu as ``max(A v, −c)`` plus a bias).
     """
 
     def __init__(self, knet: KNet, k: int, dtype, threads: int = 1):
@@ -127,23 +111,18 @@ class _LayerRHS:
         inv_c = 1.0 / knet.capacitance
         self._chunks: dict[int, list] = {}
         self.bias = None
-        form = _AFFINE_FORMS.get(knet.law)
-        if form is None:  # a law without an affine form: gather, law, scatter
-            self.mode, self.current = "gather", LAWS[knet.law].current
-            self.theta = layer.theta.astype(dtype)
-            self.src, self.dst = src, dst
-            self.S = _scatter(src, dst, rows, np.ones(self.e), inv_c, self.n, self.e, dtype)
-            return
-        coeffs, self.activation = form
-        a, b, c, scale = (np.broadcast_to(np.asarray(x, float), (self.e,)) for x in coeffs(layer.theta))
-        if self.activation is _relu and np.array_equal(a, -b):
+        law = LAWS[knet.law]
+        relu = law.activation is RELU
+        self.activation = law.activation.numpy
+        a, b, c, scale = (np.broadcast_to(np.asarray(x, float), (self.e,)) for x in law.coefficients(layer.theta))
+        if relu and np.array_equal(a, -b):
             self.mode = "pairs"
             self._init_pairs(src, dst, a, c, scale, inv_c, dtype)
             return
         self.mode = "affine"
         self.A = _matrix(rows, src, a, rows, dst, b, (self.e, self.n), dtype)  # ground columns dropped
         self.S = _scatter(src, dst, rows, scale, inv_c, self.n, self.e, dtype)
-        if self.activation is _relu:  # relu(z + c) = max(z, -c) + c: the c terms become a bias
+        if relu:  # relu(z + c) = max(z, -c) + c: the c terms become a bias
             self.c = (-c).astype(dtype)[:, None]
             self.bias = _bias(src, dst, scale * c, inv_c, self.n, dtype)
         else:
@@ -199,9 +178,6 @@ class _LayerRHS:
         return self._chunks[batch]
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
-        if self.mode == "gather":
-            vg = np.concatenate([np.zeros((1, v.shape[1]), v.dtype), v])
-            return self.S @ self.current(vg[self.src].T, vg[self.dst].T, self.theta).T
         chunks = self.chunks(v.shape[1])
         parts = min(self.threads, len(chunks))
         if parts <= 1:
@@ -234,8 +210,7 @@ class _LayerRHS:
                     np.maximum(z, c, out=z)
                 else:
                     z += c
-                    if self.activation is not None:
-                        self.activation(z)
+                    self.activation(z)
                 out += s @ z
         return out
 
@@ -308,7 +283,11 @@ def _first_step(f, y, fy, rtol, atol, span, counters):
     fewer steps at loose tolerances (the ramp from a tiny first step).
     """
     scale = atol + rtol * np.abs(y)
-    d0, d1 = float(np.max(np.abs(y) / scale)), float(np.max(np.abs(fy) / scale))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below
+        d0, d1 = float(np.max(np.abs(y) / scale)), float(np.max(np.abs(fy) / scale))
+    if not np.isfinite(d1):
+        raise FloatingPointError("the derivative overflows at the start of the window (|v| up to "
+                                 f"{np.abs(y).max():.3g})")
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, span)
     f1 = f(y + h0 * fy)
@@ -339,8 +318,8 @@ def _combine(y, h, coeffs, ks):
     return out
 
 
-def _dopri5(f, y, t0, t1, rtol, atol, grid, out, counters):
-    t = t0
+def _dopri5(f, y, t0, t1, rtol, atol, grid, out, counters, max_steps=None):
+    t, start = t0, counters[0]
     fy = f(y)
     counters[1] += 1
     h = _first_step(f, y, fy, rtol, atol, t1 - t0, counters)
@@ -369,15 +348,29 @@ def _dopri5(f, y, t0, t1, rtol, atol, grid, out, counters):
             factor = min(1.0 if rejected else _GROW, max(_SHRINK, factor))
             prev_ratio, rejected = max(ratio, 1e-4), False
         else:
+            if not np.isfinite(ratio) and np.abs(y).max() > 1e100:
+                raise FloatingPointError(f"the state grows without bound (|v| = {np.abs(y).max():.3g} at t = {t:.6g})")
             factor, rejected = max(_SHRINK, _SAFETY * ratio ** -_ALPHA), True
         h *= factor
         if h < 1e-14 * max(1.0, abs(t1)):
-            raise FloatingPointError(f"step size underflow at t = {t}")
+            raise FloatingPointError(f"the step size underflowed at t = {t:.6g} (the state overflowed, or the "
+                                     "network is too stiff for an explicit solver)")
+        _budget(counters[0] - start, t0, t, t1, max_steps)
     return y
 
 
-def _rk4(f, y, t0, t1, dt, grid, out, counters):
+def _budget(steps, t0, t, t1, max_steps):
+    """Stop an integration that would take more than ``max_steps`` steps (projected from its pace every 1000)."""
+    if max_steps is not None and steps and steps % 1000 == 0 and steps * (t1 - t0) > max_steps * (t - t0):
+        raise FloatingPointError(f"at t = {t:.6g} after {steps:,} steps, the window [{t0:g}, {t1:g}] would take "
+                                 f"more than {max_steps:,} steps (the network is too stiff for an explicit solver)")
+
+
+def _rk4(f, y, t0, t1, dt, grid, out, counters, max_steps=None):
     steps = max(1, int(np.ceil((t1 - t0) / dt - 1e-9)))
+    if max_steps is not None and steps > max_steps:
+        raise FloatingPointError(f"the window [{t0:g}, {t1:g}] takes {steps:,} steps of dt = {dt:g}, more than "
+                                 f"{max_steps:,}")
     h = (t1 - t0) / steps
     fy = f(y)
     for i in range(steps):
@@ -406,7 +399,8 @@ def _fill_grid(grid, out, t0, t1, y0, y1, f0, f1):
 
 def integrate(knet: KNet, inputs: np.ndarray, *, method: str = "dopri5", rtol: float = DEFAULT_RTOL,
               atol: float = DEFAULT_ATOL, dt: float = 1e-2, grid: np.ndarray | None = None,
-              dtype=np.float64, rhs: Callable | None = None, threads: int | None = None) -> Trajectory:
+              dtype=np.float64, rhs: Callable | None = None, threads: int | None = None,
+              max_steps: int | None = MAX_STEPS) -> Trajectory:
     """Integrate the network for a batch of inputs.
 
     Parameters
@@ -430,10 +424,19 @@ def integrate(knet: KNet, inputs: np.ndarray, *, method: str = "dopri5", rtol: f
         Threads for the ideal right-hand side of large layers (default: every
         core this process may use, :func:`default_threads`; a layer that fits
         one cache-sized chunk of devices always runs in the calling thread).
+    max_steps : int, optional
+        Step budget per layer (``None``: unlimited). A stiff network (tiny
+        capacitances against steep devices) would otherwise run for hours.
 
     Returns
     -------
     Trajectory
+
+    Raises
+    ------
+    InputError
+        The network is too stiff for the budget or the state overflows; the
+        message names the layer and the smallest capacitance.
     """
     if method not in ("dopri5", "rk4"):
         raise ValueError(f"The 'method' parameter of integrate must be 'dopri5' or 'rk4'. Got {method!r} instead.")
@@ -453,10 +456,16 @@ def integrate(knet: KNet, inputs: np.ndarray, *, method: str = "dopri5", rtol: f
         else:
             batch_major = rhs(knet, k, dtype)
             f = lambda v, g=batch_major: np.ascontiguousarray(g(v.T).T)  # noqa: E731 (node-major adapter)
-        if method == "dopri5":
-            y = _dopri5(f, y, layer.t_start, layer.t_stop, rtol, atol, grid_arr, out, counters)
-        else:
-            y = _rk4(f, y, layer.t_start, layer.t_stop, dt, grid_arr, out, counters)
+        try:
+            if method == "dopri5":
+                y = _dopri5(f, y, layer.t_start, layer.t_stop, rtol, atol, grid_arr, out, counters, max_steps)
+            else:
+                y = _rk4(f, y, layer.t_start, layer.t_stop, dt, grid_arr, out, counters, max_steps)
+        except FloatingPointError as exc:
+            raise InputError(f"the reference integrator gave up on layer {k}: {exc}. Smallest node capacitance "
+                             f"{knet.capacitance.min():.3g}, largest |θ| {np.abs(layer.theta).max(initial=0):.3g}: "
+                             "rescale capacitance, θ or t_bounds so that the time constants C/θ are not tiny "
+                             "against the layer windows") from None
         states[:, k + 1] = y.T
     return Trajectory(states, states[:, -1, knet.output_nodes - 1], np.asarray(knet.t_bounds), counters[0],
                       counters[1], grid_arr, out)

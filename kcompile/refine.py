@@ -1,18 +1,20 @@
 """Per-device refinement: correct every mapped cell from its own measured DC I–V.
 
-The calibration (:mod:`kcompile.characterize`) inverts a table measured on a
+The calibration (:mod:`kcompile.cells`) inverts a table measured on a
 handful of degeneration resistors and one injection point, and fits only the
 s-side copy; each instance then misses its target θ by its own amount (a few
 % of slope, up to ~0.09 units of intercept on the moons classifier: the pair's
 offset at that r, the injection gain away from the calibration point, the
 d-side copy). :func:`refine` measures every instance
 (:func:`kcompile.characterised.measure_devices`, cached), fits the law's θ to
-the mean of the two copies inside the compliance window, takes a secant
-step on the requested θ (slope-like parameters multiplicatively, offsets
-additively, both bounded), re-maps and measures again, ``steps`` times: the
-refined map's ``achieved`` θ are then measured, not predicted. Each step
-costs one more DC sweep of every instance, so :func:`steps_for` turns it on
-by default only for small networks.
+the mean of the two copies inside the compliance window (the cell's
+:meth:`~kcompile.cells.base.Cell.refine_fit`), takes a secant step on the
+requested θ (slope-like parameters multiplicatively, offsets additively, both
+bounded), re-maps and measures again, ``steps`` times: the refined map's
+``achieved`` θ are then measured, not predicted. Each step costs one more DC
+sweep of every instance, so :func:`steps_for` turns it on by default only for
+small networks, and only for cells that are refinable
+(:attr:`~kcompile.cells.base.Cell.refinable`: the signed ReLU cell's laws).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from .characterize import fit_relu
+from .cells import CELLS, cell_for_law
 from .characterised import DeviceTables, measure_devices
 from .errors import InputError
 from .knet import KNet
@@ -33,53 +35,36 @@ from .mapping import CellMap, map_knet
 AUTO_MAX_DEVICES = 2000
 WINDOW = 4.0  # |Δ| fitted (model units): the cells' compliance window
 MID_WINDOW = 2.0  # |common mode| fitted
-MIN_SLOPE = 0.01  # devices with a smaller |slope| are kept as mapped (the fit is noise there)
-MIN_CURRENT = 0.05  # ... and those that conduct less than this inside the window
 MAX_RATIO, MAX_SHIFT = 1.4, 0.5  # bounds of one secant step
-LAWS = ("relu", "shift_relu")  # laws whose cells are refined (one relu fit per device)
 # Two steps: on the moons classifier the largest θ miss fell 0.115 -> 0.014 -> 0.003 units and the
 # characterised level's largest output error vs the ideal model 2.54 -> 0.58 -> 0.41 (docs/transistor.md).
 DEFAULT_STEPS = 2
 
 
-def _window(tables: DeviceTables) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.abs(tables.delta) <= WINDOW
-    cols = np.abs(tables.mid) <= MID_WINDOW
-    return rows, cols
+def refinable_laws() -> tuple[str, ...]:
+    """The laws whose cells are refinable."""
+    return tuple(law for cell in CELLS if cell.refinable for law in cell.laws)
 
 
 def fit_law(law: str, theta: np.ndarray, tables: DeviceTables, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Law-form θ each instance of layer ``k`` achieves, and whether the fit is usable.
 
-    The fit is :func:`kcompile.characterize.fit_relu` to the mean of the sink
-    and source currents over the window, in relu form; ``shift_relu`` devices
-    with ``θ1 < 0`` (current from d to s) are fitted to the negated current.
+    The law's cell fits the mean of the sink and source currents over the window
+    (``|Δ| ≤`` :data:`WINDOW`, ``|m| ≤`` :data:`MID_WINDOW`; the signed ReLU cell:
+    :func:`kcompile.cells.kc_relu.fit_relu` in relu form).
     """
-    rows, cols = _window(tables)
+    rows = np.abs(tables.delta) <= WINDOW
+    cols = np.abs(tables.mid) <= MID_WINDOW
     delta = np.repeat(tables.delta[rows][:, None], cols.sum(), axis=1)
     mean = 0.5 * (tables.sink[k] + tables.source[k])[:, rows][:, :, cols]
-    achieved, usable = np.array(theta, dtype=float), np.zeros(len(theta), dtype=bool)
-    for e, th in enumerate(theta):
-        sign = -1.0 if law == "shift_relu" and th[1] < 0 else 1.0
-        slope = th[0] if law == "relu" else th[1]
-        current = sign * mean[e]
-        if abs(slope) < MIN_SLOPE or current.max() < MIN_CURRENT:
-            continue
-        a, c = fit_relu(delta, current)
-        if law == "relu":
-            achieved[e] = (a, c)
-        elif a > 0:
-            achieved[e] = (-c / a, sign * a)
-        else:
-            continue
-        usable[e] = True
-    return achieved, usable
+    return cell_for_law(law).refine_fit(law, theta, delta, mean)
 
 
 def secant(law: str, target: np.ndarray, request: np.ndarray, achieved: np.ndarray,
            usable: np.ndarray) -> np.ndarray:
-    """The next requested θ: ``request`` moved by the miss ``target − achieved`` (bounded)."""
-    slope, offset = (0, 1) if law == "relu" else (1, 0)
+    """The next requested θ: ``request`` moved by the miss ``target − achieved`` (bounded), the law's slope column
+    multiplicatively and its offset column additively (:meth:`~kcompile.cells.base.Cell.refine_columns`)."""
+    slope, offset = cell_for_law(law).refine_columns(law)
     nxt = np.array(request, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.clip(target[:, slope] / achieved[:, slope], 1 / MAX_RATIO, MAX_RATIO)
@@ -104,8 +89,8 @@ def refine(knet: KNet, cellmap: CellMap, steps: int = DEFAULT_STEPS, cache: bool
     if steps <= 0:
         return cellmap
     law = knet.law
-    if law not in LAWS:
-        raise InputError(f"per-device refinement covers the {' and '.join(LAWS)} laws, not {law!r}; "
+    if not cell_for_law(law).refinable:
+        raise InputError(f"per-device refinement covers the {' and '.join(refinable_laws())} laws, not {law!r}; "
                          "build with --refine-steps 0")
     requests = [layer.theta for layer in knet.layers]
     mapped, tables = cellmap, measure_devices(cellmap, cache=cache)
@@ -123,7 +108,8 @@ def refine(knet: KNet, cellmap: CellMap, steps: int = DEFAULT_STEPS, cache: bool
 
 
 def steps_for(knet: KNet, refine_steps: int | None) -> int:
-    """Refinement steps to run: ``refine_steps``, or :data:`DEFAULT_STEPS` for small relu-law networks when ``None``."""
+    """Refinement steps to run: ``refine_steps``, or :data:`DEFAULT_STEPS` for small networks of a refinable law
+    (:func:`refinable_laws`) when ``None``."""
     if refine_steps is None:
-        return DEFAULT_STEPS if knet.num_devices <= AUTO_MAX_DEVICES and knet.law in LAWS else 0
+        return DEFAULT_STEPS if knet.num_devices <= AUTO_MAX_DEVICES and knet.law in refinable_laws() else 0
     return refine_steps

@@ -55,54 +55,24 @@ def require_torch():
 
 
 # ------------------------------------------------------------------ device laws in torch
-# Written with tensor methods only, so they need no torch import here; each one
-# equals the NumPy form in kcompile.laws (tests/test_train.py checks it).
 
-def _relu(vs, vd, t):
-    return (t[..., 0] * (vs - vd) + t[..., 1]).clamp_min(0.0)
-
-
-def _shift_relu(vs, vd, t):
-    return t[..., 1] * (vs - vd - t[..., 0]).clamp_min(0.0)
-
-
-def _relu_affine(vs, vd, t):
-    return (t[..., 0] * vs + t[..., 1] * vd + t[..., 2]).clamp_min(0.0)
-
-
-def _tanh_affine(vs, vd, t):
-    return (t[..., 0] * vs + t[..., 1] * vd + t[..., 2]).tanh()
-
-
-def _tanh(vs, vd, t):
-    return (t[..., 0] * (vs - vd) + t[..., 1]).tanh()
-
-
-def _linear(vs, vd, t):
-    return t[..., 0] * (vs - vd)
-
-
-TORCH_LAWS = {
-    "relu": _relu,
-    "shift_relu": _shift_relu,
-    "relu_affine": _relu_affine,
-    "tanh_affine": _tanh_affine,
-    "tanh": _tanh,
-    "linear": _linear,
-}
-assert set(TORCH_LAWS) == set(LAWS), "every law of the contract needs a torch form"
+#: law -> torch current ``(vs, vd, theta[..., P]) -> g``, derived from the law's one declaration
+#: (:mod:`kcompile.laws`; tests/test_laws_contract.py checks it against the NumPy form)
+TORCH_LAWS = {name: law.torch for name, law in LAWS.items()}
 
 
 # ------------------------------------------------------------------ hardware-aware training
-# What the transistor-level signed ReLU cell (kcompile.cells.SIGNED_RELU) can realise, read from its
-# cached calibration (kcompile.characterize): the |θ0| range per sign (--theta-range) and a small
-# surrogate of its measured DC I–V (--device-in-the-loop). Both need ngspice only when the cell's
-# characterisation is not cached yet.
+# What a law's transistor-level cell can realise, asked of the cell registry (kcompile.cells): its calibrated
+# θ range (--theta-range) and a small surrogate of its measured DC I–V (--device-in-the-loop); the signed
+# ReLU cell (relu) has both, other cells refuse. Both need ngspice only when the cell's characterisation is
+# not cached yet.
 
 def _parse_cell_spec(spec: str, option: str) -> tuple[str, str]:
-    """``cell:PDK[:CORNER]`` (or ``PDK[:CORNER]``, ``kc_relu:PDK``) → ``(pdk, corner)``."""
+    """``cell:PDK[:CORNER]`` (or ``PDK[:CORNER]``, ``CELLNAME:PDK``) → ``(pdk, corner)``."""
+    from .cells import CELLS
+
     parts = [p for p in str(spec).split(":") if p]
-    if parts and parts[0] in ("cell", "kc_relu"):
+    if parts and (parts[0] == "cell" or parts[0] in CELLS):
         parts = parts[1:]
     if not 1 <= len(parts) <= 2:
         raise InputError(f"{option} takes cell:PDK or cell:PDK:CORNER (e.g. cell:generic180), got {spec!r}")
@@ -112,16 +82,17 @@ def _parse_cell_spec(spec: str, option: str) -> tuple[str, str]:
 _CAL_CACHE: dict = {}
 
 
-def _cell_table(pdk: str, corner: str):
-    """The signed ReLU cell's characterisation table and calibration (cached per process)."""
-    if (pdk, corner) not in _CAL_CACHE:
-        from .characterize import calibrate, characterize_relu
+def _cell_table(pdk: str, corner: str, law: str = "relu"):
+    """The characterisation table and calibration of ``law``'s cell (cached per process)."""
+    if (pdk, corner, law) not in _CAL_CACHE:
+        from .cells import cell_for_law
         from .pdk import get_pdk
 
+        cell = cell_for_law(law)
         get_pdk(pdk)  # a clear error for an unknown PDK
-        table = characterize_relu(pdk, corner)
-        _CAL_CACHE[pdk, corner] = (table, calibrate(table))
-    return _CAL_CACHE[pdk, corner]
+        table = cell.characterize(pdk, corner)
+        _CAL_CACHE[pdk, corner, law] = (table, cell.calibrate(table))
+    return _CAL_CACHE[pdk, corner, law]
 
 
 @dataclass(frozen=True)
@@ -146,23 +117,22 @@ class ThetaBox:
         theta[:, 1].clamp_(-self.theta1_max, self.theta1_max)
 
 
-def theta_box(spec: str) -> ThetaBox:
-    """The calibrated θ range of the signed ReLU cell for ``--theta-range cell:PDK[:CORNER]``.
+def theta_box(spec: str, law: str = "relu") -> ThetaBox:
+    """The calibrated θ range of ``law``'s cell for ``--theta-range cell:PDK[:CORNER]``
+    (:meth:`kcompile.cells.base.Cell.training_range`; cells without one refuse).
 
     ``|θ0|`` is kept inside the measured range of each sign variant, shrunk by
-    0.1 % so rounding never puts a device just outside it (:func:`kcompile.mapping.clip_reason`
+    0.1 % so rounding never puts a device just outside it (:func:`kcompile.cells.base.clip_reason`
     flags only a slope strictly above the ceiling, or below a floor coarser than
-    ``THETA0_RESOLUTION``); ``|θ1|`` inside the cell's tested intercept range
-    (``SIGNED_RELU.theta_range[1]``).
+    ``THETA0_RESOLUTION``); ``|θ1|`` inside the cell's tested intercept range.
     """
-    from .cells import SIGNED_RELU
+    from .cells import cell_for_law
 
+    cell = cell_for_law(law)
     pdk, corner = _parse_cell_spec(spec, "--theta-range")
-    _, cal = _cell_table(pdk, corner)
-    lo, hi = zip(cal.theta0_range(False), cal.theta0_range(True))
-    t1 = min(abs(x) for x in SIGNED_RELU.theta_range[1])
+    lo, hi, t1 = cell.training_range(law, pdk, corner)
     return ThetaBox(tuple(float(x) * 1.001 for x in lo), tuple(float(x) * 0.999 for x in hi), float(t1),
-                    f"{SIGNED_RELU.name} calibration on {pdk}/{corner}")
+                    f"{cell.name} calibration on {pdk}/{corner}")
 
 
 def _interp(torch, x, xs, ys):
@@ -185,12 +155,9 @@ def _signed_interp(torch, theta0, log_mag, table):
     return neg.where((theta0 < 0).reshape(theta0.shape + (1,) * (pos.dim() - theta0.dim())), pos)
 
 
-def _softplus_relu(u: np.ndarray, w: float) -> np.ndarray:
-    return w * np.logaddexp(0.0, u / w)
-
-
 class CellSurrogate:
-    """A small model of the characterised signed ReLU cell, for training with the device in the loop.
+    """A small model of the characterised signed ReLU cell, for training with the device in the loop
+    (its arrays fitted by :meth:`kcompile.cells.kc_relu.SignedRelu.surrogate`).
 
     For a ``relu`` device with target θ (what the exported file holds, i.e. what
     :func:`kcompile.mapping.map_knet` is asked to realise), per sign variant ``s``:
@@ -222,31 +189,14 @@ class CellSurrogate:
         self._torch = {}
 
     @classmethod
-    def from_pdk(cls, spec: str) -> "CellSurrogate":
-        """Fit to the cached characterisation of ``PDK[:CORNER]`` (also ``cell:PDK``)."""
-        from scipy.optimize import minimize_scalar
+    def from_pdk(cls, spec: str, law: str = "relu") -> "CellSurrogate":
+        """Fit to the cached characterisation of ``law``'s cell on ``PDK[:CORNER]`` (also ``cell:PDK``;
+        :meth:`kcompile.cells.base.Cell.surrogate`, which cells without a surrogate refuse)."""
+        from .cells import cell_for_law
 
+        cell = cell_for_law(law)
         pdk, corner = _parse_cell_spec(spec, "--device-in-the-loop")
-        table, cal = _cell_table(pdk, corner)
-        sw, k = table.sweep, len(table.r)
-        delta = sw.delta
-        log_mag, knee, copy, own = (np.zeros((2, k)) for _ in range(4))
-        for row in range(2):
-            for j in range(k):
-                sink, source = sw.sink[row * k + j], sw.source[row * k + j]
-                t0, t1 = cal.theta0[row, j], cal.theta1[row, j]
-                u = t0 * delta + t1
-                fs = max(float(np.maximum(u, 0).max()), 1e-12)
-                res = minimize_scalar(lambda lw: float(np.sum((_softplus_relu(u, np.exp(lw)) - sink) ** 2)),
-                                      bounds=(np.log(1e-4 * fs), np.log(0.5 * fs)), method="bounded")
-                on = sink > 0.1 * sink.max()
-                log_mag[row, j], knee[row, j] = np.log(abs(t0)), float(np.exp(res.x))
-                copy[row, j] = float(np.median(source[on] / sink[on])) if on.any() else 1.0
-                own[row, j] = t1
-        order = np.argsort(log_mag, axis=1)
-        take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
-        lo, hi = zip(cal.theta0_range(False), cal.theta0_range(True))
-        return cls(pdk, corner, take(log_mag), take(knee), take(copy), take(own), lo, hi)
+        return cls(pdk, corner, **cell.surrogate(law, pdk, corner))
 
     def summary(self) -> dict:
         """What the surrogate holds, for ``meta.training``."""
@@ -711,21 +661,12 @@ class TorchKNet:
 
     def _currents(self, ops, v, cols):
         """Device currents ``[B, E]``; ``cols`` are θ's columns (each ``[E]``)."""
-        torch, law = self.torch, self.law
-        if not self.dense:
-            vg = torch.nn.functional.pad(v, (1, 0))  # column 0: ground
-            return TORCH_LAWS[law](vg[:, ops["src"]], vg[:, ops["dst"]], torch.stack(cols, -1))
-        if law in ("relu", "tanh", "shift_relu", "linear"):
-            delta = v @ ops["delta"]
-            if law == "relu":
-                return torch.addcmul(cols[1], delta, cols[0]).clamp_min(0.0)
-            if law == "tanh":
-                return torch.addcmul(cols[1], delta, cols[0]).tanh()
-            if law == "shift_relu":
-                return (delta - cols[0]).clamp_min(0.0) * cols[1]
-            return delta * cols[0]
-        z = torch.addcmul(torch.addcmul(cols[2], v @ ops["S"], cols[0]), v @ ops["D"], cols[1])
-        return z.clamp_min(0.0) if law == "relu_affine" else z.tanh()
+        if self.dense:
+            vs, vd = v @ ops["S"], v @ ops["D"]
+        else:
+            vg = self.torch.nn.functional.pad(v, (1, 0))  # column 0: ground
+            vs, vd = vg[:, ops["src"]], vg[:, ops["dst"]]
+        return LAWS[self.law].torch_columns(vs, vd, cols)
 
     def rhs(self, k: int, v, cols):
         """``dv/dt`` of layer ``k`` for node voltages ``v`` ``[B, N]`` and θ columns ``cols``
@@ -1002,9 +943,7 @@ def fit(model, task: Task, cfg: TrainConfig, log=None, progress=None) -> dict:
         mismatch = {"mismatch": "sample", "mismatch_scale": cfg.mismatch_scale}
     box = None
     if knet_model and cfg.theta_range:
-        if model.law != "relu":
-            raise InputError(f"--theta-range needs the relu law (the signed cell's calibration), not {model.law!r}")
-        box = theta_box(cfg.theta_range)
+        box = theta_box(cfg.theta_range, model.law)
         with torch.no_grad():  # start inside the box too
             for t in model.thetas:
                 box.project(t)
@@ -1167,12 +1106,10 @@ def train_knet(task: Task, law: str, size: str = "small", layers: int = 2, cfg: 
     model = TorchKNet.init(topology, law, t_bounds, seed=cfg.seed, init_scale=cfg.init_scale, dtype=dtype)
     hardware = {}
     if cfg.device_in_the_loop:
-        if law != "relu":
-            raise InputError(f"--device-in-the-loop models the signed relu cell; law {law!r} has no surrogate")
-        model.surrogate = CellSurrogate.from_pdk(cfg.device_in_the_loop)
+        model.surrogate = CellSurrogate.from_pdk(cfg.device_in_the_loop, law)
         hardware["surrogate"] = model.surrogate.summary()
     if cfg.theta_range:
-        box = theta_box(cfg.theta_range)
+        box = theta_box(cfg.theta_range, law)
         hardware["theta_box"] = {"theta0_abs_min": list(box.lo), "theta0_abs_max": list(box.hi),
                                  "theta1_abs_max": box.theta1_max, "source": box.source,
                                  "note": "per sign of θ0: [θ0 >= 0, θ0 < 0]; projected after every step"}
@@ -1394,10 +1331,10 @@ def _progress_bar(quiet: bool):
               help="Images: move every training image by a random offset of up to this many pixels each epoch.")
 @click.option("--baseline", type=click.Choice(["mlp"]), default=None,
               help="Train the matched ReLU-MLP baseline instead (writes only the metrics JSON).")
-@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Weights file (.npz) to write, with a .json of the metrics beside it.")
+@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Weights file (.npz) to write, with a .json of the metrics beside it (--baseline: only the .json).")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
-@click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def train_command(task_name, law, size, layers, repeat, hidden, input_capacitance, pixel_min, t_layer, epochs,
                   batch_size, lr, dt, init_scale, input_scale, dtype, seed, data_seed, theta_max, theta_noise,
                   voltage_noise, voltage_max, voltage_weight, theta_range, device_in_the_loop, mismatch, mismatch_scale,
@@ -1405,8 +1342,6 @@ def train_command(task_name, law, size, layers, repeat, hidden, input_capacitanc
     """Train a KirchhoffNet on a bundled task and export it as kcompile.knet/1."""
     torch = require_torch()
     torch.set_num_threads(max(1, threads))
-    if baseline is None and out_path is None:
-        raise InputError("kcompile train needs -o WEIGHTS.npz (where to write the trained network)")
     if layers < 1:
         raise InputError(f"--layers must be at least 1, got {layers}")
     defaults = TASK_DEFAULTS[task_name]

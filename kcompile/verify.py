@@ -14,11 +14,12 @@ from a device non-ideality (transistor).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,23 +27,33 @@ from typing import Callable
 import numpy as np
 
 from . import ngspice
-from .build import build
+from .backends import get_simulator
+from .build import build, circuit_for
 from .characterised import integrate_characterised, measure_devices
+from .compare import ReferenceSettings, reference_settings, task_metric, task_of
+from .checks import scaling_problem
 from .errors import InputError
-from .flow import Flow, Gate
-from .inputs import load_inputs, load_labels, random_inputs
+from .distribution import SampleComparison
+from .flow import SAMPLE_METRICS, Flow, Gate
+from .generation import check_latent_use, compare_level, latent_batch, pool_latents
+from .inputs import check_labels, load_array, load_inputs, random_inputs
 from .knet import KNet
 from .mapping import map_knet, transistor_scaling
 from .mismatch import Attribution, draws, rank_devices
-from .netlist import render_transistor_circuit, transistor_tran
+from .netlist import render_transistor_circuit, transistor_tran, write_circuit
+from .pool import kill, local_pool
 from .scaling import Scaling
 from .pdk import get_pdk
-from .reference import Trajectory, integrate
+from .reference import Trajectory
 from .refine import refine, steps_for
-from .simulate import dask_executor, simulate
+from .simulate import batch_size, dask_executor, simulate
 from .timing import children_cpu, compute_timing
 
 GRID_POINTS_PER_LAYER = 100
+#: behavioural runs of more samples than this keep no waveforms (a generative flow's thousands of latents)
+WAVEFORM_SAMPLES = 200
+#: the simulators a cross_simulator_max_diff gate compares
+CROSS_SIMULATORS = ("ngspice", "vacask")
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +72,7 @@ class LevelRun:
     temperature: float | None = None  # °C (transistor level)
     supply: float | None = None  # volts (transistor level)
     recalibrated: bool = False  # calibrated at its own corner instead of the nominal one
+    samples: SampleComparison | None = None  # a generative flow: its samples against the ideal ones
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,6 +125,8 @@ class FlowResult:
     gates: list[GateResult]
     monte_carlo: MonteCarloResult | None = None
     timing: dict = field(default_factory=dict)  # seconds of the stages, and compute comparisons
+    scaling: Scaling | None = None  # of the transistor-level circuits (None: behavioural only, model units)
+    reference: ReferenceSettings = field(default_factory=ReferenceSettings)  # how the ideal level was integrated
 
     def __repr__(self) -> str:
         levels = ", ".join(dict.fromkeys(run.level for run in self.levels))
@@ -127,26 +141,22 @@ class FlowResult:
     def level(self, name: str) -> list[LevelRun]:
         return [run for run in self.levels if run.level == name]
 
+    def ideal_outputs(self, run: LevelRun) -> np.ndarray:
+        """The ideal outputs of the inputs ``run`` ran (a generative flow's level may run only the first few)."""
+        return self.ideal.outputs[:len(run.outputs)]
 
-def task_of(knet: KNet, labels: np.ndarray | None) -> str | None:
-    """``classification`` for integer labels and several outputs, ``regression`` otherwise."""
-    if labels is None:
-        return None
-    if labels.dtype.kind in "iu" and knet.output_nodes.size > 1:
-        return "classification"
-    return "regression"
-
-
-def task_metric(task: str | None, outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
-    """Accuracy in percent, or mean squared error (first output against the labels)."""
-    if task == "classification":
-        return float(100.0 * np.mean(np.argmax(outputs, axis=1) == labels))
-    if task == "regression":
-        return float(np.mean((outputs[:, 0] - labels.astype(float)) ** 2))
-    return None
+    def ideal_states(self, run: LevelRun) -> np.ndarray:
+        return self.ideal.states[:len(run.states)]
 
 
 def _inputs(flow: Flow, build_inputs: np.ndarray | None, build_labels: np.ndarray | None, knet: KNet):
+    latent = flow.latent
+    if latent is not None or flow.inputs == "random":
+        check_latent_use(knet, str(flow.model), f"{flow.path}: 'inputs.normal'" if latent else
+                         f"{flow.path}: 'inputs: random'", latent is not None)
+    if latent is not None:
+        source = f"{latent.n} standard-normal latents (seed {latent.seed})"
+        return latent_batch(knet, latent.n, latent.seed), None, source
     if flow.inputs == "recorded":
         if build_inputs is None:
             raise InputError(f"{flow.path}: 'inputs' is 'recorded' but {flow.model} records no test_inputs; "
@@ -159,7 +169,8 @@ def _inputs(flow: Flow, build_inputs: np.ndarray | None, build_labels: np.ndarra
     x = load_inputs(flow.inputs, knet)
     if flow.labels is None:
         return x, None, str(flow.inputs)
-    return x, load_labels(flow.labels, len(x)), f"{flow.inputs} (labels {flow.labels})"
+    labels = check_labels(load_array(flow.labels), len(x), str(flow.labels))
+    return x, labels, f"{flow.inputs} (labels {flow.labels})"
 
 
 def _mc_gate(gate: Gate, mc: MonteCarloResult | None, task, nominal_metric: float | None = None) -> GateResult:
@@ -190,14 +201,33 @@ def _gates(gate: Gate, runs: list[LevelRun], ideal_outputs: np.ndarray, ideal_me
                        None)
         return [_mc_gate(gate, mc, task, nominal)]
     mine = [run for run in runs if run.level == gate.level]
+    if gate.metric == "cross_simulator_max_diff":
+        return [_cross_gate(gate, mine)]
     if not mine:
         return [GateResult(gate, None, False, f"level {gate.level} did not run")]
     return [_gate(gate, run, ideal_outputs, ideal_metric, task) for run in mine]
 
 
+def _cross_gate(gate: Gate, runs: list[LevelRun]) -> GateResult:
+    """The largest output difference between the behavioural level's runs in the two simulators."""
+    where = " vs ".join(CROSS_SIMULATORS)
+    if len(runs) != 2:
+        return GateResult(gate, None, False, f"needs the behavioural level in {where}; it ran in "
+                          f"{[r.corner for r in runs]}", where)
+    value = float(np.abs(runs[0].outputs - runs[1].outputs).max())
+    ok = gate.holds(value)
+    return GateResult(gate, value, ok, f"{gate.name} [{where}] = {value:.4g} {'' if ok else 'not '}<= "
+                      f"{gate.limit:g}", where)
+
+
 def _gate(gate: Gate, run: LevelRun, ideal_outputs: np.ndarray, ideal_metric, task) -> GateResult:
     if gate.metric == "max_output_error":
-        value = float(np.abs(run.outputs - ideal_outputs).max())
+        value = float(np.abs(run.outputs - ideal_outputs[:len(run.outputs)]).max())
+    elif gate.metric in SAMPLE_METRICS:
+        if run.samples is None:
+            return GateResult(gate, None, False, f"metric {gate.metric} needs the samples of a generative flow "
+                              "(inputs: {normal: N})", run.corner)
+        value = float(run.samples.as_dict()[gate.metric])
     elif gate.metric in ("accuracy_drop", "mse_ratio"):
         want = "classification" if gate.metric == "accuracy_drop" else "regression"
         if task != want:
@@ -212,8 +242,61 @@ def _gate(gate: Gate, run: LevelRun, ideal_outputs: np.ndarray, ideal_metric, ta
                       run.corner)
 
 
+def _first(flow: Flow, level: str, x: np.ndarray, labels: np.ndarray | None):
+    """The inputs (and labels) ``level`` runs: the first ``inputs.levels[level]`` latents of a generative flow."""
+    n = flow.count(level) or len(x)
+    return x[:n], None if labels is None else labels[:n]
+
+
+def _behavioural(flow: Flow, b, simulator: str, label: str, x: np.ndarray, labels, task, work: Path, executor,
+                 progress) -> LevelRun:
+    """The build's circuit in ``simulator`` (:func:`~kcompile.build.circuit_for`), or its segmented form
+    (``segmented``), in batched decks (``samples_per_run``) where the back end has them; waveforms kept for at most
+    :data:`WAVEFORM_SAMPLES` samples."""
+    knet = b.knet
+    x, labels = _first(flow, "behavioural", x, labels)
+    circuit, tran = circuit_for(b, simulator, work / simulator), b.tran
+    if flow.segmented and not tran.segmented:
+        circuit, tran = work / f"{simulator}-segmented" / circuit.name, dataclasses.replace(tran, segmented=True)
+        circuit.parent.mkdir()
+        write_circuit(knet, circuit, b.scaling, segmented=True, simulator=simulator,
+                      devices=b.manifest["cells"].get("devices", "bsource"))
+    batch = flow.samples_per_run
+    if batch == "auto":
+        batch = batch_size(knet, len(x), flow.jobs) if get_simulator(simulator).has_batch() else 1
+    t0 = time.perf_counter()
+    spice = simulate(knet, circuit, x, tran, scaling=b.scaling, jobs=flow.jobs, executor=executor, simulator=simulator,
+                     waveforms=len(x) <= WAVEFORM_SAMPLES, cache_dir=flow.cache, batch=batch, timeout=flow.timeout,
+                     progress=_ticker(progress, f"behavioural ({simulator})", len(x)))
+    return LevelRun("behavioural", label, spice.outputs, spice.states, time.perf_counter() - t0, spice.waveforms,
+                    task_metric(task, spice.outputs, labels))
+
+
+def _compare_samples(flow: Flow, knet: KNet, ideal: Trajectory, runs: list[LevelRun], settings: ReferenceSettings,
+                     progress) -> tuple[list, dict]:
+    """Every simulated level's samples against the ideal ones of the same latents, over a noise floor from ideal
+    samples (``settings``) of :func:`~kcompile.generation.pool_latents`; returns the runs with ``samples`` set, and
+    timing."""
+    latent = flow.latent
+    t0 = time.perf_counter()
+    n = max(len(r.outputs) for r in runs)
+    pool_x = pool_latents(n, knet.num_features, latent.seed)
+    if progress:
+        progress("ideal noise-floor pool", 0, 1)
+    pool = settings.integrate(knet, pool_x).outputs
+    if progress:
+        progress("ideal noise-floor pool", 1, 1)
+    t1 = time.perf_counter()
+    out = [r if r.level == "ideal" else dataclasses.replace(r, samples=compare_level(ideal.outputs, r.outputs, pool))
+           for r in runs]
+    return out, {"pool_samples": len(pool), "pool_wall_s": t1 - t0, "metrics_wall_s": time.perf_counter() - t1}
+
+
 def _ticker(progress, label: str, total: int):
+    """``tick(n)``: ``n`` more of ``total`` done; tells ``progress`` at once that the phase ``label`` started."""
     done = [0]
+    if progress:
+        progress(label, 0, total)
 
     def tick(n: int) -> None:
         done[0] += n
@@ -270,53 +353,67 @@ def _run_specs(specs: list[_Spec], knet: KNet, x: np.ndarray, tran, scaling, flo
     # No subprocess may start in a thread while the pool forks its workers from another (the child would
     # inherit the exec pipe and the thread would wait for it forever): ask ngspice's version here, once.
     ngspice.version()
-    pool = executor or ProcessPoolExecutor(jobs)
 
     def one(n: int):
         spec = specs[n]
         t0 = time.perf_counter()
         res = simulate(knet, circuits[n], x, dataclasses.replace(tran, temp=spec.temp), scaling=scaling,
-                       timeout=flow.timeout, executor=pool, waveforms=spec.mismatch is None, cache_dir=flow.cache,
+                       executor=pool, timeout=flow.timeout, waveforms=spec.mismatch is None, cache_dir=flow.cache,
                        supply=("vdd", spec.supply), defines=spec.cellmap.pdk.ngspice_defines(), progress=tick)
         return res, time.perf_counter() - t0
 
-    try:
-        # at most max(2, jobs) circuits in flight (each queues its samples on the pool): enough to keep the pool
-        # busy, and after a failure only those finish before it is raised; the others never start
-        with ThreadPoolExecutor(max(1, min(len(specs), max(2, jobs)))) as threads:
-            futures = [threads.submit(one, n) for n in range(len(specs))]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-            return [future.result() for future in futures]
-    finally:
-        if executor is None:
-            pool.shutdown(cancel_futures=True)
+    # at most max(2, jobs) circuits in flight (each queues its samples on the pool): enough to keep the pool
+    # busy; after a failure the others never start, and a local pool's running samples are killed at once
+    with local_pool(jobs) if executor is None else contextlib.nullcontext(executor) as pool, \
+            ThreadPoolExecutor(max(1, min(len(specs), max(2, jobs)))) as threads:
+        futures = [threads.submit(one, n) for n in range(len(specs))]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            if executor is None:
+                kill(pool)  # before the threads are joined: they wait on its samples
+            raise
+        return [future.result() for future in futures]
+
+
+def flow_scaling(flow: Flow) -> Scaling:
+    """The scaling of a flow's transistor-level circuits: the PDK's, with the flow's ``scaling`` overrides."""
+    pdk = get_pdk(flow.pdk or "generic180")
+    scaling = dataclasses.replace(transistor_scaling(pdk), **flow.scaling)
+    if scaling_problem(scaling):
+        raise InputError(f"{flow.path}: 'scaling' is unusable with {pdk.name}'s defaults: {scaling_problem(scaling)}")
+    return scaling
 
 
 def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: Path, executor, progress,
-                     ideal_outputs: np.ndarray):
+                     ideal_outputs: np.ndarray, grid: np.ndarray):
     """Characterised, transistor (every corner) and Monte Carlo levels, calibrated at the nominal (first) corner."""
     pdk = get_pdk(flow.pdk or "generic180")
-    scaling = dataclasses.replace(transistor_scaling(pdk), **flow.scaling)
+    scaling = flow_scaling(flow)
     nominal = flow.corners[0]
     cellmap = map_knet(knet, pdk.name, nominal, scaling)
     if cellmap.clipped and not flow.allow_clipped:
         raise InputError(f"{flow.path}: {len(cellmap.clipped)} device(s) of {flow.model} need θ outside the cell's "
                          "calibrated range; set 'allow_clipped: true' in the flow to run them clipped")
+    tick = _ticker(progress, f"calibrating and refining the cells on {pdk.name}/{nominal}", 1)
     cellmap = refine(knet, cellmap, steps_for(knet, flow.refine_steps))
+    tick(1)
     runs, mc = [], None
     if "characterised" in flow.levels:
-        t0 = time.perf_counter()
-        ch = integrate_characterised(knet, measure_devices(cellmap), x)
+        t0, tick = time.perf_counter(), _ticker(progress, "characterised: every cell's DC I-V, then the ODE", 1)
+        xc, lc = _first(flow, "characterised", x, labels)
+        ch = integrate_characterised(knet, measure_devices(cellmap), xc, grid=grid)
+        tick(1)
         runs.append(LevelRun("characterised", nominal, ch.outputs, ch.states, time.perf_counter() - t0,
-                             metric=task_metric(task, ch.outputs, labels)))
+                             [(ch.grid, ch.grid_states[b]) for b in range(min(len(xc), WAVEFORM_SAMPLES))],
+                             task_metric(task, ch.outputs, lc)))
     if "transistor" not in flow.levels:
         return runs, mc
+    x, labels = _first(flow, "transistor", x, labels)
+    ideal_outputs = ideal_outputs[:len(x)]
     tran = transistor_tran(knet, *([flow.points_per_layer] if flow.points_per_layer else []))
     specs = _corner_specs(flow, knet, pdk, scaling, cellmap)
     mcf = flow.monte_carlo
@@ -341,8 +438,10 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
         reference = next(run for run in runs if run.level == "transistor" and run.corner == mc_label)
         attribution = None
         if mcf.rank:
+            tick = _ticker(progress, "Monte Carlo: ranking the devices (DC sweeps of every mismatched cell)", 1)
             attribution = rank_devices(knet, cellmap, x, [s.mismatch for s in specs if s.mismatch is not None],
                                        outputs - reference.outputs[None], jobs=flow.jobs)
+            tick(1)
         mc = MonteCarloResult(
             mc_label, mcf.runs, mcf.seed, mcf.scale, outputs,
             None if task is None else np.array([task_metric(task, o, labels) for o in outputs]),
@@ -356,36 +455,51 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
     """Run every level of ``flow`` and evaluate its gates.
 
     ``progress(label, done, total)`` is called as samples finish.
+
+    Raises
+    ------
+    InputError
+        The flow has no gate (it would pass whatever the circuit did), or its inputs are unusable.
     """
+    if not flow.gates:
+        raise InputError(f"{flow.path}: 'gates' is missing or empty: a flow without a gate passes whatever the "
+                         "circuit does; add one, e.g. {level: behavioural, metric: max_output_error, limit: 1.0e-4}")
 
     with tempfile.TemporaryDirectory(prefix="kcompile-flow-") as tmp:
         work = Path(work_dir or tmp)
         scaling = Scaling()  # behavioural level runs in model units
-        b = build(flow.model, work / "behavioural", scaling)
+        vacask = flow.simulator != "ngspice" or any(g.metric == "cross_simulator_max_diff" for g in flow.gates)
+        b = build(flow.model, work / "behavioural", scaling, devices="osdi" if vacask else None)
         knet = b.knet
         x, labels, source = _inputs(flow, b.recorded("inputs"), b.recorded("labels"), knet)
         task = task_of(knet, labels)
         grid = np.linspace(0.0, knet.t_bounds[-1], GRID_POINTS_PER_LAYER * knet.num_layers + 1)
-        t0 = time.perf_counter()
-        ideal = integrate(knet, x, grid=grid)
+        limits = [g.limit for g in flow.gates if g.metric == "max_output_error"]
+        settings = reference_settings(knet, min(limits) if limits else None)
+        t0, tick = time.perf_counter(), _ticker(progress, f"ideal reference ({settings.describe()})", 1)
+        ideal = settings.integrate(knet, x, grid=grid)
+        tick(1)
         ideal_run = LevelRun("ideal", "-", ideal.outputs, ideal.states, time.perf_counter() - t0,
                              metric=task_metric(task, ideal.outputs, labels))
         runs, mc, timing = [ideal_run], None, {}
         executor = dask_executor(flow.scheduler) if flow.scheduler else None
         if "behavioural" in flow.levels:
-            t0 = time.perf_counter()
-            spice = simulate(knet, b.circuit, x, b.tran, scaling=scaling, timeout=flow.timeout, jobs=flow.jobs,
-                             executor=executor, waveforms=True, cache_dir=flow.cache,
-                             progress=_ticker(progress, "behavioural", len(x)))
-            runs.append(LevelRun("behavioural", "-", spice.outputs, spice.states, time.perf_counter() - t0,
-                                 spice.waveforms, task_metric(task, spice.outputs, labels)))
+            both = any(g.metric == "cross_simulator_max_diff" for g in flow.gates)  # in both, on the same inputs
+            for name in (flow.simulator, *(s for s in CROSS_SIMULATORS if s != flow.simulator and both)):
+                runs.append(_behavioural(flow, b, name, name if both else "-", x, labels, task, work, executor,
+                                         progress))
         if {"characterised", "transistor"} & set(flow.levels):
             t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
-            more, mc = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs)
+            more, mc = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs, grid)
             runs += more
             timing["transistor_stage"] = {"wall_s": time.perf_counter() - t0,
                                           "cpu_s": time.process_time() - c0 + children_cpu() - k0}
         if "transistor" in flow.levels:
-            timing["compute"] = compute_timing(knet, x)
+            tick = _ticker(progress, "timing the software forward passes (best of 3)", 1)
+            timing["compute"] = compute_timing(knet, _first(flow, "transistor", x, None)[0])
+            tick(1)
+        if flow.latent is not None and len(runs) > 1:
+            runs, timing["samples"] = _compare_samples(flow, knet, ideal, runs, settings, progress)
         gates = [result for g in flow.gates for result in _gates(g, runs, ideal.outputs, ideal_run.metric, task, mc)]
-    return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates, mc, timing)
+    scaling = flow_scaling(flow) if {"characterised", "transistor"} & set(flow.levels) else None
+    return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates, mc, timing, scaling, settings)

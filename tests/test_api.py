@@ -111,7 +111,7 @@ def test_to_pyspice_without_pyspice_says_how_to_install_it(tmp_path, small_weigh
         monkeypatch.setitem(sys.modules, name, None)  # what an environment without PySpice looks like to import
     kcompile.interop._circuit_class.cache_clear()
     try:
-        b = kcompile.build(small_weights, tmp_path / "b")
+        b = kcompile.build(small_weights, tmp_path / "b", devices="bsource")
         with pytest.raises(InputError, match=r"to_pyspice needs PySpice: pip install -e \.\[pyspice\]"):
             kcompile.interop.to_pyspice(b, b.recorded("inputs")[0])
     finally:

@@ -13,11 +13,11 @@ from kcompile.backends import SIMULATORS, RawData, SimulatorWarning, get_simulat
 from kcompile.compare import compare
 from kcompile.errors import InputError, SimulatorError
 from kcompile.knet import random_knet
-from kcompile.netlist import SEGMENTED_MARK, default_tran, render_circuit, write_circuit
+from kcompile.netlist import SEGMENTED_MARK, default_tran, write_circuit
 from kcompile.reference import integrate
 from kcompile.resources import TEMPLATE_DIR
 from kcompile.scaling import Scaling
-from kcompile.simulate import simulate
+from kcompile.simulate import device_libraries, simulate
 
 BACKENDS = [pytest.param(name, marks=getattr(pytest.mark, name), id=name) for name in sorted(SIMULATORS)]
 
@@ -50,9 +50,9 @@ def test_behavioural_circuit_matches_reference(tmp_path, name, segmented):
 def test_deck_saves_every_node_and_failures_keep_the_run(tmp_path, name):
     sim = get_simulator(name)
     knet = random_knet(5, 2, 8, "relu", seed=2)
-    (tmp_path / "c").write_text("".join(render_circuit(knet, simulator=name)))
+    write_circuit(knet, tmp_path / "c", simulator=name)  # and a compiled device's module beside it
     deck = sim.render_deck(np.zeros(knet.num_nodes), default_tran(knet), Scaling(), None, None)
-    raw = sim.run(deck, files={sim.circuit_name: tmp_path / "c"})
+    raw = sim.run(deck, files={sim.circuit_name: tmp_path / "c", **device_libraries(knet, tmp_path / "c", name)})
     assert isinstance(raw, RawData) and all(sim.node_vector(n) in raw.vectors for n in range(1, knet.num_nodes + 1))
     with pytest.raises(SimulatorError) as info:  # the circuit it includes is missing
         sim.run(deck, run_dir=tmp_path / "run")

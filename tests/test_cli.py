@@ -27,7 +27,7 @@ def _one_line_error(result, code=2):
 
 
 def test_build_writes_manifest_and_netlist(tmp_path, small_weights):
-    result = _cli("build", small_weights, "-o", tmp_path / "b")
+    result = _cli("build", small_weights, "-o", tmp_path / "b", "--devices", "bsource")
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["num_nodes"] == 6 and manifest["num_devices"] == 24 and manifest["law"] == "relu"
@@ -135,8 +135,9 @@ def test_verify_passes_then_fails_on_a_tampered_netlist(tmp_path, small_weights)
     summary = json.loads(good.stdout.strip().splitlines()[-1])
     assert summary["passed"] and summary["max_output_error"] <= 1e-4 and summary["samples"] == 3
     circuit = tmp_path / "b" / "circuit.cir"
-    # scale every device's first parameter by 1.5, as a broken compiler would
+    # scale every device's first parameter by 1.5, as a broken compiler would (B-sources or compiled devices)
     text = re.sub(r"uramp\((-?[0-9.e+-]+)\*", lambda m: f"uramp({float(m.group(1)) * 1.5!r}*", circuit.read_text())
+    text = re.sub(r"theta0_(\d)=(-?[0-9.e+-]+)", lambda m: f"theta0_{m.group(1)}={float(m.group(2)) * 1.5!r}", text)
     circuit.write_text(text)
     bad = _cli("verify", tmp_path / "b", "--max-error", "1e-4")
     assert bad.exit_code == 1, bad.output

@@ -29,6 +29,7 @@ from kcompile.reference import integrate
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).with_name("golden") / "hashes.json"
 LAWS = ("relu", "shift_relu", "relu_affine", "tanh_affine", "tanh", "linear")
+BSOURCE = {"devices": "bsource"}  # the decks hashed before compiled devices became the default
 
 
 def _digest(data: bytes) -> str:
@@ -60,7 +61,7 @@ def _case(weights: Path, out: Path, **kwargs) -> dict[str, str]:
 
 
 def _cases(tmp: Path):
-    yield "example/behavioural", ROOT / "examples" / "random_relu.npz", {}
+    yield "example/behavioural", ROOT / "examples" / "random_relu.npz", BSOURCE
     yield "example/generic180", ROOT / "examples" / "random_relu.npz", {"cells": "transistor"}
     yield "example/sky130", ROOT / "examples" / "random_relu.npz", {"cells": "transistor", "pdk": "sky130"}
     yield "moons-hw-transistor/generic180", ROOT / "examples" / "zoo" / "moons-hw-transistor.npz", \
@@ -69,11 +70,11 @@ def _cases(tmp: Path):
         w = tmp / f"{law}.npz"
         save_knet(random_knet(6, 2, 12, law, num_inputs=3, theta_scale=0.3, seed=1), w,
                   test_inputs=np.random.default_rng(2).uniform(-1, 1, (4, 3)))
-        yield f"{law}/behavioural", w, {}
+        yield f"{law}/behavioural", w, BSOURCE
         yield f"{law}/generic180", w, {"cells": "transistor"}
     big = tmp / "segmented.npz"
     save_knet(random_knet(40, 2, 5000, "shift_relu", num_inputs=8, theta_scale=0.3, seed=5), big)
-    yield "segmented/behavioural", big, {}
+    yield "segmented/behavioural", big, BSOURCE
 
 
 def _all(tmp: Path) -> dict[str, dict[str, str]]:

@@ -21,7 +21,10 @@ from kcompile.importer import (
     window_pairs,
 )
 from kcompile.knet import load_knet, save_knet
+from kcompile.laws import ACTIVATIONS
+from kcompile.netlist import default_tran, write_circuit
 from kcompile.reference import integrate
+from kcompile.simulate import simulate
 
 yaml = pytest.importorskip("yaml", reason="the importer reads configs with PyYAML")
 
@@ -181,6 +184,50 @@ def test_mnist_checkpoint_imports_fast_with_the_right_sizes():
     assert out.shape == (2, 10) and np.all(np.isfinite(out)) and np.all(np.abs(out) < 1e3)
 
 
+# ------------------------------------------------------------ device classes added in issue 11
+
+#: checkpoints written by the reference code's own device classes (tests/data/reference/make_checkpoints.py)
+DATA = Path(__file__).resolve().parent / "data" / "reference"
+NEW_CLASSES = sorted(p.name for p in DATA.iterdir() if (p / "model.pth").is_file())
+
+
+def _expected_law(case: str) -> str:
+    if case.startswith("ShiftLeakyRelu"):
+        return {"ShiftLeakyRelu1": "shift_leaky_relu", "ShiftLeakyRelu2": "leaky_relu_affine"}[case]
+    _, act, form = case.split("-")
+    return act if form == "negation" else f"{act}_affine"
+
+
+def test_new_device_class_data_covers_every_class_and_activation():
+    assert len(NEW_CLASSES) == 2 + 2 * len(ACTIVATIONS)
+
+
+@pytest.mark.parametrize("case", NEW_CLASSES)
+def test_new_device_classes_reproduce_the_reference_forward(case):
+    pytest.importorskip("torch", reason=TORCH_REASON)
+    folder = DATA / case
+    knet = import_reference(folder / "model.pth", folder / "config.yaml")
+    assert knet.law == _expected_law(case) and knet.num_devices == 2 * 36
+    io = np.load(folder / "io.npz")
+    out = integrate(knet, io["inputs"]).outputs
+    assert np.abs(io["outputs"] - io["inputs"]).max() > 1.0  # the circuit did move
+    err = float(np.max(np.abs(out - io["outputs"])) / np.max(np.abs(io["outputs"])))
+    assert err <= 1e-5, f"{case}: max relative error {err:.3g}"
+
+
+@pytest.mark.ngspice
+@pytest.mark.parametrize("case", NEW_CLASSES)
+def test_new_device_classes_in_behavioural_ngspice(case, tmp_path):
+    pytest.importorskip("torch", reason=TORCH_REASON)
+    folder = DATA / case
+    knet = import_reference(folder / "model.pth", folder / "config.yaml")
+    io = np.load(folder / "io.npz")
+    write_circuit(knet, tmp_path / "circuit.cir")
+    spice = simulate(knet, tmp_path / "circuit.cir", io["inputs"][:1], default_tran(knet, 400), jobs=1)
+    err = float(np.max(np.abs(spice.states[:, -1, knet.output_nodes - 1] - io["outputs"][:1])))
+    assert err <= 1e-4, f"{case}: max abs error {err:.3g}"
+
+
 # ------------------------------------------------------------ refusals (no checkpoint needed)
 
 _BASE = {
@@ -208,7 +255,11 @@ def _config(tmp_path, **network_changes) -> Path:
     ({"projector": "mlp_2_10"}, "mlp_2_10"),
     ({"projector": "reshape2"}, "reshape2"),
     ({"net_struct": [{"name": "_pregiven", "args": {}}]}, "_pregiven"),
-    ({"model": {"name": "ShiftLeakyRelu1", "args": {}}}, "ShiftLeakyRelu1"),
+    ({"model": {"name": "ShiftSigmoid1", "args": {}}}, "ShiftSigmoid1"),
+    ({"model": {"name": "Device", "args": {"negation": True, "activation": "hardtanh"}}}, "hardtanh"),
+    ({"model": {"name": "Device", "args": {"negation": True, "activation": None}}}, "gelu"),
+    ({"model": {"name": "Device", "args": {"negation": "yes", "activation": "tanh"}}}, "negation"),
+    ({"model": {"name": "Device", "args": {"activation": "tanh"}}}, "negation and activation"),
     ({"model": {"name": "ShiftTanh2", "args": {"reparam": True}}}, "reparam"),
     ({"mode": "deq"}, "deq"),
     ({"dropout": 0.1}, "dropout"),
@@ -249,6 +300,21 @@ def test_synthetic_checkpoint_maps_rows_per_device_class(tmp_path):
         np.testing.assert_array_equal(knet.layers[0].theta, param.numpy()[list(spec.rows)].T.astype(float))
     tanh1 = import_reference(model, _config(tmp_path, model={"name": "ShiftTanh1", "args": {}}))
     np.testing.assert_array_equal(tanh1.layers[0].theta[:, 0], param.numpy()[1])  # θ0 = p1 (gain)
+
+
+def test_synthetic_checkpoint_maps_rows_of_the_generic_device(tmp_path):
+    torch = pytest.importorskip("torch", reason=TORCH_REASON)
+    param = torch.arange(18, dtype=torch.float32).reshape(3, 6) / 10
+    model = _save(torch, tmp_path / "m.pth", {"circuit.layer_list.0.model.param": param})
+    for act in ACTIVATIONS:
+        gain = import_reference(model, _config(tmp_path, model={"name": "Device",
+                                                                  "args": {"negation": True, "activation": act}}))
+        assert gain.law == act and gain.meta["provenance"]["device_args"] == {"negation": True, "activation": act}
+        np.testing.assert_array_equal(gain.layers[0].theta, param.numpy()[[1, 0]].T.astype(float))  # θ0 = p1
+        affine = import_reference(model, _config(tmp_path, model={"name": "Device",
+                                                                    "args": {"negation": False, "activation": act}}))
+        assert affine.law == f"{act}_affine"
+        np.testing.assert_array_equal(affine.layers[0].theta, param.numpy().T.astype(float))
 
 
 def test_fill_and_projector_map_onto_input_and_output_nodes(tmp_path):

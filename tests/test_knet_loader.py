@@ -68,7 +68,7 @@ CASES = {
     "inf": (lambda a: a.__setitem__("capacitance", np.array(np.inf)), "'capacitance': contains NaN or inf"),
     "src == dst": (lambda a: a["layer0_dst"].__setitem__(1, a["layer0_src"][1]), "src == dst"),
     "non-increasing t_bounds": (lambda a: a.__setitem__("t_bounds", np.array([0.0, 1.0, 1.0])), "'t_bounds': must be strictly increasing"),
-    "unknown law": (lambda a: a.__setitem__("device", np.array("sigmoid")), "'device': unknown device law 'sigmoid'"),
+    "unknown law": (lambda a: a.__setitem__("device", np.array("hardtanh")), "'device': unknown device law 'hardtanh'"),
     "unknown format": (lambda a: a.__setitem__("format", np.array("kcompile.knet/9")), "'format': unknown format"),
     "input node is ground": (lambda a: a["input_nodes"].__setitem__(0, 0), "'input_nodes': node id 0 out of range"),
     "bad meta json": (lambda a: a.__setitem__("meta", np.array("{not json")), "'meta': is not valid JSON"),

@@ -1,7 +1,8 @@
 """The array-based mapping gives exactly what the former per-device loop gave.
 
-The loop below is the previous implementation of ``kcompile.mapping._map_layer``
-and its helpers, kept verbatim as the reference.
+The loop below is the previous implementation of the signed ReLU cell's layer
+mapping (``kcompile.cells.kc_relu.SignedRelu.map_layer``, formerly
+``kcompile.mapping._map_layer``) and its helpers, kept verbatim as the reference.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kcompile.cells import Calibration, CellParams, default_scaling, tail_current
-from kcompile.mapping import THETA0_RESOLUTION, _map_layer, clip_flags, clip_reason
+from kcompile.cells.base import THETA0_RESOLUTION, clip_flags, clip_reason, default_scaling, tail_current
+from kcompile.cells.kc_relu import CELL as SIGNED_RELU
+from kcompile.cells.kc_relu import ReluCalibration, ReluParams
 from kcompile.pdk import get_pdk
 
 
@@ -28,7 +30,7 @@ def _old_relu_params(theta0, theta1, cal, clip=False):
     need = theta1 - own
     inj = need / cal.inj_gain[0] if need >= 0 else -need / cal.inj_gain[1]
     current = inj * cal.scaling.i0
-    return CellParams(negative, r, tail_current(r, cal.scaling),
+    return ReluParams(negative, r, tail_current(r, cal.scaling),
                       ipos=current if need >= 0 else 0.0, ineg=current if need < 0 else 0.0)
 
 
@@ -39,7 +41,7 @@ def _old_shift_relu_params(theta0, theta1, cal, clip=False):
     if theta1 >= 0:
         return _old_relu_params(theta1, -theta1 * theta0, cal, clip)
     p = _old_relu_params(theta1, theta1 * theta0, cal, clip)
-    return CellParams(p.negative, p.r, p.ib, p.ipos, p.ineg, swap=True)
+    return ReluParams(p.negative, p.r, p.ib, p.ipos, p.ineg, swap=True)
 
 
 def _old_achieved(p, cal):
@@ -73,13 +75,13 @@ def _old_map_layer(law, theta, cal):
                 achieved=[r[1] for r in rows], clipped=[r[2] for r in rows])
 
 
-def _cal(floor: float) -> Calibration:
+def _cal(floor: float) -> ReluCalibration:
     """A calibration shaped like a measured one: unequal variants, own offsets, injection gains below 1."""
     t = np.geomspace(floor, 6.0, 13)
     r = np.sort(2e5 / t)
     t0 = 2e5 / r * (1 + 0.02 * np.sin(np.arange(r.size)))
     own = 0.004 + 0.15 * t0
-    return Calibration("generic180", "tt", "kc_relu", default_scaling(get_pdk("generic180")), r,
+    return ReluCalibration("generic180", "tt", "kc_relu", default_scaling(get_pdk("generic180")), r,
                        np.array([t0, -0.93 * t0]), np.array([own, 1.3 * own]), np.array([0.957, 0.903]))
 
 
@@ -98,9 +100,10 @@ def _theta(seed: int) -> np.ndarray:
 def test_array_mapping_equals_the_per_device_loop(law, floor):
     cal = _cal(floor)
     theta = _theta(int(floor * 1000))
-    new, old = _map_layer(law, theta, cal), _old_map_layer(law, theta, cal)
+    new, old = SIGNED_RELU.map_layer(law, theta, cal), _old_map_layer(law, theta, cal)
+    arrays = new.arrays()
     for name, want in old.items():
-        got = getattr(new, name)
+        got = arrays[name]
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=name)
     assert new.clipped.any() and not new.clipped.all()  # some clipped (ceiling, and floor at 0.02), most not
     assert floor > THETA0_RESOLUTION or not new.clipped[np.abs(theta[:, 0 if law == "relu" else 1]) < floor].any()
@@ -114,5 +117,5 @@ def test_clip_flags_agree_with_clip_reason():
 
 
 def test_empty_layer_maps_to_empty_arrays():
-    lm = _map_layer("relu", np.zeros((0, 2)), _cal(0.002))
-    assert lm.r.shape == (0,) and lm.achieved.shape == (0, 2) and lm.clipped.dtype == bool
+    lm = SIGNED_RELU.map_layer("relu", np.zeros((0, 2)), _cal(0.002))
+    assert lm.params.r.shape == (0,) and lm.achieved.shape == (0, 2) and lm.clipped.dtype == bool

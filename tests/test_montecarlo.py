@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from kcompile.cells import SIGNED_RELU, cell_transistors, render_cell
+from kcompile.cells.kc_relu import CELL as SIGNED_RELU
 from kcompile.cli import main
 from kcompile.errors import InputError
 from kcompile.flow import load_flow
@@ -57,12 +57,12 @@ def test_mismatch_deck_differs_from_nominal_and_is_reproducible():
     line = next(ln for ln in run0.splitlines() if ln.startswith("X0_0 "))
     assert len(re.findall(r"\bvt_\w+=", line)) == len(re.findall(r"\bbt_\w+=", line)) == 16
     # the nominal subcircuits are untouched, and the varied ones only add the parameters
-    assert render_cell(SIGNED_RELU, G180) in nominal
-    assert "+ vt_pb=0 bt_pb=0" in render_cell(SIGNED_RELU, G180, mismatch=True)
+    assert SIGNED_RELU.render(G180) in nominal
+    assert "+ vt_pb=0 bt_pb=0" in SIGNED_RELU.render(G180, mismatch=True)
 
 
 def test_draws_follow_pelgrom_and_the_seed_stream():
-    devices = cell_transistors(SIGNED_RELU, G180)
+    devices = SIGNED_RELU.transistors(G180)
     draws = np.stack([MismatchDraw(G180.mismatch, 7, 3).values(0, i, devices) for i in range(4000)])
     sigma = np.array([G180.mismatch.sigma(t.kind, t.w, t.l) for t in devices])
     assert np.allclose(draws.std(axis=0) / sigma, 1.0, atol=0.06)

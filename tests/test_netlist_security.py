@@ -36,8 +36,9 @@ def test_payload_in_meta_never_reaches_the_netlist(tmp_path, small_weights):
     assert b.knet.meta["task"] == PAYLOAD  # kept as data ...
     for f in (tmp_path / "b").glob("*.cir"):
         text = f.read_text().lower()
-        for word in (".control", "shell", "/etc/passwd", "pwned", ".endc"):
+        for word in ("shell", "/etc/passwd", "pwned"):
             assert word not in text, (f.name, word)
+        assert not _foreign(f.read_text())  # a .control block is only ever the generated OSDI load
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["meta"]["task"] == PAYLOAD  # ... and only ever JSON-escaped
 
@@ -49,21 +50,28 @@ _NODE = r"(?:n\d+|0)"
 _GRAMMAR = [re.compile(rf"^{p}$") for p in (
     r"", r"\* [^\n]*",  # blank lines and comments
     rf"C\d+ n\d+ 0 {_NUM}", rf"Vclk\d+ clk\d+ 0 PWL\({_NUM} {_NUM}(?: {_NUM} {_NUM})*\)",
-    rf"B\d+_\d+ {_NODE} {_NODE} I=(?P<expr>[\w.+\-*/() ]+)",
+    rf"B\d+_\d+ {_NODE} {_NODE} I=(?P<expr>[\w.+\-*/(),<>?: ]+)",  # ',': pow(x,k); c?a:b: softplus
     r"\.lib (?:nodes|layer\d+)", r"\.endl (?:nodes|layer\d+)",  # sections of a segmented circuit
     r"\.include circuit\.cir", r"\.lib circuit\.cir (?:nodes|layer\d+)",  # run decks
     rf"(?:\.ic|\+)(?: v\(n\d+\)={_NUM})+ ?", r"(?:\.save|\+)(?: (?:v\(n\d+\)|i\(vdd\)))+ ?",
     r"\.options(?: \w+(?:=[\w.+-]+)?)+", rf"\.tran {_NUM} {_NUM} 0 {_NUM}(?: uic)?", r"\.end",
+    # compiled devices (the .control block that loads them: _OSDI_LOAD), their model card, one instance per device
+    rf"\.model law kc_law_\w+(?: (?:vcm|v0|i0)={_NUM})*", rf"Vref vref 0 {_NUM}",
+    rf"N\d+_\d+ {_NODE} {_NODE} (?:clk\d+ )?law(?: w\d=-?1(?: theta\d_\d={_NUM})+)+",
 )]
 # names an expression may use: node voltages and ngspice's built-in functions, none of which reaches a shell
 _WORDS = re.compile(r"^(?:n\d+|clk\d+|v|i|abs|acos|acosh|asin|asinh|atan|atanh|cos|cosh|exp|ln|log|log10|sin|sinh|"
                     r"sqrt|tan|tanh|u|u2|uramp|ceil|floor|nint|pow|pwr|min|max|sgn)$")
 
 
+#: the one .control block kcompile writes: it loads the law's compiled library, on one thread, and nothing else
+_OSDI_LOAD = re.compile(r"^\.control\npre_osdi kc_law_\w+\.osdi\nset num_threads=1\n\.endc$", re.M)
+
+
 def _foreign(text: str) -> list[str]:
     """The lines of ``text`` that kcompile's behavioural netlist grammar does not produce."""
     bad = []
-    for line in text.split("\n"):
+    for line in _OSDI_LOAD.sub("* (osdi load)", text).split("\n"):
         m = next((m for g in _GRAMMAR if (m := g.match(line))), None)
         if m is None or not all(_WORDS.match(w) for w in re.findall(r"\b[a-z_]\w*", m.groupdict().get("expr") or "")):
             bad.append(line)
@@ -88,6 +96,10 @@ def test_the_grammar_check_finds_foreign_lines(tmp_path, small_weights):
     text = build(small_weights, tmp_path / "b").circuit.read_text()
     assert not _foreign(text)
     assert _foreign(text + PAYLOAD) == PAYLOAD.split("\n")[:-1]
-    device = next(line for line in text.splitlines() if line.startswith("B"))
-    for evil in (device + " shell", device.replace("uramp(", "system("), device.replace("I=", "I=0\n.endc ")):
-        assert _foreign(text.replace(device, evil)), evil
+    device = next(line for line in text.splitlines() if line.startswith(("B", "N")))
+    evil = [device + " shell", device.replace("uramp(", "system(").replace("theta0_0=", "theta0_0=system("),
+            device.replace("I=", "I=0\n.endc ").replace(" law ", " law\n.endc ")]
+    texts = [text.replace(device, e) for e in evil] + [text.replace("set num_threads=1", "shell touch pwned")] * (
+        "set num_threads=1" in text)
+    for t in texts:
+        assert _foreign(t), t

@@ -20,7 +20,7 @@ from kcompile.simulate import simulate
 pytestmark = pytest.mark.ngspice
 
 
-@pytest.mark.parametrize("law", list(LAWS))
+@pytest.mark.parametrize("law", [law for law in LAWS if "gelu" not in law])  # gelu: ~130x tanh's ngspice cost
 def test_segmented_law_matches_reference(tmp_path, law):
     knet = random_knet(20, 3, 70, law, seed=21, theta_scale=0.3)
     x = np.random.default_rng(4).uniform(-1, 1, (3, knet.num_features))

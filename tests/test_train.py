@@ -12,6 +12,7 @@ pytest.importorskip("sklearn", reason="the training tasks need scikit-learn: pip
 
 from click.testing import CliRunner  # noqa: E402
 
+from kcompile.errors import InputError  # noqa: E402
 from kcompile.knet import load_knet  # noqa: E402
 from kcompile.laws import LAWS  # noqa: E402
 from kcompile.reference import integrate  # noqa: E402
@@ -134,6 +135,21 @@ def test_tiny_training_reduces_loss():
     assert hist["loss"][-1] < 0.8 * hist["loss"][0]
 
 
+@pytest.mark.parametrize("law", ["shift_leaky_relu", "softplus_affine", "gelu"])
+def test_new_laws_train_ideally(law):
+    task = _toy_task()
+    topo = fully_connected_topology(2, 2, law, layers=1, num_nodes=5)
+    model = TorchKNet.init(topo, law, [0.0, 1.0], seed=0, init_scale=0.3)
+    hist = fit(model, task, TrainConfig(epochs=8, lr=0.03, batch_size=30, dt=0.25))
+    assert hist["loss"][-1] < hist["loss"][0] and model.to_knet().law == law
+
+
+@pytest.mark.parametrize("option", [{"theta_range": "cell:generic180"}, {"device_in_the_loop": "cell:generic180"}])
+def test_cell_options_refuse_laws_without_a_cell_by_name(option):
+    with pytest.raises(InputError, match="law 'silu_affine' has no transistor-level cell"):
+        train_knet(_toy_task(), "silu_affine", cfg=TrainConfig(epochs=1, **option))
+
+
 def test_noise_and_theta_clamp_options():
     task = _toy_task(kind="regression")
     topo = fully_connected_topology(2, 1, "tanh", layers=1, num_nodes=4)
@@ -242,10 +258,8 @@ def test_cli_baseline(tmp_path):
 
 
 def test_cli_needs_an_output(tmp_path):
-    from kcompile.errors import InputError
-
-    with pytest.raises(InputError, match="-o"):
-        CliRunner().invoke(train_command, ["--task", "moons"], catch_exceptions=False)
+    res = CliRunner().invoke(train_command, ["--task", "moons"], catch_exceptions=False)
+    assert res.exit_code == 2 and "Missing option '-o' / '--out'" in res.output
 
 
 def test_missing_torch_gives_install_hint(monkeypatch):
@@ -396,7 +410,7 @@ def _cached_cell_or_skip():
 
 
 def test_theta_range_from_the_calibration_is_respected_by_training():
-    from kcompile.mapping import clip_reason
+    from kcompile.cells.base import clip_reason
     from kcompile.train import theta_box
 
     _, cal = _cached_cell_or_skip()
@@ -415,7 +429,7 @@ def test_theta_range_from_the_calibration_is_respected_by_training():
 
 
 def test_surrogate_matches_the_calibration_at_its_table_points():
-    from kcompile.characterize import fit_relu
+    from kcompile.cells.kc_relu import fit_relu
     from kcompile.train import CellSurrogate
 
     table, cal = _cached_cell_or_skip()

@@ -269,7 +269,7 @@ def test_flow_inputs_file_with_labels(tmp_path):
     assert res.task == "classification" and len(res.inputs) == 12 and res.passed
     assert res.levels[0].metric == pytest.approx(100.0 * np.mean(res.ideal.outputs.argmax(1) == y))
     np.save(tmp_path / "y.npy", y[:5])
-    with pytest.raises(InputError, match=r"labels must have shape \[12\]"):
+    with pytest.raises(InputError, match=r"labels must be numeric with shape \[12\]"):
         run_flow(load_flow(tmp_path / "f.yaml"))
     (tmp_path / "g.yaml").write_text(text.replace("labels: y.npy", "label: y.npy"))
     with pytest.raises(InputError, match="inputs.label"):

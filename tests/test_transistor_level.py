@@ -17,9 +17,12 @@ import time
 import numpy as np
 import pytest
 
-from kcompile.cells import Calibration, default_scaling, relu_params, shift_relu_params
+from kcompile.cells.base import THETA0_RESOLUTION, clip_reason, default_scaling
+from kcompile.cells.kc_relu import CELL as SIGNED_RELU
+from kcompile.cells.kc_relu import ReluCalibration as Calibration
+from kcompile.cells.kc_relu import relu_params, shift_relu_params
 from kcompile.knet import random_knet
-from kcompile.mapping import THETA0_RESOLUTION, _map_layer, clip_reason, map_knet, transistor_scaling
+from kcompile.mapping import map_knet, transistor_scaling
 from kcompile.pdk import get_pdk
 
 # issue #3 targets, model units at the outputs
@@ -43,7 +46,7 @@ def test_slopes_below_a_fine_floor_are_realised_at_the_floor_unflagged():
     p = relu_params(1e-4, 0.1, cal, clip=True)
     assert p.r == pytest.approx(cal.r.max()) and not p.negative
     assert relu_params(-1e-4, 0.1, cal, clip=True).negative  # the sign is kept
-    lm = _map_layer("relu", np.array([[1e-4, 0.1], [-0.001, 0.0], [0.25, -0.2]]), cal)
+    lm = SIGNED_RELU.map_layer("relu", np.array([[1e-4, 0.1], [-0.001, 0.0], [0.25, -0.2]]), cal)
     assert not lm.clipped.any()
     assert np.abs(lm.achieved[:, 0] - lm.target[:, 0]).max() <= 0.002 + 1e-12
     assert lm.achieved[2] == pytest.approx([0.25, -0.2])
@@ -54,14 +57,14 @@ def test_slopes_beyond_the_range_are_flagged_with_a_reason():
     assert "ceiling" in clip_reason(5.0, fine) and "ceiling" in clip_reason(-5.0, fine)
     assert "floor" in clip_reason(0.005, coarse)  # a floor coarser than the resolution is flagged
     assert clip_reason(0.03, coarse) is None
-    lm = _map_layer("relu", np.array([[5.0, 0.0], [0.005, 0.0], [0.5, 0.0]]), coarse)
+    lm = SIGNED_RELU.map_layer("relu", np.array([[5.0, 0.0], [0.005, 0.0], [0.5, 0.0]]), coarse)
     assert lm.clipped.tolist() == [True, True, False]
 
 
 def test_shift_relu_clipping_keeps_the_threshold():
     cal = _cal(0.002)
     # gain 1e-4 below the floor: realised with gain 0.002 and the SAME threshold θ0 = 0.2
-    lm = _map_layer("shift_relu", np.array([[0.2, 1e-4], [-0.1, -1e-4], [0.15, 0.25]]), cal)
+    lm = SIGNED_RELU.map_layer("shift_relu", np.array([[0.2, 1e-4], [-0.1, -1e-4], [0.15, 0.25]]), cal)
     assert not lm.clipped.any()
     assert lm.achieved[:, 0] == pytest.approx([0.2, -0.1, 0.15])
     assert lm.achieved[:, 1] == pytest.approx([0.002, -0.002, 0.25])

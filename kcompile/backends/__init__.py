@@ -12,12 +12,15 @@ warnings into Python warnings and its failures into
 subclass declares the rest:
 
 ==================  ==========================================================
-tool                ``executable``, ``env_var``, ``install_hint``,
+tool                ``executable``, ``env_var``, ``install_hint``, where the
+                    project's set-up installs it (:meth:`installed`),
                     ``version_args``/``version_pattern``, :meth:`command`,
                     ``fatal``/``warning`` log patterns, :meth:`parse_raw`,
-                    capabilities (:meth:`has_klu`, :meth:`has_osdi`)
-dialect             :meth:`render_circuit`, :meth:`render_deck` (through its
-                    templates), :meth:`options`, saved vector names
+                    capabilities (:meth:`has_klu`, :meth:`has_osdi`,
+                    :meth:`has_batch`: many samples per run)
+dialect             :meth:`render_circuit` (in the device forms of ``devices``:
+                    behavioural sources, compiled OSDI modules), :meth:`render_deck`
+                    (through its templates), :meth:`options`, saved vector names
                     (:meth:`node_vector`, :meth:`current_vector`)
 ==================  ==========================================================
 
@@ -113,18 +116,32 @@ class Simulator(abc.ABC):
     deck_name: ClassVar[str] = "deck.cir"
     circuit_name: ClassVar[str] = "circuit.cir"
     raw_name: ClassVar[str] = "out.raw"
+    #: where a batched deck writes its samples' results (:meth:`render_batch_deck`)
+    batch_raw_name: ClassVar[str] = "batch.raw"
     log_name: ClassVar[str] = "simulator.log"
     #: seconds a version or capability probe may take before the binary is declared broken
     probe_timeout: ClassVar[float] = 30.0
+    #: device forms :meth:`render_circuit` writes (:data:`kcompile.osdi.DEVICES`), its default first
+    devices: ClassVar[tuple[str, ...]] = ("bsource",)
 
     def __repr__(self) -> str:
         return f"<{self.name} back end ({type(self).__module__})>"
 
     # ---- tool proxy -------------------------------------------------------------------------------------------
 
+    def installed(self) -> str | None:
+        """The binary that ``scripts/setup.sh`` installed outside ``PATH`` (``None``: none, or not looked for)."""
+        return None
+
     def binary(self) -> str | None:
-        """Path of the binary: ``$<env_var>`` if set (even when wrong), else the first on ``PATH``, else ``None``."""
-        return os.environ.get(self.env_var) or shutil.which(self.executable)
+        """Path of the binary: ``$<env_var>`` if set (even when wrong), else the one ``scripts/setup.sh``
+        installed (:meth:`installed`), else the first on ``PATH``, else ``None``."""
+        return os.environ.get(self.env_var) or self.installed() or shutil.which(self.executable)
+
+    def describe(self) -> str:
+        """``"ngspice 46 (/path/ngspice; KLU, OSDI)"``: which binary runs and what it can do."""
+        caps = [name for name, has in (("KLU", self.has_klu()), ("OSDI", self.has_osdi())) if has]
+        return f"{self.name} {self.version()} ({self.binary()}; {', '.join(caps) or 'no KLU, no OSDI'})"
 
     def available(self) -> bool:
         """Whether :meth:`binary` names an executable file."""
@@ -157,6 +174,20 @@ class Simulator(abc.ABC):
         """Whether the binary loads OSDI device libraries (Verilog-A compiled by OpenVAF)."""
         return False
 
+    def has_batch(self) -> bool:
+        """Whether the back end writes batched decks: one run, one transient per sample of a behavioural circuit
+        (:meth:`render_batch_deck`, :meth:`parse_batch`)."""
+        return False
+
+    def render_batch_deck(self, initials: np.ndarray, tran: Tran, scaling: Scaling, layer: int | None) -> str:
+        """A deck that reads the circuit (or its part ``layer``) once and runs ``tran`` from each row of
+        ``initials`` (model units, ``[K, N]``), writing one result per row; only where :meth:`has_batch`."""
+        raise SimulatorError(f"the {self.name} back end runs one sample per deck (it has no batched decks)")
+
+    def parse_batch(self, path: Path) -> list[RawData]:
+        """The results of a batched deck, one per sample, in order."""
+        raise SimulatorError(f"the {self.name} back end runs one sample per deck (it has no batched decks)")
+
     @abc.abstractmethod
     def command(self, exe: str, defines: tuple[str, ...]) -> list[str]:
         """Command line that runs :attr:`deck_name` in the run directory and writes :attr:`raw_name`
@@ -167,7 +198,8 @@ class Simulator(abc.ABC):
         """Read the result file; ``ValueError``/``KeyError``/``IndexError`` when it is unreadable or truncated."""
 
     def run(self, deck: str, *, files: dict[str, Path] | None = None, defines: tuple[str, ...] | list[str] = (),
-            timeout: float = 600.0, run_dir: Path | None = None, keep: bool = False) -> RawData:
+            timeout: float = 600.0, run_dir: Path | None = None, keep: bool = False,
+            batch: bool = False) -> RawData | list[RawData]:
         """Run one deck in batch mode and return its raw data.
 
         Parameters
@@ -185,6 +217,9 @@ class Simulator(abc.ABC):
             Where to run (created; must be empty). A fresh temporary directory otherwise.
         keep : bool
             Keep the run directory after success (it is always kept after a failure).
+        batch : bool
+            ``deck`` is a batched deck (:meth:`render_batch_deck`): its results, one per sample, are read from
+            :attr:`batch_raw_name` with :meth:`parse_batch`.
 
         Raises
         ------
@@ -208,18 +243,20 @@ class Simulator(abc.ABC):
             except subprocess.TimeoutExpired:
                 raise SimulatorError(f"{self.name} timed out after {timeout:g} s", run_dir, deck,
                                      self._log(run_dir)) from None
-            log = self._log(run_dir) + proc.stdout + proc.stderr
+            log = proc.stdout + proc.stderr + self._log(run_dir)  # the log file last: its end is the error's tail
+            if not (run_dir / self.log_name).is_file():  # a simulator that only prints: keep what it printed
+                (run_dir / self.log_name).write_text(log)
             fatal = self.fatal.search(log)
             if proc.returncode != 0 or fatal:
-                why = fatal.group(0).strip() if fatal else f"exit status {proc.returncode}"
+                why = _line(log, fatal.end() - 1) if fatal else f"exit status {proc.returncode}"
                 raise SimulatorError(f"{self.name} failed: {why}", run_dir, deck, log)
             for line in dict.fromkeys(m.group(0).strip() for m in self.warning.finditer(log)):
                 warnings.warn(f"{self.name}: {line}", self.warning_category, stacklevel=3)
-            raw_path = run_dir / self.raw_name
+            raw_path = run_dir / (self.batch_raw_name if batch else self.raw_name)
             if not raw_path.is_file():
                 raise SimulatorError(f"{self.name} wrote no raw file", run_dir, deck, log)
             try:
-                raw = self.parse_raw(raw_path)
+                raw = (self.parse_batch if batch else self.parse_raw)(raw_path)
             except (ValueError, KeyError, IndexError) as exc:
                 raise SimulatorError(f"unreadable raw file: {exc}", run_dir, deck, log) from None
             ok = True
@@ -251,10 +288,19 @@ class Simulator(abc.ABC):
         """The accuracy and solver options of ``tran`` (tolerances scaled to volts and amperes)."""
 
     @abc.abstractmethod
-    def render_circuit(self, knet: KNet, scaling: Scaling, edge_fraction: float,
-                       segmented: bool) -> Iterator[str]:
+    def render_circuit(self, knet: KNet, scaling: Scaling, edge_fraction: float, segmented: bool,
+                       devices: str) -> Iterator[str]:
         """Stream the behavioural circuit file (:attr:`circuit_name`) of ``knet``: clocked, or ``segmented``
-        (one part per layer, simulated one after another; :data:`kcompile.netlist.SEGMENTED_MARK` on line 1)."""
+        (one part per layer, simulated one after another; :data:`kcompile.netlist.SEGMENTED_MARK` on line 1),
+        its devices in the form ``devices`` (one of :attr:`devices`; ``"osdi"``: instances of the law's compiled
+        module, :mod:`kcompile.osdi`, and :data:`kcompile.netlist.OSDI_MARK` on line 1)."""
+
+    def check_devices(self, devices: str) -> str:
+        """``devices`` if this back end writes that form, else an :class:`InputError` naming the ones it does."""
+        if devices not in self.devices:
+            raise InputError(f"{self.name} cannot simulate --devices {devices}: it takes "
+                             f"{' or '.join(self.devices)}")
+        return devices
 
     @abc.abstractmethod
     def render_deck(self, initial: np.ndarray, tran: Tran, scaling: Scaling, supply: str | None,
@@ -262,6 +308,12 @@ class Simulator(abc.ABC):
         """The per-run deck that includes :attr:`circuit_name` (or its part ``layer`` of a segmented circuit),
         starts the nodes at ``initial`` (model units, ``[N]``), runs ``tran`` and saves every
         :meth:`node_vector` (and ``supply``'s :meth:`current_vector`)."""
+
+
+def _line(text: str, pos: int) -> str:
+    """The whole line of ``text`` that holds position ``pos``, stripped."""
+    end = text.find("\n", pos)
+    return text[text.rfind("\n", 0, pos) + 1:None if end < 0 else end].strip()
 
 
 @lru_cache(maxsize=None)

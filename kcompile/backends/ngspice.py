@@ -16,10 +16,23 @@ The dialect, and only here: node ``n`` is ``n{n}`` and its saved vector
 a segmented circuit is one ``.lib`` section ``nodes`` plus one ``layer{k}``
 per layer; ``.ic`` with ``uic``; tolerances, method, temperature and
 ``klu`` on one ``.options`` line. The text comes from ``templates/ngspice/``.
+
+Batched decks (:meth:`Ngspice.render_batch_deck`) run many samples in one
+process: a ``.control`` loop enters each sample's own run deck line by line
+(``circbyline``), runs it and appends its plot to the raw file, bit for bit
+what the deck gives alone; no process start per sample. Measured alternatives
+(benchmarks/bench_batched.py, docs/generation.md): K copies of the circuit as
+subcircuit instances in one netlist are slower per sample (ngspice's cost per
+source grows with the number of sources); ``alter c<n> ic`` starts Newton from
+0 V (the first point moves by ~1e-7); ``alterparam`` + ``reset``, and
+``remcirc``, crash Debian's ngspice 46 in batch mode (39 runs them), so the
+loop keeps the parsed circuits until the run ends: :func:`kcompile.simulate.batch_size`
+bounds the devices per batch.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Iterator
@@ -27,14 +40,19 @@ from typing import Iterator
 import numpy as np
 
 from .. import __version__
+from ..files import cache_dir
 from ..knet import KNet
 from ..laws import LAWS
-from ..netlist import SEGMENTED_MARK, Tran, clock_edge, clock_points
+from ..netlist import OSDI_MARK, SEGMENTED_MARK, Tran, clock_edge, clock_points
+from ..osdi import instances, module_card
 from ..scaling import Scaling
 from . import SIMULATORS, RawData, Simulator, SimulatorWarning, _probe, register
 
 ENV_BINARY = "KCOMPILE_NGSPICE"
-INSTALL_HINT = "install it with 'apt-get install ngspice' (Debian/Ubuntu) or set KCOMPILE_NGSPICE to the binary"
+INSTALL_HINT = ("run 'bash scripts/setup.sh' (ngspice 46 with KLU and OSDI, no root needed), or 'apt-get install "
+                "ngspice' (Debian 12's 39: behavioural sources only), or set KCOMPILE_NGSPICE to the binary")
+#: where scripts/ngspice_klu.sh (run by scripts/setup.sh) unpacks Debian backports' ngspice, under the cache
+INSTALLED = Path("ngspice-klu", "root", "usr", "bin", "ngspice")
 
 
 class NgspiceWarning(SimulatorWarning):
@@ -47,30 +65,46 @@ def number(x: float) -> str:
 
 
 def parse_raw(path: Path) -> RawData:
-    """Read a real-valued ngspice raw file (binary or ASCII)."""
-    data = path.read_bytes()
-    for marker in (b"Binary:\n", b"Values:\n"):
-        head, sep, body = data.partition(marker)
-        if sep:
-            break
-    else:
+    """Read a real-valued ngspice raw file (binary or ASCII); its first plot when it holds several."""
+    return _parse_plot(path.read_bytes(), 0)[0]
+
+
+def parse_raw_plots(path: Path) -> list[RawData]:
+    """Every plot of a raw file that holds several, one after another (``set appendwrite``), in order."""
+    data, plots, at = path.read_bytes(), [], 0
+    while data[at:].strip():
+        raw, at = _parse_plot(data, at)
+        plots.append(raw)
+    return plots
+
+
+def _parse_plot(data: bytes, at: int) -> tuple[RawData, int]:
+    """The plot whose header starts at byte ``at``, and the offset just after its values."""
+    found = [(data.find(m, at), m) for m in (b"Binary:\n", b"Values:\n")]
+    found = [(end, m) for end, m in found if end >= 0]
+    if not found:
         raise ValueError("no 'Binary:' or 'Values:' section (truncated raw file?)")
-    lines = head.decode("ascii", "replace").splitlines()
+    end, marker = min(found)
+    lines = data[at:end].decode("ascii", "replace").splitlines()
     fields = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in lines) if _}
     if "complex" in fields.get("Flags", ""):
         raise ValueError("complex raw files are not supported")
     nvars, npoints = int(fields["No. Variables"]), int(fields["No. Points"])
     start = lines.index("Variables:") + 1
     names = [ln.split()[1] for ln in lines[start:start + nvars]]
+    body = end + len(marker)
     if marker == b"Binary:\n":
-        values = np.frombuffer(body[: len(body) // 8 * 8], dtype="<f8")
+        stop = min(len(data), body + 8 * nvars * npoints)
+        values = np.frombuffer(data[body: body + (stop - body) // 8 * 8], dtype="<f8")
     else:
-        tokens = body.split()
+        nxt = data.find(b"Title:", body)
+        stop = len(data) if nxt < 0 else nxt
+        tokens = data[body:stop].split()
         values = np.array([t for i, t in enumerate(tokens) if i % (nvars + 1)], dtype=float)
     if values.size != nvars * npoints:
         raise ValueError(f"raw file holds {values.size} values, expected {nvars} x {npoints} (truncated?)")
     table = values.reshape(npoints, nvars)
-    return RawData(table[:, 0].copy(), {name: table[:, i].copy() for i, name in enumerate(names) if i})
+    return RawData(table[:, 0].copy(), {name: table[:, i].copy() for i, name in enumerate(names) if i}), stop
 
 
 @register
@@ -91,8 +125,14 @@ class Ngspice(Simulator):
     warning = re.compile(r"^\s*warning\b.*$", re.IGNORECASE | re.MULTILINE)
     warning_category = NgspiceWarning
     log_name = "ngspice.log"
+    devices = ("bsource", "osdi")
 
     # ---- tool proxy -------------------------------------------------------------------------------------------
+
+    def installed(self) -> str | None:
+        """The ngspice 46 that ``scripts/setup.sh`` unpacked under the cache (:data:`INSTALLED`), if any."""
+        path = cache_dir() / INSTALLED
+        return str(path) if os.access(path, os.X_OK) else None
 
     def has_klu(self) -> bool:
         """Whether the binary is built with KLU (``.options klu``; ngspice 39 ignores the option)."""
@@ -123,14 +163,17 @@ class Ngspice(Simulator):
                 f"trtol={tran.trtol:g} method={tran.method}" + ("" if tran.temp is None else f" temp={tran.temp:g}")
                 + (" klu" if tran.solver == "klu" else ""))
 
-    def render_circuit(self, knet: KNet, scaling: Scaling, edge_fraction: float,
-                       segmented: bool) -> Iterator[str]:
+    def render_circuit(self, knet: KNet, scaling: Scaling, edge_fraction: float, segmented: bool,
+                       devices: str) -> Iterator[str]:
+        card = module_card(knet, segmented, scaling, OSDI_MARK, number) if devices == "osdi" else None
+        rows = (lambda knet, k, scaling: instances(knet, k, scaling, number, card["slots"])) if card else self._devices
         common = dict(
             version=__version__, law=knet.law, num_nodes=knet.num_nodes, num_layers=knet.num_layers,
             num_devices=knet.num_devices, vcm=scaling.vcm, v0=scaling.v0, i0=scaling.i0, c_unit=scaling.c_unit,
             tau=scaling.tau,
             capacitors=((n, number(c * scaling.c_unit)) for n, c in enumerate(knet.capacitance.tolist(), 1)),
-            layers=((k, self._devices(knet, k, scaling)) for k in range(knet.num_layers)),
+            layers=((k, rows(knet, k, scaling)) for k in range(knet.num_layers)),
+            osdi=card,
         )
         if segmented:
             return self.environment().get_template("segmented.cir.j2").generate(mark=SEGMENTED_MARK, **common)
@@ -152,6 +195,28 @@ class Ngspice(Simulator):
             saved=[self.node_vector(n) for n in range(1, volts.size + 1)],
         )
 
+    def has_batch(self) -> bool:
+        return True
+
+    def render_batch_deck(self, initials: np.ndarray, tran: Tran, scaling: Scaling, layer: int | None) -> str:
+        """One ngspice run for every row of ``initials``: a ``.control`` loop enters each sample's own run deck
+        (:meth:`render_deck`, its title aside) with ``circbyline``, runs it and appends its plot to the raw file
+        (``set appendwrite``), then frees the plot. The circuit file is parsed once per sample, in the same
+        process; each sample's numbers are those of its own deck, bit for bit."""
+        decks = []
+        for j, row in enumerate(np.atleast_2d(np.asarray(initials, dtype=float))):
+            lines = [line for line in self.render_deck(row, tran, scaling, None, layer).splitlines()[1:]
+                     if line.strip()]
+            # the analysis as a command: 'run' would write the -r raw file (batch mode), 'tran' keeps the plot
+            analysis = next(line for line in lines if line.startswith(".tran "))
+            decks.append(([f"kcompile batched sample {j}", *(line for line in lines if line != analysis)],
+                          analysis[1:]))
+        return self.environment().get_template("batch.cir.j2").render(version=__version__, decks=decks,
+                                                                       raw=self.batch_raw_name)
+
+    def parse_batch(self, path: Path) -> list[RawData]:
+        return parse_raw_plots(path)
+
     def _terminal(self, node: int, scaling: Scaling) -> str:
         if node == 0:
             return "0"
@@ -170,6 +235,7 @@ class Ngspice(Simulator):
                     terms[node] = self._terminal(node, scaling)
             expr = law.spice(terms[s], terms[d], theta)
             yield f"{k}_{i}", f"n{s}" if s else "0", f"n{d}" if d else "0", f"{prefix}({expr})"
+
 
 
 #: the registered instance
