@@ -262,6 +262,11 @@ MISMATCH_LEVELS = (0.0, 1.0, -1.0)
 MISMATCH_DSPAN = 8.0
 
 
+def _no_mismatch_table(what: str) -> InputError:
+    return InputError(f"--mismatch draws the signed relu cell's measured θ deviations; {what} has no mismatch table "
+                      "(no other cell's δθ is measured: train a KirchhoffNet with --law relu)")
+
+
 def _psd_root(cov: np.ndarray) -> np.ndarray:
     """Symmetric square roots ``S`` (``S·Sᵀ = cov``) of ``[..., 4, 4]`` covariances, negative eigenvalues set to 0."""
     w, v = np.linalg.eigh(0.5 * (cov + np.swapaxes(cov, -1, -2)))
@@ -628,7 +633,7 @@ class TorchKNet:
         self.thetas = [torch.as_tensor(np.array(t), dtype=self.dtype).clone().requires_grad_(True)
                        for t in thetas]
         self.input_nodes = torch.as_tensor(topology.input_nodes - 1, dtype=torch.long)
-        self.input_index = torch.as_tensor(topology.input_index, dtype=torch.long)
+        self.input_index = torch.as_tensor(np.array(topology.input_index), dtype=torch.long)
         self.output_nodes = torch.as_tensor(topology.output_nodes - 1, dtype=torch.long)
 
     @classmethod
@@ -936,8 +941,7 @@ def fit(model, task: Task, cfg: TrainConfig, log=None, progress=None) -> dict:
     mismatch = {}
     if knet_model and cfg.mismatch:
         if model.law != "relu":
-            raise InputError(f"--mismatch draws the signed relu cell's measured θ deviations; law {model.law!r} has "
-                             "no mismatch table (its cell's δθ is not measured: train with --law relu)")
+            raise _no_mismatch_table(f"law {model.law!r}")
         if model.mismatch is None:
             model.mismatch = MismatchModel.from_pdk(cfg.mismatch)
         mismatch = {"mismatch": "sample", "mismatch_scale": cfg.mismatch_scale}
@@ -1113,15 +1117,11 @@ def train_knet(task: Task, law: str, size: str = "small", layers: int = 2, cfg: 
         hardware["theta_box"] = {"theta0_abs_min": list(box.lo), "theta0_abs_max": list(box.hi),
                                  "theta1_abs_max": box.theta1_max, "source": box.source,
                                  "note": "per sign of θ0: [θ0 >= 0, θ0 < 0]; projected after every step"}
-    if cfg.mismatch:
-        if law != "relu":
-            raise InputError(f"--mismatch draws the signed relu cell's measured θ deviations; law {law!r} has no "
-                             "mismatch table (its cell's δθ is not measured: train with --law relu)")
-        model.mismatch = MismatchModel.from_pdk(cfg.mismatch)
+    hist = fit(model, task, cfg, log, progress)  # measures (or reads) the mismatch table of cfg.mismatch
+    if model.mismatch is not None:
         hardware["mismatch"] = {**model.mismatch.summary(), "scale": cfg.mismatch_scale,
                                 "spread_weight": cfg.mismatch_weight,
                                 "dies": "one die per training sample, drawn again in every forward pass"}
-    hist = fit(model, task, cfg, log, progress)
     if cfg.voltage_max is not None:
         hardware["voltage"] = {"max": cfg.voltage_max, "weight": cfg.voltage_weight,
                                "penalty": "voltage_weight * mean over RK4 step states, samples, nodes of "
@@ -1362,9 +1362,7 @@ def train_command(task_name, law, size, layers, repeat, hidden, input_capacitanc
     if mismatch is None and (mismatch_scale != 1.0 or mismatch_weight):
         raise InputError("--mismatch-scale and --mismatch-weight act on --mismatch PDK[:CORNER], which is not given")
     if mismatch is not None and (baseline or law != "relu"):
-        what = "the MLP baseline" if baseline else f"law {law!r}"
-        raise InputError(f"--mismatch draws the signed relu cell's measured θ deviations; {what} has no mismatch "
-                         "table (its cell's δθ is not measured: train a KirchhoffNet with --law relu)")
+        raise _no_mismatch_table("the MLP baseline" if baseline else f"law {law!r}")
     task = scale_inputs(load_task(task_name, data_seed), input_scale)
     log = None if quiet else (lambda s: click.echo(s, err=True))
     command = _command_line(click.get_current_context(), law=law, epochs=cfg.epochs, lr=cfg.lr,

@@ -17,29 +17,13 @@ from click.testing import CliRunner  # noqa: E402
 from kcompile.cli import main  # noqa: E402
 from kcompile.knet import load_knet  # noqa: E402
 from kcompile.pdk import PDKS, get_pdk  # noqa: E402
-from kcompile.tasks import Task  # noqa: E402
 from kcompile.train import (  # noqa: E402
     MismatchModel, TorchKNet, TrainConfig, fit, fully_connected_topology, hidden_topology, mismatch_monte_carlo,
 )
+from tests.test_train import _one_thread, _toy_task  # noqa: E402, F401  (autouse fixture: one torch thread)
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ROOT / "examples" / "zoo"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def _toy_task(n=120, seed=0) -> Task:
-    rng = np.random.default_rng(seed)
-    X = rng.uniform(-1, 1, (n, 2))
-    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int64)
-    k = n * 3 // 4
-    return Task("toy", "classification", X[:k], y[:k], X[k:], y[k:], 2, "toy", {"seed": seed}, {})
 
 
 def _model(sigma: float, extra: float = 0.0) -> MismatchModel:
