@@ -243,6 +243,7 @@ SCHEDULER = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://[^\s/]+$")
 #: what a gate's limit may be, per metric: errors and ratios are never negative, accuracies are percentages
 _LIMITS = {"max_output_error": NON_NEGATIVE, "mse_ratio": NON_NEGATIVE, "mc_p95_output_error": NON_NEGATIVE,
            "accuracy_drop": Number(-100, 100), "mc_percentile_accuracy": Number(0, 100),
+           "mc_percentile_accuracy_drop": Number(-100, 100),
            "cross_simulator_max_diff": NON_NEGATIVE, **{metric: NON_NEGATIVE for metric in SAMPLE_METRICS}}
 #: Monte Carlo runs per flow, and devices reported
 _RUNS = Number(0, 100_000, integer=True)

@@ -260,6 +260,22 @@ def test_flow_inputs_file_with_labels(tmp_path):
         load_flow(tmp_path / "g.yaml")
 
 
+def test_mc_percentile_accuracy_drop_is_the_nominal_run_minus_the_5th_percentile():
+    from kcompile.flow import _LIMITS, METRICS, Gate
+    from kcompile.verify import LevelRun, MonteCarloResult, _gates
+
+    assert set(METRICS) == set(_LIMITS)  # every metric has a limit rule (a gate on it loads)
+    runs_acc = np.array([100.0] * 8 + [96.0, 90.0])
+    mc = MonteCarloResult("tt 27C", 10, 1, 1.0, np.zeros((10, 4, 2)), runs_acc, np.zeros(10), np.zeros((4, 2)), 0.0,
+                          np.zeros((10, 4)))
+    nominal = LevelRun("transistor", "tt 27C", np.zeros((4, 2)), None, 0.0, [], 98.0)
+    gate = Gate("transistor", "mc_percentile_accuracy_drop", 2.0)
+    (res,) = _gates(gate, [nominal], np.zeros((4, 2)), 100.0, "classification", mc)
+    assert res.value == pytest.approx(98.0 - np.percentile(runs_acc, 5)) and not res.passed
+    (res,) = _gates(dataclasses.replace(gate, limit=5.5), [nominal], np.zeros((4, 2)), 100.0, "classification", mc)
+    assert res.passed
+
+
 # ------------------------------------------------------------------ the shipped models
 
 

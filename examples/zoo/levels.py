@@ -11,7 +11,8 @@
   of the transistor-level Monte Carlo (``kcompile.mismatch.theta_deviations``: every instance DC-swept with
   its mismatched transistors). The transistor-level flows' Monte Carlo runs the same draws in ngspice.
 
-Prints (and with ``--json`` writes) the accuracies, the 5th percentile over the runs, and the seconds per stage.
+Prints (and with ``--json`` writes) the accuracies, the 5th percentile over the runs, the cells' gate area and the
+seconds per stage.
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ def mismatch_rhs(tables, achieved: list[np.ndarray], dtheta: list[np.ndarray]):
     return factory
 
 
+def gate_area(cellmap) -> float:
+    """Σ W·L (µm²) of every transistor of every mapped cell: the active area, not counting the degeneration
+    resistors, capacitors and wiring."""
+    cell, pdk = cellmap.cell, cellmap.pdk
+    return float(sum(t.w * t.l for k in range(len(cellmap.layers)) for p in cellmap.instances(k)
+                     for t in cell.transistors(pdk, p.signs)))
+
+
 def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
     return float(100.0 * np.mean(outputs.argmax(axis=1) == labels))
 
@@ -100,6 +109,7 @@ def main() -> None:
     cellmap = refine(knet, map_knet(knet, args.pdk, args.corner), steps)
     tables = measure_devices(cellmap)
     res["refine_steps"], res["clipped"] = steps, len(cellmap.clipped)
+    res["gate_area_um2"] = gate_area(cellmap)
     res["seconds"]["map_refine_measure"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     char = chunked(lambda part: integrate_characterised(knet, tables, part, **tol), x, args.chunk)
