@@ -18,6 +18,7 @@ Measured figures: docs/generation.md.
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import json
 import os
@@ -35,6 +36,7 @@ from kcompile.flow import load_flow  # noqa: E402
 from kcompile.generation import compare_level, pool_latents  # noqa: E402
 from kcompile.knet import load_knet, save_knet  # noqa: E402
 from kcompile.netlist import default_tran, write_circuit  # noqa: E402
+from kcompile.report import sample_images  # noqa: E402
 from kcompile.simulate import simulate  # noqa: E402
 from kcompile.timing import children_cpu  # noqa: E402
 from kcompile.verify import run_flow  # noqa: E402
@@ -164,8 +166,11 @@ def main() -> None:
                   f"{'<=' if gate.holds(cmp.mmd_ratio) else 'not <='} {gate.limit:g}: "
                   f"{'PASS' if gate.holds(cmp.mmd_ratio) else 'FAIL'}")
         panels.append((f"layer {layer} θ × {factor} (MMD ratio {cmp.mmd_ratio:.1f})", out))
-    if args.img:
+    if args.img and ideal.shape[1] == 2:
         scatter(args.img, f"{flow.model.stem}: {len(ideal)} latents (seed {flow.latent.seed})", ideal, panels)
+    elif args.img:  # square images (genmnist): the report's grid of the first latents, per level and its difference
+        tag = sample_images(result, int(round(np.sqrt(ideal.shape[1]))))
+        args.img.write_bytes(base64.b64decode(tag.split("base64,")[1].split('"')[0]))
     if args.json:
         args.json.write_text(json.dumps({"flow": flow.name, "overrides": args.overrides, "load_before": load,
                                          "load_after": os.getloadavg(), "wall_s": flow_wall, "cpu_s": flow_cpu,
