@@ -5,10 +5,12 @@ distribution metrics against the ideal samples of the same latents, the largest 
 ``max(1, |v|)``, wall and CPU time and the load; ``--corrupt K:F`` also runs the behavioural circuit of the model
 whose layer ``K`` θ is scaled by ``F`` and scores it with the same gate against the *unchanged* ideal model;
 ``--img`` writes the scatter plots (ideal, each level, the corrupted circuit) as a PNG; ``--worst K --points P,Q``
-re-runs the behavioural level's K most displaced latents at P, Q, ... points per layer (the step cap study).
+re-runs the behavioural level's K most displaced latents at P, Q, ... points per layer (the step cap study);
+``--plan`` only prints the transistor level's automatic scaling plan on the flow's latents (why a model fits or not).
 
     python benchmarks/bench_generation.py flows/generation-circle.yaml --corrupt 1:1.5 --img docs/img/gen-circle.png
     python benchmarks/bench_generation.py flows/generation-circle.yaml --worst 6 --points 1000,4000,16000
+    python benchmarks/bench_generation.py flows/generation-transistor.yaml --plan
     python benchmarks/bench_generation.py flows/generation-circle.yaml --set inputs.normal=256 \
         --set 'levels=[characterised, transistor]' --set inputs.levels.transistor=16
 
@@ -87,6 +89,21 @@ def step_study(knet, x: np.ndarray, ideal: np.ndarray, points: list[int]) -> lis
     return rows
 
 
+def plan(flow) -> None:
+    """The automatic scaling plan of the flow's model on its latents (kcompile.mapping.plan_scaling)."""
+    from kcompile.generation import latent_batch
+    from kcompile.mapping import map_knet, plan_scaling
+    from kcompile.ranges import node_ranges
+
+    knet = load_knet(flow.model)
+    x = latent_batch(knet, flow.latent.n, flow.latent.seed)
+    p = plan_scaling(knet, node_ranges(knet, x, "the flow's latents"), flow.pdk, flow.corners[0])
+    clipped = len(map_knet(p.network, flow.pdk, flow.corners[0], p.cell_scaling).clipped)
+    print(f"{flow.model.name} ({knet.law}, {knet.num_devices} devices) on {flow.pdk}/{flow.corners[0]}: nodes peak at "
+          f"{p.ranges.peak:.3g} units, fitting the window needs α = {p.need:.3g}; planned α = {p.alpha:.3g}, β = "
+          f"{p.beta:.3g}; {clipped} devices clipped; {p.limit or 'fits'}")
+
+
 def scatter(path: Path, title: str, ideal: np.ndarray, panels: list[tuple[str, np.ndarray]]) -> None:
     """Ideal samples, then each level's (same latents), on common axes."""
     import matplotlib
@@ -120,9 +137,12 @@ def main() -> None:
     ap.add_argument("--img", type=Path, default=None, help="PNG of the samples")
     ap.add_argument("--worst", type=int, default=0, help="step cap study on this many most displaced latents")
     ap.add_argument("--points", default="1000,4000,16000", help="points per layer of the step cap study")
+    ap.add_argument("--plan", action="store_true", help="only print the transistor level's scaling plan")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     load = os.getloadavg()
+    if args.plan:
+        return plan(load_flow(args.flow, args.overrides))
     flow = dataclasses.replace(load_flow(args.flow, args.overrides), cache=None)  # every run fresh
     print(f"{flow.name}: {flow.model.name}, {flow.latent.n} latents (seed {flow.latent.seed}), levels "
           f"{list(flow.levels)}, jobs {flow.jobs}, {os.cpu_count()} CPUs, load {load[0]:.1f}", flush=True)
