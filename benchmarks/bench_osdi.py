@@ -9,10 +9,10 @@ layer), 100 points per layer, trtol 1000, reltol 1e-3, KLU (the large-network an
   seconds per sample (wall of ``simulate``, CPU of the simulator processes), the simulator's peak memory
   (layer 0 re-run under ``/usr/bin/time``), the largest state error against a 1e-9 reference solve, the
   growth exponents from 10^3 to 10^5 and the OSDI speed-up at 10^4;
-- ``laws``: every law on the random network of tests/test_ngspice_laws.py with θ of both signs up to
-  ``--theta-scale`` (1), in ngspice OSDI and VACASK, clocked and segmented, at each ``--law-points`` per layer
-  (1000, the small-network default, and 4000): errors relative to max(1, |v|) against a 1e-12 reference solve
-  and against each other;
+- ``laws``: every law on a random network (20 nodes, 3 layers, 70 devices per layer, as in
+  tests/test_ngspice_laws.py) with θ of both signs up to ``--theta-scale`` (1), in ngspice OSDI and VACASK,
+  clocked and segmented, at each ``--law-points`` per layer (1000, the small-network default, and 4000):
+  errors relative to max(1, |v|) against a 1e-12 reference solve and against each other;
 - ``mnist``: one image through the checkpoint end to end on the default path (``kcompile.build.build``
   with its default devices, then ``simulate``), in ngspice and in VACASK, against a 1e-9 solve, with
   ``--mnist-bsource`` also the B-source circuit; then the same as a user types it (``kcompile build``,

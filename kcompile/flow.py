@@ -30,9 +30,10 @@ Transistor-level keys: ``pdk`` (generic180, sky130, gf180mcu), ``corners``
 (the first is the calibration corner; ``all``: every corner of the PDK),
 ``temperature`` (°C, list), ``supply`` (volts, list; default the PDK's
 nominal), ``recalibrate`` (also run every other corner calibrated there),
-``points_per_layer`` (transient step cap), ``scaling`` (v0, vcm, i0, c_unit
-overrides; without v0, i0 and vcm the network is scaled automatically into
-the cells' window, :func:`kcompile.mapping.plan_scaling`), ``allow_clipped``,
+``points_per_layer`` (transient step cap), ``timeout`` (seconds per ngspice
+run, default 600), ``scaling`` (v0, vcm, i0, c_unit overrides; without v0, i0
+and vcm the network is scaled automatically into the cells' window,
+:func:`kcompile.mapping.plan_scaling`), ``allow_clipped``,
 ``allow_out_of_budget`` (run even when the estimated output error exceeds the
 transistor ``max_output_error`` gate), ``refine_steps`` (per-device refinement of
 the transistor cells, :mod:`kcompile.refine`; default 2 up to 2,000 relu
@@ -70,6 +71,8 @@ METRICS = {
     "accuracy_drop": "ideal accuracy minus level accuracy, in percentage points",
     "mse_ratio": "level MSE / ideal MSE against the labels",
     "mc_percentile_accuracy": "5th-percentile accuracy over Monte Carlo runs, as a floor (percent)",
+    "mc_percentile_accuracy_drop": "accuracy of the nominal transistor run minus the 5th-percentile accuracy over "
+                                   "the Monte Carlo runs (same corner), in percentage points",
     "mc_p95_output_error": "95th percentile over Monte Carlo runs of the largest |output - ideal| (model units)",
     "sample_mmd_ratio": "MMD² of the level's samples against the ideal ones (same latents) / its noise floor",
     "sample_energy_ratio": "energy distance of the level's samples against the ideal ones / its noise floor",
@@ -77,7 +80,7 @@ METRICS = {
     "cross_simulator_max_diff": "largest |ngspice - vacask| over outputs and samples, behavioural (model units)",
 }
 _FLOOR_METRICS = {"mc_percentile_accuracy"}
-MC_METRICS = {"mc_percentile_accuracy", "mc_p95_output_error"}
+MC_METRICS = {"mc_percentile_accuracy", "mc_percentile_accuracy_drop", "mc_p95_output_error"}
 #: distribution metrics of a generative model's samples (inputs: {normal: N})
 SAMPLE_METRICS = {"sample_mmd_ratio", "sample_energy_ratio", "max_displacement"}
 #: metrics that need labelled inputs
@@ -246,6 +249,7 @@ SCHEDULER = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://[^\s/]+$")
 #: what a gate's limit may be, per metric: errors and ratios are never negative, accuracies are percentages
 _LIMITS = {"max_output_error": NON_NEGATIVE, "mse_ratio": NON_NEGATIVE, "mc_p95_output_error": NON_NEGATIVE,
            "accuracy_drop": Number(-100, 100), "mc_percentile_accuracy": Number(0, 100),
+           "mc_percentile_accuracy_drop": Number(-100, 100),
            "cross_simulator_max_diff": NON_NEGATIVE, **{metric: NON_NEGATIVE for metric in SAMPLE_METRICS}}
 #: Monte Carlo runs per flow, and devices reported
 _RUNS = Number(0, 100_000, integer=True)

@@ -20,6 +20,7 @@ module never needs it, only training does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -35,7 +36,7 @@ from .errors import InputError, KCompileError
 from .gentrain import DENSITIES
 from .knet import KNet, make_knet, save_knet
 from .laws import LAWS
-from .tasks import TASKS, Task, load_task
+from .tasks import TASKS, Task, load_task, scale_inputs
 
 TRAIN_HINT = "pip install -e .[train]  (torch==2.13.0 CPU wheel, scikit-learn, mlxtend)"
 
@@ -136,11 +137,23 @@ def theta_box(spec: str, law: str = "relu") -> ThetaBox:
 
 
 def _interp(torch, x, xs, ys):
-    """Piecewise-linear ``ys(xs)`` at ``x`` (``xs`` increasing; constant beyond the ends), differentiable in x."""
+    """Piecewise-linear ``ys(xs)`` at ``x`` (``xs`` increasing; constant beyond the ends), differentiable in x.
+
+    ``ys`` is ``[K]`` or ``[K, ...]`` (each trailing entry interpolated alike); the result has shape
+    ``x.shape + ys.shape[1:]``.
+    """
     idx = torch.searchsorted(xs, x.detach().contiguous()).clamp(1, xs.numel() - 1)
     x0, x1, y0, y1 = xs[idx - 1], xs[idx], ys[idx - 1], ys[idx]
     f = ((x - x0) / (x1 - x0)).clamp(0.0, 1.0)
-    return y0 + f * (y1 - y0)
+    return y0 + f.reshape(f.shape + (1,) * (ys.dim() - 1)) * (y1 - y0)
+
+
+def _signed_interp(torch, theta0, log_mag, table):
+    """Per device, ``table[row]`` interpolated at ``log|θ0|``, the row chosen by the sign of θ0 (1: θ0 < 0)."""
+    lm = theta0.abs().clamp_min(1e-12).log()
+    pos = _interp(torch, lm, log_mag[0], table[0])
+    neg = _interp(torch, lm, log_mag[1], table[1])
+    return neg.where((theta0 < 0).reshape(theta0.shape + (1,) * (pos.dim() - theta0.dim())), pos)
 
 
 class CellSurrogate:
@@ -209,12 +222,9 @@ class CellSurrogate:
         row = neg.long()
         mag = theta0.abs().maximum(p["lo"][row]).minimum(p["hi"][row])
         a0 = mag.where(~neg, -mag)
-        lm = mag.log()
 
         def table(name):
-            pos = _interp(torch, lm, p["log_mag"][0], p[name][0])
-            ng = _interp(torch, lm, p["log_mag"][1], p[name][1])
-            return ng.where(neg, pos)
+            return _signed_interp(torch, a0, p["log_mag"], p[name])
 
         return a0, theta1 if inject else table("own"), table("knee").exp(), table("copy")
 
@@ -237,6 +247,132 @@ class CellSurrogate:
     def raw_currents(self, delta, theta0):
         """The surrogate of an instance with no offset injection (as in the calibration table)."""
         return self.currents(delta, theta0, theta0, inject=False)
+
+
+# ------------------------------------------------------------------ mismatch-aware training
+# The signed cell's δθ under per-transistor mismatch, measured (kcompile.mismatch: Pelgrom draws rendered into the
+# cell, each instance DC-swept and its relu form fitted on the sink and the source side) on instances mapped at
+# table points of |θ0| per sign and θ1 ∈ MISMATCH_LEVELS; a Gaussian per table point, drawn per device and die in
+# training (--mismatch). Its decks are cached by content (kcompile.mismatch), so only the first use runs ngspice.
+
+#: Monte Carlo draws per table point, their seed (the flows' Monte Carlo uses seed 1: other draws), |θ0| points per sign
+MISMATCH_RUNS, MISMATCH_SEED, MISMATCH_POINTS = 64, 2024, 12
+#: θ1 of the table instances: the own offset cancelled (0), and one unit injected either way
+MISMATCH_LEVELS = (0.0, 1.0, -1.0)
+#: Δ span (units) of the DC sweeps: a θ1 = -1 instance is used only where its kink lies within half of it
+MISMATCH_DSPAN = 8.0
+
+
+def _no_mismatch_table(what: str) -> InputError:
+    return InputError(f"--mismatch draws the signed relu cell's measured θ deviations; {what} has no mismatch table "
+                      "(no other cell's δθ is measured: train a KirchhoffNet with --law relu)")
+
+
+def _psd_root(cov: np.ndarray) -> np.ndarray:
+    """Symmetric square roots ``S`` (``S·Sᵀ = cov``) of ``[..., 4, 4]`` covariances, negative eigenvalues set to 0."""
+    w, v = np.linalg.eigh(0.5 * (cov + np.swapaxes(cov, -1, -2)))
+    return (v * np.sqrt(np.maximum(w, 0.0))[..., None, :]) @ np.swapaxes(v, -1, -2)
+
+
+class MismatchModel:
+    """How far a mapped signed ReLU cell's θ moves under mismatch, measured, for ``--mismatch PDK[:CORNER]``.
+
+    Per device ``δθ = (δθ0_s, δθ1_s, δθ0_d, δθ1_d)``: the change of the relu law fitted to the current the
+    cell sinks from ``s`` and to the one it sources into ``d`` (as :func:`kcompile.mismatch.theta_deviations`
+    measures it), Gaussian with covariance ``Σ0(|θ0|) + θ1²·Σ±(|θ0|)``: ``Σ0`` measured on instances with
+    θ1 = 0 (the tail, pair and mirror mismatch at the bias ``ib ∝ |θ0|`` that the slope sets), ``Σ+`` / ``Σ−``
+    the (PSD part of the) extra covariance of instances injecting θ1 = +1 / −1 (the copies' and the injection
+    mirror's gain error acting on the injected current); where a θ1 = −1 instance does not conduct within the
+    sweep (small |θ0|) ``Σ−`` takes ``Σ+``. Both are interpolated per sign in log |θ0| (their square roots).
+    """
+
+    def __init__(self, pdk: str, corner: str, runs: int, seed: int, log_mag, root0, root_pos, root_neg, sigma):
+        self.pdk, self.corner, self.runs, self.seed = pdk, corner, int(runs), int(seed)
+        self.log_mag = np.asarray(log_mag, dtype=float)  # [2, K]
+        self.roots = tuple(np.asarray(r, dtype=float) for r in (root0, root_pos, root_neg))  # each [2, K, 4, 4]
+        self.sigma_table = np.asarray(sigma, dtype=float)  # [2, levels, K, 4]: measured std of δθ
+        self._torch = {}
+
+    @classmethod
+    def from_pdk(cls, spec: str, runs: int = MISMATCH_RUNS, seed: int = MISMATCH_SEED) -> "MismatchModel":
+        """Measure (or read from the deck cache) the δθ table of ``PDK[:CORNER]`` (also ``cell:PDK``).
+
+        Raises
+        ------
+        InputError
+            The PDK has no mismatch coefficients (nothing to draw from).
+        """
+        from .knet import make_knet
+        from .mapping import map_knet
+        from .mismatch import draws, theta_deviations
+        from .pdk import get_pdk
+
+        pdk_name, corner = _parse_cell_spec(spec, "--mismatch")
+        pdk = get_pdk(pdk_name)
+        if pdk.mismatch is None:
+            raise InputError(
+                f"--mismatch {spec}: PDK {pdk_name} has no Pelgrom mismatch coefficients (Pdk.mismatch, "
+                "kcompile/pdk.py), so the signed cell's θ deviations cannot be measured; add A_VT and A_beta per "
+                f"device flavour from the foundry's matching data, then --mismatch measures the table once with "
+                f"ngspice ({runs} seeded draws per table point, cached)")
+        box = theta_box(f"cell:{pdk_name}:{corner}")
+        mags = np.array([np.geomspace(box.lo[s], box.hi[s], MISMATCH_POINTS) for s in (0, 1)])  # [2, K]
+        sign = np.array([1.0, -1.0])[:, None, None]
+        theta0 = np.broadcast_to(sign * mags[:, None, :], (2, len(MISMATCH_LEVELS), MISMATCH_POINTS))
+        theta1 = np.broadcast_to(np.array(MISMATCH_LEVELS)[None, :, None], theta0.shape)
+        theta = np.stack([theta0.ravel(), theta1.ravel()], axis=1)
+        e = len(theta)
+        knet = make_knet(2, "relu", [(np.ones(e, np.int64), np.full(e, 2), theta)], [0.0, 1.0],
+                         input_nodes=[1], output_nodes=[2])
+        dev = theta_deviations(map_knet(knet, pdk_name, corner), draws(pdk.mismatch, seed, runs),
+                               dspan=MISMATCH_DSPAN)
+        dev = dev.reshape(runs, *theta0.shape, 4)
+        centred = dev - dev.mean(axis=0)
+        cov = np.einsum("rslki,rslkj->slkij", centred, centred) / max(runs - 1, 1)  # [2, levels, K, 4, 4]
+        extra_pos = cov[:, 1] - cov[:, 0]
+        conducts = (mags * MISMATCH_DSPAN >= 2.0)[..., None, None]  # the θ1 = -1 kink within half the sweep
+        extra_neg = np.where(conducts, cov[:, 2] - cov[:, 0], extra_pos)
+        return cls(pdk_name, corner, runs, seed, np.log(mags), _psd_root(cov[:, 0]), _psd_root(extra_pos),
+                   _psd_root(extra_neg), np.sqrt(np.einsum("slkii->slki", cov)))
+
+    def summary(self) -> dict:
+        """What the model holds, for ``meta.training``."""
+        sig = self.sigma_table.round(5)
+        return {"pdk": self.pdk, "corner": self.corner, "runs_per_point": self.runs, "seed": self.seed,
+                "theta1_levels": list(MISMATCH_LEVELS), "table_theta0_abs": np.exp(self.log_mag).round(6).tolist(),
+                "sigma": {"order": "[sign (θ0 >= 0, θ0 < 0)][θ1 level][|θ0| point][δθ0_s, δθ1_s, δθ0_d, δθ1_d]",
+                          "values": sig.tolist()},
+                "model": "δθ ~ N(0, Σ0(|θ0|) + θ1²·Σ±(|θ0|)) per device and die, measured by "
+                         "kcompile.mismatch.theta_deviations (relu fits of sink and source currents)"}
+
+    def _tensors(self, torch, dtype):
+        if dtype not in self._torch:
+            t = lambda a: torch.as_tensor(a, dtype=dtype)  # noqa: E731
+            self._torch[dtype] = (t(self.log_mag), *(t(r.reshape(2, r.shape[1], 16)) for r in self.roots))
+        return self._torch[dtype]
+
+    def _roots(self, theta0, theta1):
+        """Per device the square root of its covariance, ``[E, 4, 4]`` (torch, differentiable in θ)."""
+        torch = require_torch()
+        log_mag, r0, rp, rn = self._tensors(torch, theta0.dtype)
+        at = lambda r: _signed_interp(torch, theta0, log_mag, r).reshape(theta0.shape + (4, 4))  # noqa: E731
+        return at(r0), at(rp).where((theta1 >= 0)[:, None, None], at(rn))
+
+    def sample(self, theta0, theta1, dies: int, generator=None, scale: float = 1.0):
+        """``[dies, E, 4]`` draws of δθ for devices with relu-form ``θ0``, ``θ1`` (torch ``[E]`` each)."""
+        torch = require_torch()
+        s0, s1 = self._roots(theta0, theta1)
+        z = torch.randn((dies, theta0.shape[0], 4, 2), dtype=theta0.dtype, generator=generator)
+        d = (s0 @ z[..., 0:1])[..., 0] + theta1.abs()[:, None] * (s1 @ z[..., 1:2])[..., 0]
+        return scale * d
+
+    def sigma(self, theta0, theta1) -> np.ndarray:
+        """``[E, 4]``: the standard deviation of each δθ component the model draws (NumPy in and out)."""
+        torch = require_torch()
+        t0, t1 = (torch.as_tensor(np.asarray(a, dtype=float)) for a in (theta0, theta1))
+        s0, s1 = self._roots(t0, t1)
+        cov = s0 @ s0.transpose(-1, -2) + (t1 ** 2)[:, None, None] * (s1 @ s1.transpose(-1, -2))
+        return cov.diagonal(dim1=-2, dim2=-1).sqrt().numpy()
 
 
 # ------------------------------------------------------------------ topology generators
@@ -304,6 +440,7 @@ class Topology:
     input_index: np.ndarray
     output_nodes: np.ndarray
     description: dict
+    capacitance: float | np.ndarray = 1.0  # per node ([N]) or one for all
 
     def num_params(self, law: str) -> int:
         return LAWS[law].num_params * sum(int(s.size) for s, _ in self.layers)
@@ -340,7 +477,7 @@ def fully_connected_sizes(num_features: int, num_outputs: int, law: str, layers:
 
 
 def fully_connected_topology(num_features: int, num_outputs: int, law: str, size: str = "small",
-                             layers: int = 2, num_nodes: int | None = None) -> Topology:
+                             layers: int = 2, num_nodes: int | None = None, repeat: int = 1) -> Topology:
     """Fully connected (ground included) KirchhoffNet for tabular data.
 
     Inputs are nodes ``1..F``; outputs the last ``M`` nodes ``N−M+1..N``. The
@@ -348,19 +485,22 @@ def fully_connected_topology(num_features: int, num_outputs: int, law: str, size
     ``layers · N (N + 1) · P`` is closest (in ratio) to :data:`SIZE_PARAMS`;
     with the ``relu`` law and 2 layers that gives the paper's Table I sizes
     168 / 528 / 1520 (N = 6 / 11 / 19) when the features fit (see
-    :func:`fully_connected_sizes` for when they do not).
+    :func:`fully_connected_sizes` for when they do not). ``repeat`` parallel devices per ordered pair (each
+    its own θ): a pair's current is then the sum of ``repeat`` cells, whose mismatch partly averages out.
     """
+    if repeat < 1:
+        raise InputError(f"--repeat must be at least 1, got {repeat}")
     n_min = num_features + num_outputs
     if num_nodes is None:
         num_nodes = fully_connected_sizes(num_features, num_outputs, law, layers)[size]
     elif num_nodes < n_min:
         raise InputError(f"--nodes {num_nodes} is too few for {num_features} inputs and {num_outputs} outputs")
-    edges = fully_connected(num_nodes)
+    edges = fully_connected(num_nodes, repeat=repeat)
     return Topology(
         num_nodes, tuple(edges for _ in range(layers)),
         np.arange(1, num_features + 1), np.arange(num_features),
         np.arange(num_nodes - num_outputs + 1, num_nodes + 1),
-        {"generator": "fully_connected", "include_ground": True, "repeat": 1, "num_nodes": num_nodes,
+        {"generator": "fully_connected", "include_ground": True, "repeat": repeat, "num_nodes": num_nodes,
          "layers": layers, "size": size, "inputs": "nodes 1..F", "outputs": "last M nodes"},
     )
 
@@ -382,11 +522,69 @@ def mix_topology(image_shape: tuple[int, int], num_outputs: int, size: str = "sm
     )
 
 
-def task_topology(task: Task, law: str, size: str, layers: int) -> Topology:
-    """The default topology of a task: ``mix`` for images, fully connected otherwise."""
+def hidden_topology(num_features: int, num_outputs: int, hidden: int, used: np.ndarray | None = None,
+                    layers: int = 2, input_capacitance: float = 1.0) -> Topology:
+    """Inputs → hidden nodes → outputs in two layer windows, for a small device budget (images).
+
+    Nodes: one per feature (``1..F``, all input nodes), then ``hidden`` hidden nodes, then the
+    ``num_outputs`` output nodes. Layer 0: one device from every *used* input node to every hidden
+    node (the input node is its s terminal; its θ0 sign sets whether the input raises or lowers the
+    current) and one each way between every hidden node and ground. Layer 1: one device each way
+    between every hidden and every output node, and between every output node and ground. Input
+    nodes not in ``used`` (feature indices; default all) carry no device: their features are read
+    but ignored, so the network takes the same input rows. ``input_capacitance`` is the input nodes'
+    capacitance (the others have 1): a larger one holds the input voltages while layer 0's devices draw
+    from them.
+    """
+    if layers != 2:
+        raise InputError(f"--hidden builds two layer windows (inputs → hidden → outputs), got --layers {layers}")
+    if hidden < 1:
+        raise InputError(f"--hidden must be at least 1, got {hidden}")
+    used = np.arange(num_features) if used is None else np.asarray(used, dtype=np.int64)
+    inputs = used + 1
+    hid = np.arange(num_features + 1, num_features + hidden + 1)
+    out = np.arange(num_features + hidden + 1, num_features + hidden + num_outputs + 1)
+    ground = lambda n: np.zeros(n, np.int64)  # noqa: E731
+    s0 = np.r_[np.repeat(inputs, hidden), hid, ground(hidden)]
+    d0 = np.r_[np.tile(hid, inputs.size), ground(hidden), hid]
+    h, o = (a.ravel() for a in np.meshgrid(hid, out, indexing="ij"))
+    s1, d1 = np.r_[h, o, out, ground(num_outputs)], np.r_[o, h, ground(num_outputs), out]
+    return Topology(
+        num_features + hidden + num_outputs, ((s0, d0), (s1, d1)),
+        np.arange(1, num_features + 1), np.arange(num_features), out,
+        {"generator": "hidden", "hidden": hidden, "layers": 2, "used_inputs": int(used.size),
+         "used_feature_index": used.tolist() if used.size < num_features else "all",
+         "layer0": "every used input -> every hidden node; hidden <-> ground",
+         "layer1": "hidden <-> outputs (both ways); outputs <-> ground",
+         "inputs": "nodes 1..F (all features)", "outputs": "last M nodes", "input_capacitance": input_capacitance},
+        np.r_[np.full(num_features, float(input_capacitance)), np.ones(hidden + num_outputs)],
+    )
+
+
+def used_pixels(task: Task, pixel_min: float | None) -> np.ndarray | None:
+    """Feature indices whose mean over the training split exceeds ``pixel_min`` (``None``: all)."""
+    if pixel_min is None:
+        return None
+    used = np.flatnonzero(task.X_train.mean(axis=0) > pixel_min)
+    if used.size == 0:
+        raise InputError(f"--pixel-min {pixel_min} leaves no input: every feature's training mean is at most that")
+    return used
+
+
+def task_topology(task: Task, law: str, size: str, layers: int, hidden: int | None = None,
+                  pixel_min: float | None = None, input_capacitance: float = 1.0, repeat: int = 1) -> Topology:
+    """The default topology of a task: ``mix`` for images, fully connected otherwise; with ``hidden``
+    :func:`hidden_topology` on the features whose training mean exceeds ``pixel_min``."""
+    if hidden is not None:
+        return hidden_topology(task.num_features, task.num_outputs, hidden, used_pixels(task, pixel_min), layers,
+                               input_capacitance)
+    if pixel_min is not None or input_capacitance != 1.0:
+        raise InputError("--pixel-min and --input-capacitance shape the topology of --hidden, which is not given")
     if task.image_shape is not None:
+        if repeat != 1:
+            raise InputError("--repeat applies to the fully connected topology of tabular tasks")
         return mix_topology(task.image_shape, task.num_outputs, size, layers)
-    return fully_connected_topology(task.num_features, task.num_outputs, law, size, layers)
+    return fully_connected_topology(task.num_features, task.num_outputs, law, size, layers, repeat=repeat)
 
 
 # ------------------------------------------------------------------ the model in torch
@@ -402,13 +600,15 @@ class TorchKNet:
     #: instead of multiplying by dense incidence matrices
     DENSE_MAX_NODES = 128
 
-    def __init__(self, topology: Topology, law: str, t_bounds, thetas, capacitance: float = 1.0,
+    def __init__(self, topology: Topology, law: str, t_bounds, thetas, capacitance: float | np.ndarray = 1.0,
                  dtype=None):
         torch = require_torch()
         self.torch, self.topology, self.law = torch, topology, law
         self.dtype = dtype or torch.float64
         self.t_bounds = np.asarray(t_bounds, dtype=float)
-        self.capacitance = float(capacitance)
+        #: node capacitances ``[N]`` (a scalar applies to every node)
+        self.capacitance = np.broadcast_to(np.asarray(capacitance, dtype=float), (topology.num_nodes,)).copy()
+        self.cinv = torch.as_tensor(1.0 / self.capacitance, dtype=self.dtype)
         n = topology.num_nodes
         self.dense = n <= self.DENSE_MAX_NODES
         self.layer_ops = []
@@ -429,10 +629,12 @@ class TorchKNet:
             self.layer_ops.append(ops)
         #: a :class:`CellSurrogate` used in place of the ideal ``relu`` law (``--device-in-the-loop``)
         self.surrogate = None
-        self.thetas = [torch.as_tensor(np.asarray(t), dtype=self.dtype).clone().requires_grad_(True)
+        #: a :class:`MismatchModel` whose δθ a forward pass with ``mismatch=`` draws (``--mismatch``)
+        self.mismatch = None
+        self.thetas = [torch.as_tensor(np.array(t), dtype=self.dtype).clone().requires_grad_(True)
                        for t in thetas]
         self.input_nodes = torch.as_tensor(topology.input_nodes - 1, dtype=torch.long)
-        self.input_index = torch.as_tensor(topology.input_index, dtype=torch.long)
+        self.input_index = torch.as_tensor(np.array(topology.input_index), dtype=torch.long)
         self.output_nodes = torch.as_tensor(topology.output_nodes - 1, dtype=torch.long)
 
     @classmethod
@@ -445,7 +647,16 @@ class TorchKNet:
             degree = 2.0 * s.size / max(1, topology.num_nodes)
             sigma = init_scale / math.sqrt(max(degree, 1.0))
             thetas.append(rng.normal(0.0, sigma, (s.size, LAWS[law].num_params)))
-        return cls(topology, law, t_bounds, thetas, dtype=dtype)
+        return cls(topology, law, t_bounds, thetas, topology.capacitance, dtype=dtype)
+
+    @classmethod
+    def from_knet(cls, knet: KNet, dtype=None) -> "TorchKNet":
+        """The network of a :class:`~kcompile.knet.KNet` (its θ as the parameters)."""
+        topo = Topology(knet.num_nodes, tuple((np.array(la.src), np.array(la.dst)) for la in knet.layers),
+                        np.asarray(knet.input_nodes), np.asarray(knet.input_index), np.asarray(knet.output_nodes),
+                        dict(knet.meta.get("model", {}).get("topology", {})))
+        return cls(topo, knet.law, knet.t_bounds, [la.theta for la in knet.layers], capacitance=knet.capacitance,
+                   dtype=dtype)
 
     def parameters(self):
         return list(self.thetas)
@@ -464,48 +675,81 @@ class TorchKNet:
         return LAWS[self.law].torch_columns(vs, vd, cols)
 
     def rhs(self, k: int, v, cols):
-        """``dv/dt`` of layer ``k`` for node voltages ``v`` ``[B, N]`` and θ columns ``cols``."""
+        """``dv/dt`` of layer ``k`` for node voltages ``v`` ``[B, N]`` and θ columns ``cols``
+        (or the split-current parameters of :meth:`layer_params`)."""
         ops = self.layer_ops[k]
-        if self.surrogate is not None:
-            return self._surrogate_rhs(ops, v, cols)
+        if self.surrogate is not None and not isinstance(cols, dict):
+            cols = self.layer_params(self.torch.stack(cols, 1))
+        if isinstance(cols, dict):
+            return self._split_rhs(ops, v, cols)
         g = self._currents(ops, v, cols)
         if self.dense:
             return g @ ops["scatter"]
         out = v.new_zeros((v.shape[0], self.topology.num_nodes + 1))
         out = out.index_add(1, ops["dst"], g).index_add(1, ops["src"], -g)
-        return out[:, 1:] / self.capacitance
+        return out[:, 1:] * self.cinv
 
-    def _surrogate_rhs(self, ops, v, cols):
-        """``dv/dt`` with the cell surrogate: current ``i_s`` leaves s, ``i_d`` enters d (they differ)."""
+    def layer_params(self, theta, dies: int = 0, generator=None, scale: float = 1.0):
+        """θ ``[E, 2]`` of a relu layer as split-current parameters, or θ's columns when the ideal law applies.
+
+        The split form (``dict``) gives the sink side ``a_s``, ``b_s`` and the source side ``a_d``, ``b_d``
+        (``i_s = f(a_s·Δ + b_s)``, ``i_d = ρ·f(a_d·Δ + b_d)``), the knee ``w`` (``f = w·softplus(·/w)``; ``None``:
+        the ideal relu) and the copy ratio ``rho`` (``None``: 1), from the cell surrogate when there is one. With
+        ``dies > 0`` each side also gets δθ drawn from :attr:`mismatch` (``[dies, E]``, times ``scale``; the
+        source side's δθ are divided by ρ, since they were measured on the source current).
+        """
+        cols = theta.unbind(1)
+        if self.surrogate is None and not dies:
+            return cols
+        a0, b, w, rho = self.surrogate.prepare(cols[0], cols[1]) if self.surrogate is not None else (*cols, None, None)
+        p = {"a_s": a0, "b_s": b, "a_d": a0, "b_d": b, "w": w, "rho": rho}
+        if dies:
+            d = self.mismatch.sample(a0, b, dies, generator, scale)
+            r = 1.0 if rho is None else rho
+            p.update(a_s=a0 + d[..., 0], b_s=b + d[..., 1], a_d=a0 + d[..., 2] / r, b_d=b + d[..., 3] / r)
+        return p
+
+    def _split_rhs(self, ops, v, p):
+        """``dv/dt`` with separate sink and source currents: ``i_s`` leaves s, ``i_d`` enters d (they differ)."""
         torch = self.torch
         if self.dense:
             delta = v @ ops["delta"]
         else:
             vg = torch.nn.functional.pad(v, (1, 0))
             delta = vg[:, ops["src"]] - vg[:, ops["dst"]]
-        if len(cols) == 4:  # prepared once per forward pass (CellSurrogate.prepare)
-            i_s, i_d = self.surrogate.apply(delta, cols)
-        else:
-            i_s, i_d = self.surrogate.currents(delta, cols[0], cols[1])
+
+        def law(a, b):
+            u = torch.addcmul(b, delta, a)
+            return u.clamp_min(0.0) if p["w"] is None else p["w"] * torch.nn.functional.softplus(u / p["w"])
+
+        i_s = law(p["a_s"], p["b_s"])
+        i_d = i_s if p["a_d"] is p["a_s"] and p["b_d"] is p["b_s"] else law(p["a_d"], p["b_d"])
+        if p["rho"] is not None:
+            i_d = p["rho"] * i_d
         if self.dense:
             return i_d @ ops["into"] - i_s @ ops["out"]
         out = v.new_zeros((v.shape[0], self.topology.num_nodes + 1))
         out = out.index_add(1, ops["dst"], i_d).index_add(1, ops["src"], -i_s)
-        return out[:, 1:] / self.capacitance
+        return out[:, 1:] * self.cinv
 
-    def forward(self, x, dt: float, *, theta_noise: float = 0.0, voltage_noise: float = 0.0, generator=None):
+    def forward(self, x, dt: float, *, theta_noise: float = 0.0, voltage_noise: float = 0.0, generator=None,
+                mismatch: str | None = None, mismatch_scale: float = 1.0):
         """Output-node voltages at ``t_L`` (``[B, M]``) for inputs ``x`` ``[B, F]``.
 
         ``theta_noise`` adds ``N(0, theta_noise²)`` to every θ once per call;
         ``voltage_noise`` adds ``N(0, voltage_noise²·h)`` to the state after
         every RK4 step of length ``h`` (a Wiener-like disturbance whose
         variance over a window does not depend on ``dt``). Both default to 0.
+        ``mismatch`` draws every device's δθ from :attr:`mismatch` (σ times
+        ``mismatch_scale``) once per call: ``"sample"`` one die per input row,
+        ``"shared"`` one die for the whole batch.
         """
         return self.forward_with_penalty(x, dt, theta_noise=theta_noise, voltage_noise=voltage_noise,
-                                         generator=generator)[0]
+                                         generator=generator, mismatch=mismatch, mismatch_scale=mismatch_scale)[0]
 
     def forward_with_penalty(self, x, dt: float, voltage_max: float | None = None, *, theta_noise: float = 0.0,
-                             voltage_noise: float = 0.0, generator=None):
+                             voltage_noise: float = 0.0, generator=None, mismatch: str | None = None,
+                             mismatch_scale: float = 1.0):
         """:meth:`forward` plus the voltage-range penalty and the peak ``|v|``.
 
         Returns ``(outputs, penalty, peak)``: ``penalty`` is the mean over RK4
@@ -519,12 +763,13 @@ class TorchKNet:
         v = v.index_copy(1, self.input_nodes, x[:, self.input_index])
         excess, n_states = v.new_zeros(()), 0
         peak = float(v.detach().abs().max()) if v.numel() else 0.0
+        dies = {None: 0, "sample": x.shape[0], "shared": 1}[mismatch]
+        if dies and self.mismatch is None:
+            raise KCompileError("a forward pass with mismatch needs TorchKNet.mismatch (a MismatchModel)")
         for k, theta in enumerate(self.thetas):
             if theta_noise:
                 theta = theta + theta_noise * torch.randn(theta.shape, dtype=theta.dtype, generator=generator)
-            cols = theta.unbind(1)
-            if self.surrogate is not None:
-                cols = self.surrogate.prepare(cols[0], cols[1])
+            cols = self.layer_params(theta, dies, generator, mismatch_scale)
             t0, t1 = self.t_bounds[k], self.t_bounds[k + 1]
             steps = max(1, int(np.ceil((t1 - t0) / dt - 1e-9)))
             h = (t1 - t0) / steps
@@ -553,7 +798,8 @@ class TorchKNet:
         return make_knet(
             topo.num_nodes, self.law,
             [(s, d, th) for (s, d), th in zip(topo.layers, self.theta_arrays())],
-            self.t_bounds, capacitance=self.capacitance, input_nodes=topo.input_nodes,
+            self.t_bounds, capacitance=self.capacitance if np.ptp(self.capacitance) else self.capacitance[0],
+            input_nodes=topo.input_nodes,
             input_index=topo.input_index, output_nodes=topo.output_nodes, meta=meta,
         )
 
@@ -619,6 +865,10 @@ class TrainConfig:
     voltage_weight: float = 10.0
     theta_range: str | None = None
     device_in_the_loop: str | None = None
+    mismatch: str | None = None
+    mismatch_scale: float = 1.0
+    mismatch_weight: float = 0.0
+    augment_shift: int = 0
     dtype: str = "float32"
     optimizer: str = "Adam"
     schedule: str = "cosine (lr -> 0 over all epochs)"
@@ -648,7 +898,19 @@ def _targets(task: Task, y):
     return torch.as_tensor(y, dtype=torch.long if task.kind == "classification" else torch.float64)
 
 
-def fit(model, task: Task, cfg: TrainConfig, log=None) -> dict:
+def shifted(torch, x, shape: tuple[int, int], shift: int, generator):
+    """Images ``x`` ``[B, H·W]`` (row-major) each moved by its own random offset in ``{-shift..shift}²``,
+    blank (0) where they move in from outside."""
+    h, w = shape
+    b = x.shape[0]
+    padded = torch.nn.functional.pad(x.reshape(b, h, w), (shift, shift, shift, shift))
+    dy, dx = (torch.randint(0, 2 * shift + 1, (b,), generator=generator) for _ in range(2))
+    rows = (torch.arange(h)[None, :] + dy[:, None])[:, :, None]
+    cols = (torch.arange(w)[None, :] + dx[:, None])[:, None, :]
+    return padded[torch.arange(b)[:, None, None], rows, cols].reshape(b, h * w)
+
+
+def fit(model, task: Task, cfg: TrainConfig, log=None, progress=None) -> dict:
     """Adam on mini-batches with a cosine learning-rate schedule; returns the loss history.
 
     ``model`` is a :class:`TorchKNet` or :class:`TorchMLP`; noise options only
@@ -656,8 +918,13 @@ def fit(model, task: Task, cfg: TrainConfig, log=None) -> dict:
     Hardware-aware options (:class:`TorchKNet` only): ``voltage_max`` adds
     ``voltage_weight · mean(relu(|v| − voltage_max)²)`` over every RK4 step state
     to the loss; ``theta_range`` (``cell:PDK``) projects θ into the signed cell's
-    calibrated range after every step (:func:`theta_box`). The loss history is
-    the task loss alone.
+    calibrated range after every step (:func:`theta_box`); ``augment_shift`` moves every training image by a
+    random offset of up to that many pixels each time it is drawn (:func:`shifted`); ``mismatch``
+    (``PDK[:CORNER]``) draws every device's δθ from the cell's measured mismatch (:class:`MismatchModel`, σ
+    times ``mismatch_scale``), one die per sample, in every forward pass, and ``mismatch_weight`` adds that
+    weight times the mean squared change of the outputs against the nominal die. The loss history is the task
+    loss alone. ``progress(step, steps, loss)`` is called after every optimiser step with the epoch's running
+    mean loss.
     """
     torch = require_torch()
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -672,27 +939,42 @@ def fit(model, task: Task, cfg: TrainConfig, log=None) -> dict:
     knet_model = isinstance(model, TorchKNet)
     if knet_model:
         noise = {"theta_noise": cfg.theta_noise, "voltage_noise": cfg.voltage_noise, "generator": gen}
+    mismatch = {}
+    if knet_model and cfg.mismatch:
+        if model.law != "relu":
+            raise _no_mismatch_table(f"law {model.law!r}")
+        if model.mismatch is None:
+            model.mismatch = MismatchModel.from_pdk(cfg.mismatch)
+        mismatch = {"mismatch": "sample", "mismatch_scale": cfg.mismatch_scale}
     box = None
     if knet_model and cfg.theta_range:
         box = theta_box(cfg.theta_range, model.law)
         with torch.no_grad():  # start inside the box too
             for t in model.thetas:
                 box.project(t)
-    history, penalties, peaks = [], [], []
+    if cfg.augment_shift and task.image_shape is None:
+        raise InputError(f"--augment-shift moves images; task {task.name!r} has no image shape")
+    history, penalties, peaks, spreads = [], [], [], []
+    steps_per_epoch = -(-X.shape[0] // cfg.batch_size)
     t_start = time.perf_counter()
     for epoch in range(cfg.epochs):
         perm = torch.randperm(X.shape[0], generator=gen)
-        total, total_pen, count, peak = 0.0, 0.0, 0, 0.0
+        total, total_pen, total_spread, count, peak = 0.0, 0.0, 0.0, 0, 0.0
         for i in range(0, X.shape[0], cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
+            xb = shifted(torch, X[idx], task.image_shape, cfg.augment_shift, gen) if cfg.augment_shift else X[idx]
             if knet_model:
-                out, pen, pk = model.forward_with_penalty(X[idx], cfg.dt, cfg.voltage_max, **noise)
+                out, pen, pk = model.forward_with_penalty(xb, cfg.dt, cfg.voltage_max, **noise, **mismatch)
                 task_loss = loss_fn(out, y[idx])
                 loss = task_loss + cfg.voltage_weight * pen if cfg.voltage_max is not None else task_loss
+                if mismatch and cfg.mismatch_weight:  # the outputs' spread under mismatch, against the nominal die
+                    spread = ((out - model(xb, cfg.dt)) ** 2).mean()
+                    loss = loss + cfg.mismatch_weight * spread
+                    total_spread += float(spread.detach()) * idx.numel()
                 total_pen += float(pen.detach()) * idx.numel()
                 peak = max(peak, pk)
             else:
-                task_loss = loss = loss_fn(model(X[idx], cfg.dt), y[idx])
+                task_loss = loss = loss_fn(model(xb, cfg.dt), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -705,19 +987,23 @@ def fit(model, task: Task, cfg: TrainConfig, log=None) -> dict:
                             box.project(t)
             total += float(task_loss.detach()) * idx.numel()
             count += idx.numel()
+            if progress:
+                progress(epoch * steps_per_epoch + i // cfg.batch_size + 1, cfg.epochs * steps_per_epoch, total / count)
         sched.step()
         history.append(total / count)
         penalties.append(total_pen / count)
         peaks.append(peak)
+        spreads.append(total_spread / count)
         if not math.isfinite(history[-1]):
             raise KCompileError(f"training diverged at epoch {epoch + 1} (loss {history[-1]}): "
                                 "lower --lr, --init-scale or --dt")
         if log and (epoch + 1 == cfg.epochs or (epoch + 1) % max(1, cfg.epochs // 10) == 0):
             extra = (f", voltage penalty {penalties[-1]:.3g}, peak |v| {peaks[-1]:.3g}"
                      if cfg.voltage_max is not None and knet_model else "")
+            extra += f", mismatch spread {spreads[-1]:.3g}" if mismatch and cfg.mismatch_weight else ""
             log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {history[-1]:.4g}{extra} "
                 f"({time.perf_counter() - t_start:.0f} s)")
-    return {"loss": history, "voltage_penalty": penalties, "peak_voltage": peaks,
+    return {"loss": history, "voltage_penalty": penalties, "peak_voltage": peaks, "mismatch_spread": spreads,
             "seconds": time.perf_counter() - t_start}
 
 
@@ -740,11 +1026,17 @@ def _model_outputs(model, X: np.ndarray, dt: float, batch: int = 1024) -> np.nda
         return np.concatenate([model(X[i:i + batch], dt).cpu().numpy() for i in range(0, len(X), batch)])
 
 
+#: samples per reference integration when scoring (dopri5's error norm spans its batch: in a large batch the
+#: sample with the most ReLU kinks would set every sample's step)
+EVAL_CHUNK = 500
+
+
 def evaluate_knet(knet: KNet, task: Task, dt: float, rtol: float = 1e-7, atol: float = 1e-9) -> dict:
     """Score an exported network with the NumPy reference: RK4 (step ``dt``) and dopri5.
 
     Also reports the largest output difference between the two on the test
-    split (how far the trained, discretised model is from the ODE).
+    split (how far the trained, discretised model is from the ODE). Splits are
+    integrated :data:`EVAL_CHUNK` samples at a time.
     """
     from .reference import integrate
 
@@ -755,12 +1047,15 @@ def evaluate_knet(knet: KNet, task: Task, dt: float, rtol: float = 1e-7, atol: f
     for split, X, y in (("train", task.X_train, task.y_train), ("test", task.X_test, task.y_test)):
         for method in ("rk4", "dopri5"):
             t0 = time.perf_counter()
-            tr = integrate(knet, X, method=method, dt=dt, rtol=rtol, atol=atol,
-                           grid=grid if method == "dopri5" else None)
-            if tr.grid_states is not None:
-                peak = max(peak, float(np.nanmax(np.abs(tr.grid_states))))
-            outs[method, split] = tr.outputs
-            res[method][split] = score(task, tr.outputs, y)
+            parts = []
+            for i in range(0, len(X), EVAL_CHUNK):
+                tr = integrate(knet, X[i:i + EVAL_CHUNK], method=method, dt=dt, rtol=rtol, atol=atol,
+                               grid=grid if method == "dopri5" else None)
+                if tr.grid_states is not None:
+                    peak = max(peak, float(np.nanmax(np.abs(tr.grid_states))))
+                parts.append(tr.outputs)
+            outs[method, split] = np.concatenate(parts)
+            res[method][split] = score(task, outs[method, split], y)
             res[method][f"{split}_seconds"] = round(time.perf_counter() - t0, 3)
     res["max_abs_output_diff_rk4_vs_dopri5"] = float(
         max(np.max(np.abs(outs["rk4", s] - outs["dopri5", s])) for s in ("train", "test")))
@@ -798,7 +1093,7 @@ class TrainResult:
 
 def train_knet(task: Task, law: str, size: str = "small", layers: int = 2, cfg: TrainConfig | None = None,
                topology: Topology | None = None, log=None, command: str | None = None,
-               evaluate: bool = True) -> TrainResult:
+               evaluate: bool = True, progress=None) -> TrainResult:
     """Train a KirchhoffNet on ``task`` and export it with full ``meta``.
 
     Returns a :class:`TrainResult` whose ``knet.meta`` records the task, split,
@@ -823,7 +1118,11 @@ def train_knet(task: Task, law: str, size: str = "small", layers: int = 2, cfg: 
         hardware["theta_box"] = {"theta0_abs_min": list(box.lo), "theta0_abs_max": list(box.hi),
                                  "theta1_abs_max": box.theta1_max, "source": box.source,
                                  "note": "per sign of θ0: [θ0 >= 0, θ0 < 0]; projected after every step"}
-    hist = fit(model, task, cfg, log)
+    hist = fit(model, task, cfg, log, progress)  # measures (or reads) the mismatch table of cfg.mismatch
+    if model.mismatch is not None:
+        hardware["mismatch"] = {**model.mismatch.summary(), "scale": cfg.mismatch_scale,
+                                "spread_weight": cfg.mismatch_weight,
+                                "dies": "one die per training sample, drawn again in every forward pass"}
     if cfg.voltage_max is not None:
         hardware["voltage"] = {"max": cfg.voltage_max, "weight": cfg.voltage_weight,
                                "penalty": "voltage_weight * mean over RK4 step states, samples, nodes of "
@@ -855,8 +1154,40 @@ def train_knet(task: Task, law: str, size: str = "small", layers: int = 2, cfg: 
                 "dt": cfg.dt, "surrogate": f"{model.surrogate.pdk}/{model.surrogate.corner}",
                 **{split: score(task, _model_outputs(model, X, cfg.dt), y)
                    for split, X, y in (("train", task.X_train, task.y_train), ("test", task.X_test, task.y_test))}}
+        if model.mismatch is not None:  # the model as trained, on dies drawn from the measured mismatch
+            meta["metrics"]["mismatch"] = mismatch_monte_carlo(model, task, task.X_test, task.y_test, cfg.dt,
+                                                               scale=cfg.mismatch_scale)
         knet = model.to_knet(meta)
     return TrainResult(model, knet, meta)
+
+
+#: dies and seed of the Monte Carlo score of a mismatch-trained model (``meta.metrics.mismatch``)
+MC_DIES, MC_SEED = 100, 1
+
+
+def mismatch_monte_carlo(model: "TorchKNet", task: Task, X: np.ndarray, y: np.ndarray, dt: float,
+                         dies: int = MC_DIES, seed: int = MC_SEED, scale: float = 1.0, batch: int = 1000) -> dict:
+    """Score ``model`` on ``dies`` dies drawn from its :attr:`TorchKNet.mismatch` (torch RK4, step ``dt``).
+
+    Die ``r`` is drawn from a generator seeded ``[seed, r]``, the same for every batch of ``X``. Returns the
+    metric per die and its mean, 5th percentile, worst and 95th percentile (accuracy, or MSE).
+    """
+    torch = require_torch()
+    key = "accuracy" if task.kind == "classification" else "mse"
+    values = []
+    with torch.no_grad():
+        for r in range(dies):
+            outs = []
+            for i in range(0, len(X), batch):
+                gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, r]).generate_state(1)[0]))
+                outs.append(model(X[i:i + batch], dt, mismatch="shared", mismatch_scale=scale, generator=gen).numpy())
+            values.append(score(task, np.concatenate(outs), y)[key])
+    v = np.array(values)
+    return {"dies": dies, "seed": seed, "scale": scale, "dt": dt, "samples": int(len(X)),
+            "surrogate": None if model.surrogate is None else f"{model.surrogate.pdk}/{model.surrogate.corner}",
+            "mismatch": f"{model.mismatch.pdk}/{model.mismatch.corner}", "metric": key,
+            "mean": float(v.mean()), "p5": float(np.percentile(v, 5)), "p95": float(np.percentile(v, 95)),
+            "worst": float(v.min() if key == "accuracy" else v.max()), "per_die": v.round(6).tolist()}
 
 
 def train_mlp(task: Task, size: str = "small", target_params: int | None = None, hidden_layers: int = 2,
@@ -878,7 +1209,8 @@ def train_mlp(task: Task, size: str = "small", target_params: int | None = None,
                   "num_params": model.num_params, "target_params": target, "size": size},
         "training": {**{k: v for k, v in asdict(cfg).items()
                         if k not in ("dt", "t_layer", "init_scale", "theta_max", "theta_noise", "voltage_noise",
-                                     "voltage_max", "voltage_weight", "theta_range", "device_in_the_loop")},
+                                     "voltage_max", "voltage_weight", "theta_range", "device_in_the_loop",
+                                     "mismatch", "mismatch_scale", "mismatch_weight", "augment_shift")},
                      "init": "torch default (Kaiming-uniform)", "final_train_loss": hist["loss"][-1],
                      "seconds": round(hist["seconds"], 1)},
         "metrics": metrics,
@@ -929,6 +1261,26 @@ def _command_line(ctx, **resolved) -> str:
     return " ".join(words)
 
 
+@contextlib.contextmanager
+def _progress_bar(quiet: bool):
+    """A progress bar on stderr (steps, running loss, elapsed and remaining time); ``None`` when ``quiet``."""
+    if quiet:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("", total=None, loss="-")
+
+        def progress(step: int, steps: int, loss: float) -> None:
+            bar.update(task, completed=step, total=steps, loss=f"{loss:.4g}")
+
+        yield progress
+
+
 @click.command("train")
 @click.option("--task", "task_name", type=click.Choice([*TASKS, *DENSITIES]), required=True,
               help="Data set (kcompile.tasks), or a 2-D density trained as a normalising flow (kcompile.gentrain).")
@@ -936,12 +1288,23 @@ def _command_line(ctx, **resolved) -> str:
 @click.option("--size", type=click.Choice(list(SIZE_PARAMS)), default="small", show_default=True,
               help="Parameter budget: small ~170, medium ~530, large ~1520 (Table I); images: hubs.")
 @click.option("--layers", type=int, default=2, show_default=True, help="Layer windows of the KirchhoffNet.")
+@click.option("--hidden", type=int, default=None,
+              help="Topology inputs -> H hidden nodes -> outputs (two layers) instead of the task's default.")
+@click.option("--repeat", type=int, default=1, show_default=True,
+              help="Fully connected topology: parallel devices per node pair (each its own θ; mismatch averages).")
+@click.option("--input-capacitance", type=float, default=1.0, show_default=True,
+              help="With --hidden: capacitance of the input nodes (model units; the others have 1).")
+@click.option("--pixel-min", type=float, default=None,
+              help="With --hidden: connect only the inputs whose training mean exceeds this (images: skip the "
+                   "blank border).")
 @click.option("--t-layer", type=float, default=1.0, show_default=True, help="Length of each layer window.")
 @click.option("--epochs", type=int, default=None, help="Training epochs (default: per task).")
 @click.option("--batch-size", type=int, default=None, help="Mini-batch size (default: per task).")
 @click.option("--lr", type=float, default=None, help="Adam learning rate (default: per task).")
 @click.option("--dt", type=float, default=None, help="RK4 step of training and of the RK4 score (default: per task).")
 @click.option("--init-scale", type=float, default=0.3, show_default=True, help="Scale of the random θ init.")
+@click.option("--input-scale", type=float, default=1.0, show_default=True,
+              help="Multiply every input feature (volts) by this: a larger swing against the cells' offsets.")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default=None,
               help="Training precision (default float32; the export and its scoring are float64).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the init and the batches.")
@@ -959,15 +1322,25 @@ def _command_line(ctx, **resolved) -> str:
               help="Keep |θ0| (relu) inside the signed cell's calibrated range and |θ1| <= 4 (e.g. cell:generic180).")
 @click.option("--device-in-the-loop", default=None, metavar="PDK[:CORNER]",
               help="Train with a surrogate of the characterised signed cell in place of the ideal relu law.")
+@click.option("--mismatch", default=None, metavar="PDK[:CORNER]",
+              help="Train under the signed cell's measured mismatch: every device's θ deviations drawn per sample "
+                   "and step (measured once with ngspice, cached; relu law).")
+@click.option("--mismatch-scale", type=float, default=1.0, show_default=True,
+              help="Multiply every mismatch σ of --mismatch (margin).")
+@click.option("--mismatch-weight", type=float, default=0.0, show_default=True,
+              help="Weight of the outputs' mean squared change under --mismatch against the nominal die (loss).")
+@click.option("--augment-shift", type=int, default=0, show_default=True,
+              help="Images: move every training image by a random offset of up to this many pixels each epoch.")
 @click.option("--baseline", type=click.Choice(["mlp"]), default=None,
               help="Train the matched ReLU-MLP baseline instead (writes only the metrics JSON).")
 @click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Weights file (.npz) to write, with a .json of the metrics beside it (--baseline: only the .json).")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-def train_command(task_name, law, size, layers, t_layer, epochs, batch_size, lr, dt, init_scale, dtype, seed, data_seed,
-                  theta_max, theta_noise, voltage_noise, voltage_max, voltage_weight, theta_range, device_in_the_loop,
-                  baseline, out_path, threads, quiet):
+def train_command(task_name, law, size, layers, repeat, hidden, input_capacitance, pixel_min, t_layer, epochs,
+                  batch_size, lr, dt, init_scale, input_scale, dtype, seed, data_seed, theta_max, theta_noise,
+                  voltage_noise, voltage_max, voltage_weight, theta_range, device_in_the_loop, mismatch, mismatch_scale,
+                  mismatch_weight, augment_shift, baseline, out_path, threads, quiet):
     """Train a KirchhoffNet on a bundled task and export it as kcompile.knet/1."""
     torch = require_torch()
     torch.set_num_threads(max(1, threads))
@@ -984,17 +1357,28 @@ def train_command(task_name, law, size, layers, t_layer, epochs, batch_size, lr,
                       dtype=dtype or defaults.get("dtype", "float32"),
                       theta_max=theta_max, theta_noise=theta_noise, voltage_noise=voltage_noise,
                       voltage_max=voltage_max, voltage_weight=voltage_weight, theta_range=theta_range,
-                      device_in_the_loop=device_in_the_loop)
+                      device_in_the_loop=device_in_the_loop, mismatch=mismatch, mismatch_scale=mismatch_scale,
+                      mismatch_weight=mismatch_weight, augment_shift=augment_shift)
     if voltage_max is not None and voltage_max <= 0:
         raise InputError(f"--voltage-max must be positive, got {voltage_max}")
-    task = load_task(task_name, data_seed)
+    if mismatch_scale <= 0 or mismatch_weight < 0:
+        raise InputError(f"--mismatch-scale must be positive and --mismatch-weight 0 or more, got {mismatch_scale} "
+                         f"and {mismatch_weight}")
+    if mismatch is None and (mismatch_scale != 1.0 or mismatch_weight):
+        raise InputError("--mismatch-scale and --mismatch-weight act on --mismatch PDK[:CORNER], which is not given")
+    if mismatch is not None and (baseline or law != "relu"):
+        raise _no_mismatch_table("the MLP baseline" if baseline else f"law {law!r}")
+    task = scale_inputs(load_task(task_name, data_seed), input_scale)
     log = None if quiet else (lambda s: click.echo(s, err=True))
     command = _command_line(click.get_current_context(), law=law, epochs=cfg.epochs, lr=cfg.lr,
                             batch_size=cfg.batch_size, dt=cfg.dt, dtype=cfg.dtype,
                             **({"voltage_weight": voltage_weight} if voltage_max is not None else {}))
+    if not input_capacitance > 0:
+        raise InputError(f"--input-capacitance must be positive, got {input_capacitance}")
+    topology = task_topology(task, law, size, layers, hidden, pixel_min, input_capacitance, repeat)
     if baseline == "mlp":
         # the KirchhoffNet of the same size sets the parameter budget
-        target = task_topology(task, law, size, layers).num_params(law)
+        target = topology.num_params(law)
         result = train_mlp(task, size, target, cfg=cfg, log=log, command=command)
         if out_path is not None:
             side = out_path.with_suffix(".json")
@@ -1005,7 +1389,8 @@ def train_command(task_name, law, size, layers, t_layer, epochs, batch_size, lr,
         click.echo(f"{task_name} mlp-{size} ({m['num_params']} params, width {m['width']}): "
                    + _headline(task, result.report))
         return
-    result = train_knet(task, law, size, layers, cfg, log=log, command=command)
+    with _progress_bar(quiet) as progress:
+        result = train_knet(task, law, size, layers, cfg, topology, log=log, command=command, progress=progress)
     npz, side = export(result, task, out_path)
     m = result.report["model"]
     click.echo(f"{task_name} kirchhoffnet-{size} ({law}, {m['num_nodes']} nodes, {m['num_params']} params): "

@@ -173,15 +173,17 @@ def _inputs(flow: Flow, build_inputs: np.ndarray | None, build_labels: np.ndarra
     return x, labels, f"{flow.inputs} (labels {flow.labels})"
 
 
-def _mc_gate(gate: Gate, mc: MonteCarloResult | None, task) -> GateResult:
+def _mc_gate(gate: Gate, mc: MonteCarloResult | None, task, nominal_metric: float | None = None) -> GateResult:
     where = "-" if mc is None else f"mc {mc.corner}"
     if mc is None or mc.runs < 2:
         return GateResult(gate, None, False, f"metric {gate.metric} needs at least 2 Monte Carlo runs", where)
-    if gate.metric == "mc_percentile_accuracy":
+    if gate.metric in ("mc_percentile_accuracy", "mc_percentile_accuracy_drop"):
         if task != "classification":
             return GateResult(gate, None, False, f"needs a classification model with labels; this flow has "
                               f"{task or 'no labels'}", where)
         value = float(np.percentile(mc.metrics, 5))
+        if gate.metric == "mc_percentile_accuracy_drop":  # against the nominal run at the same corner
+            value = nominal_metric - value
     else:
         value = float(np.percentile(mc.errors, 95))
     ok = gate.holds(value)
@@ -195,7 +197,9 @@ def _gates(gate: Gate, runs: list[LevelRun], ideal_outputs: np.ndarray, ideal_me
     """One result per run of the gate's level (one per corner for the transistor level; one for the
     Monte Carlo metrics)."""
     if gate.is_monte_carlo:
-        return [_mc_gate(gate, mc, task)]
+        nominal = next((r.metric for r in runs if mc is not None and r.level == "transistor" and r.corner == mc.corner),
+                       None)
+        return [_mc_gate(gate, mc, task, nominal)]
     mine = [run for run in runs if run.level == gate.level]
     if gate.metric == "cross_simulator_max_diff":
         return [_cross_gate(gate, mine)]
