@@ -34,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kcompile.errors import KCompileError  # noqa: E402
 from kcompile.flow import load_flow  # noqa: E402
 from kcompile.generation import compare_level, pool_latents  # noqa: E402
 from kcompile.knet import load_knet, save_knet  # noqa: E402
@@ -61,14 +62,21 @@ def _timed(fn):
     return out, time.perf_counter() - t0, children_cpu() - c0 + time.process_time() - p0
 
 
-def _row(name: str, n: int, cmp, level, ideal, wall: float, cpu: float) -> dict:
-    return {"level": name, "n": n, **cmp.as_dict(), "max_abs_error": float(np.abs(level - ideal).max()),
+def swing(ideal: np.ndarray) -> float:
+    """The ideal samples' swing: the largest range (max − min) of one output over the samples."""
+    return float(np.ptp(ideal, axis=0).max())
+
+
+def _row(name: str, n: int, cmp, level, ideal, wall: float, cpu: float, span: float) -> dict:
+    return {"level": name, "n": n, **cmp.as_dict(), "max_displacement_rel_swing": cmp.displacement_max / span,
+            "swing": span, "max_abs_error": float(np.abs(level - ideal).max()),
             "max_rel_error": relative_error(level, ideal), "wall_s": wall, "cpu_s": cpu}
 
 
 def _print(r: dict) -> None:
     print(f"{r['level']:>22} n={r['n']:5d}: MMD ratio {r['sample_mmd_ratio']:.3f}, energy ratio "
-          f"{r['sample_energy_ratio']:.3f}, max displacement {r['max_displacement']:.3g}, max |err| "
+          f"{r['sample_energy_ratio']:.3f}, max displacement {r['max_displacement']:.3g} "
+          f"({r['max_displacement_rel_swing']:.2%} of the swing {r['swing']:.3g}), max |err| "
           f"{r['max_abs_error']:.3g}, max rel err {r['max_rel_error']:.3g}  ({r['wall_s']:.0f} s wall"
           + ("" if r["cpu_s"] is None else f", {r['cpu_s']:.0f} s CPU") + ")", flush=True)
 
@@ -153,11 +161,14 @@ def main() -> None:
         if run.samples is not None:
             n = len(run.outputs)
             rows.append(_row(f"{run.level} {run.corner}".strip(" -"), n, run.samples, run.outputs, ideal[:n],
-                             run.seconds, None))
+                             run.seconds, None, swing(ideal)))
             _print(rows[-1])
     for g in result.gates:
         print(f"  gate {g.detail}: {'PASS' if g.passed else 'FAIL'}")
-    print(f"  flow: {flow_wall:.0f} s wall, {flow_cpu:.0f} s CPU (this process and its children)", flush=True)
+    if result.scaling is not None:
+        print(f"  transistor-level scaling: {result.scaling}", flush=True)
+    print(f"  flow: {flow_wall:.0f} s wall, {flow_cpu:.0f} s CPU (this process and its children), load "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
     study = []
     if args.worst:
         run = result.level("behavioural")[0]
@@ -178,7 +189,7 @@ def main() -> None:
         out = res.level("behavioural")[0].outputs
         pool = result.reference.integrate(knet, pool_latents(n, knet.num_features, flow.latent.seed)).outputs
         cmp = compare_level(ideal, out, pool)
-        rows.append(_row(f"corrupted {layer}:{factor}", n, cmp, out, ideal[:n], wall, cpu))
+        rows.append(_row(f"corrupted {layer}:{factor}", n, cmp, out, ideal[:n], wall, cpu, swing(ideal)))
         _print(rows[-1])
         gate = next((g for g in flow.gates if g.metric == "sample_mmd_ratio"), None)
         if gate is not None:
@@ -194,9 +205,14 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"flow": flow.name, "overrides": args.overrides, "load_before": load,
                                          "load_after": os.getloadavg(), "wall_s": flow_wall, "cpu_s": flow_cpu,
+                                         "scaling": None if result.scaling is None else str(result.scaling),
                                          "rows": rows, "step_study": study,
                                          "gates": [g.detail for g in result.gates]}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KCompileError as e:  # one line for people, the CLI's exit codes
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
