@@ -5,10 +5,12 @@ distribution metrics against the ideal samples of the same latents, the largest 
 ``max(1, |v|)``, wall and CPU time and the load; ``--corrupt K:F`` also runs the behavioural circuit of the model
 whose layer ``K`` θ is scaled by ``F`` and scores it with the same gate against the *unchanged* ideal model;
 ``--img`` writes the scatter plots (ideal, each level, the corrupted circuit) as a PNG; ``--worst K --points P,Q``
-re-runs the behavioural level's K most displaced latents at P, Q, ... points per layer (the step cap study).
+re-runs the behavioural level's K most displaced latents at P, Q, ... points per layer (the step cap study);
+``--plan`` only prints the transistor level's automatic scaling plan on the flow's latents (why a model fits or not).
 
     python benchmarks/bench_generation.py flows/generation-circle.yaml --corrupt 1:1.5 --img docs/img/gen-circle.png
     python benchmarks/bench_generation.py flows/generation-circle.yaml --worst 6 --points 1000,4000,16000
+    python benchmarks/bench_generation.py flows/generation-transistor.yaml --plan
     python benchmarks/bench_generation.py flows/generation-circle.yaml --set inputs.normal=256 \
         --set 'levels=[characterised, transistor]' --set inputs.levels.transistor=16
 
@@ -32,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kcompile.errors import KCompileError  # noqa: E402
 from kcompile.flow import load_flow  # noqa: E402
 from kcompile.generation import compare_level, pool_latents  # noqa: E402
 from kcompile.knet import load_knet, save_knet  # noqa: E402
@@ -59,14 +62,21 @@ def _timed(fn):
     return out, time.perf_counter() - t0, children_cpu() - c0 + time.process_time() - p0
 
 
-def _row(name: str, n: int, cmp, level, ideal, wall: float, cpu: float) -> dict:
-    return {"level": name, "n": n, **cmp.as_dict(), "max_abs_error": float(np.abs(level - ideal).max()),
+def swing(ideal: np.ndarray) -> float:
+    """The ideal samples' swing: the largest range (max − min) of one output over the samples."""
+    return float(np.ptp(ideal, axis=0).max())
+
+
+def _row(name: str, n: int, cmp, level, ideal, wall: float, cpu: float, span: float) -> dict:
+    return {"level": name, "n": n, **cmp.as_dict(), "max_displacement_rel_swing": cmp.displacement_max / span,
+            "swing": span, "max_abs_error": float(np.abs(level - ideal).max()),
             "max_rel_error": relative_error(level, ideal), "wall_s": wall, "cpu_s": cpu}
 
 
 def _print(r: dict) -> None:
     print(f"{r['level']:>22} n={r['n']:5d}: MMD ratio {r['sample_mmd_ratio']:.3f}, energy ratio "
-          f"{r['sample_energy_ratio']:.3f}, max displacement {r['max_displacement']:.3g}, max |err| "
+          f"{r['sample_energy_ratio']:.3f}, max displacement {r['max_displacement']:.3g} "
+          f"({r['max_displacement_rel_swing']:.2%} of the swing {r['swing']:.3g}), max |err| "
           f"{r['max_abs_error']:.3g}, max rel err {r['max_rel_error']:.3g}  ({r['wall_s']:.0f} s wall"
           + ("" if r["cpu_s"] is None else f", {r['cpu_s']:.0f} s CPU") + ")", flush=True)
 
@@ -85,6 +95,21 @@ def step_study(knet, x: np.ndarray, ideal: np.ndarray, points: list[int]) -> lis
         print(f"  {len(x)} most displaced latents at {p} points per layer: max |err| {rows[-1]['max_abs_error']:.3g}, "
               f"max rel err {rows[-1]['max_rel_error']:.3g} ({wall:.0f} s wall, {cpu:.0f} s CPU)", flush=True)
     return rows
+
+
+def plan(flow) -> None:
+    """The automatic scaling plan of the flow's model on its latents (kcompile.mapping.plan_scaling)."""
+    from kcompile.generation import latent_batch
+    from kcompile.mapping import map_knet, plan_scaling
+    from kcompile.ranges import node_ranges
+
+    knet = load_knet(flow.model)
+    x = latent_batch(knet, flow.latent.n, flow.latent.seed)
+    p = plan_scaling(knet, node_ranges(knet, x, "the flow's latents"), flow.pdk, flow.corners[0])
+    clipped = len(map_knet(p.network, flow.pdk, flow.corners[0], p.cell_scaling).clipped)
+    print(f"{flow.model.name} ({knet.law}, {knet.num_devices} devices) on {flow.pdk}/{flow.corners[0]}: nodes peak at "
+          f"{p.ranges.peak:.3g} units, fitting the window needs α = {p.need:.3g}; planned α = {p.alpha:.3g}, β = "
+          f"{p.beta:.3g}; {clipped} devices clipped; {p.limit or 'fits'}")
 
 
 def scatter(path: Path, title: str, ideal: np.ndarray, panels: list[tuple[str, np.ndarray]]) -> None:
@@ -120,9 +145,12 @@ def main() -> None:
     ap.add_argument("--img", type=Path, default=None, help="PNG of the samples")
     ap.add_argument("--worst", type=int, default=0, help="step cap study on this many most displaced latents")
     ap.add_argument("--points", default="1000,4000,16000", help="points per layer of the step cap study")
+    ap.add_argument("--plan", action="store_true", help="only print the transistor level's scaling plan")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     load = os.getloadavg()
+    if args.plan:
+        return plan(load_flow(args.flow, args.overrides))
     flow = dataclasses.replace(load_flow(args.flow, args.overrides), cache=None)  # every run fresh
     print(f"{flow.name}: {flow.model.name}, {flow.latent.n} latents (seed {flow.latent.seed}), levels "
           f"{list(flow.levels)}, jobs {flow.jobs}, {os.cpu_count()} CPUs, load {load[0]:.1f}", flush=True)
@@ -133,11 +161,14 @@ def main() -> None:
         if run.samples is not None:
             n = len(run.outputs)
             rows.append(_row(f"{run.level} {run.corner}".strip(" -"), n, run.samples, run.outputs, ideal[:n],
-                             run.seconds, None))
+                             run.seconds, None, swing(ideal)))
             _print(rows[-1])
     for g in result.gates:
         print(f"  gate {g.detail}: {'PASS' if g.passed else 'FAIL'}")
-    print(f"  flow: {flow_wall:.0f} s wall, {flow_cpu:.0f} s CPU (this process and its children)", flush=True)
+    if result.scaling is not None:
+        print(f"  transistor-level scaling: {result.scaling}", flush=True)
+    print(f"  flow: {flow_wall:.0f} s wall, {flow_cpu:.0f} s CPU (this process and its children), load "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
     study = []
     if args.worst:
         run = result.level("behavioural")[0]
@@ -158,7 +189,7 @@ def main() -> None:
         out = res.level("behavioural")[0].outputs
         pool = result.reference.integrate(knet, pool_latents(n, knet.num_features, flow.latent.seed)).outputs
         cmp = compare_level(ideal, out, pool)
-        rows.append(_row(f"corrupted {layer}:{factor}", n, cmp, out, ideal[:n], wall, cpu))
+        rows.append(_row(f"corrupted {layer}:{factor}", n, cmp, out, ideal[:n], wall, cpu, swing(ideal)))
         _print(rows[-1])
         gate = next((g for g in flow.gates if g.metric == "sample_mmd_ratio"), None)
         if gate is not None:
@@ -174,9 +205,14 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"flow": flow.name, "overrides": args.overrides, "load_before": load,
                                          "load_after": os.getloadavg(), "wall_s": flow_wall, "cpu_s": flow_cpu,
+                                         "scaling": None if result.scaling is None else str(result.scaling),
                                          "rows": rows, "step_study": study,
                                          "gates": [g.detail for g in result.gates]}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KCompileError as e:  # one line for people, the CLI's exit codes
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

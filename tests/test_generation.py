@@ -277,6 +277,12 @@ def test_shipped_2d_flows_are_generative_with_provenance():
     flow = load_flow(ROOT / "flows" / "generation.yaml")
     assert flow.latent is not None and flow.gates[0].metric == "sample_mmd_ratio"
     assert load_flow(ROOT / "flows" / "generation-circle.yaml").behavioural_points_per_layer == 4000
+    for path in sorted((ROOT / "flows").glob("generation*.yaml")):  # every one loads; genmnist's model is not shipped
+        if "genmnist" not in path.name:
+            assert load_flow(path).latent is not None, path
+    hw = load_flow(ROOT / "flows" / "generation-transistor.yaml")  # the hardware-aware model's reproducing command
+    assert hw.model.name == "8gaussians-gen-hw.npz" and is_generative(load_knet(hw.model))
+    assert hw.latent.n >= 256 and hw.latent.count("transistor") >= 64 and hw.gates[-1].limit == 2.0
 
 
 @pytest.mark.parametrize("name,outputs", [("circle", 2), ("genmnist", 784), ("twomoon", None)])
