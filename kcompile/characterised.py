@@ -234,16 +234,24 @@ def characterise(cellmap: CellMap, cache: bool = True) -> DeviceTables:
     return grid_devices(cellmap, cache=cache)
 
 
-def _bilinear(table: np.ndarray, g1: np.ndarray, g2: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
-    """``table[e]`` at ``(x1[:, e], x2[:, e])`` on uniform grids ``g1``, ``g2``; outside them the edge values hold."""
+def _bilinear(tables: tuple[np.ndarray, ...], g1: np.ndarray, g2: np.ndarray, x1: np.ndarray,
+              x2: np.ndarray) -> list[np.ndarray]:
+    """Each ``table[e]`` of ``tables`` (all of one shape) at ``(x1[:, e], x2[:, e])`` on uniform grids ``g1``,
+    ``g2``; outside them the edge values hold. The cell indices and weights are computed once for all tables,
+    and the four corners are gathered from the flattened tables (one index each, not three)."""
     h1, h2 = g1[1] - g1[0], g2[1] - g2[0]
     f1 = np.clip((x1 - g1[0]) / h1, 0.0, g1.size - 1 - 1e-9)
     f2 = np.clip((x2 - g2[0]) / h2, 0.0, g2.size - 1 - 1e-9)
     i, j = f1.astype(np.int64), f2.astype(np.int64)
     a, b = f1 - i, f2 - j
-    e = np.arange(table.shape[0])[None, :]
-    return ((1 - a) * (1 - b) * table[e, i, j] + a * (1 - b) * table[e, i + 1, j]
-            + (1 - a) * b * table[e, i, j + 1] + a * b * table[e, i + 1, j + 1])
+    n2 = tables[0].shape[2]
+    flat = (np.arange(tables[0].shape[0]) * (tables[0].shape[1] * n2))[None, :] + i * n2 + j
+    w00, w10, w01, w11 = (1 - a) * (1 - b), a * (1 - b), (1 - a) * b, a * b
+    out = []
+    for table in tables:
+        t = table.reshape(-1)
+        out.append(w00 * t[flat] + w10 * t[flat + n2] + w01 * t[flat + 1] + w11 * t[flat + n2 + 1])
+    return out
 
 
 def table_rhs(tables: DeviceTables):
@@ -255,14 +263,13 @@ def table_rhs(tables: DeviceTables):
         cinv = sp.diags(1.0 / knet.capacitance)
         into = (cinv @ sp.csr_matrix((np.ones(e), (layer.dst, np.arange(e))), shape=(n + 1, e))[1:]).tocsr()
         out = (cinv @ sp.csr_matrix((np.ones(e), (layer.src, np.arange(e))), shape=(n + 1, e))[1:]).tocsr()
-        sink, source = tables.sink[k], tables.source[k]
+        sink, source = np.ascontiguousarray(tables.sink[k]), np.ascontiguousarray(tables.source[k])
 
         def rhs(v: np.ndarray) -> np.ndarray:
             vg = np.concatenate([np.zeros((v.shape[0], 1)), v], axis=1)
             vs, vd = vg[:, layer.src], vg[:, layer.dst]
             delta, mid = vs - vd, 0.5 * (vs + vd)
-            i_sink = _bilinear(sink, tables.delta, tables.mid, delta, mid)
-            i_source = _bilinear(source, tables.delta, tables.mid, delta, mid)
+            i_sink, i_source = _bilinear((sink, source), tables.delta, tables.mid, delta, mid)
             return (into @ i_source.T - out @ i_sink.T).T
 
         return rhs
