@@ -40,7 +40,8 @@ def build(weights: str | Path | KNet, out_dir: str | Path, scaling: Scaling | No
     **options
         The other options of :func:`kcompile.build.build`: ``cells``, ``pdk``,
         ``corner``, ``allow_clipped``, ``points_per_layer``, ``refine_steps``,
-        ``solver``.
+        ``solver``, and for transistor cells ``scaling_mode``, ``calibration``,
+        ``max_error``, ``allow_out_of_budget``, ``max_devices``.
     """
     if not isinstance(weights, KNet):
         return _build_directory(weights, out_dir, scaling, **options)

@@ -36,13 +36,17 @@ from .files import sha256, umask
 from .inputs import check_inputs, check_labels, load_array, load_inputs
 from .knet import FORMAT, KNet, load_extras, load_knet, save_knet
 from .laws import LAWS
-from .mapping import map_knet, transistor_scaling
-from .osdi import DEVICES, default_devices
+from . import progress
+from .budget import Budget, estimate
+from .mapping import ScalingPlan, ThetaMisses, map_knet, plan_scaling, theta_misses
 from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_deck, render_transistor_circuit,
                       transistor_tran, write_circuit)
-from .scaling import Scaling
+from .osdi import DEVICES, default_devices
+from .ranges import calibration_inputs, node_ranges
+from .scaling import Scaling, rescale, rescaling
 from .pdk import get_pdk
-from .reference import integrate
+from .reference import Trajectory, integrate
+from .characterised import characterise, integrate_characterised
 from .refine import refine, steps_for
 from .simulate import SpiceResult, simulate
 
@@ -94,6 +98,32 @@ class Build:
             return simulate(self.knet, circuit_for(self, simulator, Path(tmp)), x, self.tran, scaling=self.scaling,
                             simulator=simulator, **options)
 
+    @property
+    def alpha(self) -> float:
+        """The circuit realises the network ``u = v/α`` (:mod:`kcompile.scaling`; 1 unless automatic scaling
+        rescaled it)."""
+        plan = self.manifest["cells"].get("scaling_plan")
+        return 1.0 if plan is None else float(plan["alpha"])
+
+    def circuit_network(self) -> tuple[KNet, Scaling]:
+        """The network the transistor circuit realises (``u = v/α``, current gain β) and its scaling (the cells')."""
+        plan = self.manifest["cells"].get("scaling_plan")
+        if plan is None:
+            return self.knet, self.scaling
+        return rescale(self.knet, self.alpha, float(plan["beta"])), Scaling(**plan["cell_scaling"])
+
+    def characterised(self, x: np.ndarray, **options) -> Trajectory | None:
+        """For a transistor build: the ideal ODE with every cell's measured DC I–V (cached sweeps; thousands of
+        instances from a table over the cell's parameters, :mod:`kcompile.characterised`), in the original units.
+        ``options`` go to the integrator (:func:`kcompile.reference.integrate`: ``method``, ``rtol``, ...)."""
+        cells = self.manifest["cells"]
+        if cells.get("level") != "transistor":
+            return None
+        network, scaling = self.circuit_network()
+        cellmap = refine(network, map_knet(network, cells["pdk"], cells["corner"], scaling),
+                         cells.get("refine_steps", 0))
+        return integrate_characterised(network, characterise(cellmap), x, alpha=self.alpha, **options)
+
     def recorded(self, name: str) -> np.ndarray | None:
         """``inputs`` ``[B, F]`` or ``labels`` ``[B]`` recorded with the model, if any (checked: a build
         directory is input)."""
@@ -143,10 +173,7 @@ def manifest_for(knet: KNet, weights: Path, scaling: Scaling, tran: Tran, files:
     }
 
 
-COMPLIANCE_SPAN = 4.0  # model units around vcm over which the cells are characterised
-
-
-def _clipped_message(cellmap, law: str, limit: int = 4) -> str:
+def _clipped_message(cellmap, law: str, fix: str, limit: int = 4) -> str:
     """The flagged devices, each with the reason its cell gives (:meth:`kcompile.mapping.CellMap.clip_reason`)."""
     items = cellmap.clipped
     cal = cellmap.calibration
@@ -156,27 +183,128 @@ def _clipped_message(cellmap, law: str, limit: int = 4) -> str:
         shown.append(f"layer{k}[{i}] θ={np.round(theta, 4).tolist()} ({cellmap.clip_reason(law, k, i)})")
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return (f"{len(items)} device(s) cannot be realised within tolerance by cell {cal.cell} on "
-            f"{cal.pdk}/{cal.corner}: {'; '.join(shown)}{more}; pass --allow-clipped to build them clipped "
+            f"{cal.pdk}/{cal.corner}: {'; '.join(shown)}{more}; {fix} to build them clipped "
             "(devices.npz holds target and achieved θ)")
 
 
-def compliance_warnings(knet: KNet, inputs: np.ndarray, scaling: Scaling, supply: float) -> list[str]:
-    """Warn when the ideal trajectories leave the window the cells were characterised on."""
-    grid = np.linspace(0.0, knet.t_bounds[-1], 50 * knet.num_layers + 1)
-    peak = float(np.abs(integrate(knet, inputs, grid=grid).grid_states).max())
-    if peak <= COMPLIANCE_SPAN:
+def compliance_warnings(plan: ScalingPlan, cell: str, pdk: str) -> list[str]:
+    """Warn, in volts, when the circuit's node voltages leave the cell's compliance window on the calibration
+    inputs, with advice that removes the warning when followed, or the reason no scaling can."""
+    if plan.fits:
         return []
-    v0 = scaling.v0 * COMPLIANCE_SPAN / peak
-    return [f"node voltages reach ±{peak:.3g} model units ({scaling.vcm - peak * scaling.v0:.3g} to "
-            f"{scaling.vcm + peak * scaling.v0:.3g} V) on these inputs, beyond the cells' characterised window of "
-            f"±{COMPLIANCE_SPAN:g} units; the transistor level will be inaccurate. Suggest --v0 {v0:.3g} "
-            f"(volts per unit, now {scaling.v0:g}) within the {supply:g} V supply"]
+    lo, hi = plan.volts
+    (w0, w1), sc = plan.window, plan.scaling
+    head = (f"node voltages reach {lo:.3g} to {hi:.3g} V on {plan.ranges.source} (±{plan.ranges.peak:.3g} model "
+            f"units at {sc.v0:.3g} V per unit), outside cell {cell}'s window {w0:g} to {w1:g} V on {pdk}; the "
+            "transistor level will be inaccurate")
+    if plan.mode == "manual":
+        if not np.isfinite(plan.need):
+            return [f"{head}. vcm = {sc.vcm:g} V lies outside the window: no --v0 fits; use the default scaling"]
+        return [f"{head}. Suggest --v0 {sc.v0 / plan.need:.3g} (volts per unit, now {sc.v0:.3g}), or leave "
+                "the scaling to kcompile (no --v0/--i0: --scaling auto)"]
+    return [f"{head}. Fitting them needs α = {plan.need:.3g}, but {plan.limit}; built with α = {plan.alpha:.3g}. No "
+            "scaling can fit this network into the window: retrain it with smaller node voltages or slopes "
+            "(kcompile train's hardware-aware options, docs/hardware_aware.md)"]
+
+
+def scaling_lines(cells: dict) -> list[str]:
+    """What a transistor build chose and expects, for people: the scaling plan and the budget (from the
+    manifest's ``cells``)."""
+    plan, budget = cells.get("scaling_plan"), cells.get("budget")
+    lines = []
+    if plan is not None:
+        (lo, hi), (w0, w1) = plan["volts"], plan["window_volts"]
+        lines.append(f"scaling ({plan['mode']}): α = {plan['alpha']:.4g}: {plan['reason']}; nodes {lo:.3g} to "
+                     f"{hi:.3g} V in the window {w0:g} to {w1:g} V ({plan['ranges']['source']})")
+    if budget is not None:
+        b = Budget(**{k: v for k, v in budget.items() if k != "relative"})
+        lines.append(f"budget: {b.message()}")
+    return lines
+
+
+#: transistor builds are refused above this many devices (``max_devices``): a circuit of 20,000 cells has
+#: 0.3-1.4 million transistors, beyond what ngspice simulates in hours
+MAX_TRANSISTOR_DEVICES = 20_000
+#: the budget gate of a build without ``max_error``: this fraction of the network's swing (or
+#: :data:`MIN_BUDGET` model units, whichever is larger)
+BUDGET_FRACTION = 0.1
+MIN_BUDGET = 0.15
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A network ready to be rendered at transistor level (:func:`prepare_transistor`)."""
+
+    plan: ScalingPlan
+    cellmap: object
+    refine_steps: int
+    misses: ThetaMisses
+    accuracy: object
+    budget: Budget | None
+
+    def info(self) -> dict:
+        """The manifest's ``cells`` of the build."""
+        return {**_cells_info(self.cellmap), "refine_steps": self.refine_steps, "scaling_plan": self.plan.record(),
+                "theta_misses": self.misses.record(), "accuracy": self.accuracy.record(),
+                "budget": None if self.budget is None else self.budget.record()}
+
+    def warnings(self) -> list[str]:
+        """Compliance (in volts, with advice) and θ misses."""
+        out = compliance_warnings(self.plan, self.cellmap.cell.name, self.cellmap.pdk.name)
+        return out + ([self.misses.message(self.cellmap.corner)] if self.misses.count else [])
+
+
+def prepare_transistor(knet: KNet, x: np.ndarray, source: str, pdk: str, corner: str, scaling: Scaling | None,
+                       mode: str, *, allow_clipped: bool = False, refine_steps: int | None = None,
+                       gate: float | None = None, swing_gate: float | None = None, allow_out_of_budget: bool = False,
+                       where: str = "",
+                       fixes: tuple[str, str] = ("pass --allow-clipped", "pass --allow-out-of-budget")) -> Prepared:
+    """Range analysis on ``x``, the scaling plan, mapping, refinement, θ misses and the budget of a transistor-level
+    circuit of ``knet`` (``build`` and verification flows).
+
+    Parameters
+    ----------
+    x, source : the calibration inputs and where they came from
+    scaling, mode : see :func:`kcompile.mapping.plan_scaling`
+    gate : float, optional
+        The output error the budget must meet (model units).
+    swing_gate : float, optional
+        Without ``gate``: this fraction of the network's swing, at least :data:`MIN_BUDGET`; neither: no gate.
+    where, fixes : the start of every refusal (a file), and how to proceed anyway (clipped, out of budget).
+
+    Raises
+    ------
+    InputError
+        Devices clipped beyond tolerance (unless ``allow_clipped``), or a budget above ``gate`` (unless
+        ``allow_out_of_budget``).
+    """
+    with progress.task(f"range analysis on {source}"):
+        ranges = node_ranges(knet, x, source)
+    plan = plan_scaling(knet, ranges, pdk, corner, scaling, mode)
+    network = plan.network
+    cellmap = map_knet(network, pdk, corner, plan.cell_scaling)
+    if cellmap.clipped and not allow_clipped:
+        raise InputError(f"{where}: {_clipped_message(cellmap, knet.law, fixes[0])}")
+    refine_steps = steps_for(network, refine_steps)
+    cellmap = refine(network, cellmap, refine_steps)
+    acc = cellmap.cell.accuracy(cellmap.pdk)
+    if gate is None and swing_gate is not None:
+        gate = max(MIN_BUDGET, swing_gate * ranges.peak)
+    with progress.task("dynamic-range budget"):
+        budget = estimate(network, plan.alpha, acc, plan.cell_scaling, x, ranges.peak, gate,
+                          [lm.achieved for lm in cellmap.layers], outside=plan.outside, measured=bool(refine_steps))
+    if budget is not None and not budget.within and not allow_out_of_budget:
+        raise InputError(f"{where}: {budget.message()}; the cells' accuracy at this scaling cannot meet the gate "
+                         f"(docs/transistor.md, 'Dynamic-range budget'): {fixes[1]} to proceed anyway")
+    return Prepared(plan, cellmap, refine_steps, theta_misses(knet.law, cellmap), acc, budget)
 
 
 def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = None, *, cells: str = "behavioural",
           pdk: str = "generic180", corner: str = "tt", allow_clipped: bool = False,
           points_per_layer: int | None = None, refine_steps: int | None = None, solver: str | None = None,
-          devices: str | None = None, testbench: bool = False) -> Build:
+          scaling_mode: str | None = None, calibration: str | Path | None = None, max_error: float | None = None,
+          allow_out_of_budget: bool = False, max_devices: int = MAX_TRANSISTOR_DEVICES, devices: str | None = None,
+          testbench: bool = False) -> Build:
     """Validate ``weights`` and write the build directory ``out_dir``.
 
     Parameters
@@ -186,7 +314,20 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         transistor-level cell per device on ``pdk``/``corner``.
     scaling : Scaling, optional
         Default: identity for behavioural, :func:`kcompile.mapping.transistor_scaling`
-        for transistor builds.
+        for transistor builds (then: the cells' scaling of the circuit, see ``scaling_mode``).
+    scaling_mode : {"auto", "manual"}, optional
+        Transistor builds: fit every node's range into the cell's compliance window by an exact
+        rescaling of the network (``"auto"``, the default without ``scaling``;
+        :func:`kcompile.mapping.plan_scaling`), or use ``scaling`` as given (``"manual"``, the default with it).
+        The recorded scaling maps the ORIGINAL model units onto the circuit either way.
+    calibration : str or Path, optional
+        Transistor builds: an ``.npy`` input batch for the range analysis and the budget (default: the
+        recorded test inputs, else a seeded uniform batch; :func:`kcompile.ranges.calibration_inputs`).
+    max_error : float, optional
+        Transistor builds: the output error (model units) the budget must meet (default: 10 % of the
+        network's swing, at least 0.15); an estimate above it is refused unless ``allow_out_of_budget``.
+    max_devices : int
+        Transistor builds of more devices are refused (:data:`MAX_TRANSISTOR_DEVICES`).
     allow_clipped : bool
         Build devices whose θ lies outside the cells' calibrated range, clipped.
     points_per_layer : int, optional
@@ -235,16 +376,21 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
     extras = _test_data(weights, knet)
     cellmap, warnings = None, []
     if cells == "transistor":
-        scaling = scaling or transistor_scaling(get_pdk(pdk))
-        cellmap = map_knet(knet, pdk, corner, scaling)
-        if cellmap.clipped and not allow_clipped:
-            raise InputError(f"{weights}: {_clipped_message(cellmap, knet.law)}")
-        refine_steps = steps_for(knet, refine_steps)
-        cellmap = refine(knet, cellmap, refine_steps)
-        tran = transistor_tran(knet, *([points_per_layer] if points_per_layer else []))
-        probe = extras.get("inputs")
-        probe = probe[:64] if probe is not None else np.random.default_rng(0).uniform(-1, 1, (16, knet.num_features))
-        warnings = compliance_warnings(knet, probe, scaling, cellmap.pdk.supply)
+        if knet.num_devices > max_devices:
+            raise InputError(f"{weights}: {knet.num_devices:,} devices are too many for a transistor-level build "
+                             f"(limit {max_devices:,}: each cell is 16-71 transistors, and ngspice would need days); "
+                             "build it with --cells behavioural, or raise the limit with --max-devices")
+        if scaling_mode not in (None, "auto", "manual"):
+            raise InputError(f"The 'scaling_mode' parameter of build must be 'auto' or 'manual'. Got "
+                             f"{short(scaling_mode)} instead.")
+        x, source = calibration_inputs(knet, extras.get("inputs"), calibration)
+        prep = prepare_transistor(
+            knet, x, source, pdk, corner, scaling, scaling_mode or ("auto" if scaling is None else "manual"),
+            allow_clipped=allow_clipped, refine_steps=refine_steps, allow_out_of_budget=allow_out_of_budget,
+            gate=max_error, swing_gate=BUDGET_FRACTION, where=str(weights))
+        plan, cellmap, cells_info, warnings = prep.plan, prep.cellmap, prep.info(), prep.warnings()
+        scaling = plan.scaling
+        tran = plan.tran(transistor_tran(knet, *([points_per_layer] if points_per_layer else [])))
     else:
         scaling = scaling or Scaling()
         tran = default_tran(knet, *([points_per_layer] if points_per_layer else []))
@@ -264,9 +410,8 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
             (tmp / MODELS).write_text(bundle_models(cellmap.pdk.model_lines(cellmap.corner),
                                                     f"{cellmap.pdk.name} corner {cellmap.corner}"))
             with open(tmp / "circuit.cir", "w") as f:
-                f.writelines(render_transistor_circuit(knet, cellmap, model_lines=[f'.include "{MODELS}"']))
+                f.writelines(render_transistor_circuit(plan.network, cellmap, model_lines=[f'.include "{MODELS}"']))
             _save_devices(tmp / "devices.npz", cellmap)
-            cells_info = {**_cells_info(cellmap), "refine_steps": refine_steps}
         save_knet(knet, tmp / "weights.npz")
         for name, arr in extras.items():
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
@@ -483,6 +628,8 @@ def check_manifest(path: Path, data) -> tuple[dict, Scaling, Tran]:
     values = {key: m.get(f"scaling.{key}", float, rule, ...) for key, rule in SCALING.items()}
     if scaling_problem(Scaling(**values)):
         raise m.fail("scaling", scaling_problem(Scaling(**values)))
+    if level == "transistor" and m.get("cells.scaling_plan", dict, default=None) is not None:
+        _check_plan(m, data["law"], Scaling(**values))
 
     fields = {f.name: f for f in dataclasses.fields(Tran)}
     tran = m.get("tran", dict, default=...)
@@ -502,6 +649,24 @@ def check_manifest(path: Path, data) -> tuple[dict, Scaling, Tran]:
         return data, Scaling(**values), Tran(**args)
     except (InputError, TypeError) as exc:
         raise m.fail("tran", f"is not a valid analysis ({exc})") from None
+
+
+def _check_plan(m: _Manifest, law: str, scaling: Scaling) -> None:
+    """``cells.scaling_plan``: α, β and the cells' scaling reach the decks of the characterised level; the recorded
+    scaling must be the one they imply (:meth:`kcompile.scaling.Rescaling.physical`)."""
+    alpha = m.get("cells.scaling_plan.alpha", float, POSITIVE, ...)
+    beta = m.get("cells.scaling_plan.beta", float, POSITIVE, ...)
+    cell = m.get("cells.scaling_plan.cell_scaling", dict, default=...)
+    for key in set(cell) - set(SCALING):
+        raise m.fail(f"cells.scaling_plan.cell_scaling.{key}", "is not a scaling field")
+    cells = Scaling(**{key: m.get(f"cells.scaling_plan.cell_scaling.{key}", float, rule, ...)
+                       for key, rule in SCALING.items()})
+    try:
+        implied = rescaling(law).physical(cells, alpha, beta)
+    except ValueError as exc:
+        raise m.fail("cells.scaling_plan", str(exc)) from None
+    if not all(np.isclose(getattr(implied, k), getattr(scaling, k), rtol=1e-9, atol=0.0) for k in SCALING):
+        raise m.fail("scaling", f"disagrees with cells.scaling_plan (α = {alpha:g}, β = {beta:g} imply {implied})")
 
 
 def _read_manifest(path: Path) -> dict:
@@ -570,11 +735,13 @@ def circuit_for(b: Build, simulator: str, folder: Path) -> Path:
     if devices not in sim.devices:
         raise InputError(f"{b.path}: built with --devices {devices}, which {sim.name} cannot simulate; rebuild "
                          f"with --devices {sim.devices[0]}")
+    Path(folder).mkdir(parents=True, exist_ok=True)
     path = Path(folder) / sim.circuit_name
     write_circuit(b.knet, path, b.scaling, segmented=b.tran.segmented, simulator=sim.name, devices=devices)
     for name in b.manifest["files"]:  # the build's own modules, so that both simulators compile the same text
-        if name.endswith(".va"):
-            shutil.copyfile(b.path / name, Path(folder) / name)
+        if name.endswith(".va"):  # linked, not copied: a compiler error names the build's file, not a copy
+            (Path(folder) / name).unlink(missing_ok=True)
+            os.symlink((b.path / name).resolve(), Path(folder) / name)
     return path
 # ---------------------------------------------------------------- portable builds
 

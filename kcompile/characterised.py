@@ -10,21 +10,49 @@ shipped example's internal nodes by 0.1 units, as much as the transistor
 level's own error; see docs/transistor.md.) The gap ideal → characterised is the cells' DC error
 (calibration, offset, copy mismatch); characterised → transistor is
 dynamics, parasitics and switching.
+
+One sweep per instance does not scale: a two-stage tanh cell costs 20-50 ms
+of ngspice per instance and grid point (its DC converges slowly), so the
+paper's 1,200-device checkpoints would take days. From
+:data:`GRID_MIN_INSTANCES` instances on, :func:`characterise` measures a
+**table over the cell's θ grid** instead (:func:`theta_grid`: every law
+column on a few values across the cell's calibrated box, slopes signed and
+geometric, offsets linear; cached like every sweep and shared by every
+network on that cell, PDK and corner) and gives each device the ideal law at
+the θ its instance achieves plus the grid's measured residual (measured −
+ideal), interpolated multilinearly in θ and bilinearly in ``(Δ, m)``. A few
+devices are also swept one by one and compared (:class:`Validation`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
-from .cells.sweep import DIFF_POINTS, DIFF_SPAN, MID_POINTS, MID_SPAN, measure_diff
+from . import progress
+from .cells.sweep import DIFF_POINTS, DIFF_SPAN, MID_POINTS, MID_SPAN, DiffSweep, measure_diff
 from .knet import KNet
+from .laws import LAWS
 from .mapping import CellMap
 from .reference import Trajectory, integrate
+from .scaling import rescaling
 
 CHUNK = 150  # instances per DC deck
+#: from this many instances on, :func:`characterise` interpolates a table over the cell's θ grid
+GRID_MIN_INSTANCES = 150
+#: (Δ points over ±8, common-mode points over ±4) of the θ grid's sweeps
+GRID_SWEEP = (33, 9)
+#: slope magnitudes of the θ grid, as fractions of the calibrated ceiling (both signs)
+GRID_SLOPES = (1 / 16, 1 / 4, 1.0)
+#: offset values of the θ grid across the calibrated box
+GRID_OFFSETS = 3
+#: grid instances per DC deck (a deck of two-stage cells takes ~1 s per instance and grid point at this size)
+GRID_CHUNK = 12
+#: devices swept one by one to validate the grid table
+VALIDATION_SAMPLE = 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,6 +64,22 @@ class DeviceTables:
     mid: np.ndarray
     sink: tuple[np.ndarray, ...]
     source: tuple[np.ndarray, ...]
+    validation: Validation | None = None
+
+
+@dataclass(frozen=True)
+class Validation:
+    """How a θ-grid table predicts devices swept one by one: largest and rms |predicted − measured| (model units,
+    both copies, ``|vs|, |vd| ≤ 4``) over ``devices`` devices; ``grid`` instances measured for the table."""
+
+    devices: int
+    grid: int
+    max_error: float
+    rms_error: float
+
+    def message(self) -> str:
+        return (f"θ-grid table of {self.grid} instances: against {self.devices} devices swept one by one, largest "
+                f"error {self.max_error:.3g}, rms {self.rms_error:.3g} model units (|vs|, |vd| <= 4)")
 
 
 def measure_devices(cellmap: CellMap, dspan: float = DIFF_SPAN, dpoints: int = DIFF_POINTS,
@@ -50,19 +94,144 @@ def measure_devices(cellmap: CellMap, dspan: float = DIFF_SPAN, dpoints: int = D
         mpoints = cellmap.cell.mid_points or MID_POINTS
     sink, source = [], []
     delta, mid = np.linspace(-dspan, dspan, dpoints), np.linspace(-mspan, mspan, mpoints)
-    for k in range(len(cellmap.layers)):
-        params = cellmap.instances(k)
-        s_parts, d_parts = [], []
-        for start in range(0, len(params), CHUNK):
-            sw = measure_diff(cellmap.cell, cellmap.pdk, cellmap.corner, params[start:start + CHUNK],
-                              cellmap.calibration.scaling, dspan, dpoints, mspan, mpoints, cache=cache)
+    decks = sum(-(-len(lm) // CHUNK) for lm in cellmap.layers)
+    n = sum(len(lm) for lm in cellmap.layers)
+    with progress.task(f"DC sweeps of {n} {cellmap.cell.name} instances ({dpoints}x{mpoints} points)", decks):
+        for k in range(len(cellmap.layers)):
+            sw = _sweep(cellmap, cellmap.instances(k), CHUNK, dspan, dpoints, mspan, mpoints, cache)
             delta, mid = sw.delta, sw.mid
-            s_parts.extend(sw.sink)
-            d_parts.extend(sw.source)
-        empty = np.zeros((0, dpoints, mpoints))
-        sink.append(np.array(s_parts) if s_parts else empty)
-        source.append(np.array(d_parts) if d_parts else empty)
+            sink.append(sw.sink)
+            source.append(sw.source)
     return DeviceTables(delta, mid, tuple(sink), tuple(source))
+
+
+def _sweep(cellmap: CellMap, params: list, chunk: int, dspan: float, dpoints: int, mspan: float, mpoints: int,
+           cache: bool) -> DiffSweep:
+    """:func:`kcompile.cells.sweep.measure_diff` of ``params`` in decks of ``chunk`` instances, joined."""
+    parts = [measure_diff(cellmap.cell, cellmap.pdk, cellmap.corner, params[start:start + chunk],
+                          cellmap.calibration.scaling, dspan, dpoints, mspan, mpoints, cache=cache)
+             for start in range(0, len(params), chunk)]
+    empty = np.zeros((0, dpoints, mpoints))
+    if not parts:
+        return DiffSweep(np.linspace(-dspan, dspan, dpoints), np.linspace(-mspan, mspan, mpoints), empty, empty)
+    return DiffSweep(parts[0].delta, parts[0].mid, np.concatenate([p.sink for p in parts]),
+                     np.concatenate([p.source for p in parts]))
+
+
+# ---------------------------------------------------------------- the θ-grid table
+
+def theta_grid(law: str, cellmap: CellMap) -> list[np.ndarray]:
+    """Per θ column, the grid values (increasing) across the cell's calibrated box
+    (:meth:`kcompile.cells.base.Cell.theta_box`): offsets (the columns of the argument's constant,
+    :func:`kcompile.scaling.rescaling`) :data:`GRID_OFFSETS` values evenly, every other column both signs of
+    :data:`GRID_SLOPES` times its largest magnitude."""
+    box, offsets = cellmap.cell.theta_box(law, cellmap.calibration), rescaling(law).offsets
+    axes = []
+    for j, (lo, hi) in enumerate(box):
+        if j in offsets:
+            axes.append(np.linspace(lo, hi, GRID_OFFSETS))
+        else:
+            mags = min(-lo, hi) * np.asarray(GRID_SLOPES)
+            axes.append(np.r_[-mags[::-1], mags])
+    return axes
+
+
+def _linear(grid: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Left index and fraction of each ``x`` (clamped) on the increasing ``grid``."""
+    x = np.clip(x, grid[0], grid[-1])
+    i = np.clip(np.searchsorted(grid, x, side="right") - 1, 0, grid.size - 2)
+    return i, (x - grid[i]) / (grid[i + 1] - grid[i])
+
+
+def _weights(axes: list[np.ndarray], keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Multilinear interpolation on the grid ``axes`` at ``keys`` ``[E, P]`` (clamped into the grid): the flat
+    grid indices ``[E, 2^P]`` and their weights."""
+    shape = [a.size for a in axes]
+    idx, wts = np.zeros((keys.shape[0], 1), dtype=np.int64), np.ones((keys.shape[0], 1))
+    for j, a in enumerate(axes):
+        i, f = _linear(a, keys[:, j])
+        stride = int(np.prod(shape[j + 1:]))
+        idx = np.concatenate([idx + (i * stride)[:, None], idx + ((i + 1) * stride)[:, None]], axis=1)
+        wts = np.concatenate([wts * (1 - f)[:, None], wts * f[:, None]], axis=1)
+    return idx, wts
+
+
+def _ideal(law: str, theta: np.ndarray, delta: np.ndarray, mid: np.ndarray) -> np.ndarray:
+    """The law's current ``[E, D, M]`` on a ``(Δ, m)`` grid for θ rows ``[E, P]``."""
+    vs, vd = mid[None, :] + delta[:, None] / 2, mid[None, :] - delta[:, None] / 2
+    return LAWS[law].current(vs[None], vd[None], theta[:, None, None, :])
+
+
+def _predicted(cellmap: CellMap, lm) -> np.ndarray:
+    """θ the calibration predicts for a layer's instances (after refinement: for the refined requests)."""
+    return cellmap.cell.achieved(cellmap.law, lm.params, cellmap.calibration).reshape(lm.target.shape)
+
+
+def _resample(table: np.ndarray, delta: np.ndarray, mid: np.ndarray, d2: np.ndarray, m2: np.ndarray) -> np.ndarray:
+    """``table [E, D, M]`` on ``(delta, mid)``, bilinearly at every point of ``(d2, m2)`` (edges held)."""
+    i, f = _linear(delta, d2)
+    j, g = _linear(mid, m2)
+    t = table[:, i] * (1 - f)[None, :, None] + table[:, i + 1] * f[None, :, None]
+    return t[:, :, j] * (1 - g) + t[:, :, j + 1] * g
+
+
+def grid_devices(cellmap: CellMap, dspan: float = DIFF_SPAN, dpoints: int = DIFF_POINTS, mspan: float = MID_SPAN,
+                 mpoints: int | None = None, cache: bool = True, rng_seed: int = 0) -> DeviceTables:
+    """Every device's tables from the θ-grid table (see the module docstring), on the same ``(Δ, m)`` grid as
+    :func:`measure_devices`, validated on :data:`VALIDATION_SAMPLE` devices swept one by one."""
+    law = cellmap.law
+    if mpoints is None:
+        mpoints = cellmap.cell.mid_points or MID_POINTS
+    axes = theta_grid(law, cellmap)
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
+    gmap = cellmap.cell.map_layer(law, grid, cellmap.calibration)
+    gparams = [gmap.instance(i) for i in range(len(gmap))]
+    gd, gm = GRID_SWEEP
+    with progress.task(f"θ-grid table: {len(grid)} {cellmap.cell.name} instances ({gd}x{gm} points)",
+                       -(-len(grid) // GRID_CHUNK)):
+        sw = _sweep(cellmap, gparams, GRID_CHUNK, dspan, gd, mspan, gm, cache)
+    ideal = _ideal(law, _predicted(cellmap, gmap), sw.delta, sw.mid)
+    res_sink, res_source = sw.sink - ideal, sw.source - ideal
+    delta, mid = np.linspace(-dspan, dspan, dpoints), np.linspace(-mspan, mspan, mpoints)
+
+    def tables(lm, fine: tuple[np.ndarray, np.ndarray]):
+        achieved = _predicted(cellmap, lm)
+        idx, w = _weights(axes, achieved)
+        out = []
+        for res in (res_sink, res_source):
+            r = np.einsum("ek,ekdm->edm", w, res[idx])
+            out.append(_ideal(law, achieved, *fine) + _resample(r, sw.delta, sw.mid, *fine))
+        return out
+
+    sink, source = zip(*(tables(lm, (delta, mid)) for lm in cellmap.layers)) if cellmap.layers else ((), ())
+    return DeviceTables(delta, mid, tuple(sink), tuple(source), _validate(cellmap, sw, tables, len(grid), cache,
+                                                                           rng_seed))
+
+
+def _validate(cellmap: CellMap, sw: DiffSweep, tables, grid: int, cache: bool, seed: int) -> Validation | None:
+    """Sweep :data:`VALIDATION_SAMPLE` random devices one by one and compare the grid table's prediction."""
+    everyone = [(k, i) for k, lm in enumerate(cellmap.layers) for i in range(len(lm))]
+    if not everyone:
+        return None
+    pick = np.random.default_rng(seed).choice(len(everyone), min(VALIDATION_SAMPLE, len(everyone)), replace=False)
+    chosen = [everyone[p] for p in sorted(pick)]
+    with progress.task(f"validation: {len(chosen)} devices swept one by one", 1):
+        meas = _sweep(cellmap, [cellmap.layers[k].instance(i) for k, i in chosen], GRID_CHUNK, DIFF_SPAN,
+                      sw.delta.size, MID_SPAN, sw.mid.size, cache)
+    predicted = {k: tables(cellmap.layers[k], (sw.delta, sw.mid)) for k in {k for k, _ in chosen}}
+    vs, vd = sw.mid[None, :] + sw.delta[:, None] / 2, sw.mid[None, :] - sw.delta[:, None] / 2
+    inside = (np.abs(vs) <= 4 + 1e-9) & (np.abs(vd) <= 4 + 1e-9)
+    err = np.concatenate([(predicted[k][side][i] - measured[n])[inside]
+                          for n, (k, i) in enumerate(chosen) for side, measured in enumerate((meas.sink, meas.source))])
+    return Validation(len(chosen), grid, float(np.abs(err).max()), float(np.sqrt(np.mean(err ** 2))))
+
+
+def characterise(cellmap: CellMap, cache: bool = True) -> DeviceTables:
+    """The characterised tables of every device: one sweep per instance (:func:`measure_devices`) below
+    :data:`GRID_MIN_INSTANCES` instances, else the θ-grid table (:func:`grid_devices`)."""
+    if sum(len(lm) for lm in cellmap.layers) < GRID_MIN_INSTANCES:
+        return measure_devices(cellmap, cache=cache)
+    return grid_devices(cellmap, cache=cache)
 
 
 def _bilinear(table: np.ndarray, g1: np.ndarray, g2: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
@@ -101,6 +270,15 @@ def table_rhs(tables: DeviceTables):
     return factory
 
 
-def integrate_characterised(knet: KNet, tables: DeviceTables, inputs: np.ndarray, **kwargs) -> Trajectory:
-    """The characterised reference trajectory (same solver and options as the ideal one)."""
-    return integrate(knet, inputs, rhs=table_rhs(tables), **kwargs)
+def integrate_characterised(knet: KNet, tables: DeviceTables, inputs: np.ndarray, alpha: float = 1.0,
+                            **kwargs) -> Trajectory:
+    """The characterised reference trajectory (same solver and options as the ideal one).
+
+    ``knet`` is the network the circuit realises; with ``alpha`` ≠ 1 it is the rescaled ``u = v/α``
+    (:mod:`kcompile.scaling`), ``inputs`` are in the original units and so is the result.
+    """
+    traj = integrate(knet, np.asarray(inputs, dtype=float) / alpha, rhs=table_rhs(tables), **kwargs)
+    if alpha == 1.0:
+        return traj
+    return dataclasses.replace(traj, states=traj.states * alpha, outputs=traj.outputs * alpha,
+                               grid_states=None if traj.grid_states is None else traj.grid_states * alpha)

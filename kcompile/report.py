@@ -303,7 +303,6 @@ def figures(result: FlowResult, samples: int = 3) -> dict:
     """The report's matplotlib figures by section: ``waveforms`` (the first ``samples`` samples), ``errors``,
     ``corners`` (more than one transistor-level run), ``montecarlo``."""
     plt = _pyplot()
-    ideal = result.ideal
     figs = {}
     n = min(samples, len(result.inputs))
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.6), squeeze=False)

@@ -33,6 +33,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, KCompileError
+from .gentrain import DENSITIES
 from .knet import KNet, make_knet, save_knet
 from .laws import LAWS
 from .tasks import TASKS, Task, load_task, scale_inputs
@@ -1281,7 +1282,8 @@ def _progress_bar(quiet: bool):
 
 
 @click.command("train")
-@click.option("--task", "task_name", type=click.Choice(list(TASKS)), required=True, help="Data set (kcompile.tasks).")
+@click.option("--task", "task_name", type=click.Choice([*TASKS, *DENSITIES]), required=True,
+              help="Data set (kcompile.tasks), or a 2-D density trained as a normalising flow (kcompile.gentrain).")
 @click.option("--law", type=click.Choice(list(LAWS)), default=None, help="Device law (default: per task, relu).")
 @click.option("--size", type=click.Choice(list(SIZE_PARAMS)), default="small", show_default=True,
               help="Parameter budget: small ~170, medium ~530, large ~1520 (Table I); images: hubs.")
@@ -1342,6 +1344,9 @@ def train_command(task_name, law, size, layers, repeat, hidden, input_capacitanc
     """Train a KirchhoffNet on a bundled task and export it as kcompile.knet/1."""
     torch = require_torch()
     torch.set_num_threads(max(1, threads))
+    if task_name in DENSITIES:  # a generative model: kcompile.gentrain reads the same options
+        from .gentrain import density_command
+        return density_command(click.get_current_context())
     if layers < 1:
         raise InputError(f"--layers must be at least 1, got {layers}")
     defaults = TASK_DEFAULTS[task_name]

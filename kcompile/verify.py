@@ -28,8 +28,8 @@ import numpy as np
 
 from . import ngspice
 from .backends import get_simulator
-from .build import build, circuit_for
-from .characterised import integrate_characterised, measure_devices
+from .build import build, circuit_for, prepare_transistor
+from .characterised import characterise, integrate_characterised
 from .compare import ReferenceSettings, reference_settings, task_metric, task_of
 from .checks import scaling_problem
 from .errors import InputError
@@ -340,14 +340,16 @@ def _corner_specs(flow: Flow, knet: KNet, pdk, scaling, cellmap) -> list[_Spec]:
     return specs
 
 
-def _run_specs(specs: list[_Spec], knet: KNet, x: np.ndarray, tran, scaling, flow: Flow, work: Path, executor,
-               tick) -> list:
-    """Write every spec's circuit, then run them all at once over one pool (local processes or ``executor``)."""
+def _run_specs(specs: list[_Spec], knet: KNet, network: KNet, x: np.ndarray, tran, scaling, flow: Flow, work: Path,
+               executor, tick) -> list:
+    """Write every spec's circuit (of ``network``, the circuit's rescaled ``knet``), then run them all at once over
+    one pool (local processes or ``executor``)."""
     circuits = []
     for n, spec in enumerate(specs):
         circuit = work / f"transistor_{n}.cir"
         with open(circuit, "w") as f:
-            f.writelines(render_transistor_circuit(knet, spec.cellmap, supply=spec.supply, mismatch=spec.mismatch))
+            f.writelines(render_transistor_circuit(network, spec.cellmap, supply=spec.supply,
+                                                   mismatch=spec.mismatch))
         circuits.append(circuit)
     jobs = max(1, min(flow.jobs or os.cpu_count() or 1, len(specs) * len(x)))
     # No subprocess may start in a thread while the pool forks its workers from another (the child would
@@ -390,32 +392,39 @@ def flow_scaling(flow: Flow) -> Scaling:
 
 def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: Path, executor, progress,
                      ideal_outputs: np.ndarray, grid: np.ndarray):
-    """Characterised, transistor (every corner) and Monte Carlo levels, calibrated at the nominal (first) corner."""
+    """Characterised, transistor (every corner) and Monte Carlo levels, calibrated at the nominal (first) corner,
+    and their scaling in the flow's model units."""
     pdk = get_pdk(flow.pdk or "generic180")
     scaling = flow_scaling(flow)
     nominal = flow.corners[0]
-    cellmap = map_knet(knet, pdk.name, nominal, scaling)
-    if cellmap.clipped and not flow.allow_clipped:
-        raise InputError(f"{flow.path}: {len(cellmap.clipped)} device(s) of {flow.model} need θ outside the cell's "
-                         "calibrated range; set 'allow_clipped: true' in the flow to run them clipped")
-    tick = _ticker(progress, f"calibrating and refining the cells on {pdk.name}/{nominal}", 1)
-    cellmap = refine(knet, cellmap, steps_for(knet, flow.refine_steps))
+    # automatic scaling (kcompile.mapping.plan_scaling) unless the flow fixes v0, i0 or vcm; the circuit realises
+    # prep.plan.network (u = v/α), the recorded scaling maps the flow's model units onto it
+    gate = min((g.limit for g in flow.gates if g.level == "transistor" and g.metric == "max_output_error"),
+               default=None)
+    tick = _ticker(progress, f"range analysis, scaling, calibrating and refining the cells on {pdk.name}/{nominal}", 1)
+    prep = prepare_transistor(knet, x, "the flow's inputs", pdk.name, nominal, scaling,
+                              "manual" if {"v0", "i0", "vcm"} & set(flow.scaling) else "auto",
+                              allow_clipped=flow.allow_clipped, refine_steps=flow.refine_steps, gate=gate,
+                              allow_out_of_budget=flow.allow_out_of_budget, where=str(flow.path),
+                              fixes=("set 'allow_clipped: true' in the flow",
+                                     "set 'allow_out_of_budget: true' in the flow"))
     tick(1)
+    circuit, cellmap, scaling, alpha = prep.plan.network, prep.cellmap, prep.plan.scaling, prep.plan.alpha
     runs, mc = [], None
     if "characterised" in flow.levels:
         t0, tick = time.perf_counter(), _ticker(progress, "characterised: every cell's DC I-V, then the ODE", 1)
         xc, lc = _first(flow, "characterised", x, labels)
-        ch = integrate_characterised(knet, measure_devices(cellmap), xc, grid=grid)
+        ch = integrate_characterised(circuit, characterise(cellmap), xc, alpha=alpha, grid=grid)
         tick(1)
         runs.append(LevelRun("characterised", nominal, ch.outputs, ch.states, time.perf_counter() - t0,
                              [(ch.grid, ch.grid_states[b]) for b in range(min(len(xc), WAVEFORM_SAMPLES))],
                              task_metric(task, ch.outputs, lc)))
     if "transistor" not in flow.levels:
-        return runs, mc
+        return runs, mc, scaling
     x, labels = _first(flow, "transistor", x, labels)
     ideal_outputs = ideal_outputs[:len(x)]
-    tran = transistor_tran(knet, *([flow.points_per_layer] if flow.points_per_layer else []))
-    specs = _corner_specs(flow, knet, pdk, scaling, cellmap)
+    tran = prep.plan.tran(transistor_tran(knet, *([flow.points_per_layer] if flow.points_per_layer else [])))
+    specs = _corner_specs(flow, circuit, pdk, prep.plan.cell_scaling, cellmap)
     mcf = flow.monte_carlo
     nominal_supply = (flow.supply or (pdk.supply,))[0]
     mc_label = _label(nominal, flow.temperature[0], nominal_supply, pdk.supply)
@@ -424,7 +433,7 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
             raise InputError(f"{flow.path}: 'monte_carlo' needs mismatch coefficients, which PDK {pdk.name} lacks")
         specs += [_Spec(f"mc{d.run}", nominal, flow.temperature[0], nominal_supply, cellmap, d)
                   for d in draws(pdk.mismatch, mcf.seed, mcf.runs, mcf.scale)]
-    results = _run_specs(specs, knet, x, tran, scaling, flow, work, executor,
+    results = _run_specs(specs, knet, circuit, x, tran, scaling, flow, work, executor,
                          _ticker(progress, "transistor (corners, Monte Carlo)", len(specs) * len(x)))
     latency = float(knet.t_bounds[-1]) * scaling.tau
     for spec, (spice, seconds) in zip(specs, results):
@@ -439,15 +448,16 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
         attribution = None
         if mcf.rank:
             tick = _ticker(progress, "Monte Carlo: ranking the devices (DC sweeps of every mismatched cell)", 1)
-            attribution = rank_devices(knet, cellmap, x, [s.mismatch for s in specs if s.mismatch is not None],
-                                       outputs - reference.outputs[None], jobs=flow.jobs)
+            attribution = rank_devices(circuit, cellmap, x / alpha,
+                                       [s.mismatch for s in specs if s.mismatch is not None],
+                                       (outputs - reference.outputs[None]) / alpha, jobs=flow.jobs)
             tick(1)
         mc = MonteCarloResult(
             mc_label, mcf.runs, mcf.seed, mcf.scale, outputs,
             None if task is None else np.array([task_metric(task, o, labels) for o in outputs]),
             np.abs(outputs - ideal_outputs[None]).max(axis=(1, 2)), reference.outputs,
             sum(r[1] for r in mc_results), np.stack([r[0].energy for r in mc_results]), attribution)
-    return runs, mc
+    return runs, mc, scaling
 
 
 def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = None,
@@ -481,7 +491,8 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
         tick(1)
         ideal_run = LevelRun("ideal", "-", ideal.outputs, ideal.states, time.perf_counter() - t0,
                              metric=task_metric(task, ideal.outputs, labels))
-        runs, mc, timing = [ideal_run], None, {}
+        # cells: the transistor levels' scaling in the flow's model units (automatic scaling: the plan's)
+        runs, mc, timing, cells = [ideal_run], None, {}, None
         executor = dask_executor(flow.scheduler) if flow.scheduler else None
         if "behavioural" in flow.levels:
             both = any(g.metric == "cross_simulator_max_diff" for g in flow.gates)  # in both, on the same inputs
@@ -490,7 +501,8 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
                                          progress))
         if {"characterised", "transistor"} & set(flow.levels):
             t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
-            more, mc = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs, grid)
+            more, mc, cells = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs,
+                                               grid)
             runs += more
             timing["transistor_stage"] = {"wall_s": time.perf_counter() - t0,
                                           "cpu_s": time.process_time() - c0 + children_cpu() - k0}
@@ -501,5 +513,4 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
         if flow.latent is not None and len(runs) > 1:
             runs, timing["samples"] = _compare_samples(flow, knet, ideal, runs, settings, progress)
         gates = [result for g in flow.gates for result in _gates(g, runs, ideal.outputs, ideal_run.metric, task, mc)]
-    scaling = flow_scaling(flow) if {"characterised", "transistor"} & set(flow.levels) else None
-    return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates, mc, timing, scaling, settings)
+    return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates, mc, timing, cells, settings)

@@ -17,16 +17,17 @@ from kcompile.characterised import DeviceTables
 from kcompile.knet import random_knet
 from kcompile.laws import LAWS
 from kcompile.errors import InputError
-from kcompile.refine import AUTO_MAX_DEVICES, DEFAULT_STEPS, MAX_RATIO, MAX_SHIFT, fit_law, refine, secant, steps_for
+from kcompile.cells import cell_for_law
+from kcompile.refine import DEFAULT_STEPS, MAX_RATIO, MAX_SHIFT, fit_law, measure, refine, secant, steps_for
 
 
 def _ideal_tables(law: str, theta: np.ndarray, scale: float = 1.0, shift: float = 0.0) -> DeviceTables:
-    """Tables of devices whose current is the law at θ with the slope scaled and the offset shifted."""
+    """Tables of devices whose current is the law at θ with the slopes scaled and the offsets shifted."""
     delta, mid = np.linspace(-8, 8, 129), np.linspace(-4, 4, 9)
     t = np.array(theta, dtype=float)
-    slope, offset = (0, 1) if law == "relu" else (1, 0)
-    t[:, slope] *= scale
-    t[:, offset] += shift
+    slopes, offsets = cell_for_law(law).refine_columns(law)
+    t[:, list(slopes)] *= scale
+    t[:, list(offsets)] += shift
     vs = np.broadcast_to(mid[None, :] + delta[:, None] / 2, (129, 9))
     vd = vs - delta[:, None]
     current = LAWS[law].current(vs[None], vd[None], t[:, None, None, :])
@@ -36,6 +37,10 @@ def _ideal_tables(law: str, theta: np.ndarray, scale: float = 1.0, shift: float 
 @pytest.mark.parametrize("law,theta", [
     ("relu", [[0.8, 0.3], [-1.2, 0.5], [0.25, -0.2]]),
     ("shift_relu", [[0.4, 0.7], [-0.5, -0.9], [1.0, 0.3]]),
+    ("relu_affine", [[0.8, -0.3, 0.4], [-0.6, 0.9, 0.2], [0.3, 0.5, -0.1]]),
+    ("tanh_affine", [[0.8, -0.3, 0.4], [-0.6, 0.2, -0.2], [0.3, 0.5, 0.1]]),
+    ("tanh", [[0.8, 0.3], [-1.2, 0.5], [0.25, -0.2]]),
+    ("linear", [[0.8], [-1.2], [0.25]]),
 ])
 def test_fit_recovers_the_law_from_ideal_tables(law, theta):
     theta = np.array(theta)
@@ -44,15 +49,30 @@ def test_fit_recovers_the_law_from_ideal_tables(law, theta):
     np.testing.assert_allclose(achieved, theta, atol=1e-6)
     # a device 10 % weak and offset by 0.05 is fitted as such
     achieved, _ = fit_law(law, theta, _ideal_tables(law, theta, 0.9, 0.05), 0)
-    slope, offset = (0, 1) if law == "relu" else (1, 0)
-    np.testing.assert_allclose(achieved[:, slope], 0.9 * theta[:, slope], rtol=1e-5)
-    np.testing.assert_allclose(achieved[:, offset], theta[:, offset] + 0.05, atol=1e-5)
+    slopes, offsets = cell_for_law(law).refine_columns(law)
+    np.testing.assert_allclose(achieved[:, list(slopes)], 0.9 * theta[:, list(slopes)], rtol=1e-5)
+    np.testing.assert_allclose(achieved[:, list(offsets)], theta[:, list(offsets)] + 0.05, atol=1e-5)
+    # one secant step from the weak device's fit asks for what cancels its miss
+    nxt = secant(law, theta, theta, achieved, usable)
+    np.testing.assert_allclose(nxt[:, list(slopes)], theta[:, list(slopes)] / 0.9, rtol=1e-5)
+    np.testing.assert_allclose(nxt[:, list(offsets)], theta[:, list(offsets)] - 0.05, atol=1e-5)
 
 
 def test_fit_skips_devices_that_barely_conduct_or_have_tiny_slopes():
     theta = np.array([[0.005, 0.5], [0.5, -5.0]])  # tiny slope; off everywhere inside |Δ| <= 4
     _, usable = fit_law("relu", theta, _ideal_tables("relu", theta), 0)
     assert not usable.any()
+    off = np.array([[0.3, 0.2, -3.0]])  # a two-pair ReLU off everywhere inside the window
+    _, usable = fit_law("relu_affine", off, _ideal_tables("relu_affine", off), 0)
+    assert not usable.any()
+
+
+def test_secant_leaves_slopes_the_cell_barely_expresses():
+    target = np.array([[0.005, 0.8, 0.1], [0.5, -0.4, 0.1]])
+    achieved = np.array([[0.02, 0.7, 0.2], [-0.1, -0.5, 0.1]])  # a tiny slope; a slope fitted with the wrong sign
+    nxt = secant("relu_affine", target, target, achieved, np.ones(2, dtype=bool))
+    np.testing.assert_allclose(nxt[0], [0.005, 0.8 * 0.8 / 0.7, 0.0])
+    np.testing.assert_allclose(nxt[1], [0.5, -0.4 * 0.8, 0.1])
 
 
 def test_secant_step_corrects_a_weak_offset_device_and_is_bounded():
@@ -65,17 +85,21 @@ def test_secant_step_corrects_a_weak_offset_device_and_is_bounded():
     np.testing.assert_array_equal(nxt[2], target[2])  # unusable fits keep their request
 
 
-def test_default_steps_follow_network_size():
+def test_default_steps_follow_network_size_and_cell():
     small = random_knet(6, 2, 12, "relu", seed=0)
     assert steps_for(small, None) == DEFAULT_STEPS and steps_for(small, 0) == 0 and steps_for(small, 3) == 3
-    big = random_knet(60, 2, AUTO_MAX_DEVICES // 2 + 1, "relu", seed=0)
+    limit = cell_for_law("relu").refine_devices
+    big = random_knet(60, 2, limit // 2 + 1, "relu", seed=0)
     assert steps_for(big, None) == 0
-    assert steps_for(random_knet(6, 2, 12, "tanh", seed=0), None) == 0  # no relu fit for other laws
+    assert steps_for(random_knet(6, 2, 12, "relu_affine", seed=0), None) == DEFAULT_STEPS
+    # the two-stage tanh cells converge slowly in DC (20-50 ms per instance and point): refined only when asked
+    assert steps_for(random_knet(6, 2, 12, "tanh", seed=0), None) == 0
+    assert steps_for(random_knet(6, 2, 12, "tanh", seed=0), 2) == 2
 
 
-def test_refining_another_law_is_refused_with_the_fix():
-    knet = random_knet(6, 2, 12, "tanh", seed=0)
-    with pytest.raises(InputError, match="--refine-steps 0"):
+def test_refining_a_law_without_a_refinable_cell_is_refused_with_the_fix():
+    knet = random_knet(6, 2, 12, "sigmoid", seed=0)
+    with pytest.raises(InputError, match="--refine-steps 0|no transistor-level cell"):
         refine(knet, None, steps=1)
 
 
@@ -96,4 +120,27 @@ def test_refinement_shrinks_the_measured_theta_miss():
     # measured on generic180 tt: 0.115 -> 0.014 units (docs/transistor.md)
     assert miss_after < 0.5 * miss_before, (miss_before, miss_after)
     np.testing.assert_array_equal(refined.layers[0].target, mapped.layers[0].target)
+    np.testing.assert_allclose(refined.layers[0].achieved[after[1]], after[0][after[1]], atol=1e-12)
+
+
+@pytest.mark.ngspice
+def test_refinement_corrects_two_pair_relu_cells():
+    """kc_arelu: the calibration predicts every device exactly; measured, the mapped devices of this network miss
+    θ2 by up to 0.076 units and the slopes by 0.037 on generic180 (a random relu_affine network on sky130 missed a
+    slope by 0.63: the issue's unflagged miss). One step takes the largest measured miss to 0.003 (asserted:
+    at least halves it), and the refined map's achieved θ is the measured one."""
+    from kcompile.mapping import map_knet, theta_misses
+
+    knet = random_knet(6, 1, 8, "relu_affine", theta_scale=1.0, seed=0)
+    mapped = map_knet(knet, "generic180", "tt")
+    assert theta_misses("relu_affine", mapped).count == 0  # predicted: nothing to see
+    theta = knet.layers[0].theta
+    before = fit_law("relu_affine", theta, measure(mapped), 0)
+    refined = refine(knet, mapped, steps=1)
+    after = fit_law("relu_affine", theta, measure(refined), 0)
+    usable = before[1] & after[1]
+    assert usable.sum() >= 4
+    miss_before = np.abs(before[0] - theta)[usable].max()
+    miss_after = np.abs(after[0] - theta)[usable].max()
+    assert miss_after < 0.5 * miss_before, (miss_before, miss_after)
     np.testing.assert_allclose(refined.layers[0].achieved[after[1]], after[0][after[1]], atol=1e-12)

@@ -22,7 +22,8 @@ bias rules, table lookups, the mapped layer) and :mod:`kcompile.cells.sweep`
 one is refused with the fix. docs/cells.md says how to add a cell.
 """
 
-from .base import Cell, LayerMap, Transistor, default_scaling
+from .base import COMPLIANCE_SPAN, Accuracy, Cell, LayerMap, Transistor, default_scaling
 from .registry import CELLS, NoCellError, Registry, cell_for_law
 
-__all__ = ["CELLS", "Cell", "LayerMap", "NoCellError", "Registry", "Transistor", "cell_for_law", "default_scaling"]
+__all__ = ["COMPLIANCE_SPAN", "CELLS", "Accuracy", "Cell", "LayerMap", "NoCellError", "Registry", "Transistor",
+           "cell_for_law", "default_scaling"]

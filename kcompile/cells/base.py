@@ -15,6 +15,7 @@ range checks (:func:`clip_flags`, :func:`clip_reason`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import ClassVar
 import jinja2
 import numpy as np
 
+from .. import progress
 from ..errors import InputError
 from ..pdk import Pdk
 from ..resources import TEMPLATE_DIR
@@ -184,6 +186,74 @@ def clip_reason(t0: float, cal) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------- refinement
+
+#: refinement keeps the mapping of a slope column smaller than this (the fit is noise there) ...
+MIN_SLOPE = 0.01
+#: ... and of devices that conduct less than this (model units) inside the window
+MIN_CURRENT = 0.05
+#: the refinement grid of the cells whose characterised grid is costly: the window only (|Δ| ≤ 4 in 0.25
+#: steps, |m| ≤ 2 in 0.5 steps), 14x fewer points than the affine cells' characterised grid
+WINDOW_GRID = (4.0, 33, 2.0, 9)
+
+
+def fit_each(theta: np.ndarray, fit) -> tuple[np.ndarray, np.ndarray]:
+    """``fit(e)`` of every device ``e`` of ``theta`` ``[E, P]``: its law-form θ, or ``None`` where the fit is unusable
+    (the device then keeps ``theta[e]``); the achieved θ and the usable mask."""
+    achieved, usable = np.array(theta, dtype=float), np.zeros(len(theta), dtype=bool)
+    for e in range(len(theta)):
+        got = fit(e)
+        if got is not None:
+            achieved[e], usable[e] = got, True
+    return achieved, usable
+
+
+# ---------------------------------------------------------------- window and accuracy
+
+#: half-width, in model units of :func:`default_scaling` around ``vcm``, of the terminal voltages over which every cell
+#: is characterised and calibrated (±0.4 V: 0.2-1.0 V on the 1.8 V PDKs): its compliance window
+COMPLIANCE_SPAN = 4.0
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """What a calibrated instance of a cell gets wrong, in amperes, volts and relative terms.
+
+    The systematic terms are measured after calibration (docs/cells.md, re-measured instances);
+    the mismatch terms follow from the PDK's Pelgrom coefficients and the cell's sizes.
+
+    Attributes
+    ----------
+    gain : float
+        Relative error of a calibrated slope.
+    offset_i : float
+        Offset-current residue where the cell forms its argument (the ReLU core, the tanh stage's
+        input, the output), amperes.
+    offset_v : float
+        Input-referred offset residue of an input pair, volts.
+    copy : float
+        Relative error of the s-side and d-side output copies.
+    c_cell : float
+        Effective (delay) capacitance an enabled cell adds at a terminal, farads (docs/transistor.md).
+    mismatch_v : float
+        σ of an input pair's offset from mismatch (√2·σ_VT of one input transistor), volts.
+    mismatch_gain : float
+        σ of a copy's relative gain from mismatch (√2·σ_β/β of one mirror transistor).
+    """
+
+    gain: float
+    offset_i: float
+    offset_v: float
+    copy: float
+    c_cell: float
+    mismatch_v: float = 0.0
+    mismatch_gain: float = 0.0
+
+    def record(self) -> dict:
+        """The declaration as numbers (the manifest's)."""
+        return dataclasses.asdict(self)
+
+
 # ---------------------------------------------------------------- transistors (mismatch)
 
 @dataclass(frozen=True)
@@ -312,6 +382,15 @@ class Cell:
         (default: :attr:`laws`).
     mid_points : int or None
         Common-mode points of the per-device (characterised) tables; ``None``: the sweep default.
+    accuracy_spec : tuple of (str, float) pairs
+        The measured systematic fields of :class:`Accuracy` (``gain``, ``offset_i``, ``offset_v``, ``copy``,
+        ``c_cell``) on generic180 tt; :meth:`accuracy` adds the mismatch terms per PDK.
+    refine_grid : (Δ span, Δ points, common-mode span, common-mode points) or None
+        The ``(Δ, m)`` grid refinement measures every instance on (:func:`kcompile.refine.measure`); ``None``: the
+        characterised level's (whose last sweep it then shares).
+    refine_devices : int
+        Refinement is on by default (:func:`kcompile.refine.steps_for`) for networks of at most this many devices
+        (0: off unless asked for).
     """
 
     name: str
@@ -325,6 +404,9 @@ class Cell:
     includes: tuple[str, ...] = ()
     studies: tuple[str, ...] | None = None
     mid_points: int | None = None
+    accuracy_spec: tuple[tuple[str, float], ...] = ()
+    refine_grid: tuple[float, int, float, int] | None = None
+    refine_devices: int = 0
 
     #: :meth:`refine_fit` and :meth:`refine_columns` are implemented (per-device refinement, :mod:`kcompile.refine`)
     refinable: ClassVar[bool] = False
@@ -386,6 +468,26 @@ class Cell:
         devices = tuple(target.transistors)
         return _add_subckt_params(text, name, " ".join(f"vt_{t.name}=0 bt_{t.name}=0" for t in devices)), devices
 
+    # ------------------------------------------------------------ window and accuracy
+
+    def window(self, pdk: Pdk) -> tuple[float, float]:
+        """The terminal voltages (volts) within which the cell's calibration holds: ±:data:`COMPLIANCE_SPAN` units
+        of :func:`default_scaling` around its ``vcm``, the span every cell is characterised over."""
+        sc = default_scaling(pdk)
+        return round(sc.vcm - COMPLIANCE_SPAN * sc.v0, 9), round(sc.vcm + COMPLIANCE_SPAN * sc.v0, 9)
+
+    def accuracy(self, pdk: Pdk) -> Accuracy:
+        """:attr:`accuracy_spec` with the mismatch terms of ``pdk``'s Pelgrom coefficients (none: 0) for the
+        input pair (``plvt``, ``w_in × l_in``) and the mirrors (``n``, ``w_mir × l_mir``)."""
+        if not self.accuracy_spec:
+            raise self._refuse("declares no accuracy: it realises no law")
+        sz, mm = dict(self.sizes), pdk.mismatch
+        if mm is None:
+            return Accuracy(**dict(self.accuracy_spec))
+        vt = mm.sigma("plvt", sz["w_in"], max(sz["l_in"], pdk.lmin))[0]
+        beta = mm.sigma("n", sz["w_mir"], max(sz["l_mir"], pdk.lmin))[1]
+        return Accuracy(**dict(self.accuracy_spec), mismatch_v=2 ** 0.5 * vt, mismatch_gain=2 ** 0.5 * beta)
+
     # ------------------------------------------------------------ characterisation and calibration
 
     def characterize(self, pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
@@ -399,8 +501,9 @@ class Cell:
 
     def calibration(self, pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
                     cache: bool = True):
-        """:meth:`calibrate` of :meth:`characterize`."""
-        return self.calibrate(self.characterize(pdk_name, corner, scaling, cache=cache))
+        """:meth:`calibrate` of :meth:`characterize` (a progress step, :mod:`kcompile.progress`)."""
+        with progress.task(f"calibration of {self.name} on {pdk_name}/{corner}"):
+            return self.calibrate(self.characterize(pdk_name, corner, scaling, cache=cache))
 
     def report(self, study: str, pdk_name: str, corner: str) -> None:
         """Print the calibration and its re-measured accuracy (``python -m kcompile.characterize``)."""
@@ -438,14 +541,14 @@ class Cell:
 
     # ------------------------------------------------------------ refinement, mismatch attribution, training
 
-    def refine_columns(self, law: str) -> tuple[int, int]:
-        """The θ columns a refinement step moves multiplicatively (slope) and additively (offset)."""
+    def refine_columns(self, law: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The θ columns a refinement step moves multiplicatively (slopes) and additively (offsets)."""
         raise self._refuse(f"is not refinable (law {law!r}): build with --refine-steps 0")
 
-    def refine_fit(self, law: str, theta: np.ndarray, delta: np.ndarray,
+    def refine_fit(self, law: str, theta: np.ndarray, delta: np.ndarray, mid: np.ndarray,
                    current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Law-form θ each device achieves, fitted to its measured ``current`` ``[E, D, M]`` at ``delta`` ``[D, M]``
-        (inside the refinement window), and whether each fit is usable."""
+        """Law-form θ each device achieves, fitted to its measured ``current`` ``[E, D, M]`` at ``delta`` and
+        common mode ``mid`` (both ``[D, M]``, inside the refinement window), and whether each fit is usable."""
         raise self._refuse(f"is not refinable (law {law!r}): build with --refine-steps 0")
 
     def relu_targets(self, law: str, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

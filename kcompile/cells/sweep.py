@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .. import ngspice
+from .. import ngspice, progress
 from ..files import cache_dir, sha256
 from ..pdk import Pdk
 from ..scaling import Scaling
@@ -51,13 +51,26 @@ def deck_key(deck: str, extra: str = "") -> str:
     return hashlib.sha256((_MODEL_FILE.sub(content, deck) + extra).encode()).hexdigest()[:16]
 
 
-def run_ngspice(deck_text: str, pdk: Pdk) -> dict[str, np.ndarray]:
+#: the wall-clock limit of a DC deck: this many seconds per instance and sweep point, at least
+#: :data:`MIN_TIMEOUT`. A sky130 kc_relu deck of 24 instances x 1,161 points took just over 600 s of wall
+#: time on 2 cores at load 16 (21 ms per instance and point; the two-stage tanh cells 20-50 ms of CPU):
+#: a fixed 600 s limit stopped it at 99.7 % of its points
+SECONDS_PER_POINT = 0.1
+MIN_TIMEOUT = 600.0
+
+
+def sweep_timeout(instances: int, points: int) -> float:
+    """ngspice's wall-clock limit (s) for a DC deck of ``instances`` cells swept over ``points`` points."""
+    return max(MIN_TIMEOUT, SECONDS_PER_POINT * instances * points)
+
+
+def run_ngspice(deck_text: str, pdk: Pdk, timeout: float = MIN_TIMEOUT) -> dict[str, np.ndarray]:
     """Run one deck on ``pdk``'s models in batch mode; every saved vector by its lower-case name.
 
     The sweep variable (or time) is under ``"sweep"``. Thin wrapper over
-    :func:`kcompile.ngspice.run` (which raises ``SimulatorError`` on failure).
+    :func:`kcompile.ngspice.run` (which raises ``SimulatorError`` on failure, or after ``timeout`` seconds).
     """
-    raw = ngspice.run(deck_text, defines=pdk.ngspice_defines())
+    raw = ngspice.run(deck_text, defines=pdk.ngspice_defines(), timeout=timeout)
     return {"sweep": raw.time, **{k.lower(): v for k, v in raw.vectors.items()}}
 
 
@@ -70,13 +83,17 @@ def store(path: Path, **arrays: np.ndarray) -> None:
 
 
 def cached(path: Path, cache: bool, keys: tuple[str, ...], run) -> dict[str, np.ndarray]:
-    """The arrays ``keys`` stored at ``path``, or ``run()``'s (stored there when ``cache``)."""
+    """The arrays ``keys`` stored at ``path``, or ``run()``'s (stored there when ``cache``); either way one deck of
+    the open progress step (:func:`kcompile.progress.deck`)."""
     if cache and path.is_file():
         with np.load(path) as z:
-            return {k: z[k] for k in keys}
+            arrays = {k: z[k] for k in keys}
+        progress.deck(cached=True)
+        return arrays
     arrays = run()
     if cache:
         store(path, **arrays)
+    progress.deck(cached=False)
     return arrays
 
 
@@ -200,7 +217,7 @@ def sweep_deck(cell: Cell, pdk: Pdk, corner: str, instances: list, scaling: Scal
 
 def run_sweep(deck: str, pdk: Pdk, n: int, scaling: Scaling, points: int) -> Sweep:
     """Run a :func:`sweep_deck` deck on ``pdk``'s models for ``n`` instances and reshape its currents."""
-    data = run_ngspice(deck, pdk)
+    data = run_ngspice(deck, pdk, sweep_timeout(n, points * points))
     shape = (points, points)  # ngspice varies the first source fastest: [vd index, vs index]
     vs = data["sweep"].reshape(shape)[0]
     vd = data["v(d)"].reshape(shape)[:, 0]
@@ -279,7 +296,7 @@ def measure_diff(cell: Cell, pdk: Pdk, corner: str, instances: list, scaling: Sc
     deck = diff_sweep_deck(cell, pdk, corner, instances, scaling, dspan, dpoints, mspan, mpoints, enabled)
 
     def run() -> dict[str, np.ndarray]:
-        data = run_ngspice(deck, pdk)
+        data = run_ngspice(deck, pdk, sweep_timeout(len(instances), mpoints * dpoints))
         shape = (mpoints, dpoints)  # the first source (vdl) varies fastest: [mid index, delta index]
         delta = (data["sweep"].reshape(shape)[0]) / scaling.v0
         mid = (data["v(cm)"].reshape(shape)[:, 0] - scaling.vcm) / scaling.v0

@@ -1,0 +1,217 @@
+"""Dynamic-range budget: the output error a build's cells and scaling predict, before any transistor simulation.
+
+Every device of the circuit's network (:attr:`kcompile.mapping.ScalingPlan.network`)
+is the law ``g = scale·φ(a·vs + b·vd + c)`` (:meth:`kcompile.laws.Law.coefficients`)
+realised by a cell whose calibrated accuracy is declared in volts, amperes
+and relative terms (:class:`kcompile.cells.base.Accuracy`). At the circuit's
+scaling each term is a perturbation in model units:
+
+* slopes ``a``, ``b``: relative error ``gain``;
+* the argument's constant ``c``: ``offset_i / i0`` (over the output scale) and
+  the largest terminal coefficient times ``offset_v / v0``; after per-device
+  refinement (:mod:`kcompile.refine`) these two are replaced by the θ each
+  instance was measured to achieve;
+* every draw centres on the θ each instance achieves (clipped devices on their
+  clipped θ: on sky130 the two-pair tanh cell realises slopes up to 0.54);
+* the s-side and d-side output copies: relative error ``copy/√2`` each;
+* the node capacitance, while a layer is on: ``c_cell`` per cell terminal
+  at the node (of either sign), against ``C·c_unit`` (the dynamic term,
+  which shrinks as 1/C).
+
+:func:`estimate` draws these perturbations (``σ`` = the declared values;
+with mismatch, the Pelgrom terms added in quadrature), integrates the
+perturbed network on calibration inputs (:func:`kcompile.reference.integrate`
+with a perturbed right-hand side), and reports the largest output error per
+draw in the ORIGINAL model units (× α): the median over draws is the budget,
+the largest the spread. It is an estimate of the DC and first-order dynamic
+terms, not a simulation: docs/transistor.md compares it with measured errors.
+It holds only while every node stays inside the cells' compliance window,
+where their accuracy was measured: when the calibration inputs drive nodes
+out of it (``outside``, volts), the estimate says that it is no prediction and
+the gate counts as exceeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .cells import Accuracy
+from .knet import KNet
+from .laws import LAWS
+from .reference import integrate
+from .scaling import Scaling
+
+#: perturbation draws of :func:`estimate`
+DRAWS = 8
+#: calibration samples integrated per draw
+BATCH = 16
+#: networks above this many devices get no estimate (the perturbed right-hand side is a plain gather)
+MAX_DEVICES = 50_000
+#: integration tolerances of the estimate (an estimate needs no more)
+RTOL, ATOL = 1e-6, 1e-8
+#: the estimate still holds for nodes this far (volts) beyond the cells' window: a quarter of a model unit of the
+#: cells' scaling, half a step of the characterised tables' common-mode grid (the slope-limited potential1
+#: checkpoint exceeds sky130's window by 9.5 mV)
+OUTSIDE_SLACK = 0.025
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The estimated output error (original model units) of a build, nominal and with mismatch.
+
+    Attributes
+    ----------
+    nominal, nominal_max : float
+        Median and largest over the draws of the largest output error, with the cells' systematic accuracy.
+    mismatch, mismatch_max : float
+        The same with the PDK's mismatch added.
+    swing : float
+        The network's swing: peak ``|v|`` of the ideal trajectories (original units).
+    gate : float or None
+        The error the build accepts (model units); ``None``: no gate.
+    draws : int
+    outside : float
+        How far (volts) the circuit's nodes leave the cells' compliance window on the calibration inputs
+        (0: they stay inside; up to :data:`OUTSIDE_SLACK` the estimate holds).
+    """
+
+    nominal: float
+    nominal_max: float
+    mismatch: float
+    mismatch_max: float
+    swing: float
+    gate: float | None
+    draws: int
+    outside: float = 0.0
+
+    @property
+    def holds(self) -> bool:
+        """Whether the estimate is a prediction: the nodes stay inside the window (within :data:`OUTSIDE_SLACK`)."""
+        return self.outside <= OUTSIDE_SLACK
+
+    @property
+    def within(self) -> bool:
+        """Whether the nominal estimate meets the gate (always, without one) and holds."""
+        return self.gate is None or (self.nominal <= self.gate and self.holds)
+
+    def _pct(self, x: float) -> str:
+        return f"{100 * x / self.swing:.2g} % of the swing ±{self.swing:.3g}" if self.swing > 0 else "no swing"
+
+    def message(self) -> str:
+        """One line: both estimates in model units and relative to the swing, and the gate."""
+        gate = "" if self.gate is None else (f"; gate {self.gate:.3g} ({'within' if self.within else 'EXCEEDED'})")
+        holds = "" if self.holds else (
+            f"; NO PREDICTION: the nodes leave the cells' compliance window by {self.outside:.3g} V, where their "
+            "I-V was never measured (the estimate assumes it holds)")
+        return (f"expected output error {self.nominal:.3g} model units ({self._pct(self.nominal)}; up to "
+                f"{self.nominal_max:.3g} over {self.draws} draws of the cells' calibrated accuracy), "
+                f"{self.mismatch:.3g} with mismatch (up to {self.mismatch_max:.3g}){holds}{gate}")
+
+    def record(self) -> dict:
+        return {"nominal": self.nominal, "nominal_max": self.nominal_max, "mismatch": self.mismatch,
+                "mismatch_max": self.mismatch_max, "swing": self.swing, "gate": self.gate, "draws": self.draws,
+                "outside": self.outside, "relative": self.nominal / self.swing if self.swing > 0 else None}
+
+
+@dataclass(frozen=True)
+class _Sigmas:
+    """σ of each perturbation, model units of the circuit's network."""
+
+    gain: float
+    offset_i: float  # units of current
+    offset_v: float  # units of voltage
+    copy: float
+    c_cell: float  # fraction of one capacitance unit
+
+    @staticmethod
+    def of(acc: Accuracy, scaling: Scaling, mismatch: bool, measured: bool) -> _Sigmas:
+        """``measured``: every device's θ is known (refined), so only copies, dynamics and mismatch are drawn."""
+        gain, offset_i, offset_v = (0.0, 0.0, 0.0) if measured else (acc.gain, acc.offset_i, acc.offset_v)
+        v = np.hypot(offset_v, acc.mismatch_v) if mismatch else offset_v
+        copy = np.hypot(acc.copy, 2 ** 0.5 * acc.mismatch_gain) if mismatch else acc.copy
+        return _Sigmas(gain, offset_i / scaling.i0, v / scaling.v0, copy / 2 ** 0.5, acc.c_cell / scaling.c_unit)
+
+
+def perturbed_rhs(draw: dict):
+    """A right-hand-side factory for :func:`kcompile.reference.integrate`: the law with each device's drawn
+    coefficients, output copies and node capacitance (``draw[k]`` of :func:`_draw`)."""
+
+    def factory(knet: KNet, k: int, dtype=np.float64):
+        layer, law = knet.layers[k], LAWS[knet.law]
+        p = draw[k]
+        e, n = layer.num_devices, knet.num_nodes
+        cinv = sp.diags(1.0 / p["capacitance"])
+        into = (cinv @ sp.csr_matrix((1.0 + p["copy_d"], (layer.dst, np.arange(e))), shape=(n + 1, e))[1:]).tocsr()
+        out = (cinv @ sp.csr_matrix((1.0 + p["copy_s"], (layer.src, np.arange(e))), shape=(n + 1, e))[1:]).tocsr()
+
+        def rhs(v: np.ndarray) -> np.ndarray:
+            vg = np.concatenate([np.zeros((v.shape[0], 1)), v], axis=1)
+            z = p["a"] * vg[:, layer.src] + p["b"] * vg[:, layer.dst] + p["c"]
+            g = p["scale"] * law.activation.numpy(z)
+            return (into @ g.T - out @ g.T).T
+
+        return rhs
+
+    return factory
+
+
+def _draw(knet: KNet, s: _Sigmas, rng: np.random.Generator, achieved: list | None) -> dict:
+    """One draw of every device's perturbed coefficients (around ``achieved[k]`` when given), copies, and each
+    layer's node capacitance."""
+    law, out = LAWS[knet.law], {}
+    for k, layer in enumerate(knet.layers):
+        e = layer.num_devices
+        theta = layer.theta if achieved is None else achieved[k]
+        a, b, c, scale = (np.broadcast_to(np.asarray(x, dtype=float), (e,)) for x in law.coefficients(theta))
+        z = rng.standard_normal((6, e))
+        terminals = np.bincount(np.r_[layer.src, layer.dst], minlength=knet.num_nodes + 1)[1:]
+        cap = knet.capacitance * (1.0 + s.c_cell * np.sqrt(terminals) * rng.standard_normal(knet.num_nodes)
+                                  / knet.capacitance)
+        out[k] = {"a": a * (1 + s.gain * z[0]), "b": b * (1 + s.gain * z[1]),
+                  "c": c + s.offset_i * z[2] / np.maximum(np.abs(scale), 1e-12)
+                  + np.maximum(np.abs(a), np.abs(b)) * s.offset_v * z[3],
+                  "scale": scale, "copy_s": s.copy * z[4], "copy_d": s.copy * z[5],
+                  "capacitance": np.maximum(cap, 0.05 * knet.capacitance)}
+    return out
+
+
+def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, x: np.ndarray, swing: float,
+             gate: float | None = None, achieved: list | None = None, draws: int = DRAWS,
+             seed: int = 0, outside: float = 0.0, measured: bool | None = None) -> Budget | None:
+    """The budget of a circuit realising ``network`` (``u = v/α``) at ``scaling`` with cells of ``accuracy``.
+
+    Parameters
+    ----------
+    x : ndarray ``[B, F]``
+        Calibration inputs in the ORIGINAL units (the first :data:`BATCH` are used).
+    swing : float
+        Peak ``|v|`` of the original network (:attr:`kcompile.ranges.Ranges.peak`).
+    achieved : list of ndarray, optional
+        Per layer the θ every instance achieves: the draws centre on it (a clipped device on its clipped θ).
+    measured : bool, optional
+        Whether ``achieved`` was MEASURED (refined maps, :mod:`kcompile.refine`): the DC law is then taken as
+        measured, and only the copies, the dynamic term and mismatch are drawn; otherwise it is the calibration's
+        prediction and the cells' calibrated accuracy is drawn around it too. Default: ``achieved`` is given.
+    outside : float
+        How far (volts) the nodes leave the cells' window on ``x`` (:attr:`kcompile.mapping.ScalingPlan.outside`).
+
+    Returns ``None`` above :data:`MAX_DEVICES` devices.
+    """
+    if network.num_devices > MAX_DEVICES:
+        return None
+    u = np.asarray(x, dtype=float)[:BATCH] / alpha
+    ideal = integrate(network, u, rtol=RTOL, atol=ATOL).outputs
+    errors = {}
+    for mismatch in (False, True):
+        sig = _Sigmas.of(accuracy, scaling, mismatch, achieved is not None if measured is None else measured)
+        rng = np.random.default_rng([seed, int(mismatch)])
+        errors[mismatch] = np.array([
+            np.abs(integrate(network, u, rhs=perturbed_rhs(_draw(network, sig, rng, achieved)), rtol=RTOL,
+                             atol=ATOL).outputs - ideal).max() * alpha
+            for _ in range(draws)])
+    nom, mis = errors[False], errors[True]
+    return Budget(float(np.median(nom)), float(nom.max()), float(np.median(mis)), float(mis.max()), swing, gate,
+                  draws, outside)
