@@ -4,9 +4,11 @@ Runs a flow file (``flows/generation-*.yaml``; any ``--set`` override) and print
 distribution metrics against the ideal samples of the same latents, the largest error per sample relative to
 ``max(1, |v|)``, wall and CPU time and the load; ``--corrupt K:F`` also runs the behavioural circuit of the model
 whose layer ``K`` θ is scaled by ``F`` and scores it with the same gate against the *unchanged* ideal model;
-``--img`` writes the scatter plots (ideal, each level, the corrupted circuit) as a PNG.
+``--img`` writes the scatter plots (ideal, each level, the corrupted circuit) as a PNG; ``--worst K --points P,Q``
+re-runs the behavioural level's K most displaced latents at P, Q, ... points per layer (the step cap study).
 
     python benchmarks/bench_generation.py flows/generation-circle.yaml --corrupt 1:1.5 --img docs/img/gen-circle.png
+    python benchmarks/bench_generation.py flows/generation-circle.yaml --worst 6 --points 1000,4000,16000
     python benchmarks/bench_generation.py flows/generation-circle.yaml --set inputs.normal=256 \
         --set 'levels=[characterised, transistor]' --set inputs.levels.transistor=16
 
@@ -16,6 +18,7 @@ Measured figures: docs/generation.md.
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import json
 import os
@@ -32,6 +35,9 @@ sys.path.insert(0, str(ROOT))
 from kcompile.flow import load_flow  # noqa: E402
 from kcompile.generation import compare_level, pool_latents  # noqa: E402
 from kcompile.knet import load_knet, save_knet  # noqa: E402
+from kcompile.netlist import default_tran, write_circuit  # noqa: E402
+from kcompile.report import sample_images  # noqa: E402
+from kcompile.simulate import simulate  # noqa: E402
 from kcompile.timing import children_cpu  # noqa: E402
 from kcompile.verify import run_flow  # noqa: E402
 
@@ -65,6 +71,22 @@ def _print(r: dict) -> None:
           + ("" if r["cpu_s"] is None else f", {r['cpu_s']:.0f} s CPU") + ")", flush=True)
 
 
+def step_study(knet, x: np.ndarray, ideal: np.ndarray, points: list[int]) -> list[dict]:
+    """The latents ``x`` in segmented circuits (the build's device form) at each step cap: largest errors."""
+    rows = []
+    for p in points:
+        with tempfile.TemporaryDirectory() as tmp:
+            circuit = Path(tmp) / "circuit.cir"
+            write_circuit(knet, circuit, segmented=True)
+            tran = dataclasses.replace(default_tran(knet, p), segmented=True)
+            out, wall, cpu = _timed(lambda: simulate(knet, circuit, x, tran, jobs=2, batch=max(1, len(x) // 2)).outputs)
+        rows.append({"points_per_layer": p, "latents": len(x), "max_abs_error": float(np.abs(out - ideal).max()),
+                     "max_rel_error": relative_error(out, ideal), "wall_s": wall, "cpu_s": cpu})
+        print(f"  {len(x)} most displaced latents at {p} points per layer: max |err| {rows[-1]['max_abs_error']:.3g}, "
+              f"max rel err {rows[-1]['max_rel_error']:.3g} ({wall:.0f} s wall, {cpu:.0f} s CPU)", flush=True)
+    return rows
+
+
 def scatter(path: Path, title: str, ideal: np.ndarray, panels: list[tuple[str, np.ndarray]]) -> None:
     """Ideal samples, then each level's (same latents), on common axes."""
     import matplotlib
@@ -96,6 +118,8 @@ def main() -> None:
                     help="flow key override, as kcompile verify --set (repeatable)")
     ap.add_argument("--corrupt", default=None, metavar="K:F", help="also the model with layer K's θ times F")
     ap.add_argument("--img", type=Path, default=None, help="PNG of the samples")
+    ap.add_argument("--worst", type=int, default=0, help="step cap study on this many most displaced latents")
+    ap.add_argument("--points", default="1000,4000,16000", help="points per layer of the step cap study")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     load = os.getloadavg()
@@ -114,6 +138,11 @@ def main() -> None:
     for g in result.gates:
         print(f"  gate {g.detail}: {'PASS' if g.passed else 'FAIL'}")
     print(f"  flow: {flow_wall:.0f} s wall, {flow_cpu:.0f} s CPU (this process and its children)", flush=True)
+    study = []
+    if args.worst:
+        run = result.level("behavioural")[0]
+        worst = np.argsort(np.linalg.norm(run.outputs - ideal[:len(run.outputs)], axis=1))[-args.worst:]
+        study = step_study(result.knet, result.inputs[worst], ideal[worst], [int(p) for p in args.points.split(",")])
     panels = [(f"{r['level']} (MMD ratio {r['sample_mmd_ratio']:.2f})", run.outputs)
               for r, run in zip(rows, [r for r in result.levels if r.samples is not None])]
     if args.corrupt:
@@ -137,12 +166,16 @@ def main() -> None:
                   f"{'<=' if gate.holds(cmp.mmd_ratio) else 'not <='} {gate.limit:g}: "
                   f"{'PASS' if gate.holds(cmp.mmd_ratio) else 'FAIL'}")
         panels.append((f"layer {layer} θ × {factor} (MMD ratio {cmp.mmd_ratio:.1f})", out))
-    if args.img:
+    if args.img and ideal.shape[1] == 2:
         scatter(args.img, f"{flow.model.stem}: {len(ideal)} latents (seed {flow.latent.seed})", ideal, panels)
+    elif args.img:  # square images (genmnist): the report's grid of the first latents, per level and its difference
+        tag = sample_images(result, int(round(np.sqrt(ideal.shape[1]))))
+        args.img.write_bytes(base64.b64decode(tag.split("base64,")[1].split('"')[0]))
     if args.json:
         args.json.write_text(json.dumps({"flow": flow.name, "overrides": args.overrides, "load_before": load,
                                          "load_after": os.getloadavg(), "wall_s": flow_wall, "cpu_s": flow_cpu,
-                                         "rows": rows, "gates": [g.detail for g in result.gates]}, indent=1) + "\n")
+                                         "rows": rows, "step_study": study,
+                                         "gates": [g.detail for g in result.gates]}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

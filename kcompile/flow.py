@@ -49,7 +49,8 @@ distributions against the ideal model's (``sample_mmd_ratio``,
 ``segmented: true`` runs the behavioural level on the segmented circuit (one
 transient per layer, no clocks) and ``samples_per_run: K`` (or ``auto``) runs
 it K samples per ngspice process in batched decks (``timeout`` is then per
-sample).
+sample); ``behavioural_points_per_layer`` caps its step (default the build's
+1000 points per layer: fast flows need more for 1e-4, docs/generation.md).
 """
 
 from __future__ import annotations
@@ -169,6 +170,7 @@ class Flow:
     overrides: tuple[str, ...] = ()  # the --set KEY=VALUE that changed the file's keys, as given
     segmented: bool = False  # behavioural level on the segmented circuit
     samples_per_run: int | str = 1  # behavioural samples per ngspice run (batched decks), or "auto"
+    behavioural_points_per_layer: int | None = None  # the behavioural transient's step cap (None: the build's)
 
     @property
     def latent(self) -> Latent | None:
@@ -320,7 +322,7 @@ def load_flow(path: str | Path, overrides=()) -> Flow:
     known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature", "supply",
              "recalibrate", "points_per_layer", "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache",
              "allow_clipped", "refine_steps", "allow_out_of_budget", "simulator", "timeout", "segmented",
-             "samples_per_run"}
+             "samples_per_run", "behavioural_points_per_layer"}
     for key in data:
         if key not in known:
             raise c.fail(str(key)[:40], f"is not a flow key (known: {', '.join(sorted(known))})")
@@ -390,6 +392,7 @@ def load_flow(path: str | Path, overrides=()) -> Flow:
         simulator=_simulator(c, data),
         timeout=c.number(data, "timeout", _TIMEOUT) if "timeout" in data else 600.0, overrides=overrides,
         segmented=c.typed(data, "segmented", bool, False), samples_per_run=samples_per_run,
+        behavioural_points_per_layer=c.counted(data, "behavioural_points_per_layer", POINTS_PER_LAYER),
     )
 
 

@@ -29,7 +29,7 @@ from .cells.base import MIN_SLOPE
 from .characterised import DeviceTables, measure_devices
 from .errors import InputError
 from .knet import KNet
-from .mapping import CellMap, map_knet
+from .mapping import CellMap, map_knet, theta_tolerance
 
 WINDOW = 4.0  # |Δ| fitted (model units): the cells' compliance window
 MID_WINDOW = 2.0  # |common mode| fitted
@@ -37,6 +37,10 @@ MAX_RATIO, MAX_SHIFT = 1.4, 0.5  # bounds of one secant step
 # Two steps: on the moons classifier the largest θ miss fell 0.115 -> 0.014 -> 0.003 units and the
 # characterised level's largest output error vs the ideal model 2.54 -> 0.58 -> 0.41 (docs/transistor.md).
 DEFAULT_STEPS = 2
+# ... and up to this many more while a device still misses its θ beyond the cell's accuracy: a two-pair ReLU cell
+# on sky130 at the edge of its slope box missed by 0.63, by 0.22 after the two bounded (x/÷ 1.4) steps, and one
+# such device moved an internal node of its network by 6 units (a quarter of the swing)
+EXTRA_STEPS = 2
 
 
 def refinable_laws() -> tuple[str, ...]:
@@ -59,21 +63,44 @@ def fit_law(law: str, theta: np.ndarray, tables: DeviceTables, k: int) -> tuple[
     return cell_for_law(law).refine_fit(law, theta, delta, mid, mean)
 
 
-def secant(law: str, target: np.ndarray, request: np.ndarray, achieved: np.ndarray,
-           usable: np.ndarray) -> np.ndarray:
+def secant(law: str, target: np.ndarray, request: np.ndarray, achieved: np.ndarray, usable: np.ndarray,
+           previous: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The next requested θ: ``request`` moved by the miss ``target − achieved`` (bounded), the law's slope columns
     multiplicatively and its offset columns additively (:meth:`~kcompile.cells.base.Cell.refine_columns`). A slope
     column moves only where its target is at least :data:`MIN_SLOPE` and the fit has its sign (a ratio of a slope
-    the cell barely expresses is noise)."""
+    the cell barely expresses is noise).
+
+    ``previous`` (the request and achieved θ of the step before): each column moves by the secant through the last
+    two iterates instead, where they differ and the cell's response rose with the request (a two-pair ReLU cell on
+    sky130 answered a request of −1.2 with −1.40 and one of −1.35 with −1.79: proportional steps overshoot there
+    and oscillate), within the same bounds."""
     slopes, offsets = cell_for_law(law).refine_columns(law)
     nxt = np.array(request, dtype=float)
+
+    def through(j: int) -> np.ndarray | None:
+        """The request at which the line through the last two iterates of column ``j`` meets the target."""
+        if previous is None:
+            return None
+        dreq, dach = request[:, j] - previous[0][:, j], achieved[:, j] - previous[1][:, j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            guess = request[:, j] + (target[:, j] - achieved[:, j]) * dreq / dach
+        return np.where((dreq * dach > 0) & (np.abs(dach) > 1e-9) & np.isfinite(guess), guess, np.nan)
+
     for j in slopes:
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.clip(target[:, j] / achieved[:, j], 1 / MAX_RATIO, MAX_RATIO)
+            ratio = target[:, j] / achieved[:, j]
+            line = through(j)
+            if line is not None:
+                ratio = np.where(np.isnan(line), ratio, line / request[:, j])
+        ratio = np.clip(ratio, 1 / MAX_RATIO, MAX_RATIO)
         ok = usable & (np.abs(target[:, j]) >= MIN_SLOPE) & (target[:, j] * achieved[:, j] > 0)
         nxt[ok, j] = request[ok, j] * ratio[ok]
     for j in offsets:
-        shift = np.clip(target[:, j] - achieved[:, j], -MAX_SHIFT, MAX_SHIFT)
+        shift = target[:, j] - achieved[:, j]
+        line = through(j)
+        if line is not None:
+            shift = np.where(np.isnan(line), shift, line - request[:, j])
+        shift = np.clip(shift, -MAX_SHIFT, MAX_SHIFT)
         nxt[usable, j] = request[usable, j] + shift[usable]
     return nxt
 
@@ -90,8 +117,19 @@ def _with_theta(knet: KNet, thetas: list[np.ndarray]) -> KNet:
     return dataclasses.replace(knet, layers=layers)
 
 
-def refine(knet: KNet, cellmap: CellMap, steps: int = DEFAULT_STEPS, cache: bool = True) -> CellMap:
-    """The map after ``steps`` measured secant steps per device (``cellmap`` itself for 0).
+def _missing(law: str, cellmap: CellMap, fits: list[tuple[np.ndarray, np.ndarray]]) -> int:
+    """Usable fits whose θ misses the target beyond :func:`kcompile.mapping.theta_tolerance` (what
+    :func:`kcompile.mapping.theta_misses` will count)."""
+    acc, scaling = cellmap.cell.accuracy(cellmap.pdk), cellmap.calibration.scaling
+    return sum(int((usable & (np.abs(achieved - lm.target) > theta_tolerance(law, lm.target, acc, scaling)).any(axis=1)
+                    ).sum()) for lm, (achieved, usable) in zip(cellmap.layers, fits))
+
+
+def refine(knet: KNet, cellmap: CellMap, steps: int = DEFAULT_STEPS, cache: bool = True,
+           extra: int = EXTRA_STEPS) -> CellMap:
+    """The map after ``steps`` measured steps per device (``cellmap`` itself for 0), and up to ``extra`` more,
+    along the secant through the last two iterates, while a device still misses its θ beyond the cell's calibrated
+    accuracy.
 
     Targets and clip flags stay those of ``cellmap`` (the trained θ); the
     instance parameters realise the corrected requests, and ``achieved`` is
@@ -105,14 +143,21 @@ def refine(knet: KNet, cellmap: CellMap, steps: int = DEFAULT_STEPS, cache: bool
                          "build with --refine-steps 0")
     requests = [layer.theta for layer in knet.layers]
     mapped, tables = cellmap, measure(cellmap, cache=cache)
-    for _ in range(steps):
-        requests = [secant(law, layer.theta, request, *fit_law(law, layer.theta, tables, k))
-                    for k, (layer, request) in enumerate(zip(knet.layers, requests))]
+    fits = [fit_law(law, layer.theta, tables, k) for k, layer in enumerate(knet.layers)]
+    before = [None] * len(knet.layers)
+    for step in range(steps + extra):
+        if step >= steps and not _missing(law, cellmap, fits):
+            break
+        # the extra steps follow the secant through the last two iterates (the first ones: proportional)
+        nxt = [secant(law, layer.theta, request, *fit, previous=last if step >= steps else None)
+               for layer, request, fit, last in zip(knet.layers, requests, fits, before)]
+        before = [(request, achieved) for request, (achieved, _) in zip(requests, fits)]
+        requests = nxt
         mapped = map_knet(_with_theta(knet, requests), cellmap.pdk.name, cellmap.corner, cellmap.scaling, cache=cache)
         tables = measure(mapped, cache=cache)
+        fits = [fit_law(law, layer.theta, tables, k) for k, layer in enumerate(knet.layers)]
     layers = []
-    for k, (old, new) in enumerate(zip(cellmap.layers, mapped.layers)):
-        achieved, usable = fit_law(law, knet.layers[k].theta, tables, k)
+    for old, new, (achieved, usable) in zip(cellmap.layers, mapped.layers, fits):
         achieved[~usable] = old.achieved[~usable]
         layers.append(dataclasses.replace(new, target=old.target, achieved=achieved, clipped=old.clipped))
     return dataclasses.replace(mapped, layers=tuple(layers))

@@ -479,7 +479,8 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
         work = Path(work_dir or tmp)
         scaling = Scaling()  # behavioural level runs in model units
         vacask = flow.simulator != "ngspice" or any(g.metric == "cross_simulator_max_diff" for g in flow.gates)
-        b = build(flow.model, work / "behavioural", scaling, devices="osdi" if vacask else None)
+        b = build(flow.model, work / "behavioural", scaling, devices="osdi" if vacask else None,
+                  points_per_layer=flow.behavioural_points_per_layer)
         knet = b.knet
         x, labels, source = _inputs(flow, b.recorded("inputs"), b.recorded("labels"), knet)
         task = task_of(knet, labels)

@@ -212,6 +212,7 @@ def test_latent_flow_keys_are_validated(tmp_path, flow_weights, small_weights):
         ("inputs: {{normal: 8, sigma: 2}}\n", "'inputs.sigma' must be one of"),
         ("inputs: {{file: x.npy, seed: 2}}\n", "'inputs.seed' must be one of file, labels"),
         ("samples_per_run: 0\n", "'samples_per_run' must be at least 1"),
+        ("behavioural_points_per_layer: 5\n", "'behavioural_points_per_layer' must be at least 10"),
     ]
     for extra, message in cases:
         path = _write_flow(tmp_path, "model: {m}\n" + extra, flow_weights)
@@ -275,6 +276,7 @@ def test_shipped_2d_flows_are_generative_with_provenance():
         assert prov["source_dir"] == name and len(prov["model_sha256"]) == 64
     flow = load_flow(ROOT / "flows" / "generation.yaml")
     assert flow.latent is not None and flow.gates[0].metric == "sample_mmd_ratio"
+    assert load_flow(ROOT / "flows" / "generation-circle.yaml").behavioural_points_per_layer == 4000
 
 
 @pytest.mark.parametrize("name,outputs", [("circle", 2), ("genmnist", 784), ("twomoon", None)])

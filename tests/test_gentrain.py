@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +15,14 @@ from click.testing import CliRunner  # noqa: E402
 from kcompile.cli import main  # noqa: E402
 from kcompile.generation import is_generative  # noqa: E402
 from kcompile.gentrain import (  # noqa: E402
-    DENSITIES, DENSITY_DEFAULTS, density_topology, log_likelihood, param_box, repeat_for, train_density,
+    DENSITIES, DENSITY_DEFAULTS, density_topology, evaluate_flow, log_likelihood, param_box, repeat_for, train_density,
 )
 from kcompile.knet import load_knet  # noqa: E402
 from kcompile.reference import integrate  # noqa: E402
 from kcompile.train import TorchKNet, TrainConfig  # noqa: E402
 from kcompile.tasks import TASKS  # noqa: E402
+
+ZOO = Path(__file__).resolve().parent.parent / "examples" / "zoo"
 
 
 @pytest.fixture(autouse=True)
@@ -94,3 +97,18 @@ def test_train_command_trains_a_density(tmp_path):
                           (["--voltage-max", "-1"], "--voltage-max must be positive")):
         result = runner.invoke(main, ["train", "--task", "8gaussians", *args, "-o", str(tmp_path / "x.npz")])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+@pytest.mark.parametrize("path", sorted(ZOO.glob("*-gen-*.npz")), ids=lambda p: p.stem)
+def test_generative_zoo_models_reproduce_their_recorded_samples_and_fit_the_cells(path):
+    """The zoo's generative models: meta as in the .json, 64 recorded latents, the sample check recorded at
+    training reproduced by the reference, and every θ inside the box of the cell they were trained for."""
+    knet = load_knet(path)
+    assert knet.meta == json.loads(path.with_suffix(".json").read_text()) and is_generative(knet)
+    with np.load(path) as f:
+        assert f["test_inputs"].shape == (64, 2)
+    task, samples = knet.meta["task"], knet.meta["metrics"]["samples"]
+    got = evaluate_flow(knet, DENSITIES[task["name"]], task["data_seed"], samples["latent_seed"], samples["latents"])
+    assert got == pytest.approx(samples, rel=1e-9, abs=1e-12)
+    box = param_box(knet.meta["training"]["theta_range"], knet.law)
+    assert all((lay.theta >= box.lo).all() and (lay.theta <= box.hi).all() for lay in knet.layers)

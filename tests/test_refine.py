@@ -144,3 +144,22 @@ def test_refinement_corrects_two_pair_relu_cells():
     miss_after = np.abs(after[0] - theta)[usable].max()
     assert miss_after < 0.5 * miss_before, (miss_before, miss_after)
     np.testing.assert_allclose(refined.layers[0].achieved[after[1]], after[0][after[1]], atol=1e-12)
+
+
+def test_secant_through_two_iterates_converges_where_ratio_steps_oscillate():
+    """A cell whose slope answers 2.7x a change of the request (kc_arelu's negative pair on sky130 near its box edge:
+    −1.2 → −1.40, −1.35 → −1.79): ratio steps overshoot the target −1.46 back and forth, the secant lands on it."""
+    def answer(request):  # θ1 response: −1.40 at −1.2, −1.805 at −1.35 (slope 2.7), signs kept
+        out = np.array(request, dtype=float)
+        out[:, 1] = -1.40 + 2.7 * (request[:, 1] + 1.2)
+        return out
+
+    target = np.array([[1.0, -1.461, 0.1]])
+    usable = np.ones(1, dtype=bool)
+    request, previous, misses = target.copy(), None, []
+    for step in range(4):
+        achieved = answer(request)
+        misses.append(abs(achieved[0, 1] - target[0, 1]))
+        nxt = secant("relu_affine", target, request, achieved, usable, previous=previous if step >= 2 else None)
+        previous, request = (request, achieved), nxt
+    assert misses[-1] < 0.01 < min(misses[:2])  # two ratio steps miss; the secant steps land on it

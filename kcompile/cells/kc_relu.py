@@ -8,7 +8,7 @@ sweeps both variants over a table of degeneration resistors plus injection
 points; :func:`calibrate` fits ``max(θ0·Δ + θ1, 0)`` to each; :func:`relu_params`
 inverts the table (log r against log |θ0|) and injects the rest of θ1.
 ``shift_relu`` ``θ1·max(Δ − θ0, 0)`` is the same cell in relu form, port-swapped
-for θ1 < 0. The only refinable cell, the one with a relu form for the Monte Carlo
+for θ1 < 0. Refinable (as every cell), the one with a relu form for the Monte Carlo
 attribution, and the one with a training surrogate (docs/cells.md, docs/transistor.md).
 """
 
