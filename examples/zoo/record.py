@@ -6,6 +6,9 @@ Usage (from the repository root)::
     python examples/zoo/record.py flow MODEL.npz KEY VERIFY.json  # a `kcompile verify FLOW --json` summary
     python examples/zoo/record.py mc MODEL.npz PDK[:CORNER] DIES  # surrogate Monte Carlo on the test split
 
+``--print`` as the last argument prints the figures without recording them (e.g. for a model under
+``tests/golden``).
+
 ``mc`` draws every device's δθ from the signed cell's measured mismatch (:class:`kcompile.train.MismatchModel`,
 seed 1) and integrates the network with the characterised-cell surrogate (:class:`kcompile.train.CellSurrogate`,
 torch RK4 at the training step): the characterised level under mismatch, one die per sample set.
@@ -71,16 +74,19 @@ def monte_carlo(path: str, spec: str, dies: int) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    what, path = argv[0], argv[1]
+    dry = argv[-1] == "--print"
+    what, path, *rest = argv[:-1] if dry else argv
     if what == "ideal":
-        record_figures(path, "ideal", ideal(path))
+        key, figures = "ideal", ideal(path)
     elif what == "flow":
-        record_figures(path, argv[2], flow(argv[3]))
+        key, figures = rest[0], flow(rest[1])
     elif what == "mc":
-        record_figures(path, f"monte_carlo_{argv[2].replace(':', '_')}", monte_carlo(path, argv[2], int(argv[3])))
+        key, figures = f"monte_carlo_{rest[0].replace(':', '_')}", monte_carlo(path, rest[0], int(rest[1]))
     else:
         raise SystemExit(f"unknown figure {what!r}: ideal, flow or mc")
-    print(json.dumps(load_knet(path).meta["verification"], indent=1)[:2000])
+    if not dry:
+        record_figures(path, key, figures)
+    print(json.dumps({key: {k: v for k, v in figures.items() if k not in ("classes", "per_die")}}, indent=1))
 
 
 if __name__ == "__main__":
