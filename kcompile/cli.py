@@ -385,7 +385,7 @@ def _conditions(b: Build, spice: SpiceResult | None = None) -> dict:
 
     cells = b.manifest["cells"]
     if cells.get("level") != "transistor":
-        return conditions(b.scaling)
+        return conditions(b.scaling, cells="osdi" if cells.get("devices") == "osdi" else "behavioural")
     energy = None if spice is None or spice.energy is None else float(np.mean(spice.energy))
     return conditions(b.scaling, cells="transistor", cell=cells["cell"], pdk=cells["pdk"], corners=[cells["corner"]],
                       temperatures=[27.0 if b.tran.temp is None else b.tran.temp], supplies=[cells["supply"]],

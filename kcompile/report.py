@@ -41,7 +41,7 @@ def conditions(scaling: Scaling, *, cells: str = "behavioural", cell: str | None
                corners: list[str] = (), temperatures: list[float] = (), supplies: list[float] = (),
                energy: float | None = None, latency: float | None = None, nominal: str | None = None) -> dict:
     """The physical conditions of a run as plain data: what the devices are, where (PDK, corners,
-    temperatures, supplies), what one model unit is in volts, amperes, farads and seconds, and the energy
+    temperatures, supplies; ``cells`` is "behavioural", "osdi" or "transistor"), what one model unit is in volts, amperes, farads and seconds, and the energy
     per inference, latency and mean power (transistor level; of the run ``nominal`` when there are several)."""
     power = energy / latency if energy is not None and np.isfinite(energy) and latency else None
     return {"cells": cells, "cell": cell, "pdk": pdk, "corners": list(corners),
@@ -57,6 +57,8 @@ def conditions_lines(c: dict) -> list[str]:
         temps = ", ".join(f"{t:g}" for t in c["temperatures_c"]) or "27"
         where = (f"transistor-level {c['cell']} cells on {c['pdk']}, corner {', '.join(c['corners'])}, "
                  f"{temps} °C, supply {', '.join(si(v, 'V') for v in c['supplies_v'])}")
+    elif c["cells"] == "osdi":
+        where = "compiled Verilog-A devices (OSDI; a node pair's devices share an instance)"
     else:
         where = "behavioural sources (one per device)"
     if Scaling(c["volts_per_unit"], c["vcm_v"], c["amperes_per_unit"], c["farads_per_unit"]).is_identity:

@@ -195,6 +195,7 @@ def test_cli_default_is_osdi_and_bsource_on_request(tmp_path, small_weights):
     assert set(manifest["files"]) == {"circuit.cir", "weights.npz", "inputs.npy", va}
     result = _cli("simulate", tmp_path / "b", "--batch", "2")
     assert result.exit_code == 0 and "KLU, OSDI" in _flat(result), result.output
+    assert "compiled Verilog-A devices (OSDI; a node pair's devices share an instance)" in _flat(result)
     assert float(_flat(result).split("at the outputs: ")[1].split()[0]) <= 1e-4
     assert _cli("build", small_weights, "-o", tmp_path / "s", "--devices", "bsource").exit_code == 0
     assert open_build(tmp_path / "s").manifest["cells"]["devices"] == "bsource"
