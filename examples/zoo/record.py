@@ -20,6 +20,7 @@ import json
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def ideal(path: str) -> dict:
 
 
 def flow(summary_path: str) -> dict:
-    data = json.loads(open(summary_path).read())
+    data = json.loads(Path(summary_path).read_text())
     keep = ("flow", "passed", "samples", "levels", "corners", "monte_carlo", "timing", "gates", "overrides")
     return {**{k: data[k] for k in keep if data.get(k) is not None}, "command": _command()}
 
