@@ -1230,6 +1230,22 @@ def export(result: TrainResult, task: Task, path: str | Path) -> tuple[Path, Pat
     return path, side
 
 
+def record_figures(path: str | Path, key: str, figures: dict) -> None:
+    """Store figures measured after training (flows, Monte Carlo) as ``meta.verification[key]`` of the weights file
+    ``path`` and of its ``.json``, keeping the recorded test split."""
+    import dataclasses
+
+    from .knet import load_knet
+
+    path = Path(path)
+    knet = load_knet(path)
+    meta = {**knet.meta, "verification": {**knet.meta.get("verification", {}), key: figures}}
+    with np.load(path) as f:
+        extra = {k: f[k] for k in ("test_inputs", "test_labels") if k in f.files}
+    save_knet(dataclasses.replace(knet, meta=meta), path, **extra)
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
 # ------------------------------------------------------------------ CLI
 
 def _headline(task: Task, report: dict) -> str:

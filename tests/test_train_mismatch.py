@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -279,7 +280,7 @@ def test_mc_percentile_accuracy_drop_is_the_nominal_run_minus_the_5th_percentile
 # ------------------------------------------------------------------ the shipped models
 
 
-@pytest.mark.parametrize("name", ["moons-hw-robust-mc"])  # the mnist14-hw flows land with their model
+@pytest.mark.parametrize("name", ["moons-hw-robust-mc", "mnist14-hw", "mnist14-hw-transistor"])
 def test_new_flows_load(name):
     from kcompile.flow import load_flow
 
@@ -292,7 +293,26 @@ def test_robust_moons_model_records_its_mismatch_training():
     hw = knet.meta["training"]["hardware_aware"]
     assert {"voltage", "theta_box", "surrogate", "mismatch"} <= set(hw)
     mc = knet.meta["metrics"]["mismatch"]
-    # the record, not the target: this candidate's p5 over 100 simulated dies is 94.65 % against 100 % nominal
+    # the record, not the target: its p5 over 100 simulated dies is 96.33 % against 99.67 % nominal
     # (the issue asks for 2 points at transistor level; flows/moons-hw-robust-mc.yaml gates it, not yet met)
     assert mc["dies"] >= 100 and 0.0 <= mc["p5"] <= knet.meta["metrics"]["dopri5"]["test"]["accuracy"]
     assert "--mismatch generic180" in knet.meta["provenance"]["command"]
+
+
+def test_mnist14_model_reproduces_its_recorded_ideal_classes():
+    """examples/zoo/mnist14-hw.npz: meta as in its .json; its recorded ideal accuracy is that of its recorded ideal
+    classes on the whole test split, and a fresh reference run gives the same classes on the first 16 images."""
+    from kcompile.reference import integrate
+
+    path = ZOO / "mnist14-hw.npz"
+    knet = load_knet(path)
+    assert knet.meta == json.loads(path.with_suffix(".json").read_text())
+    with np.load(path) as f:
+        x, labels = f["test_inputs"], f["test_labels"]
+    ideal = knet.meta["verification"]["ideal"]
+    classes = np.array(ideal["classes"])
+    assert classes.shape == labels.shape == (ideal["samples"],) == (1000,)
+    assert ideal["accuracy"] == pytest.approx(100.0 * (classes == labels).mean())
+    assert ideal["accuracy"] == pytest.approx(100.0 * knet.meta["metrics"]["dopri5"]["test"]["accuracy"])
+    out = integrate(knet, x[:16], method="dopri5", rtol=ideal["rtol"], atol=ideal["atol"]).outputs
+    np.testing.assert_array_equal(out.argmax(axis=1), classes[:16])

@@ -3,8 +3,9 @@
     python examples/zoo/levels.py examples/zoo/mnist14-hw.npz --pdk sky130 --runs 10 --rtol 1e-6 --json /tmp/l.json
 
 * **ideal**: the NumPy reference (dopri5) on the recorded test inputs;
-* **characterised**: the ODE with every mapped cell's measured DC I–V (``kcompile.characterised``), after
-  ``--refine-steps`` per-device refinement steps (``kcompile.refine``);
+* **characterised**: the ODE with every mapped cell's measured DC I–V (``kcompile.characterised.characterise``:
+  one sweep per instance below 150 devices, else the cell's cached θ-grid table, as the flows' characterised
+  level), after ``--refine-steps`` per-device refinement steps (``kcompile.refine``);
 * **characterised Monte Carlo**: the same tables, each device's sink and source currents moved by the change
   of its relu law under mismatch run ``r`` of ``--seed``: ``i' = table + relu((θ0+δθ0)·Δ + θ1+δθ1) −
   relu(θ0·Δ + θ1)`` with θ the device's achieved relu form and δθ its own deviation under exactly the draws
@@ -24,7 +25,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from kcompile.characterised import integrate_characterised, measure_devices, table_rhs
+from kcompile.characterised import characterise, integrate_characterised, table_rhs
 from kcompile.knet import load_knet
 from kcompile.mapping import map_knet
 from kcompile.mismatch import draws, theta_deviations
@@ -107,7 +108,7 @@ def main() -> None:
     t0 = time.perf_counter()
     steps = steps_for(knet, args.refine_steps)
     cellmap = refine(knet, map_knet(knet, args.pdk, args.corner), steps)
-    tables = measure_devices(cellmap)
+    tables = characterise(cellmap)
     res["refine_steps"], res["clipped"] = steps, len(cellmap.clipped)
     res["gate_area_um2"] = gate_area(cellmap)
     res["seconds"]["map_refine_measure"] = round(time.perf_counter() - t0, 1)

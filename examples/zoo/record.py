@@ -1,0 +1,94 @@
+"""Record figures measured after training in a zoo model's meta (``meta.verification``) and its ``.json``.
+
+Usage (from the repository root)::
+
+    python examples/zoo/record.py ideal MODEL.npz                 # dopri5 classes and accuracy on the test split
+    python examples/zoo/record.py flow MODEL.npz KEY VERIFY.json  # a `kcompile verify FLOW --json` summary
+    python examples/zoo/record.py mc MODEL.npz PDK[:CORNER] DIES  # surrogate Monte Carlo on the test split
+
+``--print`` as the last argument prints the figures without recording them (e.g. for a model under
+``tests/golden``).
+
+``mc`` draws every device's δθ from the signed cell's measured mismatch (:class:`kcompile.train.MismatchModel`,
+seed 1) and integrates the network with the characterised-cell surrogate (:class:`kcompile.train.CellSurrogate`,
+torch RK4 at the training step): the characterised level under mismatch, one die per sample set.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kcompile.knet import load_knet
+from kcompile.train import record_figures
+
+#: dopri5 tolerances of the ideal classes (those of ``kcompile train``'s scores)
+RTOL, ATOL = 1e-7, 1e-9
+
+
+def _command() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def ideal(path: str) -> dict:
+    from kcompile.reference import integrate
+
+    knet = load_knet(path)
+    with np.load(path) as f:
+        x, labels = f["test_inputs"], f["test_labels"]
+    t0 = time.perf_counter()
+    out = np.concatenate([integrate(knet, x[i:i + 500], method="dopri5", rtol=RTOL, atol=ATOL).outputs
+                          for i in range(0, len(x), 500)])
+    classes = out.argmax(axis=1)
+    return {"samples": int(len(x)), "rtol": RTOL, "atol": ATOL, "accuracy": float(100.0 * (classes == labels).mean()),
+            "classes": classes.tolist(), "seconds": round(time.perf_counter() - t0, 1), "command": _command()}
+
+
+def flow(summary_path: str) -> dict:
+    data = json.loads(Path(summary_path).read_text())
+    keep = ("flow", "passed", "samples", "levels", "corners", "monte_carlo", "timing", "gates", "overrides")
+    return {**{k: data[k] for k in keep if data.get(k) is not None}, "command": _command()}
+
+
+def monte_carlo(path: str, spec: str, dies: int) -> dict:
+    import torch
+
+    from kcompile.tasks import load_task
+    from kcompile.train import CellSurrogate, MismatchModel, TorchKNet, mismatch_monte_carlo
+
+    torch.set_num_threads(1)
+    knet = load_knet(path)
+    task = load_task(knet.meta["task"]["name"])
+    with np.load(path) as f:
+        x, labels = f["test_inputs"], f["test_labels"]
+    model = TorchKNet.from_knet(knet, dtype=torch.float32)
+    model.surrogate = CellSurrogate.from_pdk(spec)
+    model.mismatch = MismatchModel.from_pdk(spec)
+    t0 = time.perf_counter()
+    res = mismatch_monte_carlo(model, task, x, labels, knet.meta["training"]["dt"], dies=dies)
+    return {**res, "seconds": round(time.perf_counter() - t0, 1), "command": _command()}
+
+
+def main(argv: list[str]) -> None:
+    dry = argv[-1] == "--print"
+    what, path, *rest = argv[:-1] if dry else argv
+    if what == "ideal":
+        key, figures = "ideal", ideal(path)
+    elif what == "flow":
+        key, figures = rest[0], flow(rest[1])
+    elif what == "mc":
+        key, figures = f"monte_carlo_{rest[0].replace(':', '_')}", monte_carlo(path, rest[0], int(rest[1]))
+    else:
+        raise SystemExit(f"unknown figure {what!r}: ideal, flow or mc")
+    if not dry:
+        record_figures(path, key, figures)
+    print(json.dumps({key: {k: v for k, v in figures.items() if k not in ("classes", "per_die")}}, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
