@@ -55,8 +55,9 @@ def conditions_lines(c: dict) -> list[str]:
     """:func:`conditions` in words, one line each: the devices and where, the units, the cost."""
     if c["cells"] == "transistor":
         temps = ", ".join(f"{t:g}" for t in c["temperatures_c"]) or "27"
+        supply = ", ".join(si(v, "V") for v in c["supplies_v"])  # none when no transistor level ran
         where = (f"transistor-level {c['cell']} cells on {c['pdk']}, corner {', '.join(c['corners'])}, "
-                 f"{temps} °C, supply {', '.join(si(v, 'V') for v in c['supplies_v'])}")
+                 f"{temps} °C" + (f", supply {supply}" if supply else ""))
     elif c["cells"] == "osdi":
         where = "compiled Verilog-A devices (OSDI; a node pair's devices share an instance)"
     else:
