@@ -208,15 +208,12 @@ def fit_density(model, data: np.ndarray, cfg, log=None) -> dict:
     X = torch.as_tensor(data, dtype=model.dtype)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
+    from .train import project_thetas
+
     box = param_box(cfg.theta_range, model.law) if cfg.theta_range else None
 
     def project():
-        with torch.no_grad():
-            for t in model.thetas:
-                if cfg.theta_max is not None:
-                    t.clamp_(-cfg.theta_max, cfg.theta_max)
-                if box is not None:
-                    box.project(t)
+        project_thetas(model.thetas, cfg.theta_max, box)
 
     project()  # start inside the box too
     history, penalties, peaks = [], [], []

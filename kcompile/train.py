@@ -136,6 +136,19 @@ def theta_box(spec: str, law: str = "relu") -> ThetaBox:
                     f"{cell.name} calibration on {pdk}/{corner}")
 
 
+def project_thetas(thetas, theta_max: float | None, box) -> None:
+    """After an optimiser step, in place and without grad: every θ into ``[-theta_max, theta_max]``, then
+    into ``box`` (a :class:`ThetaBox` or :class:`kcompile.gentrain.ParamBox`); either may be None."""
+    import torch
+
+    with torch.no_grad():
+        for t in thetas:
+            if theta_max is not None:
+                t.clamp_(-theta_max, theta_max)
+            if box is not None:
+                box.project(t)
+
+
 def _interp(torch, x, xs, ys):
     """Piecewise-linear ``ys(xs)`` at ``x`` (``xs`` increasing; constant beyond the ends), differentiable in x.
 
@@ -978,13 +991,8 @@ def fit(model, task: Task, cfg: TrainConfig, log=None, progress=None) -> dict:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if knet_model and (cfg.theta_max is not None or box is not None):
-                with torch.no_grad():
-                    for t in model.thetas:
-                        if cfg.theta_max is not None:
-                            t.clamp_(-cfg.theta_max, cfg.theta_max)
-                        if box is not None:
-                            box.project(t)
+            if knet_model:
+                project_thetas(model.thetas, cfg.theta_max, box)
             total += float(task_loss.detach()) * idx.numel()
             count += idx.numel()
             if progress:
