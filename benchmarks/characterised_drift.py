@@ -61,13 +61,21 @@ def main() -> None:
         n, e = net.num_nodes + 1, layer.num_devices
         into = sp.csr_matrix((np.ones(e), (layer.dst, np.arange(e))), shape=(n, e))
         out = sp.csr_matrix((np.ones(e), (layer.src, np.arange(e))), shape=(n, e))
-        node_err = np.abs((into @ (source - ideal).T - out @ (sink - ideal).T)[1:]).max(axis=1)
+        signed = into @ (source - ideal).T - out @ (sink - ideal).T  # [node, sample·time]
+        node_err = np.abs(signed[1:]).max(axis=1)
         node_ideal = np.abs((into @ ideal.T - out @ ideal.T)[1:]).max(axis=1)
         m = int(np.argmax(node_err))
         fan_in = np.bincount(np.concatenate([layer.dst, layer.src]), minlength=n)[1:].max()
+        when = int(np.argmax(np.abs(signed[m + 1])))  # the sample and time of node m's worst summed error
+        mine = np.flatnonzero((layer.dst == m + 1) | (layer.src == m + 1))
+        inward = layer.dst[mine] == m + 1
+        into_m = np.where(inward, (source - ideal)[when, mine], -(sink - ideal)[when, mine])
+        gross = np.abs(ideal[when, mine]).sum()
         print(f"layer {k}: {e} devices; per-device error median {np.median(dev):.3g}, largest {dev[worst[0]]:.3g} "
               f"(θ {np.round(layer.theta[worst[0]], 3).tolist()}); largest fan-in {fan_in}; node n{m + 1}'s summed "
-              f"current off by {node_err[m]:.3g} where its ideal current reaches {node_ideal[m]:.3g}")
+              f"current off by {node_err[m]:.3g} where its ideal current reaches {node_ideal[m]:.3g}; at that moment "
+              f"its {mine.size} devices err by {into_m.mean():+.3g} on average (into the node) and carry "
+              f"{gross:.3g} in all (|g| summed), median |vs - vd| {np.median(np.abs((vs - vd)[when, mine])):.3g}")
 
 
 if __name__ == "__main__":
