@@ -203,13 +203,13 @@ def fit_density(model, data: np.ndarray, cfg, log=None) -> dict:
     """Adam on mini-batches of ``data`` (cosine schedule) minimising the negative log-likelihood plus
     ``voltage_weight ·`` the voltage penalty; θ projected into ``cfg.theta_range``'s box and clamped to
     ``cfg.theta_max`` after every step (as :func:`kcompile.train.fit`). Returns the history."""
+    from .train import project_thetas
+
     torch = model.torch
     gen = torch.Generator().manual_seed(cfg.seed)
     X = torch.as_tensor(data, dtype=model.dtype)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
-    from .train import project_thetas
-
     box = param_box(cfg.theta_range, model.law) if cfg.theta_range else None
 
     def project():

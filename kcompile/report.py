@@ -40,9 +40,10 @@ def si(value: float | None, unit: str, digits: int = 3) -> str:
 def conditions(scaling: Scaling, *, cells: str = "behavioural", cell: str | None = None, pdk: str | None = None,
                corners: list[str] = (), temperatures: list[float] = (), supplies: list[float] = (),
                energy: float | None = None, latency: float | None = None, nominal: str | None = None) -> dict:
-    """The physical conditions of a run as plain data: what the devices are, where (PDK, corners,
-    temperatures, supplies; ``cells`` is "behavioural", "osdi" or "transistor"), what one model unit is in volts, amperes, farads and seconds, and the energy
-    per inference, latency and mean power (transistor level; of the run ``nominal`` when there are several)."""
+    """The physical conditions of a run as plain data: what the devices are (``cells``: "behavioural",
+    "osdi" or "transistor"), where (PDK, corners, temperatures, supplies), what one model unit is in volts,
+    amperes, farads and seconds, and the energy per inference, latency and mean power (transistor level; of
+    the run ``nominal`` when there are several)."""
     power = energy / latency if energy is not None and np.isfinite(energy) and latency else None
     return {"cells": cells, "cell": cell, "pdk": pdk, "corners": list(corners),
             "temperatures_c": [float(t) for t in temperatures], "supplies_v": [float(v) for v in supplies],
