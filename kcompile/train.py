@@ -962,9 +962,7 @@ def fit(model, task: Task, cfg: TrainConfig, log=None, progress=None) -> dict:
     box = None
     if knet_model and cfg.theta_range:
         box = theta_box(cfg.theta_range, model.law)
-        with torch.no_grad():  # start inside the box too
-            for t in model.thetas:
-                box.project(t)
+        project_thetas(model.thetas, None, box)  # start inside the box too
     if cfg.augment_shift and task.image_shape is None:
         raise InputError(f"--augment-shift moves images; task {task.name!r} has no image shape")
     history, penalties, peaks, spreads = [], [], [], []
@@ -1243,14 +1241,12 @@ def record_figures(path: str | Path, key: str, figures: dict) -> None:
     ``path`` and of its ``.json``, keeping the recorded test split."""
     import dataclasses
 
-    from .knet import load_knet
+    from .knet import load_extras, load_knet
 
     path = Path(path)
     knet = load_knet(path)
     meta = {**knet.meta, "verification": {**knet.meta.get("verification", {}), key: figures}}
-    with np.load(path) as f:
-        extra = {k: f[k] for k in ("test_inputs", "test_labels") if k in f.files}
-    save_knet(dataclasses.replace(knet, meta=meta), path, **extra)
+    save_knet(dataclasses.replace(knet, meta=meta), path, **load_extras(path, ("test_inputs", "test_labels")))
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
 
 

@@ -16,10 +16,11 @@ pytest.importorskip("sklearn", reason="the training tasks need scikit-learn: pip
 from click.testing import CliRunner  # noqa: E402
 
 from kcompile.cli import main  # noqa: E402
-from kcompile.knet import load_knet  # noqa: E402
+from kcompile.knet import load_extras, load_knet  # noqa: E402
 from kcompile.pdk import PDKS, get_pdk  # noqa: E402
 from kcompile.train import (  # noqa: E402
     MismatchModel, TorchKNet, TrainConfig, fit, fully_connected_topology, hidden_topology, mismatch_monte_carlo,
+    record_figures,
 )
 from tests.test_train import _one_thread, _toy_task  # noqa: E402, F401  (autouse fixture: one torch thread)
 
@@ -316,3 +317,14 @@ def test_mnist14_model_reproduces_its_recorded_ideal_classes():
     assert ideal["accuracy"] == pytest.approx(100.0 * knet.meta["metrics"]["dopri5"]["test"]["accuracy"])
     out = integrate(knet, x[:16], method="dopri5", rtol=ideal["rtol"], atol=ideal["atol"]).outputs
     np.testing.assert_array_equal(out.argmax(axis=1), classes[:16])
+
+
+def test_record_figures_keeps_the_recorded_split_and_writes_the_json(tmp_path):
+    path = tmp_path / "m.npz"
+    shutil.copy(ZOO / "moons-hw-robust.npz", path)
+    before = load_extras(path, ("test_inputs", "test_labels"))
+    record_figures(path, "probe", {"accuracy": 12.5})
+    after = load_extras(path, ("test_inputs", "test_labels"))
+    assert load_knet(path).meta["verification"]["probe"] == {"accuracy": 12.5}
+    assert json.loads(path.with_suffix(".json").read_text())["verification"]["probe"] == {"accuracy": 12.5}
+    assert all(np.array_equal(before[k], after[k]) for k in ("test_inputs", "test_labels"))

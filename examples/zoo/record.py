@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kcompile.knet import load_knet
+from kcompile.knet import load_extras, load_knet
 from kcompile.train import record_figures
 
 #: dopri5 tolerances of the ideal classes (those of ``kcompile train``'s scores)
@@ -35,12 +35,17 @@ def _command() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
 
+def _recorded(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The test split recorded with the model (read as the loader reads it: no pickle, size checked)."""
+    extras = load_extras(path, ("test_inputs", "test_labels"))
+    return extras["test_inputs"], extras["test_labels"]
+
+
 def ideal(path: str) -> dict:
     from kcompile.reference import integrate
 
     knet = load_knet(path)
-    with np.load(path) as f:
-        x, labels = f["test_inputs"], f["test_labels"]
+    x, labels = _recorded(path)
     t0 = time.perf_counter()
     out = np.concatenate([integrate(knet, x[i:i + 500], method="dopri5", rtol=RTOL, atol=ATOL).outputs
                           for i in range(0, len(x), 500)])
@@ -64,8 +69,7 @@ def monte_carlo(path: str, spec: str, dies: int) -> dict:
     torch.set_num_threads(1)
     knet = load_knet(path)
     task = load_task(knet.meta["task"]["name"])
-    with np.load(path) as f:
-        x, labels = f["test_inputs"], f["test_labels"]
+    x, labels = _recorded(path)
     model = TorchKNet.from_knet(knet, dtype=torch.float32)
     model.surrogate = CellSurrogate.from_pdk(spec)
     model.mismatch = MismatchModel.from_pdk(spec)
