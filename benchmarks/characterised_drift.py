@@ -9,6 +9,8 @@ Usage (from the repository root)::
 Prints, per layer, the median and largest per-device error (the largest over the trajectory, model units), the
 worst devices' θ, the largest fan-in, and the largest error of a node's summed current (the ODE's right-hand
 side times its capacitance) next to that node's ideal current: a node that sums many cells adds their errors.
+With ``--sweep-node``, that worst node's devices are also swept one by one (33 x 9 points each) and its summed
+error is printed from those sweeps beside the table's: is the error the cells' or the θ-grid table's?
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from kcompile.build import prepare_transistor
-from kcompile.characterised import _bilinear, characterise
+from kcompile.characterised import GRID_CHUNK, GRID_SWEEP, _bilinear, _sweep, characterise
+from kcompile.cells.sweep import DIFF_SPAN, MID_SPAN
 from kcompile.knet import load_extras, load_knet
 from kcompile.laws import LAWS
 from kcompile.mapping import transistor_scaling
@@ -33,6 +36,8 @@ def main() -> None:
     ap.add_argument("--corner", default="tt")
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--points", type=int, default=41, help="trajectory points (whole run)")
+    ap.add_argument("--sweep-node", action="store_true",
+                    help="sweep the worst node's devices one by one and compare its summed error with the table's")
     a = ap.parse_args()
     knet = load_knet(a.model)
     x = load_extras(a.model, ("test_inputs",)).get("test_inputs")
@@ -76,6 +81,13 @@ def main() -> None:
               f"current off by {node_err[m]:.3g} where its ideal current reaches {node_ideal[m]:.3g}; at that moment "
               f"its {mine.size} devices err by {into_m.mean():+.3g} on average (into the node) and carry "
               f"{gross:.3g} in all (|g| summed), median |vs - vd| {np.median(np.abs((vs - vd)[when, mine])):.3g}")
+        if a.sweep_node:
+            sw = _sweep(prep.cellmap, [prep.cellmap.layers[k].instance(int(i)) for i in mine], GRID_CHUNK, DIFF_SPAN,
+                        GRID_SWEEP[0], MID_SPAN, GRID_SWEEP[1], True)
+            s1, s2 = _bilinear((sw.sink, sw.source), sw.delta, sw.mid, (vs - vd)[:, mine], 0.5 * (vs + vd)[:, mine])
+            one = np.where(inward, s2 - ideal[:, mine], -(s1 - ideal[:, mine])).sum(axis=1)
+            print(f"  node n{m + 1} from its {mine.size} devices swept one by one: summed current off by "
+                  f"{np.abs(one).max():.3g} (the table: {node_err[m]:.3g})")
 
 
 if __name__ == "__main__":

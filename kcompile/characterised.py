@@ -20,8 +20,17 @@ column on a few values across the cell's calibrated box, slopes signed and
 geometric, offsets linear; cached like every sweep and shared by every
 network on that cell, PDK and corner) and gives each device the ideal law at
 the θ its instance achieves plus the grid's measured residual (measured −
-ideal), interpolated multilinearly in θ and bilinearly in ``(Δ, m)``. A few
-devices are also swept one by one and compared (:class:`Validation`).
+ideal), interpolated multilinearly in θ and bilinearly in ``(Δ, m)``. The
+residual is **knee-aligned**: each grid instance's residual is read where that
+instance's law argument ``z = a·vs + b·vd + c`` equals the device's, not at the
+same ``(Δ, m)``, because a cell's residual (its soft knee, its leakage) follows
+its argument. Read at the same Δ, with slopes down to 1/16 of the ceiling, an
+image classifier's many near-off devices (small θ0, negative θ1) got the
+residual of grid instances whose knee lay elsewhere: +0.0025 units per device,
+and a node summing 109 of them was off by 0.65 units where its ideal current is
+0.77 (the same devices swept one by one: 0.13; mnist14-hw on sky130,
+docs/cells.md). A few devices are also swept one by one and compared
+(:class:`Validation`).
 """
 
 from __future__ import annotations
@@ -46,10 +55,11 @@ GRID_MIN_INSTANCES = 150
 #: (Δ points over ±8, common-mode points over ±4) of the θ grid's sweeps
 GRID_SWEEP = (33, 9)
 #: slope magnitudes of the θ grid, as fractions of the calibrated ceiling (both signs)
-GRID_SLOPES = (1 / 16, 1 / 4, 1.0)
+GRID_SLOPES = (1 / 256, 1 / 64, 1 / 16, 1 / 4, 1.0)
 #: offset values of the θ grid across the calibrated box
 GRID_OFFSETS = 3
-#: grid instances per DC deck (a deck of two-stage cells takes ~1 s per instance and grid point at this size)
+#: instances per DC deck of the coarse sweeps (θ grid, :func:`swept_devices`): DC cost grows faster than the deck
+#: (109 sky130 kc_relu instances: 19 s in decks of 12, minutes in one deck of 150)
 GRID_CHUNK = 12
 #: devices swept one by one to validate the grid table
 VALIDATION_SAMPLE = 4
@@ -167,12 +177,44 @@ def _predicted(cellmap: CellMap, lm) -> np.ndarray:
     return cellmap.cell.achieved(cellmap.law, lm.params, cellmap.calibration).reshape(lm.target.shape)
 
 
-def _resample(table: np.ndarray, delta: np.ndarray, mid: np.ndarray, d2: np.ndarray, m2: np.ndarray) -> np.ndarray:
-    """``table [E, D, M]`` on ``(delta, mid)``, bilinearly at every point of ``(d2, m2)`` (edges held)."""
+#: devices per block of the knee-aligned residual lookup (memory: block x 2^P x fine grid)
+ALIGN_BLOCK = 128
+
+
+def _aligned(law: str, theta: np.ndarray, grid_theta: np.ndarray, delta: np.ndarray,
+             mid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For devices ``theta [E, P]`` and their grid corners ``grid_theta [E, K, P]``: the Δ ``[E, K, D, M]`` at which
+    each corner's argument ``z = a·vs + b·vd + c`` equals the device's at every ``(Δ, m)`` of the fine grid, and m
+    broadcast alike. Where that Δ would put a terminal beyond the window the cells are measured in (``|vs|, |vd| ≤
+    max |m|``: there the corner's residual is its compliance, not its knee) or z hardly depends on Δ, Δ itself."""
+    form = LAWS[law].form
+
+    def coeffs(t):
+        a, b, c = (np.broadcast_to(np.asarray(x, dtype=float), t.shape[:-1]) for x in
+                   form.coefficients([t[..., j] for j in range(t.shape[-1])]))
+        return a + b, 0.5 * (a - b), c  # z = (a + b)·m + (a − b)/2·Δ + c
+
+    cm_e, k_e, c_e = (x[:, None, None, None] for x in coeffs(theta))
+    cm_g, k_g, c_g = (x[:, :, None, None] for x in coeffs(grid_theta))
+    d, m = delta[None, None, :, None], mid[None, None, None, :]
+    z = cm_e * m + k_e * d + c_e
+    flat = np.abs(k_g) < 1e-9
+    d2 = (z - cm_g * m - c_g) / np.where(flat, 1.0, k_g)
+    d2 = np.where(flat | (np.abs(d2) > 2.0 * (np.abs(mid).max() - np.abs(m)) + 1e-9), d, d2)
+    return d2, np.broadcast_to(m, d2.shape)
+
+
+def _lookup(res: np.ndarray, idx: np.ndarray, delta: np.ndarray, mid: np.ndarray, d2: np.ndarray,
+            m2: np.ndarray) -> np.ndarray:
+    """``res[idx]`` (``[E, K]`` grid instances) bilinearly at ``(d2, m2)`` ``[E, K, D, M]`` on ``(delta, mid)``
+    (edges held: beyond the sweep the residual keeps its edge value)."""
     i, f = _linear(delta, d2)
     j, g = _linear(mid, m2)
-    t = table[:, i] * (1 - f)[None, :, None] + table[:, i + 1] * f[None, :, None]
-    return t[:, :, j] * (1 - g) + t[:, :, j + 1] * g
+    base = idx[:, :, None, None] * (delta.size * mid.size)
+    flat = res.reshape(-1)
+    at = lambda ii, jj: flat[base + ii * mid.size + jj]  # noqa: E731
+    return ((1 - f) * (1 - g) * at(i, j) + f * (1 - g) * at(i + 1, j) + (1 - f) * g * at(i, j + 1)
+            + f * g * at(i + 1, j + 1))
 
 
 def grid_devices(cellmap: CellMap, dspan: float = DIFF_SPAN, dpoints: int = DIFF_POINTS, mspan: float = MID_SPAN,
@@ -190,17 +232,21 @@ def grid_devices(cellmap: CellMap, dspan: float = DIFF_SPAN, dpoints: int = DIFF
     with progress.task(f"θ-grid table: {len(grid)} {cellmap.cell.name} instances ({gd}x{gm} points)",
                        -(-len(grid) // GRID_CHUNK)):
         sw = _sweep(cellmap, gparams, GRID_CHUNK, dspan, gd, mspan, gm, cache)
-    ideal = _ideal(law, _predicted(cellmap, gmap), sw.delta, sw.mid)
+    grid_theta = _predicted(cellmap, gmap)
+    ideal = _ideal(law, grid_theta, sw.delta, sw.mid)
     res_sink, res_source = sw.sink - ideal, sw.source - ideal
     delta, mid = np.linspace(-dspan, dspan, dpoints), np.linspace(-mspan, mspan, mpoints)
 
     def tables(lm, fine: tuple[np.ndarray, np.ndarray]):
         achieved = _predicted(cellmap, lm)
         idx, w = _weights(axes, achieved)
-        out = []
-        for res in (res_sink, res_source):
-            r = np.einsum("ek,ekdm->edm", w, res[idx])
-            out.append(_ideal(law, achieved, *fine) + _resample(r, sw.delta, sw.mid, *fine))
+        out = [np.empty((len(achieved), fine[0].size, fine[1].size)) for _ in range(2)]
+        for start in range(0, len(achieved), ALIGN_BLOCK):
+            part = slice(start, start + ALIGN_BLOCK)
+            d2, m2 = _aligned(law, achieved[part], grid_theta[idx[part]], *fine)
+            for o, res in zip(out, (res_sink, res_source)):
+                r = np.einsum("ek,ekdm->edm", w[part], _lookup(res, idx[part], sw.delta, sw.mid, d2, m2))
+                o[part] = _ideal(law, achieved[part], *fine) + r
         return out
 
     sink, source = zip(*(tables(lm, (delta, mid)) for lm in cellmap.layers)) if cellmap.layers else ((), ())
