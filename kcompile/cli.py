@@ -275,7 +275,7 @@ _TRANSISTOR_ONLY = ("pdk", "corner", "allow_clipped", "refine_steps", "scaling_m
 @click.option("--i0", type=_Number(POSITIVE), default=None,
               help="Amperes per model current unit (transistor default 5e-7).")
 @click.option("--c-unit", type=_Number(POSITIVE), default=None,
-              help="Farads per model capacitance unit (transistor default 1e-11).")
+              help="Farads per model capacitance unit (transistor default 3e-11).")
 @click.option("--points-per-layer", type=_Number(POINTS_PER_LAYER), default=None,
               help="Transient step cap: 1/N of the shortest layer "
                    "(default 1000 behavioural, 500 from 10,000 devices, 400 transistor).")

@@ -2,7 +2,7 @@
 
 The ngspice test runs a real transistor-level circuit: a random 6-node,
 2-layer relu network (12 signed cells a layer, θ of both signs within ±0.3)
-on generic180/tt at the default scaling (0.1 V, 0.5 µA, 10 pF per unit), two
+on generic180/tt at the default scaling (0.1 V, 0.5 µA, 30 pF per unit), two
 samples, and compares the node voltages at the layer boundaries with the
 characterised reference (the ODE with every instance's measured DC I–V) and
 the ideal one. Bounds are the targets of issue #3 (0.05 and 0.15 model units
@@ -71,10 +71,10 @@ def test_shift_relu_clipping_keeps_the_threshold():
     assert shift_relu_params(0.2, 1e-4, cal, clip=True) == relu_params(0.002, -0.002 * 0.2, cal)
 
 
-def test_default_scaling_uses_ten_picofarads():
+def test_default_scaling_uses_thirty_picofarads():
     sc = transistor_scaling(get_pdk("generic180"))
-    assert (sc.v0, sc.i0, sc.c_unit) == (0.1, 0.5e-6, 10e-12)
-    assert sc.tau == pytest.approx(2e-6)
+    assert (sc.v0, sc.i0, sc.c_unit) == (0.1, 0.5e-6, 30e-12)
+    assert sc.tau == pytest.approx(6e-6)
     assert transistor_scaling(get_pdk("generic180"), c_unit=1e-12).c_unit == 1e-12  # overrides work
 
 

@@ -159,12 +159,12 @@ def test_conditions_of_a_transistor_build(tmp_path):
     assert result.exit_code == 0, result.output
     c = json.loads(result.stdout)["conditions"]
     assert (c["pdk"], c["corners"], c["supplies_v"], c["volts_per_unit"]) == ("generic180", ["tt"], [1.8], 0.1)
-    assert c["tau_s"] == pytest.approx(2e-6) and c["latency_s"] == pytest.approx(6e-6)
+    assert c["tau_s"] == pytest.approx(6e-6) and c["latency_s"] == pytest.approx(18e-6)
     ref = _cli("simulate", tmp_path / "t", "--reference-only", "--batch", "1")
     assert ref.exit_code == 0, ref.output
     assert ("transistor-level kc_relu cells on generic180, corner tt, 27 °C, supply 1.8 V; 1 model unit = "
-            "100 mV around vcm 600 mV, 500 nA, 10 pF per node; τ = 2 µs per model time unit") in ref.output
-    assert "latency t_L·τ = 6 µs" in ref.output and "ideal -> characterised" in ref.output
+            "100 mV around vcm 600 mV, 500 nA, 30 pF per node; τ = 6 µs per model time unit") in ref.output
+    assert "latency t_L·τ = 18 µs" in ref.output and "ideal -> characterised" in ref.output
 
 
 def test_si_prefixes():
