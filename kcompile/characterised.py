@@ -58,8 +58,8 @@ GRID_SWEEP = (33, 9)
 GRID_SLOPES = (1 / 256, 1 / 64, 1 / 16, 1 / 4, 1.0)
 #: offset values of the θ grid across the calibrated box
 GRID_OFFSETS = 3
-#: instances per DC deck of the coarse sweeps (θ grid, :func:`swept_devices`): DC cost grows faster than the deck
-#: (109 sky130 kc_relu instances: 19 s in decks of 12, minutes in one deck of 150)
+#: grid instances per DC deck (a deck of two-stage cells takes ~1 s per instance and grid point at this size; DC
+#: cost grows faster than the deck: 12 near-off sky130 kc_relu instances took 34-129 s, one deck of 150 minutes)
 GRID_CHUNK = 12
 #: devices swept one by one to validate the grid table
 VALIDATION_SAMPLE = 4
