@@ -204,19 +204,6 @@ def _aligned(law: str, theta: np.ndarray, grid_theta: np.ndarray, delta: np.ndar
     return d2, np.broadcast_to(m, d2.shape)
 
 
-def _lookup(res: np.ndarray, idx: np.ndarray, delta: np.ndarray, mid: np.ndarray, d2: np.ndarray,
-            m2: np.ndarray) -> np.ndarray:
-    """``res[idx]`` (``[E, K]`` grid instances) bilinearly at ``(d2, m2)`` ``[E, K, D, M]`` on ``(delta, mid)``
-    (edges held: beyond the sweep the residual keeps its edge value)."""
-    i, f = _linear(delta, d2)
-    j, g = _linear(mid, m2)
-    base = idx[:, :, None, None] * (delta.size * mid.size)
-    flat = res.reshape(-1)
-    at = lambda ii, jj: flat[base + ii * mid.size + jj]  # noqa: E731
-    return ((1 - f) * (1 - g) * at(i, j) + f * (1 - g) * at(i + 1, j) + (1 - f) * g * at(i, j + 1)
-            + f * g * at(i + 1, j + 1))
-
-
 def grid_devices(cellmap: CellMap, dspan: float = DIFF_SPAN, dpoints: int = DIFF_POINTS, mspan: float = MID_SPAN,
                  mpoints: int | None = None, cache: bool = True, rng_seed: int = 0) -> DeviceTables:
     """Every device's tables from the θ-grid table (see the module docstring), on the same ``(Δ, m)`` grid as
@@ -243,10 +230,13 @@ def grid_devices(cellmap: CellMap, dspan: float = DIFF_SPAN, dpoints: int = DIFF
         out = [np.empty((len(achieved), fine[0].size, fine[1].size)) for _ in range(2)]
         for start in range(0, len(achieved), ALIGN_BLOCK):
             part = slice(start, start + ALIGN_BLOCK)
-            d2, m2 = _aligned(law, achieved[part], grid_theta[idx[part]], *fine)
-            for o, res in zip(out, (res_sink, res_source)):
-                r = np.einsum("ek,ekdm->edm", w[part], _lookup(res, idx[part], sw.delta, sw.mid, d2, m2))
-                o[part] = _ideal(law, achieved[part], *fine) + r
+            d2, m2 = _aligned(law, achieved[part], grid_theta[idx[part]], *fine)  # [E, K, D, M]
+            corners = idx[part].reshape(-1)  # each (device, corner) pair a column of _bilinear
+            at = _bilinear((res_sink[corners], res_source[corners]), sw.delta, sw.mid,
+                           d2.reshape(corners.size, -1).T, m2.reshape(corners.size, -1).T)
+            exact = _ideal(law, achieved[part], *fine)
+            for o, r in zip(out, at):
+                o[part] = exact + np.einsum("ek,ekdm->edm", w[part], r.T.reshape(d2.shape))
         return out
 
     sink, source = zip(*(tables(lm, (delta, mid)) for lm in cellmap.layers)) if cellmap.layers else ((), ())
