@@ -31,6 +31,8 @@ Usage (from the repository root; every case prints one line per network)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -55,13 +57,15 @@ from kcompile.simulate import simulate  # noqa: E402
 
 def fidelity(knet: KNet, x: np.ndarray, pdk: str = "generic180", corner: str = "tt", c_unit: float | None = None,
              jobs: int | None = None, points_per_layer: int = 400, table: tuple[int, int | None] | None = None,
-             refine_steps: int | None = None, calibration: np.ndarray | None = None, manual: bool = False) -> dict:
+             refine_steps: int | None = None, calibration: np.ndarray | None = None, manual: bool = False,
+             solver: str | None = None) -> dict:
     """Run the three levels on inputs ``x``; errors are max |a − b| in the ORIGINAL model units.
 
     The circuit is planned as ``kcompile build`` plans it (:func:`kcompile.build.prepare_transistor`): automatic
     scaling on ``calibration`` inputs (default: ``x``), or the default scaling as given (``manual``).
     ``table`` = (Δ points, common-mode points) of the characterised tables (default: measure_devices's).
     ``refine_steps``: per-device refinement (default: kcompile's, 2 steps for small relu networks).
+    ``solver``: ngspice's linear solver (default: kcompile's, KLU from 150 cells on).
     """
     over = {} if c_unit is None else {"c_unit": c_unit}
     scaling = transistor_scaling(get_pdk(pdk), **over)
@@ -82,7 +86,9 @@ def fidelity(knet: KNet, x: np.ndarray, pdk: str = "generic180", corner: str = "
         circuit = Path(tmp) / "circuit.cir"
         with open(circuit, "w") as f:
             f.writelines(render_transistor_circuit(plan.network, cellmap))
-        spice = simulate(knet, circuit, x, plan.tran(transistor_tran(knet, points_per_layer)), scaling=plan.scaling,
+        tran = plan.tran(transistor_tran(knet, points_per_layer))
+        tran = tran if solver is None else dataclasses.replace(tran, solver=solver)
+        spice = simulate(knet, circuit, x, tran, scaling=plan.scaling,
                          jobs=jobs, timeout=7200, defines=get_pdk(pdk).ngspice_defines())
     t2 = time.perf_counter()
     out = knet.output_nodes - 1
@@ -96,7 +102,8 @@ def fidelity(knet: KNet, x: np.ndarray, pdk: str = "generic180", corner: str = "
             "t_build": t_build, "t_measure": t1 - t0, "t_spice": t2 - t1, "tau": plan.scaling.tau, "alpha": plan.alpha,
             "beta": plan.beta, "swing": plan.ranges.peak, "peak": float(np.abs(ideal.states).max()),
             "budget": None if prep.budget is None else prep.budget.nominal, "misses": prep.misses.count,
-            "validation": tables.validation}
+            "validation": tables.validation, "samples": len(x), "jobs": jobs or min(os.cpu_count() or 1, len(x)),
+            "solver": tran.solver}
 
 
 def _line(name: str, r: dict) -> str:
@@ -107,7 +114,9 @@ def _line(name: str, r: dict) -> str:
     return (f"{name}: outputs |tr-char| {f(r['tr_char'])}; |tr-ideal| {f(r['tr_ideal'])} = {rel:.2f} % of the swing "
             f"±{r['swing']:.3g}; |char-ideal| {f(r['char_ideal'])}; alpha {r['alpha']:.3g}, beta {r['beta']:.3g}; "
             f"budget {budget}; clipped {r['clipped']}, θ misses {r['misses']}; tau {r['tau']:.3g} s; "
-            f"build {r['t_build']:.0f} s, build + tables {r['t_measure']:.0f} s, ngspice {r['t_spice']:.0f} s{valid}")
+            f"build {r['t_build']:.0f} s, build + tables {r['t_measure']:.0f} s, ngspice {r['t_spice']:.0f} s "
+            f"({r['t_spice'] / r['samples']:.0f} s per sample, {r['jobs']} job(s), solver {r['solver']}); load average "
+            f"{os.getloadavg()[0]:.1f}{valid}")
 
 
 def _dense_peak(knet: KNet, x: np.ndarray) -> float:
@@ -147,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--points-per-layer", type=int, default=400,
                     help="ngspice step cap, 1/points of a layer (kcompile's default 400)")
+    ap.add_argument("--solver", choices=["sparse", "klu"], default=None,
+                    help="ngspice's linear solver (kcompile's default: klu from 150 cells on)")
     ap.add_argument("--refine-steps", type=int, default=None,
                     help="per-device refinement steps (kcompile's default: 2 up to 2,000 devices)")
     a = ap.parse_args(argv)
@@ -237,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         if a.batch:
             x = wide[:a.batch]
             r = fidelity(knet, x, a.pdk, a.corner, a.c_unit, a.jobs, a.points_per_layer, refine_steps=a.refine_steps,
-                         calibration=cal)
+                         calibration=cal, solver=a.solver)
             print(_line(f"checkpoint {folder.name} {a.pdk}/{a.corner} transistor, {len(x)} latent samples", r),
                   flush=True)
             saved.update({k: r[k] for k in ("ideal", "char", "spice")})

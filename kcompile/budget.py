@@ -97,12 +97,19 @@ class Budget:
         """Whether the nominal estimate meets the gate (always, without one) and holds."""
         return self.gate is None or (self.nominal <= self.gate and self.holds)
 
+    def verdict(self) -> str:
+        """Against the gate: ``within``, ``EXCEEDED`` (the estimate is above it) or ``not met: no prediction``
+        (below it, but the nodes leave the window, so nothing vouches for it)."""
+        if self.within:
+            return "within"
+        return "EXCEEDED" if self.nominal > self.gate else "not met: no prediction"
+
     def _pct(self, x: float) -> str:
         return f"{100 * x / self.swing:.2g} % of the swing ±{self.swing:.3g}" if self.swing > 0 else "no swing"
 
     def message(self) -> str:
         """One line: both estimates in model units and relative to the swing, and the gate."""
-        gate = "" if self.gate is None else (f"; gate {self.gate:.3g} ({'within' if self.within else 'EXCEEDED'})")
+        gate = "" if self.gate is None else f"; gate {self.gate:.3g} ({self.verdict()})"
         holds = "" if self.holds else (
             f"; NO PREDICTION: the nodes leave the cells' compliance window by {self.outside:.3g} V, where their "
             "I-V was never measured (the estimate assumes it holds)")

@@ -294,8 +294,10 @@ def prepare_transistor(knet: KNet, x: np.ndarray, source: str, pdk: str, corner:
         budget = estimate(network, plan.alpha, acc, plan.cell_scaling, x, ranges.peak, gate,
                           [lm.achieved for lm in cellmap.layers], outside=plan.outside, measured=bool(refine_steps))
     if budget is not None and not budget.within and not allow_out_of_budget:
-        raise InputError(f"{where}: {budget.message()}; the cells' accuracy at this scaling cannot meet the gate "
-                         f"(docs/transistor.md, 'Dynamic-range budget'): {fixes[1]} to proceed anyway")
+        why = ("the cells' accuracy at this scaling cannot meet the gate" if budget.holds else
+               "the nodes leave the cells' compliance window, so no accuracy can be promised")
+        raise InputError(f"{where}: {budget.message()}; {why} (docs/transistor.md, 'Dynamic-range budget'): "
+                         f"{fixes[1]} to proceed anyway")
     return Prepared(plan, cellmap, refine_steps, theta_misses(knet.law, cellmap), acc, budget)
 
 

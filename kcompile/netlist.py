@@ -285,14 +285,23 @@ def _varied(rows, k: int, pdk, mismatch) -> Iterator[tuple[str, str, str, str, s
         yield name, a, b, subckt, f"{params} {mismatch.params(k, i, cell.transistors(pdk, signs))}"
 
 
+#: transistor circuits of at least this many cells factor with KLU (:data:`LARGE_SOLVER`, where ngspice has it):
+#: the paper's twomoon checkpoint (600 kc_atanh cells, 27,600 MOSFETs) took 176 s of ngspice CPU per latent
+#: instead of 300 s with Sparse 1.3, same waveform (docs/transistor.md); smaller circuits keep Sparse
+TRANSISTOR_KLU_MIN_CELLS = 150
+
+
 def transistor_tran(knet: KNet, points_per_layer: int = 400) -> Tran:
     """Transient for transistor-level cells: gear, reltol 1e-4, step cap 1/points of a layer.
 
     No ``uic``: ngspice first solves an operating point with the node
     capacitors held at their ``.ic`` voltages, so every cell starts biased
     (with ``uic`` the cells' internal nodes would start at 0 V and their
-    start-up transient would kick the node voltages).
+    start-up transient would kick the node voltages). From
+    :data:`TRANSISTOR_KLU_MIN_CELLS` cells on the KLU solver.
     """
     shortest = float(np.min(np.diff(knet.t_bounds)))
+    solver = LARGE_SOLVER if knet.num_devices >= TRANSISTOR_KLU_MIN_CELLS else "sparse"
     return Tran(tstop=float(knet.t_bounds[-1]), tstep=shortest / points_per_layer,
-                tmax=shortest / points_per_layer, reltol=1e-4, abstol=1e-6, vntol=1e-4, method="gear", uic=False)
+                tmax=shortest / points_per_layer, reltol=1e-4, abstol=1e-6, vntol=1e-4, method="gear", uic=False,
+                solver=solver)

@@ -43,10 +43,13 @@ def _budget(**kw) -> Budget:
                      "gate": 1.0, "draws": 8, **kw})
 
 
-def test_a_budget_outside_the_window_is_no_prediction_and_exceeds_its_gate():
+def test_a_budget_outside_the_window_is_no_prediction_and_fails_its_gate():
     inside, outside = _budget(), _budget(outside=0.35)
     assert inside.within and "NO PREDICTION" not in inside.message()
-    assert not outside.within and "NO PREDICTION" in outside.message() and "EXCEEDED" in outside.message()
+    # the estimate (0.1) is below the gate (1.0): not 'EXCEEDED' (the twomoon checkpoint's build said so), but not met
+    assert not outside.within and "NO PREDICTION" in outside.message() and "EXCEEDED" not in outside.message()
+    assert "gate 1 (not met: no prediction)" in outside.message()
+    assert "gate 0.05 (EXCEEDED)" in _budget(outside=0.35, gate=0.05).message()
     assert "0.35 V" in outside.message() and outside.record()["outside"] == 0.35
     assert _budget(outside=0.35, gate=None).within  # no gate: nothing to exceed, the message still says it
     assert _budget(outside=0.01).within  # 10 mV beyond the window: the estimate still holds

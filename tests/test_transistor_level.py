@@ -78,6 +78,17 @@ def test_default_scaling_uses_thirty_picofarads():
     assert transistor_scaling(get_pdk("generic180"), c_unit=1e-12).c_unit == 1e-12  # overrides work
 
 
+def test_large_transistor_circuits_factor_with_klu():
+    """From TRANSISTOR_KLU_MIN_CELLS cells on (the paper's 2-D checkpoints: 600-1,920 cells) the transient asks for
+    KLU; the small circuits of the golden tests and CI keep Sparse 1.3 and their decks."""
+    from kcompile.netlist import TRANSISTOR_KLU_MIN_CELLS, transistor_tran
+
+    small = random_knet(6, 2, 12, "relu", seed=0)
+    large = random_knet(3, 2, TRANSISTOR_KLU_MIN_CELLS // 2, "tanh_affine", seed=0)
+    assert transistor_tran(small).solver == "sparse" and transistor_tran(large).solver == "klu"
+    assert transistor_tran(large, 100).tmax == pytest.approx(1 / 100)  # the step cap is unchanged
+
+
 @pytest.mark.ngspice
 def test_transistor_level_tracks_characterised_and_ideal(tmp_path):
     from kcompile.characterised import integrate_characterised, measure_devices
