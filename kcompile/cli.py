@@ -46,7 +46,7 @@ from .generation import check_latent_use, latent_batch
 from .inputs import load_inputs, random_inputs
 from .knet import MAX_FEATURES
 from .mapping import transistor_scaling
-from .netlist import SOLVERS
+from .netlist import RUN_TIMEOUT, SOLVERS, run_timeout
 from .osdi import DEVICES
 from .scaling import Scaling
 from .pdk import CORNERS, PDKS, get_pdk
@@ -512,6 +512,8 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
     if not use_spice:
         return _Run(b, x, source, labels, settings, ref, characterised=char, seconds=seconds)
     sim = get_simulator(simulator or DEFAULT)
+    if not _given("timeout"):
+        timeout = run_timeout(b.knet, b.tran, b.manifest["cells"].get("level") == "transistor")
     if b.tran.solver == "klu" and not sim.has_klu():
         _warn(f"this {sim.name} has no KLU solver, so it factors with Sparse 1.3 (about half as fast on MNIST-size "
               "networks); scripts/setup.sh installs one that has it", tag="note:")
@@ -686,8 +688,8 @@ _INPUT_OPTIONS = [
 _SIMULATOR_OPTIONS = [
     click.option("--jobs", "-j", type=_Number(COUNT), default=None,
                  help="Parallel ngspice processes (default: all cores)."),
-    click.option("--timeout", type=_Number(_TIMEOUT), default=600.0, show_default=True,
-                 help="Seconds per ngspice run."),
+    click.option("--timeout", type=_Number(_TIMEOUT), default=RUN_TIMEOUT, show_default=True,
+                 help="Seconds per ngspice run (transistor builds: at least 3.5 ms per cell and time step)."),
     click.option("--keep-runs", type=click.Path(file_okay=False, path_type=Path), default=None,
                  help="Keep every ngspice run directory under this folder."),
     click.option("--simulator", type=click.Choice(sorted(SIMULATORS)), default=None,

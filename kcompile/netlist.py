@@ -305,3 +305,21 @@ def transistor_tran(knet: KNet, points_per_layer: int = 400) -> Tran:
     return Tran(tstop=float(knet.t_bounds[-1]), tstep=shortest / points_per_layer,
                 tmax=shortest / points_per_layer, reltol=1e-4, abstol=1e-6, vntol=1e-4, method="gear", uic=False,
                 solver=solver)
+
+
+#: the default seconds per simulator run (``kcompile simulate/verify --timeout``)
+RUN_TIMEOUT = 600.0
+#: a transistor-level run's timeout per cell and time step: ten times the ngspice CPU that the twomoon checkpoint's
+#: 600 kc_atanh cells took per cell and step (0.35 ms: 176 s for 841 steps, KLU, docs/transistor.md), for a loaded
+#: machine; the paper's 1,200-cell checkpoints took longer than a flat 600 s per latent
+TRANSISTOR_SECONDS_PER_CELL_STEP = 3.5e-3
+
+
+def run_timeout(knet: KNet, tran: Tran, transistor: bool) -> float:
+    """Seconds one simulator run of ``knet`` may take by default: :data:`RUN_TIMEOUT`, and for a transistor-level
+    circuit at least :data:`TRANSISTOR_SECONDS_PER_CELL_STEP` per cell and step (``tran.tstop / tran.tmax`` steps)."""
+    if not transistor:
+        return RUN_TIMEOUT
+    steps = tran.tstop / tran.tmax
+    return max(RUN_TIMEOUT, float(np.ceil(TRANSISTOR_SECONDS_PER_CELL_STEP * knet.num_devices * steps)))
+

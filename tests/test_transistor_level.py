@@ -89,6 +89,20 @@ def test_large_transistor_circuits_factor_with_klu():
     assert transistor_tran(large, 100).tmax == pytest.approx(1 / 100)  # the step cap is unchanged
 
 
+def test_the_default_timeout_grows_with_a_transistor_circuit():
+    """A flat 600 s per run stopped the paper's 1,200-cell checkpoints (one latent takes longer on this machine):
+    transistor runs get at least TRANSISTOR_SECONDS_PER_CELL_STEP per cell and step, behavioural ones 600 s."""
+    from kcompile.netlist import RUN_TIMEOUT, TRANSISTOR_SECONDS_PER_CELL_STEP, default_tran, run_timeout, \
+        transistor_tran
+
+    small, large = random_knet(6, 2, 12, "relu", seed=0), random_knet(3, 4, 300, "tanh_affine", seed=0)
+    assert run_timeout(small, transistor_tran(small), True) == RUN_TIMEOUT
+    assert run_timeout(large, default_tran(large), False) == RUN_TIMEOUT
+    steps = 4 * 400  # 4 layers of 1 time unit, 400 points each
+    assert run_timeout(large, transistor_tran(large), True) == pytest.approx(
+        TRANSISTOR_SECONDS_PER_CELL_STEP * 1200 * steps, rel=1e-6)
+
+
 @pytest.mark.ngspice
 def test_transistor_level_tracks_characterised_and_ideal(tmp_path):
     from kcompile.characterised import integrate_characterised, measure_devices
