@@ -286,8 +286,8 @@ def _varied(rows, k: int, pdk, mismatch) -> Iterator[tuple[str, str, str, str, s
 
 
 #: transistor circuits of at least this many cells factor with KLU (:data:`LARGE_SOLVER`, where ngspice has it):
-#: the paper's twomoon checkpoint (600 kc_atanh cells, 27,600 MOSFETs) took 176 s of ngspice CPU per latent
-#: instead of 300 s with Sparse 1.3, same waveform (docs/transistor.md); smaller circuits keep Sparse
+#: the paper's twomoon checkpoint (600 kc_atanh cells, 22,800 MOSFETs) took 176 s of ngspice CPU for one latent
+#: instead of 270 s with Sparse 1.3, the same states to 4e-11 V (docs/transistor.md); smaller circuits keep Sparse
 TRANSISTOR_KLU_MIN_CELLS = 150
 
 
