@@ -166,10 +166,15 @@ def _tangent_rhs(knet: KNet, form, k: int, lo: int, hi: int, starts: np.ndarray)
     Jacobian ``J = −diag(1/C)·A·diag(on·θ0)·Aᵀ`` of the incidence matrix ``A`` (+1 at s, −1 at d)."""
     a, b, t0, t1 = form[k]
     n, e, p = knet.num_nodes, a.size, 4 * (hi - lo)
-    inc = np.zeros((n + 1, e))
-    inc[a, np.arange(e)] += 1.0
-    inc[b, np.arange(e)] -= 1.0
-    inc = inc[1:]  # ground is node 0
+    ends = np.arange(e)
+    inc = sp.csr_matrix((np.r_[np.ones(e), -np.ones(e)], (np.r_[a, b], np.r_[ends, ends])), shape=(n + 1, e))[1:]
+    # J's entries as a linear map of the devices' conductances w = on·θ0: −w at (s, s) and (d, d), +w at (s, d)
+    # and (d, s), ground rows and columns dropped
+    rows = np.r_[a, b, a, b]
+    cols = np.r_[a, b, b, a]
+    keep = (rows > 0) & (cols > 0)
+    gather = sp.csr_matrix((np.r_[-np.ones(2 * e), np.ones(2 * e)][keep],
+                            ((rows[keep] - 1) * n + cols[keep] - 1, np.tile(ends, 4)[keep])), shape=(n * n, e))
     cinv = 1.0 / knet.capacitance
     own = np.arange(max(lo, starts[k]), min(hi, starts[k + 1]))  # this layer's devices in the block (global)
     col, dev = 4 * (own - lo), own - starts[k]  # their first tangent, their index in the layer
@@ -178,13 +183,13 @@ def _tangent_rhs(knet: KNet, form, k: int, lo: int, hi: int, starts: np.ndarray)
     def rhs(y: np.ndarray) -> np.ndarray:
         y = y.reshape(len(y), n, 1 + p)
         v, s = y[:, :, 0], y[:, :, 1:]
-        delta = v @ inc  # [B, E]
+        delta = (inc.T @ v.T).T  # [B, E]
         z = t0 * delta + t1
         on = z > 0
         cur = np.where(on, z, 0.0)
-        jac = -(inc * (on * t0)[:, None, :]) @ inc.T * cinv[:, None]  # [B, N, N]
+        jac = (gather @ (on * t0).T).T.reshape(len(y), n, n) * cinv[:, None]  # [B, N, N]
         out = np.empty_like(y)
-        out[:, :, 0] = -(cur @ inc.T) * cinv
+        out[:, :, 0] = -(inc @ cur.T).T * cinv
         ds = out[:, :, 1:]
         np.matmul(jac, s, out=ds)
         for side, node, sign, first in ((sink, a, -1.0, 0), (source, b, 1.0, 2)):

@@ -121,9 +121,9 @@ def test_sensitivities_are_those_of_the_reference():
 def test_sensitivities_of_a_stiff_network_take_smaller_steps_and_converge():
     knet = random_knet(5, 2, 6, "relu", num_outputs=2, theta_scale=0.4, seed=4)
     assert sensitivity_step(knet) == 1e-2
-    # conducting devices only (θ0 > 0, θ1 = 0: a stable network) with time constants 1,000x shorter
+    # conducting devices only (θ0 > 0, θ1 = 0: a stable network) with time constants 300x shorter
     layers = tuple(dataclasses.replace(lay, theta=np.abs(lay.theta) * [1.0, 0.0]) for lay in knet.layers)
-    stiff = dataclasses.replace(knet, layers=layers, capacitance=knet.capacitance / 1000)
+    stiff = dataclasses.replace(knet, layers=layers, capacitance=knet.capacitance / 300)
     assert sensitivity_step(stiff) < 1e-3
     x = np.random.default_rng(2).uniform(-1, 1, (4, knet.num_features))
     sens, fine = sensitivities(stiff, x), sensitivities(stiff, x, dt=sensitivity_step(stiff) / 2)
