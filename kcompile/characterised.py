@@ -79,17 +79,21 @@ class DeviceTables:
 
 @dataclass(frozen=True)
 class Validation:
-    """How a θ-grid table predicts devices swept one by one: largest and rms |predicted − measured| (model units,
-    both copies, ``|vs|, |vd| ≤ 4``) over ``devices`` devices; ``grid`` instances measured for the table."""
+    """How a θ-grid table predicts devices swept one by one: largest and rms |predicted − measured| and the mean
+    signed error ``bias`` (model units, both copies, ``|vs|, |vd| ≤ 4``) over ``devices`` devices; ``grid``
+    instances measured for the table. A node sums its devices' errors: the bias adds up with the fan-in, the
+    rest partly averages out."""
 
     devices: int
     grid: int
     max_error: float
     rms_error: float
+    bias: float
 
     def message(self) -> str:
         return (f"θ-grid table of {self.grid} instances: against {self.devices} devices swept one by one, largest "
-                f"error {self.max_error:.3g}, rms {self.rms_error:.3g} model units (|vs|, |vd| <= 4)")
+                f"error {self.max_error:.3g}, rms {self.rms_error:.3g}, mean {self.bias:+.2g} model units "
+                "(|vs|, |vd| <= 4)")
 
 
 def measure_devices(cellmap: CellMap, dspan: float = DIFF_SPAN, dpoints: int = DIFF_POINTS,
@@ -259,7 +263,8 @@ def _validate(cellmap: CellMap, sw: DiffSweep, tables, grid: int, cache: bool, s
     inside = (np.abs(vs) <= 4 + 1e-9) & (np.abs(vd) <= 4 + 1e-9)
     err = np.concatenate([(predicted[k][side][i] - measured[n])[inside]
                           for n, (k, i) in enumerate(chosen) for side, measured in enumerate((meas.sink, meas.source))])
-    return Validation(len(chosen), grid, float(np.abs(err).max()), float(np.sqrt(np.mean(err ** 2))))
+    return Validation(len(chosen), grid, float(np.abs(err).max()), float(np.sqrt(np.mean(err ** 2))),
+                      float(np.mean(err)))
 
 
 def characterise(cellmap: CellMap, cache: bool = True) -> DeviceTables:

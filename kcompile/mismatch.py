@@ -10,8 +10,8 @@ The mismatch deck renders each cell with those values as subcircuit parameters
 (:meth:`kcompile.cells.base.Cell.render` ``mismatch=True``); the nominal deck is unchanged.
 
 Attribution. Which devices dominate: the outputs' sensitivity to each device's
-relu-form θ, from the reference integrator (finite differences, every
-perturbation integrated in one batch), separately for the current the cell
+relu-form θ, in forward mode (the tangents along every θ integrated with
+the node voltages by fixed-step RK4), separately for the current the cell
 sinks from its ``s`` terminal and the one it sources into ``d`` (4 numbers a
 device: θ0, θ1 of each side), times each device's θ deviation under the very
 draws of the Monte Carlo runs, measured by a DC sweep of every mismatched
@@ -36,8 +36,12 @@ from .files import cache_dir
 from .knet import KNet
 from .pdk import Mismatch
 
-#: finite-difference step of the θ sensitivities (model units)
-SENSITIVITY_STEP = 1e-4
+#: largest RK4 step of the forward-mode θ sensitivities (layer windows are 1 long); stiffer layers take smaller
+#: steps (:func:`sensitivity_step`). Fixed steps: an adaptive step shared by the batch shrinks at every device of
+#: every sample that switches on, where the tangents' derivatives jump.
+SENSITIVITY_DT = 1e-2
+#: numbers in the sensitivity integration's state ``[samples, nodes, 1 + 4·devices]``: sets the default block
+TANGENT_BUDGET = 4_000_000
 #: instances per DC deck of :func:`theta_deviations`
 CHUNK = 400
 
@@ -155,56 +159,87 @@ def relu_form(knet: KNet) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return out
 
 
-def _split_rhs(form, thetas: list[np.ndarray], variants: int):
-    """RHS factory: ``variants`` copies of the network stacked in the batch, each with its own
-    sink-side and source-side relu θ per device (``thetas[k]`` is ``[variants, E_k, 4]``)."""
+def _tangent_rhs(knet: KNet, form, k: int, lo: int, hi: int, starts: np.ndarray):
+    """Layer ``k``'s right-hand side of the node voltages and of their tangents along the relu-form θ of
+    devices ``lo:hi`` (global order). ``y [B, N·(1 + P)]`` holds per node ``v`` then ``P = 4·(hi − lo)``
+    tangents (∂v/∂(θ0_s, θ1_s, θ0_d, θ1_d) of each device in turn): ``dS/dt = J·S + ∂f/∂θ`` with the
+    Jacobian ``J = −diag(1/C)·A·diag(on·θ0)·Aᵀ`` of the incidence matrix ``A`` (+1 at s, −1 at d)."""
+    a, b, t0, t1 = form[k]
+    n, e, p = knet.num_nodes, a.size, 4 * (hi - lo)
+    ends = np.arange(e)
+    inc = sp.csr_matrix((np.r_[np.ones(e), -np.ones(e)], (np.r_[a, b], np.r_[ends, ends])), shape=(n + 1, e))[1:]
+    # J's entries as a linear map of the devices' conductances w = on·θ0: −w at (s, s) and (d, d), +w at (s, d)
+    # and (d, s), ground rows and columns dropped
+    rows = np.r_[a, b, a, b]
+    cols = np.r_[a, b, b, a]
+    keep = (rows > 0) & (cols > 0)
+    gather = sp.csr_matrix((np.r_[-np.ones(2 * e), np.ones(2 * e)][keep],
+                            ((rows[keep] - 1) * n + cols[keep] - 1, np.tile(ends, 4)[keep])), shape=(n * n, e))
+    cinv = 1.0 / knet.capacitance
+    own = np.arange(max(lo, starts[k]), min(hi, starts[k + 1]))  # this layer's devices in the block (global)
+    col, dev = 4 * (own - lo), own - starts[k]  # their first tangent, their index in the layer
+    sink, source = a[dev] > 0, b[dev] > 0  # the sides whose node is not ground
 
-    def factory(knet: KNet, k: int, dtype=np.float64):
-        a, b, _, _ = form[k]
-        n, e = knet.num_nodes, a.size
-        cinv = sp.diags(1.0 / knet.capacitance)
-        into = (cinv @ sp.csr_matrix((np.ones(e), (b, np.arange(e))), shape=(n + 1, e))[1:]).tocsr()
-        out = (cinv @ sp.csr_matrix((np.ones(e), (a, np.arange(e))), shape=(n + 1, e))[1:]).tocsr()
-        th = thetas[k][:, None, :, :]  # [V, 1, E, 4]
+    def rhs(y: np.ndarray) -> np.ndarray:
+        y = y.reshape(len(y), n, 1 + p)
+        v, s = y[:, :, 0], y[:, :, 1:]
+        delta = (inc.T @ v.T).T  # [B, E]
+        z = t0 * delta + t1
+        on = z > 0
+        cur = np.where(on, z, 0.0)
+        jac = (gather @ (on * t0).T).T.reshape(len(y), n, n) * cinv[:, None]  # [B, N, N]
+        out = np.empty_like(y)
+        out[:, :, 0] = -(inc @ cur.T).T * cinv
+        ds = out[:, :, 1:]
+        np.matmul(jac, s, out=ds)
+        for side, node, sign, first in ((sink, a, -1.0, 0), (source, b, 1.0, 2)):
+            d, c, nd = dev[side], col[side] + first, node[dev[side]] - 1
+            ds[:, nd, c] += sign * cinv[nd] * on[:, d] * delta[:, d]  # ∂/∂θ0 of that side's current
+            ds[:, nd, c + 1] += sign * cinv[nd] * on[:, d]  # ∂/∂θ1
+        return out.reshape(len(y), -1)
 
-        def rhs(v: np.ndarray) -> np.ndarray:
-            vg = np.concatenate([np.zeros((v.shape[0], 1)), v], axis=1).reshape(variants, -1, n + 1)
-            delta = vg[:, :, a] - vg[:, :, b]  # [V, B, E]
-            i_s = np.maximum(th[..., 0] * delta + th[..., 1], 0.0).reshape(-1, e)
-            i_d = np.maximum(th[..., 2] * delta + th[..., 3], 0.0).reshape(-1, e)
-            return (into @ i_d.T - out @ i_s.T).T
-
-        return rhs
-
-    return factory
+    return rhs
 
 
-def sensitivities(knet: KNet, x: np.ndarray, step: float = SENSITIVITY_STEP, block: int = 128) -> np.ndarray:
+def sensitivity_step(knet: KNet, dt: float = SENSITIVITY_DT) -> float:
+    """RK4 step of :func:`sensitivities`: ``dt``, or ``0.5/ρ`` for a stiffer layer, with Gershgorin's bound
+    ``ρ = 2·max_n Σ|θ0|/C_n`` on its Jacobian's spectral radius: RK4 is then stable and accurate to about
+    ``(hλ)⁵/120 ≈ 3e-4`` per step on the fastest mode."""
+    rate = 0.0
+    for a, b, t0, _ in relu_form(knet):
+        load = np.bincount(a, np.abs(t0), knet.num_nodes + 1) + np.bincount(b, np.abs(t0), knet.num_nodes + 1)
+        rate = max(rate, float(np.max(2 * load[1:] / knet.capacitance, initial=0.0)))
+    return min(dt, 0.5 / rate) if rate > 0 else dt
+
+
+def sensitivities(knet: KNet, x: np.ndarray, block: int | None = None, dt: float | None = None) -> np.ndarray:
     """``[B, M, E, 4]``: d(output)/d(θ0_s, θ1_s, θ0_d, θ1_d) of every device (all layers, in order) at the
-    trained θ, by forward differences of the reference integrator: the nominal network and one copy per
-    perturbed parameter integrated as one batch, ``block`` devices at a time."""
-    from .reference import integrate
+    trained θ, in forward mode: each block of ``block`` devices' tangents integrated with the node voltages by
+    RK4 of step ``dt`` (default :func:`sensitivity_step`), which gives the exact derivative of that discretised
+    network. The default block keeps the state near :data:`TANGENT_BUDGET` numbers."""
+    from .reference import _rk4
 
     form = relu_form(knet)
-    sizes = [f[0].size for f in form]
-    starts = np.cumsum([0] + sizes)
-    total = int(starts[-1])
-    x = np.atleast_2d(x)
+    starts = np.cumsum([0] + [f[0].size for f in form])
+    total, n = int(starts[-1]), knet.num_nodes
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    block = block or max(1, TANGENT_BUDGET // (4 * n * len(x)))
+    dt = dt or sensitivity_step(knet)
+    v0 = knet.initial_state(x)  # [B, N]
+    outs = knet.output_nodes - 1
     parts = []
     for lo in range(0, total, block):
         hi = min(total, lo + block)
-        variants = 1 + 4 * (hi - lo)
-        thetas = []
-        for k, (_, _, t0, t1) in enumerate(form):
-            th = np.tile(np.stack([t0, t1, t0, t1], axis=1), (variants, 1, 1))
-            for g in range(max(lo, starts[k]), min(hi, starts[k + 1])):
-                for p in range(4):
-                    th[1 + 4 * (g - lo) + p, g - starts[k], p] += step
-            thetas.append(th)
-        out = integrate(knet, np.tile(x, (variants, 1)), rhs=_split_rhs(form, thetas, variants)).outputs
-        out = out.reshape(variants, len(x), -1)
-        parts.append(((out[1:] - out[0]) / step).reshape(hi - lo, 4, len(x), -1))
-    return np.concatenate(parts).transpose(2, 3, 0, 1)
+        p = 4 * (hi - lo)
+        y = np.zeros((len(x), n, 1 + p))
+        y[:, :, 0] = v0
+        y = y.reshape(len(x), -1)
+        for k, layer in enumerate(knet.layers):
+            y = _rk4(_tangent_rhs(knet, form, k, lo, hi, starts), y, layer.t_start, layer.t_stop, dt, None, None,
+                     [0, 0])
+        s = y.reshape(len(x), n, 1 + p)[:, outs, 1:]  # [B, M, P]
+        parts.append(s.reshape(len(x), len(outs), hi - lo, 4))
+    return np.concatenate(parts, axis=2)
 
 
 # ---------------------------------------------------------------- attribution

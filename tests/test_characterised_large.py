@@ -62,4 +62,6 @@ def test_theta_grid_table_sums_near_off_devices_as_sweeping_each_does():
         # 0.22 with the former table (slopes down to 1/16 of the ceiling, read at the same Δ)
         assert np.abs(err.sum(axis=0)).max() < 0.05, np.abs(err.sum(axis=0)).max()
         assert np.abs(err).max() < 0.05, np.abs(err).max()
-    assert tables.validation is not None and tables.validation.grid == 2 * len(GRID_SLOPES) * GRID_OFFSETS
+    v = tables.validation
+    assert v is not None and v.grid == 2 * len(GRID_SLOPES) * GRID_OFFSETS
+    assert abs(v.bias) <= v.rms_error <= v.max_error and f"mean {v.bias:+.2g}" in v.message()

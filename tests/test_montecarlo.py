@@ -23,7 +23,7 @@ from kcompile.errors import InputError
 from kcompile.flow import load_flow
 from kcompile.knet import load_knet, random_knet
 from kcompile.mapping import map_knet
-from kcompile.mismatch import MismatchDraw, relu_form, sensitivities
+from kcompile.mismatch import MismatchDraw, relu_form, sensitivities, sensitivity_step
 from kcompile.netlist import render_transistor_circuit, transistor_tran
 from kcompile.pdk import PDKS, get_pdk
 from kcompile.reference import integrate
@@ -116,6 +116,20 @@ def test_sensitivities_are_those_of_the_reference():
     d_t1 = (1.0 if swap else -1.0) * float(layer.theta[i, 1])
     predicted = (sens[:, :, g, 1] + sens[:, :, g, 3]) * d_t1
     assert np.allclose(predicted, numeric, atol=2e-3 * max(1.0, np.abs(numeric).max())), (predicted, numeric)
+
+
+def test_sensitivities_of_a_stiff_network_take_smaller_steps_and_converge():
+    knet = random_knet(5, 2, 6, "relu", num_outputs=2, theta_scale=0.4, seed=4)
+    assert sensitivity_step(knet) == 1e-2
+    # conducting devices only (θ0 > 0, θ1 = 0: a stable network) with time constants 300x shorter
+    layers = tuple(dataclasses.replace(lay, theta=np.abs(lay.theta) * [1.0, 0.0]) for lay in knet.layers)
+    stiff = dataclasses.replace(knet, layers=layers, capacitance=knet.capacitance / 300)
+    assert sensitivity_step(stiff) < 1e-3
+    x = np.random.default_rng(2).uniform(-1, 1, (4, knet.num_features))
+    sens, fine = sensitivities(stiff, x), sensitivities(stiff, x, dt=sensitivity_step(stiff) / 2)
+    assert np.abs(sens - fine).max() < 1e-3 * np.abs(fine).max()
+    coarse = sensitivities(stiff, x, dt=1e-2)  # RK4 at the default step on this network: far off
+    assert np.abs(coarse - fine).max() > 0.5 * np.abs(fine).max()
 
 
 @pytest.mark.parametrize("text,message", [

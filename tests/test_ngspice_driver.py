@@ -55,16 +55,32 @@ def test_env_var_names_the_binary_that_runs(monkeypatch, tmp_path):
     real = ngspice.binary()
     wrapper = _script(tmp_path / "my-ngspice", f'echo "$@" >> "{tmp_path}/calls"\nexec "{real}" "$@"')
     monkeypatch.setenv(ngspice.ENV_BINARY, wrapper)
+    monkeypatch.delenv("OMP_THREAD_LIMIT", raising=False)
     assert ngspice.binary() == wrapper and ngspice.version()[0].isdigit()
     raw = ngspice.run(RC, run_dir=tmp_path / "run", keep=True)
     assert raw["v(n1)"][-1] == pytest.approx(np.exp(-1.0), rel=1e-3)
-    assert (tmp_path / "run" / "command").read_text().startswith(wrapper + " -b -n")
+    assert (tmp_path / "run" / "command").read_text().startswith(f"OMP_THREAD_LIMIT=1 {wrapper} -b -n")
     calls = (tmp_path / "calls").read_text().splitlines()
     assert calls[0] == "-v" and calls[-1].endswith("deck.cir")
     monkeypatch.setenv(ngspice.ENV_BINARY, _script(tmp_path / "broken-ngspice", "exit 0"))
     assert shutil.which("ngspice") and ngspice.available()
     with pytest.raises(SimulatorError, match="ngspice wrote no raw file"):
         ngspice.run(RC)
+
+
+def test_ngspice_runs_one_openmp_thread_unless_the_caller_says(monkeypatch, tmp_path):
+    """An OpenMP ngspice (Debian's 46) would load its devices on 8 spinning threads: each run gets
+    ``OMP_THREAD_LIMIT=1``, the caller's own value wins, and the saved command repeats it."""
+    real = ngspice.binary()
+    wrapper = _script(tmp_path / "ng", f'echo "limit=$OMP_THREAD_LIMIT" >> "{tmp_path}/limits"\nexec "{real}" "$@"')
+    monkeypatch.setenv(ngspice.ENV_BINARY, wrapper)
+    monkeypatch.delenv("OMP_THREAD_LIMIT", raising=False)
+    ngspice.run(RC, run_dir=tmp_path / "default", keep=True)
+    monkeypatch.setenv("OMP_THREAD_LIMIT", "3")
+    ngspice.run(RC, run_dir=tmp_path / "caller", keep=True)
+    assert (tmp_path / "limits").read_text().splitlines()[-2:] == ["limit=1", "limit=3"]
+    assert (tmp_path / "default" / "command").read_text().startswith(f"OMP_THREAD_LIMIT=1 {wrapper} ")
+    assert (tmp_path / "caller" / "command").read_text().startswith(f"OMP_THREAD_LIMIT=3 {wrapper} ")
 
 
 def test_binary_that_is_a_directory_or_hangs_is_refused(monkeypatch, tmp_path):

@@ -123,6 +123,8 @@ class Simulator(abc.ABC):
     probe_timeout: ClassVar[float] = 30.0
     #: device forms :meth:`render_circuit` writes (:data:`kcompile.osdi.DEVICES`), its default first
     devices: ClassVar[tuple[str, ...]] = ("bsource",)
+    #: environment variables a run's process gets unless the caller's environment sets them
+    process_env: ClassVar[dict[str, str]] = {}
 
     def __repr__(self) -> str:
         return f"<{self.name} back end ({type(self).__module__})>"
@@ -236,10 +238,12 @@ class Simulator(abc.ABC):
                 os.symlink(Path(target).resolve(), run_dir / name)
             (run_dir / self.deck_name).write_text(deck)
             cmd = self.command(exe, tuple(defines))
-            (run_dir / "command").write_text(shlex.join(cmd) + "\n")  # to re-run a kept directory by hand
+            env = {**self.process_env, **os.environ}
+            settings = [f"{k}={env[k]}" for k in self.process_env]
+            (run_dir / "command").write_text(shlex.join(settings + cmd) + "\n")  # to re-run a kept directory by hand
             try:
                 proc = subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, timeout=timeout,
-                                      stdin=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL, env=env)
             except subprocess.TimeoutExpired:
                 raise SimulatorError(f"{self.name} timed out after {timeout:g} s", run_dir, deck,
                                      self._log(run_dir)) from None

@@ -126,6 +126,11 @@ class Ngspice(Simulator):
     warning_category = NgspiceWarning
     log_name = "ngspice.log"
     devices = ("bsource", "osdi")
+    #: ngspice built with OpenMP (Debian's 46) loads BSIM3/BSIM4 devices on ``num_threads`` threads, 8 as its
+    #: spinit sets, whose idle waits spin: on 2 busy cores a sky130 DC sweep of 12 cells ran 24-42 s instead of
+    #: 1.8 s, and its spinning took the CPU other runs needed (docs/performance.md). kcompile runs decks in
+    #: parallel instead, so each ngspice gets one thread (a caller's own OMP_THREAD_LIMIT wins).
+    process_env = {"OMP_THREAD_LIMIT": "1"}
 
     # ---- tool proxy -------------------------------------------------------------------------------------------
 
