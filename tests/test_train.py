@@ -296,7 +296,7 @@ ZOO = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples" 
 @pytest.mark.parametrize("path", sorted(p for p in ZOO.glob("*.npz") if "-gen-" not in p.name), ids=lambda p: p.stem)
 def test_zoo_models_reproduce_their_recorded_metrics(path):
     knet = load_knet(path)
-    assert path.stat().st_size < 2_000_000  # mnist14-hw: its 1,000 recorded test images take 1.6 MB
+    assert path.stat().st_size < 2_000_000  # mnist14-hw: its 1,000 recorded test images take 1.8 MB
     assert knet.meta == json.loads(path.with_suffix(".json").read_text())
     m = knet.meta["metrics"]
     with np.load(path) as z:
