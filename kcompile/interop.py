@@ -32,7 +32,6 @@ PySpice's server mode cannot pass. Both are refused with an
 from __future__ import annotations
 
 import functools
-import os
 import re
 import subprocess
 import warnings
@@ -140,9 +139,8 @@ def _circuit_class() -> type:
 
     class _Server(SpiceServer):
         def __call__(self, spice_input):
-            env = {**ngspice.NGSPICE.process_env, **os.environ}  # one OpenMP thread, as kcompile's own runs
             proc = subprocess.run([self._spice_command, "-s"], input=str(spice_input).encode(), capture_output=True,
-                                  check=False, env=env)
+                                  check=False, env=ngspice.NGSPICE.run_environment())  # as kcompile's own runs
             stderr = proc.stderr.decode(errors="replace")
             self._parse_stdout(proc.stdout)
             points = self._parse_stderr(stderr)

@@ -238,7 +238,7 @@ class Simulator(abc.ABC):
                 os.symlink(Path(target).resolve(), run_dir / name)
             (run_dir / self.deck_name).write_text(deck)
             cmd = self.command(exe, tuple(defines))
-            env = {**self.process_env, **os.environ}
+            env = self.run_environment()
             settings = [f"{k}={env[k]}" for k in self.process_env]
             (run_dir / "command").write_text(shlex.join(settings + cmd) + "\n")  # to re-run a kept directory by hand
             try:
@@ -268,6 +268,10 @@ class Simulator(abc.ABC):
         finally:
             if ok and not keep:
                 shutil.rmtree(run_dir, ignore_errors=True)
+
+    def run_environment(self) -> dict[str, str]:
+        """The environment of a run's process: :attr:`process_env` under the caller's own variables."""
+        return {**self.process_env, **os.environ}
 
     def _log(self, run_dir: Path) -> str:
         log = run_dir / self.log_name
