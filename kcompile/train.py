@@ -536,41 +536,56 @@ def mix_topology(image_shape: tuple[int, int], num_outputs: int, size: str = "sm
 
 
 def hidden_topology(num_features: int, num_outputs: int, hidden: int, used: np.ndarray | None = None,
-                    layers: int = 2, input_capacitance: float = 1.0) -> Topology:
-    """Inputs → hidden nodes → outputs in two layer windows, for a small device budget (images).
+                    layers: int = 2, input_capacitance: float = 1.0, hidden2: int | None = None) -> Topology:
+    """Inputs → hidden nodes (→ a second hidden group) → outputs, for a small device budget (images).
 
-    Nodes: one per feature (``1..F``, all input nodes), then ``hidden`` hidden nodes, then the
-    ``num_outputs`` output nodes. Layer 0: one device from every *used* input node to every hidden
-    node (the input node is its s terminal; its θ0 sign sets whether the input raises or lowers the
-    current) and one each way between every hidden node and ground. Layer 1: one device each way
-    between every hidden and every output node, and between every output node and ground. Input
-    nodes not in ``used`` (feature indices; default all) carry no device: their features are read
-    but ignored, so the network takes the same input rows. ``input_capacitance`` is the input nodes'
+    Nodes: one per feature (``1..F``, all input nodes), then ``hidden`` hidden nodes, then ``hidden2``
+    second hidden nodes if given, then the ``num_outputs`` output nodes. Layer 0: one device from every
+    *used* input node to every hidden node (the input node is its s terminal; its θ0 sign sets whether the
+    input raises or lowers the current) and one each way between every hidden node and ground. With
+    ``hidden2`` (three layer windows), layer 1: one device each way between every hidden and every second
+    hidden node, and between every second hidden node and ground. The last layer: one device each way
+    between every node of the last hidden group and every output node, and between every output node and
+    ground. Input nodes not in ``used`` (feature indices; default all) carry no device: their features are
+    read but ignored, so the network takes the same input rows. ``input_capacitance`` is the input nodes'
     capacitance (the others have 1): a larger one holds the input voltages while layer 0's devices draw
     from them.
     """
-    if layers != 2:
-        raise InputError(f"--hidden builds two layer windows (inputs → hidden → outputs), got --layers {layers}")
-    if hidden < 1:
-        raise InputError(f"--hidden must be at least 1, got {hidden}")
+    windows = 2 if hidden2 is None else 3
+    if layers != windows:
+        raise InputError(f"--hidden builds two layer windows (inputs → hidden → outputs), with --hidden2 three "
+                         f"(give --layers {windows}), got --layers {layers}")
+    if hidden < 1 or (hidden2 is not None and hidden2 < 1):
+        raise InputError(f"--hidden and --hidden2 must be at least 1, got {hidden} and {hidden2}")
     used = np.arange(num_features) if used is None else np.asarray(used, dtype=np.int64)
     inputs = used + 1
-    hid = np.arange(num_features + 1, num_features + hidden + 1)
-    out = np.arange(num_features + hidden + 1, num_features + hidden + num_outputs + 1)
+    groups, first = [], num_features + 1
+    for size in (hidden, hidden2 or 0, num_outputs):
+        groups.append(np.arange(first, first + size))
+        first += size
+    hid, hid2, out = groups
     ground = lambda n: np.zeros(n, np.int64)  # noqa: E731
+
+    def both_ways(a, b):  # a <-> b for every pair, then b <-> ground
+        pa, pb = (x.ravel() for x in np.meshgrid(a, b, indexing="ij"))
+        return np.r_[pa, pb, b, ground(b.size)], np.r_[pb, pa, ground(b.size), b]
+
     s0 = np.r_[np.repeat(inputs, hidden), hid, ground(hidden)]
     d0 = np.r_[np.tile(hid, inputs.size), ground(hidden), hid]
-    h, o = (a.ravel() for a in np.meshgrid(hid, out, indexing="ij"))
-    s1, d1 = np.r_[h, o, out, ground(num_outputs)], np.r_[o, h, ground(num_outputs), out]
+    mid = [both_ways(hid, hid2)] if hidden2 else []
+    last = both_ways(hid2 if hidden2 else hid, out)
+    description = {"generator": "hidden", "hidden": hidden, **({"hidden2": hidden2} if hidden2 else {}),
+                   "layers": windows, "used_inputs": int(used.size),
+                   "used_feature_index": used.tolist() if used.size < num_features else "all",
+                   "layer0": "every used input -> every hidden node; hidden <-> ground",
+                   **({"layer1": "hidden <-> hidden2 (both ways); hidden2 <-> ground"} if hidden2 else {}),
+                   f"layer{windows - 1}": f"{'hidden2' if hidden2 else 'hidden'} <-> outputs (both ways); "
+                                          "outputs <-> ground",
+                   "inputs": "nodes 1..F (all features)", "outputs": "last M nodes",
+                   "input_capacitance": input_capacitance}
     return Topology(
-        num_features + hidden + num_outputs, ((s0, d0), (s1, d1)),
-        np.arange(1, num_features + 1), np.arange(num_features), out,
-        {"generator": "hidden", "hidden": hidden, "layers": 2, "used_inputs": int(used.size),
-         "used_feature_index": used.tolist() if used.size < num_features else "all",
-         "layer0": "every used input -> every hidden node; hidden <-> ground",
-         "layer1": "hidden <-> outputs (both ways); outputs <-> ground",
-         "inputs": "nodes 1..F (all features)", "outputs": "last M nodes", "input_capacitance": input_capacitance},
-        np.r_[np.full(num_features, float(input_capacitance)), np.ones(hidden + num_outputs)],
+        first - 1, ((s0, d0), *mid, last), np.arange(1, num_features + 1), np.arange(num_features), out,
+        description, np.r_[np.full(num_features, float(input_capacitance)), np.ones(first - 1 - num_features)],
     )
 
 
@@ -585,14 +600,16 @@ def used_pixels(task: Task, pixel_min: float | None) -> np.ndarray | None:
 
 
 def task_topology(task: Task, law: str, size: str, layers: int, hidden: int | None = None,
-                  pixel_min: float | None = None, input_capacitance: float = 1.0, repeat: int = 1) -> Topology:
+                  pixel_min: float | None = None, input_capacitance: float = 1.0, repeat: int = 1,
+                  hidden2: int | None = None) -> Topology:
     """The default topology of a task: ``mix`` for images, fully connected otherwise; with ``hidden``
     :func:`hidden_topology` on the features whose training mean exceeds ``pixel_min``."""
     if hidden is not None:
         return hidden_topology(task.num_features, task.num_outputs, hidden, used_pixels(task, pixel_min), layers,
-                               input_capacitance)
-    if pixel_min is not None or input_capacitance != 1.0:
-        raise InputError("--pixel-min and --input-capacitance shape the topology of --hidden, which is not given")
+                               input_capacitance, hidden2)
+    if pixel_min is not None or input_capacitance != 1.0 or hidden2 is not None:
+        raise InputError("--pixel-min, --input-capacitance and --hidden2 shape the topology of --hidden, "
+                         "which is not given")
     if task.image_shape is not None:
         if repeat != 1:
             raise InputError("--repeat applies to the fully connected topology of tabular tasks")
@@ -1310,6 +1327,9 @@ def _progress_bar(quiet: bool):
 @click.option("--layers", type=int, default=2, show_default=True, help="Layer windows of the KirchhoffNet.")
 @click.option("--hidden", type=int, default=None,
               help="Topology inputs -> H hidden nodes -> outputs (two layers) instead of the task's default.")
+@click.option("--hidden2", type=int, default=None,
+              help="With --hidden and --layers 3: a second group of H2 hidden nodes between the first and the "
+                   "outputs.")
 @click.option("--repeat", type=int, default=1, show_default=True,
               help="Fully connected topology: parallel devices per node pair (each its own θ; mismatch averages).")
 @click.option("--input-capacitance", type=float, default=1.0, show_default=True,
@@ -1357,7 +1377,7 @@ def _progress_bar(quiet: bool):
               help="Weights file (.npz) to write, with a .json of the metrics beside it (--baseline: only the .json).")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-def train_command(task_name, law, size, layers, repeat, hidden, input_capacitance, pixel_min, t_layer, epochs,
+def train_command(task_name, law, size, layers, repeat, hidden, hidden2, input_capacitance, pixel_min, t_layer, epochs,
                   batch_size, lr, dt, init_scale, input_scale, dtype, seed, data_seed, theta_max, theta_noise,
                   voltage_noise, voltage_max, voltage_weight, theta_range, device_in_the_loop, mismatch, mismatch_scale,
                   mismatch_weight, augment_shift, baseline, out_path, threads, quiet):
@@ -1395,7 +1415,7 @@ def train_command(task_name, law, size, layers, repeat, hidden, input_capacitanc
                             **({"voltage_weight": voltage_weight} if voltage_max is not None else {}))
     if not input_capacitance > 0:
         raise InputError(f"--input-capacitance must be positive, got {input_capacitance}")
-    topology = task_topology(task, law, size, layers, hidden, pixel_min, input_capacitance, repeat)
+    topology = task_topology(task, law, size, layers, hidden, pixel_min, input_capacitance, repeat, hidden2)
     if baseline == "mlp":
         # the KirchhoffNet of the same size sets the parameter budget
         target = topology.num_params(law)

@@ -58,6 +58,29 @@ def test_hidden_topology_refuses_other_layer_counts():
 
     with pytest.raises(InputError, match="two layer windows"):
         hidden_topology(4, 2, 3, layers=3)
+    with pytest.raises(InputError, match="give --layers 3"):
+        hidden_topology(4, 2, 3, hidden2=2)
+
+
+def test_second_hidden_group_adds_a_middle_layer_window():
+    topo = hidden_topology(6, 3, 4, used=np.array([1, 2, 4]), layers=3, hidden2=2, input_capacitance=5.0)
+    (s0, d0), (s1, d1), (s2, d2) = topo.layers
+    assert topo.num_nodes == 6 + 4 + 2 + 3 and topo.description["hidden2"] == 2
+    hid, hid2, out = set(range(7, 11)), {11, 12}, {13, 14, 15}
+    np.testing.assert_array_equal(s0, hidden_topology(6, 3, 4, used=np.array([1, 2, 4])).layers[0][0])
+    assert s1.size == 2 * 4 * 2 + 2 * 2 and s2.size == 2 * 2 * 3 + 2 * 3
+    pairs = {(a, b) for a, b in zip(s1, d1)}
+    assert pairs == {(h, k) for h in hid for k in hid2} | {(k, h) for h in hid for k in hid2} | \
+        {(k, 0) for k in hid2} | {(0, k) for k in hid2}
+    assert set(s2) | set(d2) == hid2 | out | {0}
+    np.testing.assert_array_equal(topo.output_nodes, sorted(out))
+    np.testing.assert_array_equal(topo.capacitance, [5.0] * 6 + [1.0] * 9)
+    model = TorchKNet.init(topo, "relu", [0.0, 1.0, 2.0, 3.0], seed=1, init_scale=1.0, dtype=torch.float64)
+    from kcompile.reference import integrate
+
+    X = np.random.default_rng(0).uniform(0, 1, (4, 6))
+    np.testing.assert_allclose(model(X, 0.1).detach().numpy(),
+                               integrate(model.to_knet(), X, method="rk4", dt=0.1).outputs, atol=1e-12)
 
 
 def test_per_node_capacitance_matches_the_reference_rk4():
@@ -197,6 +220,14 @@ def test_cli_mismatch_options_need_mismatch(tmp_path):
     res = CliRunner().invoke(main, ["train", "--task", "moons", "--epochs", "1", "--quiet", "--mismatch-weight", "1",
                                     "-o", str(tmp_path / "m.npz")])
     assert res.exit_code == 2 and "--mismatch PDK" in res.output
+
+
+def test_cli_hidden2_needs_hidden_and_three_layers(tmp_path):
+    for extra, message in ((["--hidden2", "3"], "--hidden, which is not given"),
+                           (["--hidden", "4", "--hidden2", "3"], "give --layers 3")):
+        res = CliRunner().invoke(main, ["train", "--task", "moons", "--epochs", "1", "--quiet", *extra,
+                                        "-o", str(tmp_path / "m.npz")])
+        assert res.exit_code == 2 and message in res.output, res.output
 
 
 def test_cli_mismatch_on_a_pdk_without_coefficients_says_what_is_missing(tmp_path):
