@@ -37,7 +37,7 @@ from . import __version__, progress
 from .backends import DEFAULT, SIMULATORS, get_simulator
 from .build import (MAX_TRANSISTOR_DEVICES, Build, build as build_dir, modified_files, open_build,
                     scaling_lines)
-from .checks import COUNT, NON_NEGATIVE, POINTS_PER_LAYER, POSITIVE, REFINE_STEPS, SEED, Number
+from .checks import CELL_AREA, COUNT, NON_NEGATIVE, POINTS_PER_LAYER, POSITIVE, REFINE_STEPS, SEED, Number
 from .compare import (FLOAT32_RTOL, METHODS, PRECISIONS, Comparison, ReferenceSettings, TaskScore, compare,
                       meta_task, reference_settings, task_of, task_scores)
 from .errors import InputError, KCompileError
@@ -255,7 +255,7 @@ def main():
 
 #: options of ``build`` that only transistor-level cells take
 _TRANSISTOR_ONLY = ("pdk", "corner", "allow_clipped", "refine_steps", "scaling_mode", "calibration", "max_error",
-                    "allow_out_of_budget", "max_devices")
+                    "allow_out_of_budget", "max_devices", "cell_area")
 
 
 @main.command()
@@ -298,6 +298,9 @@ _TRANSISTOR_ONLY = ("pdk", "corner", "allow_clipped", "refine_steps", "scaling_m
               help="Build even when the estimated output error exceeds --max-error.")
 @click.option("--max-devices", type=_Number(COUNT), default=MAX_TRANSISTOR_DEVICES, show_default=True,
               help="Transistor cells: refuse networks with more devices.")
+@click.option("--cell-area", type=_Number(CELL_AREA), default=1.0, show_default=True,
+              help="Transistor cells: draw every cell this many times as large (same W/L and currents; mismatch "
+                   "sigma / sqrt(area), gate area x area).")
 @click.option("--devices", type=click.Choice(DEVICES), default=None,
               help="Behavioural devices as compiled Verilog-A modules (OSDI; the build holds the .va) or ngspice "
                    "B-sources (default osdi where ngspice loads OSDI, e.g. the 46 of scripts/setup.sh; else bsource).")
@@ -307,8 +310,8 @@ _TRANSISTOR_ONLY = ("pdk", "corner", "allow_clipped", "refine_steps", "scaling_m
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary of the build on stdout.")
 @_decorated(_VERBOSITY)
 def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped, v0, i0, c_unit, points_per_layer,
-          refine_steps, solver, scaling_mode, calibration, max_error, allow_out_of_budget, max_devices, devices,
-          testbench, as_json):
+          refine_steps, solver, scaling_mode, calibration, max_error, allow_out_of_budget, max_devices, cell_area,
+          devices, testbench, as_json):
     """Validate WEIGHTS (kcompile.knet/1 .npz) and write netlists and a manifest."""
     if cells == "behavioural":
         _refuse(_TRANSISTOR_ONLY, "to behavioural cells: add --cells transistor")
@@ -324,7 +327,7 @@ def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped
                       allow_clipped=allow_clipped, points_per_layer=points_per_layer, refine_steps=refine_steps,
                       solver=solver, scaling_mode=scaling_mode, calibration=calibration, max_error=max_error,
                       allow_out_of_budget=allow_out_of_budget, max_devices=max_devices, devices=devices,
-                      testbench=testbench)
+                      testbench=testbench, cell_area=cell_area)
     m = b.manifest
     layers = ", ".join(f"{layer['devices']}" for layer in m["layers"])
     for note in m.get("notes", []):
@@ -389,7 +392,8 @@ def _conditions(b: Build, spice: SpiceResult | None = None) -> dict:
     energy = None if spice is None or spice.energy is None else float(np.mean(spice.energy))
     return conditions(b.scaling, cells="transistor", cell=cells["cell"], pdk=cells["pdk"], corners=[cells["corner"]],
                       temperatures=[27.0 if b.tran.temp is None else b.tran.temp], supplies=[cells["supply"]],
-                      energy=energy, latency=float(b.knet.t_bounds[-1]) * b.scaling.tau)
+                      energy=energy, latency=float(b.knet.t_bounds[-1]) * b.scaling.tau,
+                      area=cells.get("area", 1.0), gate_area=cells.get("gate_area_um2"))
 
 
 # ---------------------------------------------------------------- simulate and verify a build

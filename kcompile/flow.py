@@ -37,7 +37,8 @@ and vcm the network is scaled automatically into the cells' window,
 ``allow_out_of_budget`` (run even when the estimated output error exceeds the
 transistor ``max_output_error`` gate), ``refine_steps`` (per-device refinement of
 the transistor cells, :mod:`kcompile.refine`; default 2 up to 2,000 relu
-devices), and ``monte_carlo`` (``runs``, ``seed``,
+devices), ``cell_area`` (every cell drawn this many times as large, 1-64:
+mismatch σ ÷ √area, :meth:`kcompile.cells.base.Cell.with_area`), and ``monte_carlo`` (``runs``, ``seed``,
 ``scale`` of every σ, ``rank`` the devices, ``top`` devices to report):
 mismatch runs at the first corner, temperature and supply.
 
@@ -61,7 +62,7 @@ from pathlib import Path
 
 import yaml
 
-from .checks import CELSIUS, COUNT, FINITE, NON_NEGATIVE, POINTS_PER_LAYER, REFINE_STEPS, SCALING, SEED, Number, short
+from .checks import CELL_AREA, CELSIUS, COUNT, FINITE, NON_NEGATIVE, POINTS_PER_LAYER, REFINE_STEPS, SCALING, SEED, Number, short
 from .errors import InputError
 from .files import _NoAliasLoader, read_yaml
 
@@ -164,6 +165,7 @@ class Flow:
     cache: Path | None = None
     allow_clipped: bool = False
     refine_steps: int | None = None
+    cell_area: float = 1.0  # the cells' gate area relative to their drawn sizes
     allow_out_of_budget: bool = False
     simulator: str = "ngspice"  # behavioural level's back end (a cross_simulator_max_diff gate runs both)
     timeout: float = 600.0  # seconds per simulator run (per sample of a batched deck)
@@ -322,7 +324,7 @@ def load_flow(path: str | Path, overrides=()) -> Flow:
     known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature", "supply",
              "recalibrate", "points_per_layer", "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache",
              "allow_clipped", "refine_steps", "allow_out_of_budget", "simulator", "timeout", "segmented",
-             "samples_per_run", "behavioural_points_per_layer"}
+             "samples_per_run", "behavioural_points_per_layer", "cell_area"}
     for key in data:
         if key not in known:
             raise c.fail(str(key)[:40], f"is not a flow key (known: {', '.join(sorted(known))})")
@@ -388,6 +390,7 @@ def load_flow(path: str | Path, overrides=()) -> Flow:
         jobs=c.counted(data, "jobs", COUNT), scheduler=scheduler, cache=cache,
         allow_clipped=c.typed(data, "allow_clipped", bool, False),
         refine_steps=c.counted(data, "refine_steps", REFINE_STEPS),
+        cell_area=c.number(data, "cell_area", CELL_AREA) if "cell_area" in data else 1.0,
         allow_out_of_budget=c.typed(data, "allow_out_of_budget", bool, False),
         simulator=_simulator(c, data),
         timeout=c.number(data, "timeout", _TIMEOUT) if "timeout" in data else 600.0, overrides=overrides,

@@ -335,7 +335,7 @@ def _corner_specs(flow: Flow, knet: KNet, pdk, scaling, cellmap) -> list[_Spec]:
                 specs.append(_Spec(label, corner, temp, vdd, dataclasses.replace(cellmap, corner=corner)))
                 if flow.recalibrate and corner != flow.corners[0] and (temp, vdd) == (flow.temperature[0], supplies[0]):
                     specs.append(_Spec(f"{label} recal", corner, temp, vdd,
-                                       refine(knet, map_knet(knet, pdk.name, corner, scaling),
+                                       refine(knet, map_knet(knet, pdk.name, corner, scaling, area=flow.cell_area),
                                               steps_for(knet, flow.refine_steps)), recalibrated=True))
     return specs
 
@@ -406,6 +406,7 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
                               "manual" if {"v0", "i0", "vcm"} & set(flow.scaling) else "auto",
                               allow_clipped=flow.allow_clipped, refine_steps=flow.refine_steps, gate=gate,
                               allow_out_of_budget=flow.allow_out_of_budget, where=str(flow.path),
+                              area=flow.cell_area,
                               fixes=("set 'allow_clipped: true' in the flow",
                                      "set 'allow_out_of_budget: true' in the flow"))
     tick(1)
