@@ -35,7 +35,8 @@ class Event:
     ``done``/``total`` count its units (``total`` ``None`` when unknown), ``cached`` how many of the
     done ones came from the cache, ``elapsed`` seconds since it started. ``unit`` is empty for a count,
     else what ``done``/``total`` measure (``"s"``: seconds of simulated time). ``key`` tells apart steps
-    open at the same time (in this process or in workers) that share a label.
+    open at the same time (in this process or in workers) that share a label. ``summary``: whether the
+    step's end is worth a line of its own (a simulator run's inner stages are not: the step around them says).
     """
 
     kind: str
@@ -46,6 +47,7 @@ class Event:
     elapsed: float
     unit: str = ""
     key: str = ""
+    summary: bool = True
 
 
 _listener: contextvars.ContextVar[Callable[[Event], None] | None] = contextvars.ContextVar("kcompile_progress",
@@ -57,15 +59,15 @@ _keys = itertools.count()
 class Task:
     """An open step (see :func:`task`)."""
 
-    def __init__(self, label: str, total: float | None, unit: str = ""):
-        self.label, self.total, self.unit, self.done, self.cached = label, total, unit, 0, 0
+    def __init__(self, label: str, total: float | None, unit: str = "", summary: bool = True):
+        self.label, self.total, self.unit, self.summary, self.done, self.cached = label, total, unit, summary, 0, 0
         self._t0, self._key = time.perf_counter(), f"{os.getpid()}.{next(_keys)}"
 
     def _emit(self, kind: str) -> None:
         listener = _listener.get()
         if listener is not None:
             listener(Event(kind, self.label, self.done, self.total, self.cached, time.perf_counter() - self._t0,
-                           self.unit, self._key))
+                           self.unit, self._key, self.summary))
 
     def advance(self, n: int = 1, cached: bool = False) -> None:
         """``n`` more units done (``cached``: they came from the cache)."""
@@ -80,10 +82,10 @@ class Task:
 
 
 @contextlib.contextmanager
-def task(label: str, total: float | None = None, unit: str = "") -> Iterator[Task]:
+def task(label: str, total: float | None = None, unit: str = "", summary: bool = True) -> Iterator[Task]:
     """Open a step named ``label`` of ``total`` units (``None``: unknown) for the duration of the block;
-    ``unit``: what a measured step's units are (``"s"``), empty for a count."""
-    t = Task(label, total, unit)
+    ``unit``: what a measured step's units are (``"s"``), empty for a count; ``summary``: see :class:`Event`."""
+    t = Task(label, total, unit, summary)
     token = _open.set(_open.get() + (t,))
     t._emit("start")
     try:

@@ -378,9 +378,12 @@ class _Progress:
 
     def start(self, steps: contextlib.ExitStack) -> None:
         if self.operating_point:
-            steps.enter_context(progress.task("operating point"))
+            steps.enter_context(progress.task("operating point", summary=False))
         else:
-            self.task = steps.enter_context(progress.task("transient", self.stop, unit="s"))
+            self._transient(steps)
+
+    def _transient(self, steps: contextlib.ExitStack) -> None:
+        self.task = steps.enter_context(progress.task("transient", self.stop, unit="s", summary=False))
 
     def feed(self, fd: int, chunk: bytes, steps: contextlib.ExitStack) -> None:
         text = self.tails.get(fd, "") + chunk.decode(errors="replace")
@@ -393,7 +396,7 @@ class _Progress:
                 continue
             if self.task is None:  # the first time point: the operating point is solved
                 steps.close()
-                self.task = steps.enter_context(progress.task("transient", self.stop, unit="s"))
+                self._transient(steps)
             self.task.reach(min(t, self.stop))
 
 
