@@ -407,7 +407,7 @@ def _conditions(b: Build, spice: SpiceResult | None = None) -> dict:
     from .report import conditions
 
     cells = b.manifest["cells"]
-    if cells.get("level") != "transistor":
+    if not b.transistor:
         return conditions(b.scaling, cells="osdi" if cells.get("devices") == "osdi" else "behavioural")
     energy = None if spice is None or spice.energy is None else float(np.mean(spice.energy))
     return conditions(b.scaling, cells="transistor", cell=cells["cell"], pdk=cells["pdk"], corners=[cells["corner"]],
@@ -448,7 +448,7 @@ class _Run:
     @property
     def level(self) -> str:
         """What the simulator ran: ``transistor`` or ``behavioural``."""
-        return "transistor" if self.build.manifest["cells"].get("level") == "transistor" else "behavioural"
+        return "transistor" if self.build.transistor else "behavioural"
 
     @property
     def task(self) -> str | None:
@@ -470,7 +470,7 @@ class _Run:
 
 def _characterised(b: Build, x: np.ndarray, settings: ReferenceSettings) -> Trajectory | None:
     """For a transistor build: the ODE with every cell's measured DC I–V (cached sweeps)."""
-    if b.manifest["cells"].get("level") != "transistor":
+    if not b.transistor:
         return None
     cells = b.manifest["cells"]
     _info(f"characterised reference: every cell's DC I-V on {cells['pdk']}/{cells['corner']} (cached after the "
@@ -536,14 +536,14 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
         return _Run(b, x, source, labels, settings, ref, characterised=char, seconds=seconds)
     sim = get_simulator(simulator or DEFAULT)
     if not _given("timeout"):
-        timeout = run_timeout(b.knet, b.tran, b.manifest["cells"].get("level") == "transistor")
+        timeout = run_timeout(b.knet, b.tran, b.transistor)
     if b.tran.solver == "klu" and not sim.has_klu():
         _warn(f"this {sim.name} has no KLU solver, so it factors with Sparse 1.3 (about half as fast on MNIST-size "
               "networks); scripts/setup.sh installs one that has it", tag="note:")
     t0 = time.perf_counter()
     with _progress(TextColumn("{task.description}")) as bar, progress.listening(_listener(bar)):
         task = bar.add_task(sim.name, total=len(x))  # and one bar per run in flight: its transient
-        batched = latent is not None and sim.has_batch() and b.manifest["cells"]["level"] != "transistor"
+        batched = latent is not None and sim.has_batch() and not b.transistor
         samples_per_run = batch_size(b.knet, len(x), jobs) if batched else 1  # transistor decks: one sample each
         spice = b.simulate(x, jobs=jobs, timeout=timeout, run_root=keep_runs, progress=lambda n: bar.advance(task, n),
                            simulator=sim.name, batch=samples_per_run)
