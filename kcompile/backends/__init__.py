@@ -279,8 +279,7 @@ class Simulator(abc.ABC):
 
     def transient(self, deck: str) -> tuple[float, bool] | None:
         """``(stop time in seconds, whether an operating point is solved first)`` of the transient that ``deck``
-        runs, for its progress; ``None`` when it runs none (or several: a batched deck), or the back end prints
-        no progress (:attr:`progress_pattern`)."""
+        runs, for its progress; ``None`` when it runs none, or several (a batched deck)."""
         return None
 
     def _stream(self, cmd: list[str], run_dir: Path, env: dict[str, str], timeout: float,
