@@ -39,7 +39,8 @@ def test_no_listener_no_relay():
         assert pool.submit(_work, 3).result() != os.getpid()
 
 
-def test_command_line_draws_a_transient_as_a_fraction_of_its_stop_time(capsys):
+def test_command_line_draws_a_transient_as_a_fraction_of_its_stop_time(capsys, monkeypatch):
+    monkeypatch.setitem(cli._verbosity, "quiet", False)  # as a command without -q leaves it
     bar = Progress(disable=True)
     listen = cli._listener(bar)
     listen(progress.Event("start", "operating point", 0, None, 0, 0.0, key="7.0", summary=False))
