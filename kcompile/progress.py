@@ -112,11 +112,6 @@ def listening(listener: Callable[[Event], None]) -> Iterator[None]:
         _listener.reset(token)
 
 
-def active() -> bool:
-    """Whether a listener is installed (events of new steps go somewhere)."""
-    return _listener.get() is not None
-
-
 @contextlib.contextmanager
 def relay() -> Iterator[object | None]:
     """For the block: a pipe end that worker processes pass to :func:`forward` (e.g. as a pool initializer's
