@@ -80,6 +80,11 @@ class Build:
     def circuit(self) -> Path:
         return self.path / "circuit.cir"
 
+    @property
+    def transistor(self) -> bool:
+        """Whether the build's cells are transistor level (calibrated cells on a PDK), not behavioural devices."""
+        return self.manifest["cells"].get("level") == "transistor"
+
     def simulate(self, x: np.ndarray, simulator: str = "ngspice", **options) -> SpiceResult:
         """Run every row of ``x`` (``[B, F]``; one row ``[F]``) through ``circuit.cir`` in ngspice.
 

@@ -30,6 +30,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
+from rich.progress import Task as BarTask
 from rich.table import Table
 from rich.text import Text
 
@@ -102,9 +103,27 @@ def _info(text: str) -> None:
         console.print(text, highlight=False, soft_wrap=True)
 
 
+class _Amount(MofNCompleteColumn):
+    """How far a bar is: ``done/total``, or its own ``amount`` field (a transient's ``37 % (t = 1.2 µs of 3.2 µs)``;
+    empty for a step of unknown length)."""
+
+    def render(self, task: BarTask) -> Text:
+        amount = task.fields.get("amount")
+        return super().render(task) if amount is None else Text(amount, style="progress.download")
+
+
 def _progress(*columns) -> Progress:
-    return Progress(*columns, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+    """Bars on stderr, on a terminal only (off one, e.g. in CI, the steps' end lines are all that is printed)."""
+    return Progress(*columns, BarColumn(), _Amount(), TimeElapsedColumn(), console=console,
                     transient=True, disable=_verbosity["quiet"] or not console.is_terminal)
+
+
+def _si(x: float, unit: str) -> str:
+    """``1.2 µs``, ``600 ms``: an SI prefix, one decimal below 10."""
+    scale, prefix = next(((scale, prefix) for scale, prefix in ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"),
+                                                                (1e-12, "p")) if abs(x) >= scale), (1.0, ""))
+    v = x / scale
+    return f"{v:.0f} {prefix}{unit}" if abs(v) >= 10 or v == 0 else f"{v:.1f} {prefix}{unit}"
 
 
 def _seconds(s: float) -> str:
@@ -365,15 +384,19 @@ def _listener(bar: Progress):
     bars, said = {}, set()
 
     def listen(event: progress.Event) -> None:
-        key = (event.label, event.total)
+        key = event.key or (event.label, event.total)
         if event.kind == "start":
-            bars[key] = bar.add_task(event.label, total=event.total)
+            bars[key] = bar.add_task(event.label, total=event.total, amount="" if event.total is None else None)
         elif event.kind == "advance" and key in bars:
-            bar.update(bars[key], completed=event.done)
+            amount = None  # a count: done/total; a measure (a transient's simulated time): how much of how much
+            if event.unit and event.total:
+                amount = (f"{100 * event.done / event.total:.0f} % ({'t = ' if event.unit == 's' else ''}"
+                          f"{_si(event.done, event.unit)} of {_si(event.total, event.unit)})")
+            bar.update(bars[key], completed=event.done, amount=amount)
         elif event.kind == "end" and key in bars:
             bar.remove_task(bars.pop(key))
-            if event.elapsed < 1.0 and event.label in said:
-                return  # the same quick step again (refinement re-maps and re-measures)
+            if not event.summary or event.elapsed < 1.0 and event.label in said:
+                return  # a run's inner stage, or the same quick step again (refinement re-maps and re-measures)
             said.add(event.label)
             cache = ("" if not event.cached else ", from the cache" if event.cached == event.done
                      else f", {event.cached} of {event.done} from the cache")
@@ -387,7 +410,7 @@ def _conditions(b: Build, spice: SpiceResult | None = None) -> dict:
     from .report import conditions
 
     cells = b.manifest["cells"]
-    if cells.get("level") != "transistor":
+    if not b.transistor:
         return conditions(b.scaling, cells="osdi" if cells.get("devices") == "osdi" else "behavioural")
     energy = None if spice is None or spice.energy is None else float(np.mean(spice.energy))
     return conditions(b.scaling, cells="transistor", cell=cells["cell"], pdk=cells["pdk"], corners=[cells["corner"]],
@@ -429,7 +452,7 @@ class _Run:
     @property
     def level(self) -> str:
         """What the simulator ran: ``transistor`` or ``behavioural``."""
-        return "transistor" if self.build.manifest["cells"].get("level") == "transistor" else "behavioural"
+        return "transistor" if self.build.transistor else "behavioural"
 
     @property
     def task(self) -> str | None:
@@ -451,7 +474,7 @@ class _Run:
 
 def _characterised(b: Build, x: np.ndarray, settings: ReferenceSettings) -> Trajectory | None:
     """For a transistor build: the ODE with every cell's measured DC I–V (cached sweeps)."""
-    if b.manifest["cells"].get("level") != "transistor":
+    if not b.transistor:
         return None
     cells = b.manifest["cells"]
     _info(f"characterised reference: every cell's DC I-V on {cells['pdk']}/{cells['corner']} (cached after the "
@@ -517,14 +540,14 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
         return _Run(b, x, source, labels, settings, ref, characterised=char, seconds=seconds)
     sim = get_simulator(simulator or DEFAULT)
     if not _given("timeout"):
-        timeout = run_timeout(b.knet, b.tran, b.manifest["cells"].get("level") == "transistor")
+        timeout = run_timeout(b.knet, b.tran, b.transistor)
     if b.tran.solver == "klu" and not sim.has_klu():
         _warn(f"this {sim.name} has no KLU solver, so it factors with Sparse 1.3 (about half as fast on MNIST-size "
               "networks); scripts/setup.sh installs one that has it", tag="note:")
     t0 = time.perf_counter()
-    with _progress(TextColumn(sim.name)) as bar:
-        task = bar.add_task("", total=len(x))
-        batched = latent is not None and sim.has_batch() and b.manifest["cells"]["level"] != "transistor"
+    with _progress(TextColumn("{task.description}")) as bar, progress.listening(_listener(bar)):
+        task = bar.add_task(sim.name, total=len(x))  # and one bar per run in flight: its transient
+        batched = latent is not None and sim.has_batch() and not b.transistor
         samples_per_run = batch_size(b.knet, len(x), jobs) if batched else 1  # transistor decks: one sample each
         spice = b.simulate(x, jobs=jobs, timeout=timeout, run_root=keep_runs, progress=lambda n: bar.advance(task, n),
                            simulator=sim.name, batch=samples_per_run)

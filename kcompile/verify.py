@@ -266,7 +266,8 @@ def _behavioural(flow: Flow, b, simulator: str, label: str, x: np.ndarray, label
         batch = batch_size(knet, len(x), flow.jobs) if get_simulator(simulator).has_batch() else 1
     t0 = time.perf_counter()
     spice = simulate(knet, circuit, x, tran, scaling=b.scaling, jobs=flow.jobs, executor=executor, simulator=simulator,
-                     waveforms=len(x) <= WAVEFORM_SAMPLES, cache_dir=flow.cache, batch=batch, timeout=flow.timeout,
+                     waveforms=len(x) <= WAVEFORM_SAMPLES, cache_dir=flow.cache, batch=batch,
+                     timeout=flow.run_timeout(knet, tran, transistor=False),
                      progress=_ticker(progress, f"behavioural ({simulator})", len(x)))
     return LevelRun("behavioural", label, spice.outputs, spice.states, time.perf_counter() - t0, spice.waveforms,
                     task_metric(task, spice.outputs, labels))
@@ -360,8 +361,9 @@ def _run_specs(specs: list[_Spec], knet: KNet, network: KNet, x: np.ndarray, tra
         spec = specs[n]
         t0 = time.perf_counter()
         res = simulate(knet, circuits[n], x, dataclasses.replace(tran, temp=spec.temp), scaling=scaling,
-                       executor=pool, timeout=flow.timeout, waveforms=spec.mismatch is None, cache_dir=flow.cache,
-                       supply=("vdd", spec.supply), defines=spec.cellmap.pdk.ngspice_defines(), progress=tick)
+                       executor=pool, timeout=flow.run_timeout(knet, tran, transistor=True),
+                       waveforms=spec.mismatch is None, cache_dir=flow.cache, supply=("vdd", spec.supply),
+                       defines=spec.cellmap.pdk.ngspice_defines(), progress=tick)
         return res, time.perf_counter() - t0
 
     # at most max(2, jobs) circuits in flight (each queues its samples on the pool): enough to keep the pool
