@@ -126,8 +126,8 @@ class Build:
         if cells.get("level") != "transistor":
             return None
         network, scaling = self.circuit_network()
-        cellmap = refine(network, map_knet(network, cells["pdk"], cells["corner"], scaling, area=cells.get("area", 1.0)),
-                         cells.get("refine_steps", 0))
+        cellmap = map_knet(network, cells["pdk"], cells["corner"], scaling, area=cells.get("area", 1.0))
+        cellmap = refine(network, cellmap, cells.get("refine_steps", 0))
         return integrate_characterised(network, characterise(cellmap), x, alpha=self.alpha, **options)
 
     def recorded(self, name: str) -> np.ndarray | None:

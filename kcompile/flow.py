@@ -64,7 +64,8 @@ from pathlib import Path
 
 import yaml
 
-from .checks import CELL_AREA, CELSIUS, COUNT, FINITE, NON_NEGATIVE, POINTS_PER_LAYER, REFINE_STEPS, SCALING, SEED, Number, short
+from .checks import (CELL_AREA, CELSIUS, COUNT, FINITE, NON_NEGATIVE, POINTS_PER_LAYER, REFINE_STEPS, SCALING, SEED,
+                     Number, short)
 from .errors import InputError
 from .files import _NoAliasLoader, read_yaml
 from .knet import KNet

@@ -62,8 +62,8 @@ def test_mismatch_deck_differs_from_nominal_and_is_reproducible():
 
 
 def test_larger_cells_draw_smaller_mismatch_in_the_deck(tmp_path):
-    """A map onto cells drawn 4× as large: the same seeded draws, every threshold shift half as large (σ ∝ 1/√area),
-    and the instances' W/L as before."""
+    """A map onto cells drawn 4× as large: the same seeded draws, every threshold shift of a grown transistor half as
+    large (σ ∝ 1/√area); the switches keep theirs."""
     knet, _, cellmap = _example()
     big = map_knet(knet, "generic180", "tt", area=4.0)
     assert big.cell.area == 4.0 and big.cell.sizes != cellmap.cell.sizes
