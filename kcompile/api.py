@@ -41,7 +41,7 @@ def build(weights: str | Path | KNet, out_dir: str | Path, scaling: Scaling | No
         The other options of :func:`kcompile.build.build`: ``cells``, ``pdk``,
         ``corner``, ``allow_clipped``, ``points_per_layer``, ``refine_steps``,
         ``solver``, and for transistor cells ``scaling_mode``, ``calibration``,
-        ``max_error``, ``allow_out_of_budget``, ``max_devices``.
+        ``max_error``, ``allow_out_of_budget``, ``max_devices``, ``cell_area``.
     """
     if not isinstance(weights, KNet):
         return _build_directory(weights, out_dir, scaling, **options)

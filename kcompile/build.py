@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .checks import CELSIUS, POINTS_PER_LAYER, POSITIVE, REFINE_STEPS, SCALING, Number, scaling_problem, short
+from .checks import (CELL_AREA, CELSIUS, POINTS_PER_LAYER, POSITIVE, REFINE_STEPS, SCALING, Number, scaling_problem,
+                     short)
 from .errors import InputError
 from .files import sha256, umask
 from .inputs import check_inputs, check_labels, load_array, load_inputs
@@ -79,6 +80,11 @@ class Build:
     def circuit(self) -> Path:
         return self.path / "circuit.cir"
 
+    @property
+    def transistor(self) -> bool:
+        """Whether the build's cells are transistor level (calibrated cells on a PDK), not behavioural devices."""
+        return self.manifest["cells"].get("level") == "transistor"
+
     def simulate(self, x: np.ndarray, simulator: str = "ngspice", **options) -> SpiceResult:
         """Run every row of ``x`` (``[B, F]``; one row ``[F]``) through ``circuit.cir`` in ngspice.
 
@@ -120,8 +126,8 @@ class Build:
         if cells.get("level") != "transistor":
             return None
         network, scaling = self.circuit_network()
-        cellmap = refine(network, map_knet(network, cells["pdk"], cells["corner"], scaling),
-                         cells.get("refine_steps", 0))
+        cellmap = map_knet(network, cells["pdk"], cells["corner"], scaling, area=cells.get("area", 1.0))
+        cellmap = refine(network, cellmap, cells.get("refine_steps", 0))
         return integrate_characterised(network, characterise(cellmap), x, alpha=self.alpha, **options)
 
     def recorded(self, name: str) -> np.ndarray | None:
@@ -257,7 +263,7 @@ class Prepared:
 def prepare_transistor(knet: KNet, x: np.ndarray, source: str, pdk: str, corner: str, scaling: Scaling | None,
                        mode: str, *, allow_clipped: bool = False, refine_steps: int | None = None,
                        gate: float | None = None, swing_gate: float | None = None, allow_out_of_budget: bool = False,
-                       where: str = "",
+                       where: str = "", area: float = 1.0,
                        fixes: tuple[str, str] = ("pass --allow-clipped", "pass --allow-out-of-budget")) -> Prepared:
     """Range analysis on ``x``, the scaling plan, mapping, refinement, θ misses and the budget of a transistor-level
     circuit of ``knet`` (``build`` and verification flows).
@@ -271,6 +277,8 @@ def prepare_transistor(knet: KNet, x: np.ndarray, source: str, pdk: str, corner:
     swing_gate : float, optional
         Without ``gate``: this fraction of the network's swing, at least :data:`MIN_BUDGET`; neither: no gate.
     where, fixes : the start of every refusal (a file), and how to proceed anyway (clipped, out of budget).
+    area : float
+        The cells' gate area relative to their drawn sizes (:meth:`kcompile.cells.base.Cell.with_area`).
 
     Raises
     ------
@@ -280,9 +288,9 @@ def prepare_transistor(knet: KNet, x: np.ndarray, source: str, pdk: str, corner:
     """
     with progress.task(f"range analysis on {source}"):
         ranges = node_ranges(knet, x, source)
-    plan = plan_scaling(knet, ranges, pdk, corner, scaling, mode)
+    plan = plan_scaling(knet, ranges, pdk, corner, scaling, mode, area=area)
     network = plan.network
-    cellmap = map_knet(network, pdk, corner, plan.cell_scaling)
+    cellmap = map_knet(network, pdk, corner, plan.cell_scaling, area=area)
     if cellmap.clipped and not allow_clipped:
         raise InputError(f"{where}: {_clipped_message(cellmap, knet.law, fixes[0])}")
     refine_steps = steps_for(network, refine_steps)
@@ -306,7 +314,7 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
           points_per_layer: int | None = None, refine_steps: int | None = None, solver: str | None = None,
           scaling_mode: str | None = None, calibration: str | Path | None = None, max_error: float | None = None,
           allow_out_of_budget: bool = False, max_devices: int = MAX_TRANSISTOR_DEVICES, devices: str | None = None,
-          testbench: bool = False) -> Build:
+          testbench: bool = False, cell_area: float = 1.0) -> Build:
     """Validate ``weights`` and write the build directory ``out_dir``.
 
     Parameters
@@ -325,6 +333,9 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
     calibration : str or Path, optional
         Transistor builds: an ``.npy`` input batch for the range analysis and the budget (default: the
         recorded test inputs, else a seeded uniform batch; :func:`kcompile.ranges.calibration_inputs`).
+    cell_area : float
+        Transistor builds: every cell drawn this many times as large as declared (1-64; mismatch σ ÷ √area,
+        :meth:`kcompile.cells.base.Cell.with_area`).
     max_error : float, optional
         Transistor builds: the output error (model units) the budget must meet (default: 10 % of the
         network's swing, at least 0.15); an estimate above it is refused unless ``allow_out_of_budget``.
@@ -360,7 +371,7 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
     if solver is not None and solver not in SOLVERS:
         raise InputError(f"The 'solver' parameter must be one of {', '.join(SOLVERS)}. Got {short(solver)} instead.")
     for name, value, rule in (("points_per_layer", points_per_layer, POINTS_PER_LAYER),
-                              ("refine_steps", refine_steps, REFINE_STEPS)):
+                              ("refine_steps", refine_steps, REFINE_STEPS), ("cell_area", cell_area, CELL_AREA)):
         if value is not None and rule.problem(value):
             raise InputError(f"The '{name}' parameter of build {rule.problem(value)}.")
     if scaling is not None and scaling_problem(scaling):
@@ -389,7 +400,7 @@ def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = No
         prep = prepare_transistor(
             knet, x, source, pdk, corner, scaling, scaling_mode or ("auto" if scaling is None else "manual"),
             allow_clipped=allow_clipped, refine_steps=refine_steps, allow_out_of_budget=allow_out_of_budget,
-            gate=max_error, swing_gate=BUDGET_FRACTION, where=str(weights))
+            gate=max_error, swing_gate=BUDGET_FRACTION, where=str(weights), area=cell_area)
         plan, cellmap, cells_info, warnings = prep.plan, prep.cellmap, prep.info(), prep.warnings()
         scaling = plan.scaling
         tran = plan.tran(transistor_tran(knet, *([points_per_layer] if points_per_layer else [])))
@@ -512,7 +523,9 @@ def _cells_info(cellmap) -> dict:
     cal = cellmap.calibration
     return {
         "level": "transistor", "cell": cellmap.cell.name, "pdk": cellmap.pdk.name, "corner": cellmap.corner,
-        "supply": cellmap.pdk.supply, "clipped": len(cellmap.clipped),
+        "supply": cellmap.pdk.supply, "clipped": len(cellmap.clipped), "area": cellmap.cell.area,
+        "gate_area_um2": sum(cellmap.cell.gate_area(cellmap.pdk, lm.instance(i).signs) for lm in cellmap.layers
+                             for i in range(len(lm))),
         "max_theta_error": float(max(err)) if err else 0.0,
         "theta0_range": {"positive": cal.theta0_range(False), "negative": cal.theta0_range(True)},
     }
@@ -623,6 +636,8 @@ def check_manifest(path: Path, data) -> tuple[dict, Scaling, Tran]:
         m.get("cells.corner", pdk.corners, default=...)
         m.get("cells.supply", float, POSITIVE, ...)
         m.get("cells.refine_steps", int, REFINE_STEPS, 0)
+        m.get("cells.area", float, CELL_AREA, 1.0)
+        m.get("cells.gate_area_um2", float, POSITIVE, None)
 
     scaling = m.get("scaling", dict, default=...)
     for key in set(scaling) - set(SCALING) - {"tau"}:

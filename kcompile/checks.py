@@ -95,3 +95,5 @@ def scaling_problem(scaling) -> str | None:
 POINTS_PER_LAYER = Number(10, 10_000_000, integer=True)
 #: per-device refinement steps of transistor cells
 REFINE_STEPS = Number(0, 100, integer=True)
+#: a cell's gate area relative to its drawn sizes (:meth:`kcompile.cells.base.Cell.with_area`): 64 = 8 × 8 as large
+CELL_AREA = Number(1, 64)

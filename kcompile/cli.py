@@ -30,6 +30,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
+from rich.progress import Task as BarTask
 from rich.table import Table
 from rich.text import Text
 
@@ -37,7 +38,7 @@ from . import __version__, progress
 from .backends import DEFAULT, SIMULATORS, get_simulator
 from .build import (MAX_TRANSISTOR_DEVICES, Build, build as build_dir, modified_files, open_build,
                     scaling_lines)
-from .checks import COUNT, NON_NEGATIVE, POINTS_PER_LAYER, POSITIVE, REFINE_STEPS, SEED, Number
+from .checks import CELL_AREA, COUNT, NON_NEGATIVE, POINTS_PER_LAYER, POSITIVE, REFINE_STEPS, SEED, Number
 from .compare import (FLOAT32_RTOL, METHODS, PRECISIONS, Comparison, ReferenceSettings, TaskScore, compare,
                       meta_task, reference_settings, task_of, task_scores)
 from .errors import InputError, KCompileError
@@ -102,9 +103,27 @@ def _info(text: str) -> None:
         console.print(text, highlight=False, soft_wrap=True)
 
 
+class _Amount(MofNCompleteColumn):
+    """How far a bar is: ``done/total``, or its own ``amount`` field (a transient's ``37 % (t = 1.2 µs of 3.2 µs)``;
+    empty for a step of unknown length)."""
+
+    def render(self, task: BarTask) -> Text:
+        amount = task.fields.get("amount")
+        return super().render(task) if amount is None else Text(amount, style="progress.download")
+
+
 def _progress(*columns) -> Progress:
-    return Progress(*columns, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+    """Bars on stderr, on a terminal only (off one, e.g. in CI, the steps' end lines are all that is printed)."""
+    return Progress(*columns, BarColumn(), _Amount(), TimeElapsedColumn(), console=console,
                     transient=True, disable=_verbosity["quiet"] or not console.is_terminal)
+
+
+def _si(x: float, unit: str) -> str:
+    """``1.2 µs``, ``600 ms``: an SI prefix, one decimal below 10."""
+    scale, prefix = next(((scale, prefix) for scale, prefix in ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"),
+                                                                (1e-12, "p")) if abs(x) >= scale), (1.0, ""))
+    v = x / scale
+    return f"{v:.0f} {prefix}{unit}" if abs(v) >= 10 or v == 0 else f"{v:.1f} {prefix}{unit}"
 
 
 def _seconds(s: float) -> str:
@@ -255,7 +274,7 @@ def main():
 
 #: options of ``build`` that only transistor-level cells take
 _TRANSISTOR_ONLY = ("pdk", "corner", "allow_clipped", "refine_steps", "scaling_mode", "calibration", "max_error",
-                    "allow_out_of_budget", "max_devices")
+                    "allow_out_of_budget", "max_devices", "cell_area")
 
 
 @main.command()
@@ -298,6 +317,9 @@ _TRANSISTOR_ONLY = ("pdk", "corner", "allow_clipped", "refine_steps", "scaling_m
               help="Build even when the estimated output error exceeds --max-error.")
 @click.option("--max-devices", type=_Number(COUNT), default=MAX_TRANSISTOR_DEVICES, show_default=True,
               help="Transistor cells: refuse networks with more devices.")
+@click.option("--cell-area", type=_Number(CELL_AREA), default=1.0, show_default=True,
+              help="Transistor cells: draw every cell this many times as large (same W/L and currents; mismatch "
+                   "sigma / sqrt(area), gate area x area).")
 @click.option("--devices", type=click.Choice(DEVICES), default=None,
               help="Behavioural devices as compiled Verilog-A modules (OSDI; the build holds the .va) or ngspice "
                    "B-sources (default osdi where ngspice loads OSDI, e.g. the 46 of scripts/setup.sh; else bsource).")
@@ -307,8 +329,8 @@ _TRANSISTOR_ONLY = ("pdk", "corner", "allow_clipped", "refine_steps", "scaling_m
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary of the build on stdout.")
 @_decorated(_VERBOSITY)
 def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped, v0, i0, c_unit, points_per_layer,
-          refine_steps, solver, scaling_mode, calibration, max_error, allow_out_of_budget, max_devices, devices,
-          testbench, as_json):
+          refine_steps, solver, scaling_mode, calibration, max_error, allow_out_of_budget, max_devices, cell_area,
+          devices, testbench, as_json):
     """Validate WEIGHTS (kcompile.knet/1 .npz) and write netlists and a manifest."""
     if cells == "behavioural":
         _refuse(_TRANSISTOR_ONLY, "to behavioural cells: add --cells transistor")
@@ -324,7 +346,7 @@ def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped
                       allow_clipped=allow_clipped, points_per_layer=points_per_layer, refine_steps=refine_steps,
                       solver=solver, scaling_mode=scaling_mode, calibration=calibration, max_error=max_error,
                       allow_out_of_budget=allow_out_of_budget, max_devices=max_devices, devices=devices,
-                      testbench=testbench)
+                      testbench=testbench, cell_area=cell_area)
     m = b.manifest
     layers = ", ".join(f"{layer['devices']}" for layer in m["layers"])
     for note in m.get("notes", []):
@@ -362,15 +384,19 @@ def _listener(bar: Progress):
     bars, said = {}, set()
 
     def listen(event: progress.Event) -> None:
-        key = (event.label, event.total)
+        key = event.key or (event.label, event.total)
         if event.kind == "start":
-            bars[key] = bar.add_task(event.label, total=event.total)
+            bars[key] = bar.add_task(event.label, total=event.total, amount="" if event.total is None else None)
         elif event.kind == "advance" and key in bars:
-            bar.update(bars[key], completed=event.done)
+            amount = None  # a count: done/total; a measure (a transient's simulated time): how much of how much
+            if event.unit and event.total:
+                amount = (f"{100 * event.done / event.total:.0f} % ({'t = ' if event.unit == 's' else ''}"
+                          f"{_si(event.done, event.unit)} of {_si(event.total, event.unit)})")
+            bar.update(bars[key], completed=event.done, amount=amount)
         elif event.kind == "end" and key in bars:
             bar.remove_task(bars.pop(key))
-            if event.elapsed < 1.0 and event.label in said:
-                return  # the same quick step again (refinement re-maps and re-measures)
+            if not event.summary or event.elapsed < 1.0 and event.label in said:
+                return  # a run's inner stage, or the same quick step again (refinement re-maps and re-measures)
             said.add(event.label)
             cache = ("" if not event.cached else ", from the cache" if event.cached == event.done
                      else f", {event.cached} of {event.done} from the cache")
@@ -384,12 +410,13 @@ def _conditions(b: Build, spice: SpiceResult | None = None) -> dict:
     from .report import conditions
 
     cells = b.manifest["cells"]
-    if cells.get("level") != "transistor":
+    if not b.transistor:
         return conditions(b.scaling, cells="osdi" if cells.get("devices") == "osdi" else "behavioural")
     energy = None if spice is None or spice.energy is None else float(np.mean(spice.energy))
     return conditions(b.scaling, cells="transistor", cell=cells["cell"], pdk=cells["pdk"], corners=[cells["corner"]],
                       temperatures=[27.0 if b.tran.temp is None else b.tran.temp], supplies=[cells["supply"]],
-                      energy=energy, latency=float(b.knet.t_bounds[-1]) * b.scaling.tau)
+                      energy=energy, latency=float(b.knet.t_bounds[-1]) * b.scaling.tau,
+                      area=cells.get("area", 1.0), gate_area=cells.get("gate_area_um2"))
 
 
 # ---------------------------------------------------------------- simulate and verify a build
@@ -425,7 +452,7 @@ class _Run:
     @property
     def level(self) -> str:
         """What the simulator ran: ``transistor`` or ``behavioural``."""
-        return "transistor" if self.build.manifest["cells"].get("level") == "transistor" else "behavioural"
+        return "transistor" if self.build.transistor else "behavioural"
 
     @property
     def task(self) -> str | None:
@@ -447,7 +474,7 @@ class _Run:
 
 def _characterised(b: Build, x: np.ndarray, settings: ReferenceSettings) -> Trajectory | None:
     """For a transistor build: the ODE with every cell's measured DC I–V (cached sweeps)."""
-    if b.manifest["cells"].get("level") != "transistor":
+    if not b.transistor:
         return None
     cells = b.manifest["cells"]
     _info(f"characterised reference: every cell's DC I-V on {cells['pdk']}/{cells['corner']} (cached after the "
@@ -513,14 +540,14 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
         return _Run(b, x, source, labels, settings, ref, characterised=char, seconds=seconds)
     sim = get_simulator(simulator or DEFAULT)
     if not _given("timeout"):
-        timeout = run_timeout(b.knet, b.tran, b.manifest["cells"].get("level") == "transistor")
+        timeout = run_timeout(b.knet, b.tran, b.transistor)
     if b.tran.solver == "klu" and not sim.has_klu():
         _warn(f"this {sim.name} has no KLU solver, so it factors with Sparse 1.3 (about half as fast on MNIST-size "
               "networks); scripts/setup.sh installs one that has it", tag="note:")
     t0 = time.perf_counter()
-    with _progress(TextColumn(sim.name)) as bar:
-        task = bar.add_task("", total=len(x))
-        batched = latent is not None and sim.has_batch() and b.manifest["cells"]["level"] != "transistor"
+    with _progress(TextColumn("{task.description}")) as bar, progress.listening(_listener(bar)):
+        task = bar.add_task(sim.name, total=len(x))  # and one bar per run in flight: its transient
+        batched = latent is not None and sim.has_batch() and not b.transistor
         samples_per_run = batch_size(b.knet, len(x), jobs) if batched else 1  # transistor decks: one sample each
         spice = b.simulate(x, jobs=jobs, timeout=timeout, run_root=keep_runs, progress=lambda n: bar.advance(task, n),
                            simulator=sim.name, batch=samples_per_run)

@@ -20,7 +20,7 @@ Example::
     cache: ../.kcompile-cache              # optional: reuse finished runs by deck hash
     simulator: ngspice                     # the behavioural level's back end (or vacask); a gate
                                            # {level: behavioural, metric: cross_simulator_max_diff} runs both
-    timeout: 600                           # optional: seconds per simulator run
+    timeout: 600                           # optional: seconds per simulator run (default as the command line's)
 
 Any key can be replaced from the command line without editing the file:
 ``kcompile verify flows/ci.yaml --set batch=1 --set monte_carlo.runs=2``
@@ -31,13 +31,16 @@ Transistor-level keys: ``pdk`` (generic180, sky130, gf180mcu), ``corners``
 ``temperature`` (°C, list), ``supply`` (volts, list; default the PDK's
 nominal), ``recalibrate`` (also run every other corner calibrated there),
 ``points_per_layer`` (transient step cap), ``timeout`` (seconds per ngspice
-run, default 600), ``scaling`` (v0, vcm, i0, c_unit overrides; without v0, i0
-and vcm the network is scaled automatically into the cells' window,
+run; default as ``kcompile simulate``'s, :func:`kcompile.netlist.run_timeout`:
+600, and for a transistor run at least 3.5 ms per cell and time step),
+``scaling`` (v0, vcm, i0, c_unit overrides; without v0, i0 and vcm the
+network is scaled automatically into the cells' window,
 :func:`kcompile.mapping.plan_scaling`), ``allow_clipped``,
 ``allow_out_of_budget`` (run even when the estimated output error exceeds the
 transistor ``max_output_error`` gate), ``refine_steps`` (per-device refinement of
 the transistor cells, :mod:`kcompile.refine`; default 2 up to 2,000 relu
-devices), and ``monte_carlo`` (``runs``, ``seed``,
+devices), ``cell_area`` (every cell drawn this many times as large, 1-64:
+mismatch σ ÷ √area, :meth:`kcompile.cells.base.Cell.with_area`), and ``monte_carlo`` (``runs``, ``seed``,
 ``scale`` of every σ, ``rank`` the devices, ``top`` devices to report):
 mismatch runs at the first corner, temperature and supply.
 
@@ -61,9 +64,12 @@ from pathlib import Path
 
 import yaml
 
-from .checks import CELSIUS, COUNT, FINITE, NON_NEGATIVE, POINTS_PER_LAYER, REFINE_STEPS, SCALING, SEED, Number, short
+from .checks import (CELL_AREA, CELSIUS, COUNT, FINITE, NON_NEGATIVE, POINTS_PER_LAYER, REFINE_STEPS, SCALING, SEED,
+                     Number, short)
 from .errors import InputError
 from .files import _NoAliasLoader, read_yaml
+from .knet import KNet
+from .netlist import Tran, run_timeout
 
 LEVELS = ("ideal", "behavioural", "characterised", "transistor")
 METRICS = {
@@ -164,9 +170,10 @@ class Flow:
     cache: Path | None = None
     allow_clipped: bool = False
     refine_steps: int | None = None
+    cell_area: float = 1.0  # the cells' gate area relative to their drawn sizes
     allow_out_of_budget: bool = False
     simulator: str = "ngspice"  # behavioural level's back end (a cross_simulator_max_diff gate runs both)
-    timeout: float = 600.0  # seconds per simulator run (per sample of a batched deck)
+    timeout: float | None = None  # seconds per simulator run (per sample of a batched deck); None: run_timeout()
     overrides: tuple[str, ...] = ()  # the --set KEY=VALUE that changed the file's keys, as given
     segmented: bool = False  # behavioural level on the segmented circuit
     samples_per_run: int | str = 1  # behavioural samples per ngspice run (batched decks), or "auto"
@@ -180,6 +187,11 @@ class Flow:
     def count(self, level: str) -> int | None:
         """Samples ``level`` runs: all of the flow's inputs (``None``) unless ``inputs.levels`` says fewer."""
         return None if self.latent is None else self.latent.count(level)
+
+    def run_timeout(self, knet: KNet, tran: Tran, transistor: bool) -> float:
+        """Seconds one simulator run of ``knet`` may take: the flow's ``timeout``, else the command line's default
+        (:func:`kcompile.netlist.run_timeout`; a transistor run's grows with its cells and time steps)."""
+        return self.timeout if self.timeout is not None else run_timeout(knet, tran, transistor)
 
 
 class _Checker:
@@ -322,7 +334,7 @@ def load_flow(path: str | Path, overrides=()) -> Flow:
     known = {"name", "model", "inputs", "batch", "seed", "levels", "pdk", "corners", "temperature", "supply",
              "recalibrate", "points_per_layer", "monte_carlo", "scaling", "gates", "jobs", "scheduler", "cache",
              "allow_clipped", "refine_steps", "allow_out_of_budget", "simulator", "timeout", "segmented",
-             "samples_per_run", "behavioural_points_per_layer"}
+             "samples_per_run", "behavioural_points_per_layer", "cell_area"}
     for key in data:
         if key not in known:
             raise c.fail(str(key)[:40], f"is not a flow key (known: {', '.join(sorted(known))})")
@@ -388,9 +400,10 @@ def load_flow(path: str | Path, overrides=()) -> Flow:
         jobs=c.counted(data, "jobs", COUNT), scheduler=scheduler, cache=cache,
         allow_clipped=c.typed(data, "allow_clipped", bool, False),
         refine_steps=c.counted(data, "refine_steps", REFINE_STEPS),
+        cell_area=c.number(data, "cell_area", CELL_AREA) if "cell_area" in data else 1.0,
         allow_out_of_budget=c.typed(data, "allow_out_of_budget", bool, False),
         simulator=_simulator(c, data),
-        timeout=c.number(data, "timeout", _TIMEOUT) if "timeout" in data else 600.0, overrides=overrides,
+        timeout=c.number(data, "timeout", _TIMEOUT) if "timeout" in data else None, overrides=overrides,
         segmented=c.typed(data, "segmented", bool, False), samples_per_run=samples_per_run,
         behavioural_points_per_layer=c.counted(data, "behavioural_points_per_layer", POINTS_PER_LAYER),
     )

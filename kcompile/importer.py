@@ -50,7 +50,7 @@ TEST_BENCH_FEATURES = {"mnist": 784, "twomoon": 2, "circle": 2, "8gaussians": 2,
 #: test benches trained as continuous normalising flows: sampling runs the circuit forward from standard-normal
 #: latents and the sample is every node's voltage at the end, so their import is ``meta.generative`` with every
 #: node an output (a ``projector`` is not applied)
-GENERATIVE_BENCHES = {"circle", "8gaussians", "potential1", "genmnist"}
+GENERATIVE_BENCHES = {"twomoon", "circle", "8gaussians", "potential1", "genmnist"}
 
 #: ``network`` keys the import understands; any other key is refused
 _KNOWN_NETWORK_KEYS = {"adjoint", "initialization", "model", "net_struct", "fill", "projector",

@@ -93,15 +93,16 @@ def transistor_scaling(pdk: Pdk, **overrides: float) -> Scaling:
 
 
 def map_knet(knet: KNet, pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
-             cache: bool = True) -> CellMap:
-    """Map every device of ``knet`` onto the calibrated cell of its law.
+             cache: bool = True, area: float = 1.0) -> CellMap:
+    """Map every device of ``knet`` onto the calibrated cell of its law, drawn ``area`` times as large
+    (:meth:`kcompile.cells.base.Cell.with_area`).
 
     Raises
     ------
     kcompile.cells.NoCellError
         No cell realises the law (an :class:`~kcompile.errors.InputError`; the message names the fix).
     """
-    cell = cell_for_law(knet.law)
+    cell = cell_for_law(knet.law, area)
     pdk = get_pdk(pdk_name)
     scaling = scaling or transistor_scaling(pdk)
     # the cell's I-V in model units does not depend on the capacitance; calibrate at the cells' own scaling
@@ -242,8 +243,8 @@ def _box_limit(knet: KNet, box, columns) -> tuple[float, str]:
 
 
 def plan_scaling(knet: KNet, ranges: Ranges, pdk_name: str, corner: str = "tt", scaling: Scaling | None = None,
-                 mode: str = "auto", cache: bool = True) -> ScalingPlan:
-    """Choose how ``knet`` meets its law's cell on ``pdk_name``/``corner``.
+                 mode: str = "auto", cache: bool = True, area: float = 1.0) -> ScalingPlan:
+    """Choose how ``knet`` meets its law's cell, drawn ``area`` times as large, on ``pdk_name``/``corner``.
 
     Parameters
     ----------
@@ -262,7 +263,7 @@ def plan_scaling(knet: KNet, ranges: Ranges, pdk_name: str, corner: str = "tt", 
         window allows (larger circuit voltages, smaller slopes).
     """
     pdk = get_pdk(pdk_name)
-    cell = cell_for_law(knet.law)
+    cell = cell_for_law(knet.law, area)
     cell_scaling = scaling or transistor_scaling(pdk)
     window = cell.window(pdk)
     need = needed_alpha(ranges, window, cell_scaling)

@@ -31,7 +31,8 @@ import scipy.sparse as sp
 
 from .cells import Transistor, cell_for_law
 from .cells.kc_relu import fit_relu
-from .cells.sweep import BenchInstance, bench_ports, cached, dc_bench, deck_key, diff_sweeps, run_ngspice, variants
+from .cells.sweep import (BenchInstance, bench_ports, cached, dc_bench, deck_key, diff_sweeps, run_ngspice,
+                          sweep_timeout, variants)
 from .files import cache_dir
 from .knet import KNet
 from .pdk import Mismatch
@@ -108,7 +109,7 @@ def _sweep(cellmap, rows, dspan: float, dpoints: int, cache: bool) -> tuple[np.n
     deck = _dc_deck(cellmap, rows, dspan, dpoints)
 
     def run() -> dict[str, np.ndarray]:
-        data = run_ngspice(deck, cellmap.pdk)
+        data = run_ngspice(deck, cellmap.pdk, sweep_timeout(len(rows), dpoints))  # the limit every DC deck has
         return {"delta": data["sweep"] / sc.v0,
                 "sink": np.stack([-data[f"i(vs{n})"] for n in range(len(rows))]) / sc.i0,
                 "source": np.stack([data[f"i(vd{n})"] for n in range(len(rows))]) / sc.i0}

@@ -262,7 +262,7 @@ def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9, *
     subckts = "\n".join(cell.render(cellmap.pdk, v, sc, mismatch=varied) for v in cell.variants)
     supply = cellmap.pdk.supply if supply is None else supply
     cells = (lambda k: _cells(knet, cellmap, k)) if not varied else (lambda k: _varied(_cells(knet, cellmap, k), k,
-                                                                                     cellmap.pdk, mismatch))
+                                                                                     cellmap, mismatch))
     return _environment().get_template("transistor.cir.j2").generate(
         version=__version__, law=knet.law, num_nodes=knet.num_nodes, num_layers=knet.num_layers,
         num_devices=knet.num_devices, cell=cell.name, pdk=cellmap.pdk.name, corner=cellmap.corner,
@@ -276,13 +276,13 @@ def render_transistor_circuit(knet: KNet, cellmap, edge_seconds: float = 1e-9, *
     )
 
 
-def _varied(rows, k: int, pdk, mismatch) -> Iterator[tuple[str, str, str, str, str]]:
-    """``_cells`` rows of layer ``k`` with each instance's drawn mismatch appended to its parameters."""
-    from .cells import CELLS
-
+def _varied(rows, k: int, cellmap, mismatch) -> Iterator[tuple[str, str, str, str, str]]:
+    """``_cells`` rows of layer ``k`` with each instance's drawn mismatch appended to its parameters (σ from the
+    mapped cell's own sizes)."""
+    cell = cellmap.cell
+    transistors = {cell.subckt(signs): cell.transistors(cellmap.pdk, signs) for signs in cell.variants}
     for i, (name, a, b, subckt, params) in enumerate(rows):
-        cell, signs = CELLS.variant(subckt)
-        yield name, a, b, subckt, f"{params} {mismatch.params(k, i, cell.transistors(pdk, signs))}"
+        yield name, a, b, subckt, f"{params} {mismatch.params(k, i, transistors[subckt])}"
 
 
 #: transistor circuits of at least this many cells factor with KLU (:data:`LARGE_SOLVER`, where ngspice has it):

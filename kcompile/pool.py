@@ -8,7 +8,8 @@ so the simulators it starts belong to that group, and :func:`local_pool`
 kills the groups at once when anything goes wrong (a failed sample, Ctrl-C,
 SIGTERM). The workers' run directories live under one temporary folder,
 removed with them; only the failed run's directory, which the error names,
-is kept.
+is kept. The workers' progress events (a transient as it runs) reach the
+listener of the process that opened the pool (:func:`kcompile.progress.relay`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
+from . import progress
 
-def _init(tmp: str) -> None:
+
+def _init(tmp: str, events) -> None:
     os.setpgrp()  # the worker and the simulators it starts form one process group
     tempfile.tempdir = tmp  # and their run directories live under the pool's folder
+    progress.forward(events)
 
 
 def kill(pool: ProcessPoolExecutor) -> None:
@@ -48,19 +52,20 @@ def local_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
     :class:`~kcompile.errors.SimulatorError` raised) is kept; the others are removed.
     """
     runs = Path(tempfile.mkdtemp(prefix="kcompile-runs-"))
-    pool = ProcessPoolExecutor(jobs, initializer=_init, initargs=(str(runs),))
-    try:
-        yield pool
-    except BaseException as exc:
-        kill(pool)
-        pool.shutdown(cancel_futures=True)
-        keep = getattr(exc, "run_dir", None)
-        keep = None if keep is None else Path(keep).resolve()
-        for d in runs.iterdir():
-            if keep is None or not (keep == d.resolve() or d.resolve() in keep.parents):
-                shutil.rmtree(d, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            runs.rmdir()  # unless it holds the failed run
-        raise
-    pool.shutdown()
+    with progress.relay() as events:
+        pool = ProcessPoolExecutor(jobs, initializer=_init, initargs=(str(runs), events))
+        try:
+            yield pool
+        except BaseException as exc:
+            kill(pool)
+            pool.shutdown(cancel_futures=True)
+            keep = getattr(exc, "run_dir", None)
+            keep = None if keep is None else Path(keep).resolve()
+            for d in runs.iterdir():
+                if keep is None or not (keep == d.resolve() or d.resolve() in keep.parents):
+                    shutil.rmtree(d, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                runs.rmdir()  # unless it holds the failed run
+            raise
+        pool.shutdown()
     shutil.rmtree(runs, ignore_errors=True)

@@ -153,7 +153,8 @@ def refine(knet: KNet, cellmap: CellMap, steps: int = DEFAULT_STEPS, cache: bool
                for layer, request, fit, last in zip(knet.layers, requests, fits, before)]
         before = [(request, achieved) for request, (achieved, _) in zip(requests, fits)]
         requests = nxt
-        mapped = map_knet(_with_theta(knet, requests), cellmap.pdk.name, cellmap.corner, cellmap.scaling, cache=cache)
+        mapped = map_knet(_with_theta(knet, requests), cellmap.pdk.name, cellmap.corner, cellmap.scaling, cache=cache,
+                          area=cellmap.cell.area)
         tables = measure(mapped, cache=cache)
         fits = [fit_law(law, layer.theta, tables, k) for k, layer in enumerate(knet.layers)]
     layers = []

@@ -39,9 +39,11 @@ def si(value: float | None, unit: str, digits: int = 3) -> str:
 
 def conditions(scaling: Scaling, *, cells: str = "behavioural", cell: str | None = None, pdk: str | None = None,
                corners: list[str] = (), temperatures: list[float] = (), supplies: list[float] = (),
-               energy: float | None = None, latency: float | None = None, nominal: str | None = None) -> dict:
+               energy: float | None = None, latency: float | None = None, nominal: str | None = None,
+               area: float | None = None, gate_area: float | None = None) -> dict:
     """The physical conditions of a run as plain data: what the devices are (``cells``: "behavioural",
-    "osdi" or "transistor"), where (PDK, corners, temperatures, supplies), what one model unit is in volts,
+    "osdi" or "transistor"; transistor cells: drawn ``area`` times as large, ``gate_area`` µm² of transistor
+    gates in all), where (PDK, corners, temperatures, supplies), what one model unit is in volts,
     amperes, farads and seconds, and the energy per inference, latency and mean power (transistor level; of
     the run ``nominal`` when there are several)."""
     power = energy / latency if energy is not None and np.isfinite(energy) and latency else None
@@ -49,7 +51,8 @@ def conditions(scaling: Scaling, *, cells: str = "behavioural", cell: str | None
             "temperatures_c": [float(t) for t in temperatures], "supplies_v": [float(v) for v in supplies],
             "volts_per_unit": scaling.v0, "vcm_v": scaling.vcm, "amperes_per_unit": scaling.i0,
             "farads_per_unit": scaling.c_unit, "tau_s": scaling.tau, "energy_per_inference_j": energy,
-            "latency_s": latency, "power_w": power, "nominal": nominal}
+            "latency_s": latency, "power_w": power, "nominal": nominal, "cell_area": area,
+            "gate_area_um2": gate_area}
 
 
 def conditions_lines(c: dict) -> list[str]:
@@ -75,29 +78,33 @@ def conditions_lines(c: dict) -> list[str]:
             "" if c["energy_per_inference_j"] is None else
             f"; energy {si(c['energy_per_inference_j'], 'J')} per inference from the supply, mean power "
             f"{si(c['power_w'], 'W')}") + (f" (nominal run, {c['nominal']})" if c.get("nominal") else ""))
+    if c.get("gate_area_um2") is not None:
+        lines.append(f"{c['gate_area_um2']:,.0f} µm² of transistor gates" +
+                     (f" (cells drawn {c['cell_area']:g}× as large)" if c["cell_area"] != 1 else ""))
     return lines
 
 
 def flow_conditions(result: FlowResult) -> dict:
     """:func:`conditions` of a flow: its transistor-level PDK, corners, temperatures and supplies (nominal
     energy and latency), or the behavioural level in model units."""
+    from .cells import cell_for_law
+    from .pdk import get_pdk
+
     if result.scaling is None:
         return conditions(Scaling())
     runs = result.level("transistor")
     nominal = runs[0] if runs else None
     supplies = list(dict.fromkeys(r.supply for r in runs))
-    return conditions(result.scaling, cells="transistor", cell=_cell_name(result), pdk=result.flow.pdk or "generic180",
+    cell = cell_for_law(result.knet.law, result.flow.cell_area)
+    pdk = get_pdk(result.flow.pdk or "generic180")
+    # every sign variant of a cell draws the same transistors, so the area is the devices × one variant's
+    gate_area = result.knet.num_devices * cell.gate_area(pdk)
+    return conditions(result.scaling, cells="transistor", cell=cell.name, pdk=pdk.name,
                       corners=list(result.flow.corners), temperatures=list(result.flow.temperature),
                       supplies=supplies or list(result.flow.supply),
                       energy=None if nominal is None or nominal.energy is None else float(np.mean(nominal.energy)),
                       latency=None if nominal is None else nominal.latency,
-                      nominal=None if len(runs) < 2 else nominal.corner)
-
-
-def _cell_name(result: FlowResult) -> str:
-    from .cells import cell_for_law
-
-    return cell_for_law(result.knet.law).name
+                      nominal=None if len(runs) < 2 else nominal.corner, area=cell.area, gate_area=gate_area)
 
 
 def _level(result: FlowResult, r) -> dict:

@@ -266,7 +266,8 @@ def _behavioural(flow: Flow, b, simulator: str, label: str, x: np.ndarray, label
         batch = batch_size(knet, len(x), flow.jobs) if get_simulator(simulator).has_batch() else 1
     t0 = time.perf_counter()
     spice = simulate(knet, circuit, x, tran, scaling=b.scaling, jobs=flow.jobs, executor=executor, simulator=simulator,
-                     waveforms=len(x) <= WAVEFORM_SAMPLES, cache_dir=flow.cache, batch=batch, timeout=flow.timeout,
+                     waveforms=len(x) <= WAVEFORM_SAMPLES, cache_dir=flow.cache, batch=batch,
+                     timeout=flow.run_timeout(knet, tran, transistor=False),
                      progress=_ticker(progress, f"behavioural ({simulator})", len(x)))
     return LevelRun("behavioural", label, spice.outputs, spice.states, time.perf_counter() - t0, spice.waveforms,
                     task_metric(task, spice.outputs, labels))
@@ -335,7 +336,7 @@ def _corner_specs(flow: Flow, knet: KNet, pdk, scaling, cellmap) -> list[_Spec]:
                 specs.append(_Spec(label, corner, temp, vdd, dataclasses.replace(cellmap, corner=corner)))
                 if flow.recalibrate and corner != flow.corners[0] and (temp, vdd) == (flow.temperature[0], supplies[0]):
                     specs.append(_Spec(f"{label} recal", corner, temp, vdd,
-                                       refine(knet, map_knet(knet, pdk.name, corner, scaling),
+                                       refine(knet, map_knet(knet, pdk.name, corner, scaling, area=flow.cell_area),
                                               steps_for(knet, flow.refine_steps)), recalibrated=True))
     return specs
 
@@ -360,8 +361,9 @@ def _run_specs(specs: list[_Spec], knet: KNet, network: KNet, x: np.ndarray, tra
         spec = specs[n]
         t0 = time.perf_counter()
         res = simulate(knet, circuits[n], x, dataclasses.replace(tran, temp=spec.temp), scaling=scaling,
-                       executor=pool, timeout=flow.timeout, waveforms=spec.mismatch is None, cache_dir=flow.cache,
-                       supply=("vdd", spec.supply), defines=spec.cellmap.pdk.ngspice_defines(), progress=tick)
+                       executor=pool, timeout=flow.run_timeout(knet, tran, transistor=True),
+                       waveforms=spec.mismatch is None, cache_dir=flow.cache, supply=("vdd", spec.supply),
+                       defines=spec.cellmap.pdk.ngspice_defines(), progress=tick)
         return res, time.perf_counter() - t0
 
     # at most max(2, jobs) circuits in flight (each queues its samples on the pool): enough to keep the pool
@@ -406,6 +408,7 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
                               "manual" if {"v0", "i0", "vcm"} & set(flow.scaling) else "auto",
                               allow_clipped=flow.allow_clipped, refine_steps=flow.refine_steps, gate=gate,
                               allow_out_of_budget=flow.allow_out_of_budget, where=str(flow.path),
+                              area=flow.cell_area,
                               fixes=("set 'allow_clipped: true' in the flow",
                                      "set 'allow_out_of_budget: true' in the flow"))
     tick(1)

@@ -194,3 +194,43 @@ def test_characterize_cli_names_the_studies_it_knows(capsys):
 
     with pytest.raises(InputError, match=re.escape(", ".join(CELLS.studies))):
         main(["generic180", "tt", "sigmoid"])
+
+
+@pytest.mark.parametrize("cell", [pytest.param(c, id=c.name) for c in CELLS])
+def test_a_larger_cell_keeps_its_ratios_and_halves_its_mismatch(cell):
+    """``with_area(4)``: every size but the switches × 2, so W/L (bias, currents) stays, the gate area grows about
+    4×, Pelgrom σ halves, and the characterisation cache keys on the new sizes; out of range is refused."""
+    g180 = get_pdk("generic180")
+    big = cell.with_area(4.0)
+    small, large = dict(cell.sizes), dict(big.sizes)
+    assert big.area == 4.0 and big.name == cell.name and big.subckt("p") == cell.subckt("p")
+    for name, value in small.items():
+        assert large[name] == pytest.approx(value if name in Cell.FIXED_SIZES else 2.0 * value)
+    assert big.template_hash() != cell.template_hash()
+    assert dict(big.with_area(1.0).sizes) == pytest.approx(small) and cell.with_area(1.0) is cell
+    switch = sum(t.w * t.l for t in cell.transistors(g180) if t.w == small.get("w_sw"))
+    assert big.gate_area(g180) == pytest.approx(4.0 * (cell.gate_area(g180) - switch) + switch)
+    for nominal, scaled in zip(cell.transistors(g180), big.transistors(g180)):
+        assert nominal.name == scaled.name and nominal.w / nominal.l == pytest.approx(scaled.w / scaled.l)
+    if cell.laws:
+        acc, acc4 = cell.accuracy(g180), big.accuracy(g180)
+        assert acc4.mismatch_v == pytest.approx(acc.mismatch_v / 2) and acc4.c_cell == pytest.approx(4 * acc.c_cell)
+    assert cell_for_law(cell.laws[0], 4.0).sizes == big.sizes if cell.laws else True
+    for bad in (0.5, 65.0, float("nan")):
+        with pytest.raises(InputError, match="cell area"):
+            cell.with_area(bad)
+
+
+@pytest.mark.ngspice
+def test_a_larger_relu_cell_calibrates_to_the_same_law():
+    """Real sweeps of kc_relu drawn 4× as large (its own cache entry): the same W/L give the same slopes within
+    the cell's 1 % gain accuracy, a few % apart at most."""
+    cell = cell_for_law("relu")
+    cal, cal4 = cell.calibration("generic180"), cell.with_area(4.0).calibration("generic180")
+    assert cal4.r.shape == cal.r.shape
+    for negative in (False, True):
+        lo, hi = cal.theta0_range(negative), cal4.theta0_range(negative)
+        assert hi[1] == pytest.approx(lo[1], rel=0.05)
+    assert not np.array_equal(cal.theta0, cal4.theta0)  # measured, not the nominal table reused
+    used = np.abs(cal.theta0) >= 0.01  # the tiniest slopes sit on the output conductance's floor
+    assert np.allclose(cal4.theta0[used], cal.theta0[used], rtol=0.025)

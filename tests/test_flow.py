@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -81,3 +82,30 @@ def test_too_tight_gate_fails_and_names_it(tmp_path):
 def test_fixture_runs_a_flow(kcompile_verify):
     result = kcompile_verify(ROOT / "flows" / "ci.yaml")
     assert result.passed and result.gates[0].value <= 1e-4
+
+
+def test_flow_runs_share_the_command_lines_timeout_default(tmp_path, small_weights):
+    """Without 'timeout', a flow's runs get what 'kcompile simulate' would (netlist.run_timeout: at least 3.5 ms per
+    cell and time step at transistor level); a flow's own 'timeout' (or --set timeout=) wins."""
+    from kcompile.knet import load_knet
+    from kcompile.netlist import run_timeout, transistor_tran
+
+    knet = load_knet(small_weights)
+    tran = dataclasses.replace(transistor_tran(knet, 400), tstop=4000.0)  # long enough to pass the 600 s floor
+    flow = load_flow(_flow(tmp_path, f"model: {small_weights}\nlevels: [behavioural, transistor]\n"))
+    assert flow.timeout is None and run_timeout(knet, tran, True) > 600.0
+    for transistor in (False, True):
+        assert flow.run_timeout(knet, tran, transistor) == run_timeout(knet, tran, transistor)
+    timed = load_flow(_flow(tmp_path, f"model: {small_weights}\nlevels: [transistor]\ntimeout: 5\n"))
+    assert timed.run_timeout(knet, tran, True) == timed.run_timeout(knet, tran, False) == 5.0
+    assert load_flow(tmp_path / "f.yaml", ("timeout=7",)).run_timeout(knet, tran, True) == 7.0
+
+
+@pytest.mark.ngspice
+def test_flow_timeout_reaches_the_transistor_runs():
+    """A flow's own timeout reaches its transistor-level runs (calibration and refinement come from the cache)."""
+    result = CliRunner().invoke(main, ["verify", str(ROOT / "flows" / "ci-transistor.yaml"),
+                                       "--set", "levels=[transistor]",
+                                       "--set", "gates=[{level: transistor, metric: max_output_error, limit: 1}]",
+                                       "--set", "monte_carlo.runs=0", "--set", "timeout=0.001"])
+    assert result.exit_code == 3 and "ngspice timed out after 0.001 s" in result.output, result.output

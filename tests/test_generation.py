@@ -285,7 +285,7 @@ def test_shipped_2d_flows_are_generative_with_provenance():
     assert hw.latent.n >= 256 and hw.latent.count("transistor") >= 64 and hw.gates[-1].limit == 2.0
 
 
-@pytest.mark.parametrize("name,outputs", [("circle", 2), ("genmnist", 784), ("twomoon", None)])
+@pytest.mark.parametrize("name,outputs", [("circle", 2), ("genmnist", 784), ("twomoon", 2), ("mnist", None)])
 def test_importer_marks_normalising_flows_generative(name, outputs):
     pytest.importorskip("torch")
     folder = CHECKPOINTS / name

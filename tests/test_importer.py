@@ -238,7 +238,9 @@ _BASE = {
         "adjoint": True,
     },
     "simulation": {"t_end": [0.0, 1.0], "tol": "1e-4", "method": "dopri5"},
-    "test_bench": "twomoon",
+    # a bench the importer does not know (features: num_features, else layer 0's nodes), not a generative flow, so
+    # its projector applies; the reference code's twomoon is a flow (importer.GENERATIVE_BENCHES)
+    "test_bench": "custom",
 }
 
 
@@ -321,15 +323,17 @@ def test_fill_and_projector_map_onto_input_and_output_nodes(tmp_path):
     torch = pytest.importorskip("torch", reason=TORCH_REASON)
     struct = [{"name": "_fully_connect", "args": {"num_node": 6, "repeat": [1, 0]}}]  # nodes 1..5
     model = _save(torch, tmp_path / "m.pth", {"circuit.layer_list.0.model.param": torch.ones(3, 30)})
-    zeros = import_reference(model, _config(tmp_path, net_struct=struct, fill="zeros", projector="last3"))
+    zeros = import_reference(model, _config(tmp_path, net_struct=struct, fill="zeros", projector="last3"),
+                             num_features=2)
     assert zeros.input_nodes.tolist() == [1, 2] and zeros.output_nodes.tolist() == [3, 4, 5]
-    rep = import_reference(model, _config(tmp_path, net_struct=struct, fill="repeat", projector=["last3", "first1"]))
+    rep = import_reference(model, _config(tmp_path, net_struct=struct, fill="repeat", projector=["last3", "first1"]),
+                           num_features=2)
     assert rep.input_nodes.tolist() == [1, 2, 3, 4, 5] and rep.input_index.tolist() == [0, 1, 0, 1, 0]
     assert rep.output_nodes.tolist() == [3]
     wide = import_reference(model, _config(tmp_path, net_struct=struct), num_features=7)  # cut to 5
     assert wide.input_nodes.tolist() == [1, 2, 3, 4, 5] and wide.output_nodes.tolist() == [1, 2, 3, 4, 5]
     with pytest.raises(KCompileError, match="fill"):
-        import_reference(model, _config(tmp_path, net_struct=struct))  # 2 features, 5 nodes, no fill
+        import_reference(model, _config(tmp_path, net_struct=struct), num_features=2)  # 5 nodes, no fill
 
 
 def test_checkpoint_problems_are_refused(tmp_path):

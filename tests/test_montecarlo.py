@@ -61,6 +61,26 @@ def test_mismatch_deck_differs_from_nominal_and_is_reproducible():
     assert "+ vt_pb=0 bt_pb=0" in SIGNED_RELU.render(G180, mismatch=True)
 
 
+def test_larger_cells_draw_smaller_mismatch_in_the_deck(tmp_path):
+    """A map onto cells drawn 4× as large: the same seeded draws, every threshold shift of a grown transistor half as
+    large (σ ∝ 1/√area); the switches keep theirs."""
+    knet, _, cellmap = _example()
+    big = map_knet(knet, "generic180", "tt", area=4.0)
+    assert big.cell.area == 4.0 and big.cell.sizes != cellmap.cell.sizes
+    draw = MismatchDraw(G180.mismatch, 1, 0)
+    shifts = [np.array([float(v) for v in re.findall(r"\bvt_\w+=(\S+)", line)])
+              for text in (_text(knet, cellmap, draw), _text(knet, big, draw))
+              for line in text.splitlines() if line.startswith("X0_0 ")]
+    signs = cellmap.layers[0].instance(0).signs
+    ratio = [((t.w * t.l) / (u.w * u.l)) ** 0.5 for t, u in zip(cellmap.cell.transistors(G180, signs),
+                                                                 big.cell.transistors(G180, signs))]
+    assert shifts[0].size == 16 and sorted(set(np.round(ratio, 9))) == [0.5, 1.0]  # the switches stay minimal
+    assert np.allclose(shifts[1], shifts[0] * ratio, rtol=1e-4, atol=1e-9)
+    flow = tmp_path / "f.yaml"
+    flow.write_text(f"model: {EXAMPLE}\nlevels: [transistor]\ncell_area: 4\n")
+    assert load_flow(flow).cell_area == 4.0
+
+
 def test_draws_follow_pelgrom_and_the_seed_stream():
     devices = SIGNED_RELU.transistors(G180)
     draws = np.stack([MismatchDraw(G180.mismatch, 7, 3).values(0, i, devices) for i in range(4000)])
@@ -145,6 +165,7 @@ def test_sensitivities_of_a_stiff_network_take_smaller_steps_and_converge():
     ("levels: [transistor]\nsupply: [high]\n", "'supply' must be a number"),
     ("levels: [transistor]\npoints_per_layer: 3\n", "'points_per_layer' must be at least 10"),
     ("levels: [transistor]\nrecalibrate: sometimes\n", "'recalibrate' must be a bool"),
+    ("levels: [transistor]\ncell_area: 0.5\n", "'cell_area' must be at least 1"),
 ])
 def test_monte_carlo_and_corner_keys_are_validated(tmp_path, text, message):
     path = tmp_path / "f.yaml"

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from kcompile import ngspice
+from kcompile import ngspice, progress
 from kcompile import simulate as simulate_mod
 from kcompile.backends.ngspice import Ngspice
 from kcompile.errors import SimulatorError
@@ -124,8 +124,40 @@ def test_parse_error_is_an_error_despite_exit_zero():
 
 def test_timeout():
     deck = "* slow\nC1 n1 0 1\nB1 n1 0 I=sin(v(n1))\n.ic v(n1)=1\n.tran 1e-9 10 0 1e-9 uic\n.end\n"
-    with pytest.raises(SimulatorError, match="timed out after 0.5 s"):
+    with pytest.raises(SimulatorError, match="timed out after 0.5 s") as err:
         ngspice.run(deck, timeout=0.5)
+    assert "Circuit: * slow" in err.value.log  # what it printed until then
+    assert "Circuit: * slow" in (err.value.run_dir / "ngspice.log").read_text()
+
+
+def test_progress_of_a_transient_as_it_runs():
+    """A run reports its transient while ngspice runs it (from the records ngspice prints every 0.25 s of CPU):
+    first the operating point (no 'uic'), then the simulated time reached, increasing towards the stop time; the
+    records stay out of the log."""
+    deck = "* progress\nC1 n1 0 1\nB1 n1 0 I=tanh(v(n1))\n.ic v(n1)=1\n.tran 1e-6 0.6 0 1e-6\n.end\n"
+    assert ngspice.NGSPICE.transient(deck) == (0.6, True) and ngspice.NGSPICE.transient(RC) == (1.0, False)
+    events: list[progress.Event] = []
+    with progress.listening(events.append):
+        raw = ngspice.run(deck)
+    assert raw.time[-1] == pytest.approx(0.6)
+    labels = [(e.kind, e.label) for e in events if e.kind != "advance"]
+    assert labels == [("start", "operating point"), ("end", "operating point"), ("start", "transient"),
+                      ("end", "transient")]
+    times = [e.done for e in events if e.kind == "advance"]
+    assert all(e.total == 0.6 and e.unit == "s" for e in events if e.label == "transient")
+    fractions = np.array(times) / 0.6
+    assert len(fractions) >= 3 and np.all(np.diff(fractions) > 0) and 0.0 <= fractions[0]
+    assert 0.6 < fractions[-1] <= 1.0
+
+
+def test_full_pipes_do_not_block_a_run(monkeypatch, tmp_path):
+    """A simulator that prints megabytes on both stdout and stderr finishes (both pipes are read at once):
+    the run fails for what it did (no raw file), not on its timeout, and keeps what it printed in the log."""
+    flood = 'head -c 3000000 /dev/zero | tr "\\0" o\nhead -c 3000000 /dev/zero | tr "\\0" e >&2'
+    monkeypatch.setenv(ngspice.ENV_BINARY, _script(tmp_path / "ng", flood))
+    with pytest.raises(SimulatorError, match="wrote no raw file") as err:
+        ngspice.run(RC, timeout=60)
+    assert err.value.log.count("o") >= 3000000 and err.value.log.endswith("e" * 100)
 
 
 def test_spiceinit_in_run_dir_is_not_executed(tmp_path):

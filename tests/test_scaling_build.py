@@ -138,3 +138,25 @@ def test_progress_names_each_long_step_and_what_came_from_the_cache(tmp_path):
     run = _cli("build", str(WIDE), "-o", str(tmp_path / "c"), "--cells", "transistor", "--allow-out-of-budget",
                cwd=tmp_path)
     assert run.returncode == 0 and "from the cache" in run.stderr and "range analysis on" in run.stderr
+
+
+def test_cell_area_is_built_recorded_and_refused_where_it_does_not_apply(tmp_path, small_weights):
+    """``--cell-area 4``: the manifest records the area and the gate area (about 4× the drawn cells'), the netlist
+    draws the larger devices, and a reopened build maps onto them again; behavioural cells and areas below 1 are
+    refused with exit 2."""
+    args = ("build", str(small_weights), "--cells", "transistor", "--refine-steps", "0", "--allow-out-of-budget")
+    one = _cli(*args, "-o", str(tmp_path / "a1"), cwd=tmp_path)
+    four = _cli(*args, "-o", str(tmp_path / "a4"), "--cell-area", "4", cwd=tmp_path)
+    assert one.returncode == 0 and four.returncode == 0, four.stderr
+    cells1, cells4 = (open_build(tmp_path / d).manifest["cells"] for d in ("a1", "a4"))
+    assert cells1["area"] == 1.0 and cells4["area"] == 4.0
+    assert 3.0 * cells1["gate_area_um2"] < cells4["gate_area_um2"] < 4.0 * cells1["gate_area_um2"]
+    circuit = (tmp_path / "a4" / "circuit.cir").read_text()
+    assert " w=16u l=2u" in circuit and " w=16u l=2u" not in (tmp_path / "a1" / "circuit.cir").read_text()
+    b = open_build(tmp_path / "a4")
+    assert b.characterised(b.recorded("inputs")[:1]) is not None
+    for extra, why in ((("--cells", "behavioural", "--cell-area", "4"), "--cell-area does not apply"),
+                       (("--cells", "transistor", "--cell-area", "0.5"), "at least 1")):
+        bad = _cli("build", str(small_weights), "-o", str(tmp_path / "bad"), *extra, cwd=tmp_path)
+        assert bad.returncode == 2 and why in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+        assert not (tmp_path / "bad").exists()

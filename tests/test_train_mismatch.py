@@ -318,6 +318,8 @@ def test_new_flows_load(name):
 
     flow = load_flow(ROOT / "flows" / f"{name}.yaml")
     assert flow.gates and flow.model.is_file()
+    if name == "moons-hw-robust-mc":  # larger cells are what keeps its 5th percentile at nominal
+        assert flow.cell_area == 4.0 and flow.monte_carlo.runs >= 10
 
 
 def test_robust_moons_model_records_its_mismatch_training():
@@ -326,7 +328,8 @@ def test_robust_moons_model_records_its_mismatch_training():
     assert {"voltage", "theta_box", "surrogate", "mismatch"} <= set(hw)
     mc = knet.meta["metrics"]["mismatch"]
     # the record, not the target: its p5 over 100 simulated dies is 96.33 % against 99.67 % nominal; the
-    # issue's figure is the transistor level's (flows/moons-hw-robust-mc.yaml: p5 100 % on 8 inputs, session 7)
+    # issue's figure is the transistor level's (flows/moons-hw-robust-mc.yaml, cells 4x as large: p5 100 % on 50
+    # inputs, session 9)
     assert mc["dies"] >= 100 and 0.0 <= mc["p5"] <= knet.meta["metrics"]["dopri5"]["test"]["accuracy"]
     assert "--mismatch generic180" in knet.meta["provenance"]["command"]
 

@@ -165,6 +165,8 @@ def test_conditions_of_a_transistor_build(tmp_path):
     assert ("transistor-level kc_relu cells on generic180, corner tt, 27 °C, supply 1.8 V; 1 model unit = "
             "100 mV around vcm 600 mV, 500 nA, 30 pF per node; τ = 6 µs per model time unit") in ref.output
     assert "latency t_L·τ = 18 µs" in ref.output and "ideal -> characterised" in ref.output
+    area = json.loads(result.stdout)["conditions"]["gate_area_um2"]
+    assert area > 0 and f"{area:,.0f} µm² of transistor gates" in ref.output
 
 
 def test_si_prefixes():

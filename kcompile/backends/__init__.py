@@ -6,7 +6,9 @@ Jinja templates in ``templates/<name>/``, registered with :func:`register`
 The base class owns what every simulator shares: finding the binary (an
 environment variable first, then ``PATH``), probing its version, running one
 deck in a fresh directory under ``try``/``finally`` (kept after a failure,
-with the exact command saved in it as ``command``), turning the tool's
+with the exact command saved in it as ``command``), reading what the tool
+prints as it runs (both pipes at once, so neither fills up) to report the
+transient's progress (:mod:`kcompile.progress`), turning the tool's
 warnings into Python warnings and its failures into
 :class:`~kcompile.errors.SimulatorError` carrying the run directory. A
 subclass declares the rest:
@@ -16,6 +18,8 @@ tool                ``executable``, ``env_var``, ``install_hint``, where the
                     project's set-up installs it (:meth:`installed`),
                     ``version_args``/``version_pattern``, :meth:`command`,
                     ``fatal``/``warning`` log patterns, :meth:`parse_raw`,
+                    what it prints as a transient runs (:attr:`progress_pattern`,
+                    :meth:`transient`),
                     capabilities (:meth:`has_klu`, :meth:`has_osdi`,
                     :meth:`has_batch`: many samples per run)
 dialect             :meth:`render_circuit` (in the device forms of ``devices``:
@@ -33,14 +37,17 @@ switch. The recipe for a new back end is in ``docs/design.md``.
 from __future__ import annotations
 
 import abc
+import contextlib
 import importlib
 import os
 import pkgutil
 import re
+import selectors
 import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -50,6 +57,7 @@ from typing import TYPE_CHECKING, ClassVar, Iterator
 import jinja2
 import numpy as np
 
+from .. import progress
 from ..errors import InputError, SimulatorError
 from ..resources import TEMPLATE_DIR
 
@@ -125,6 +133,9 @@ class Simulator(abc.ABC):
     devices: ClassVar[tuple[str, ...]] = ("bsource",)
     #: environment variables a run's process gets unless the caller's environment sets them
     process_env: ClassVar[dict[str, str]] = {}
+    #: one record of what the simulator prints as a transient runs, group 1 the simulated time reached in seconds
+    #: (records end with ``\r`` or ``\n``; they are left out of the log); ``None``: it prints none
+    progress_pattern: ClassVar[re.Pattern | None] = None
 
     def __repr__(self) -> str:
         return f"<{self.name} back end ({type(self).__module__})>"
@@ -241,18 +252,15 @@ class Simulator(abc.ABC):
             env = self.run_environment()
             settings = [f"{k}={env[k]}" for k in self.process_env]
             (run_dir / "command").write_text(shlex.join(settings + cmd) + "\n")  # to re-run a kept directory by hand
-            try:
-                proc = subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, timeout=timeout,
-                                      stdin=subprocess.DEVNULL, env=env)
-            except subprocess.TimeoutExpired:
-                raise SimulatorError(f"{self.name} timed out after {timeout:g} s", run_dir, deck,
-                                     self._log(run_dir)) from None
-            log = proc.stdout + proc.stderr + self._log(run_dir)  # the log file last: its end is the error's tail
+            returncode, printed = self._stream(cmd, run_dir, env, timeout, self.transient(deck))
+            log = printed + self._log(run_dir)  # the log file last: its end is the error's tail
             if not (run_dir / self.log_name).is_file():  # a simulator that only prints: keep what it printed
                 (run_dir / self.log_name).write_text(log)
+            if returncode is None:
+                raise SimulatorError(f"{self.name} timed out after {timeout:g} s", run_dir, deck, log)
             fatal = self.fatal.search(log)
-            if proc.returncode != 0 or fatal:
-                why = _line(log, fatal.end() - 1) if fatal else f"exit status {proc.returncode}"
+            if returncode != 0 or fatal:
+                why = _line(log, fatal.end() - 1) if fatal else f"exit status {returncode}"
                 raise SimulatorError(f"{self.name} failed: {why}", run_dir, deck, log)
             for line in dict.fromkeys(m.group(0).strip() for m in self.warning.finditer(log)):
                 warnings.warn(f"{self.name}: {line}", self.warning_category, stacklevel=3)
@@ -268,6 +276,47 @@ class Simulator(abc.ABC):
         finally:
             if ok and not keep:
                 shutil.rmtree(run_dir, ignore_errors=True)
+
+    def transient(self, deck: str) -> tuple[float, bool] | None:
+        """``(stop time in seconds, whether an operating point is solved first)`` of the transient that ``deck``
+        runs, for its progress; ``None`` when it runs none, or several (a batched deck)."""
+        return None
+
+    def _stream(self, cmd: list[str], run_dir: Path, env: dict[str, str], timeout: float,
+                transient: tuple[float, bool] | None) -> tuple[int | None, str]:
+        """Run ``cmd`` and read its stdout and stderr as they come (both at once: neither pipe fills up and
+        blocks it); report the transient's progress while it runs (:mod:`kcompile.progress`: ``"operating
+        point"`` until the first time point, then ``"transient"`` in seconds of simulated time). Returns the exit
+        status (``None``: killed after ``timeout`` seconds) and what it printed (stdout, then stderr; newlines
+        as ``text=True`` reads them; progress records left out)."""
+        deadline = time.monotonic() + timeout
+        report = _Progress(self.progress_pattern, *transient) if transient and self.progress_pattern else None
+        with contextlib.ExitStack() as steps, selectors.DefaultSelector() as selector, \
+                subprocess.Popen(cmd, cwd=run_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=env) as proc:
+            read = {proc.stdout.fileno(): [], proc.stderr.fileno(): []}
+            try:
+                if report:
+                    report.start(steps)
+                for pipe in (proc.stdout, proc.stderr):
+                    selector.register(pipe, selectors.EVENT_READ)
+                while selector.get_map() and time.monotonic() < deadline:
+                    for key, _ in selector.select(deadline - time.monotonic()):
+                        chunk = os.read(key.fd, 1 << 16)
+                        if not chunk:
+                            selector.unregister(key.fileobj)
+                        read[key.fd].append(chunk)
+                        if report:
+                            report.feed(key.fd, chunk, steps)
+                returncode = proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                returncode = None
+            finally:
+                proc.kill()  # nothing once it exited; after a timeout, Ctrl-C or any error it is not left running
+        text = "".join(b"".join(chunks).decode(errors="replace") for chunks in read.values())
+        if self.progress_pattern is not None:
+            text = self.progress_pattern.sub("", text)
+        return returncode, text.replace("\r\n", "\n").replace("\r", "\n")
 
     def run_environment(self) -> dict[str, str]:
         """The environment of a run's process: :attr:`process_env` under the caller's own variables."""
@@ -316,6 +365,38 @@ class Simulator(abc.ABC):
         """The per-run deck that includes :attr:`circuit_name` (or its part ``layer`` of a segmented circuit),
         starts the nodes at ``initial`` (model units, ``[N]``), runs ``tran`` and saves every
         :meth:`node_vector` (and ``supply``'s :meth:`current_vector`)."""
+
+
+class _Progress:
+    """The progress of one run's transient, from the records its simulator prints (:meth:`Simulator._stream`)."""
+
+    def __init__(self, pattern: re.Pattern, stop: float, operating_point: bool):
+        self.pattern, self.stop, self.operating_point = pattern, stop, operating_point
+        self.tails: dict[int, str] = {}  # per pipe: what follows its last complete record (one may be split)
+        self.task: progress.Task | None = None
+
+    def start(self, steps: contextlib.ExitStack) -> None:
+        if self.operating_point:
+            steps.enter_context(progress.task("operating point", summary=False))
+        else:
+            self._transient(steps)
+
+    def _transient(self, steps: contextlib.ExitStack) -> None:
+        self.task = steps.enter_context(progress.task("transient", self.stop, unit="s", summary=False))
+
+    def feed(self, fd: int, chunk: bytes, steps: contextlib.ExitStack) -> None:
+        text = self.tails.get(fd, "") + chunk.decode(errors="replace")
+        matches = list(self.pattern.finditer(text))
+        self.tails[fd] = text[matches[-1].end() if matches else 0:][-200:]
+        for m in matches:
+            try:
+                t = float(m.group(1))
+            except ValueError:
+                continue
+            if self.task is None:  # the first time point: the operating point is solved
+                steps.close()
+                self._transient(steps)
+            self.task.reach(min(t, self.stop))
 
 
 def _line(text: str, pos: int) -> str:

@@ -25,6 +25,7 @@ import jinja2
 import numpy as np
 
 from .. import progress
+from ..checks import CELL_AREA
 from ..errors import InputError
 from ..pdk import Pdk
 from ..resources import TEMPLATE_DIR
@@ -391,6 +392,8 @@ class Cell:
     refine_devices : int
         Refinement is on by default (:func:`kcompile.refine.steps_for`) for networks of at most this many devices
         (0: off unless asked for).
+    area : float
+        Gate area relative to the drawn design (:meth:`with_area`; 1: ``sizes`` as declared).
     """
 
     name: str
@@ -407,11 +410,41 @@ class Cell:
     accuracy_spec: tuple[tuple[str, float], ...] = ()
     refine_grid: tuple[float, int, float, int] | None = None
     refine_devices: int = 0
+    area: float = 1.0
+
+    #: drawn sizes :meth:`with_area` leaves at their minimum: the switches (their charge injection grows with area)
+    FIXED_SIZES: ClassVar[tuple[str, ...]] = ("w_sw", "l_sw")
 
     #: :meth:`refine_fit` and :meth:`refine_columns` are implemented (per-device refinement, :mod:`kcompile.refine`)
     refinable: ClassVar[bool] = False
     #: laws with a training surrogate and θ box (:meth:`surrogate`, :meth:`training_range`)
     trains: ClassVar[tuple[str, ...]] = ()
+
+    # ------------------------------------------------------------ size
+
+    def with_area(self, area: float) -> Cell:
+        """This cell drawn ``area`` times as large as declared: every width and length but :data:`FIXED_SIZES`
+        times √area. The W/L ratios, so the bias and the currents, stay; Pelgrom mismatch σ falls as 1/√area
+        (:meth:`accuracy`, :mod:`kcompile.mismatch`), gate area and capacitance grow as area. Its calibration and
+        sweeps are its own (:meth:`template_hash` covers the sizes).
+
+        Raises
+        ------
+        InputError
+            ``area`` outside :data:`kcompile.checks.CELL_AREA` (below 1: smaller than the sizes the cell's accuracy
+            was measured at).
+        """
+        if CELL_AREA.problem(area):
+            raise InputError(f"The cell area (times the drawn {self.name}) {CELL_AREA.problem(area)}.")
+        if area == self.area:
+            return self
+        k = (area / self.area) ** 0.5
+        return dataclasses.replace(self, area=float(area), sizes=tuple(
+            (n, v if n in self.FIXED_SIZES else v * k) for n, v in self.sizes))
+
+    def gate_area(self, pdk: Pdk, signs: str | None = None) -> float:
+        """Σ W·L of variant ``signs``' transistors on ``pdk``, µm² (lengths raised to the PDK's minimum)."""
+        return float(sum(t.w * t.l for t in self.transistors(pdk, signs)))
 
     # ------------------------------------------------------------ template
 
@@ -482,11 +515,13 @@ class Cell:
         if not self.accuracy_spec:
             raise self._refuse("declares no accuracy: it realises no law")
         sz, mm = dict(self.sizes), pdk.mismatch
+        # the delay capacitance was measured at the drawn sizes; × area bounds it from above (the switches stay)
+        spec = {**dict(self.accuracy_spec), "c_cell": dict(self.accuracy_spec)["c_cell"] * self.area}
         if mm is None:
-            return Accuracy(**dict(self.accuracy_spec))
+            return Accuracy(**spec)
         vt = mm.sigma("plvt", sz["w_in"], max(sz["l_in"], pdk.lmin))[0]
         beta = mm.sigma("n", sz["w_mir"], max(sz["l_mir"], pdk.lmin))[1]
-        return Accuracy(**dict(self.accuracy_spec), mismatch_v=2 ** 0.5 * vt, mismatch_gain=2 ** 0.5 * beta)
+        return Accuracy(**spec, mismatch_v=2 ** 0.5 * vt, mismatch_gain=2 ** 0.5 * beta)
 
     # ------------------------------------------------------------ characterisation and calibration
 

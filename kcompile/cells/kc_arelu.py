@@ -223,14 +223,15 @@ def affine_instances(r: np.ndarray, inj_k: int, levels: np.ndarray, scaling: Sca
 
 
 def characterize_affine_relu(pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
-                             theta0: np.ndarray = AFFINE_RELU_THETA0, cache: bool = True) -> AffineTable:
+                             theta0: np.ndarray = AFFINE_RELU_THETA0, cache: bool = True,
+                             cell: Cell | None = None) -> AffineTable:
     """DC-sweep ``kc_arelu`` on the (vs, vd) plane over a table of resistors (both pairs equal)."""
     pdk = get_pdk(pdk_name)
     scaling = scaling or default_scaling(pdk)
     r = np.sort(nominal_r(1.0, scaling) / np.asarray(theta0, dtype=float))
     inj_k = nearest(r, 1.0, scaling)
     levels = np.array([1.0, 2.0])
-    sweep = measure_diff(CELL, pdk, corner, affine_instances(r, inj_k, levels, scaling), scaling,
+    sweep = measure_diff(cell or CELL, pdk, corner, affine_instances(r, inj_k, levels, scaling), scaling,
                          *AFFINE_GRID, cache=cache)
     return AffineTable(pdk_name, corner, scaling, r, inj_k, levels, sweep)
 
@@ -319,7 +320,7 @@ class AffineRelu(Cell):
     refinable = True
 
     def characterize(self, pdk_name="generic180", corner="tt", scaling=None, cache=True) -> AffineTable:
-        return characterize_affine_relu(pdk_name, corner, scaling, cache=cache)
+        return characterize_affine_relu(pdk_name, corner, scaling, cache=cache, cell=self)
 
     def calibrate(self, table: AffineTable) -> AffineCalibration:
         return calibrate_affine_relu(table)

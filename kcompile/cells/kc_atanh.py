@@ -110,7 +110,8 @@ def one_over_r(c: np.ndarray, r: np.ndarray, tol: float = 0.2) -> np.ndarray:
 
 
 def characterize_affine_tanh(pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
-                             theta0: np.ndarray = AFFINE_TANH_THETA0, cache: bool = True) -> AffineTable:
+                             theta0: np.ndarray = AFFINE_TANH_THETA0, cache: bool = True,
+                             cell: Cell | None = None) -> AffineTable:
     """DC-sweep ``kc_atanh`` on the (vs, vd) plane: rows ``pp``/``nn`` with both pairs at each ``r``, then
     ``r[inj_k]`` with ``iz`` = ±1 unit. Stage 2 is ``kc_tanh2``'s, with its tails."""
     pdk = get_pdk(pdk_name)
@@ -125,7 +126,7 @@ def characterize_affine_tanh(pdk_name: str = "generic180", corner: str = "tt", s
             for v in ("pp", "nn") for x, b in zip(r, ib)]
     rk, bk = float(r[inj_k]), float(ib[inj_k])
     inst += [Tanh2Params("pp", rk, bk, rl, ib2, rb=rk, ibb=bk, iz=lvl * scaling.i0) for lvl in levels]
-    sweep = measure_diff(CELL, pdk, corner, inst, scaling, *AFFINE_GRID, cache=cache)
+    sweep = measure_diff(cell or CELL, pdk, corner, inst, scaling, *AFFINE_GRID, cache=cache)
     return AffineTable(pdk_name, corner, scaling, r, inj_k, levels, sweep)
 
 
@@ -151,7 +152,7 @@ class AffineTanh(Cell):
     refinable = True
 
     def characterize(self, pdk_name="generic180", corner="tt", scaling=None, cache=True) -> AffineTable:
-        return characterize_affine_tanh(pdk_name, corner, scaling, cache=cache)
+        return characterize_affine_tanh(pdk_name, corner, scaling, cache=cache, cell=self)
 
     def calibrate(self, table: AffineTable) -> AffineTanhCalibration:
         return calibrate_affine_tanh(table)

@@ -257,7 +257,7 @@ def gm_instances(r: np.ndarray, ib: np.ndarray, io_k: int, io_levels: np.ndarray
 
 
 def characterize_gm(law: str, pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
-                    cache: bool = True) -> GmTable:
+                    cache: bool = True, cell: Cell | None = None) -> GmTable:
     """DC-sweep ``kc_gm`` over the law's table of resistors (Δ ∈ ±8, 129 points; m ∈ {−1, 0, 1}).
 
     tanh is measured twice: at ``ib = i0/2``, then at ``ib = i0/(2·amp)`` with the amplitude ``amp``
@@ -271,7 +271,7 @@ def characterize_gm(law: str, pdk_name: str = "generic180", corner: str = "tt", 
     ib = tail_currents(r, scaling) if law == "linear" else np.full(r.size, scaling.i0 / 2)
 
     def run(ib: np.ndarray) -> DiffSweep:
-        return measure_diff(CELL, pdk, corner, gm_instances(r, ib, io_k, levels, scaling), scaling, *GM_GRID,
+        return measure_diff(cell or CELL, pdk, corner, gm_instances(r, ib, io_k, levels, scaling), scaling, *GM_GRID,
                             cache=cache)
 
     sweep = run(ib)
@@ -360,7 +360,7 @@ class SignedGm(Cell):
 
     def characterize(self, pdk_name="generic180", corner="tt", scaling=None, cache=True, law="linear") -> GmTable:
         """:func:`characterize_gm` of ``law`` (``linear``; ``tanh``: the one-stage tanh study)."""
-        return characterize_gm(law, pdk_name, corner, scaling, cache)
+        return characterize_gm(law, pdk_name, corner, scaling, cache, cell=self)
 
     def calibrate(self, table: GmTable) -> GmCalibration:
         return calibrate_gm(table)

@@ -259,7 +259,7 @@ def relu_instances(r: np.ndarray, inj_k: int, inj_levels: np.ndarray, scaling: S
 
 def characterize_relu(pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
                       theta0: np.ndarray = DEFAULT_THETA0, span: float = 4.0, points: int = 17,
-                      full: bool = False, cache: bool = True) -> ReluTable:
+                      full: bool = False, cache: bool = True, cell: Cell | None = None) -> ReluTable:
     """DC-sweep the signed ReLU cell over a grid of degeneration resistors.
 
     Parameters
@@ -277,7 +277,7 @@ def characterize_relu(pdk_name: str = "generic180", corner: str = "tt", scaling:
     r = np.sort(2.0 * scaling.v0 / (np.asarray(theta0, dtype=float) * scaling.i0))
     # injection measured where θ0 ~ 2, so that the kink of θ1 = -1, -3 lies inside the sweep
     inj_k, levels = int(np.argmin(np.abs(np.log(np.sort(theta0)[::-1] / 2.0)))), np.array([1.0, 3.0])
-    sweep = measure(CELL, pdk, corner, relu_instances(r, inj_k, levels, scaling), scaling,
+    sweep = measure(cell or CELL, pdk, corner, relu_instances(r, inj_k, levels, scaling), scaling,
                     span, points, True, full, cache)
     return ReluTable(pdk_name, corner, scaling, r, inj_k, levels, sweep)
 
@@ -380,7 +380,7 @@ class SignedRelu(Cell):
     trains = ("relu",)
 
     def characterize(self, pdk_name="generic180", corner="tt", scaling=None, cache=True) -> ReluTable:
-        return characterize_relu(pdk_name, corner, scaling, cache=cache)
+        return characterize_relu(pdk_name, corner, scaling, cache=cache, cell=self)
 
     def calibrate(self, table: ReluTable) -> ReluCalibration:
         return calibrate(table)

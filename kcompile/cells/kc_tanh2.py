@@ -113,7 +113,7 @@ def tanh2_rl(scaling: Scaling) -> float:
 
 
 def characterize_tanh2(pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
-                       cache: bool = True) -> GmTable:
+                       cache: bool = True, cell: Cell | None = None) -> GmTable:
     """DC-sweep ``kc_tanh2`` over the linear law's resistor table (stage 1), twice: the second pass sets the
     stage-2 tails to ``i0/(2·amp)`` with the amplitude ``amp`` fitted on the first."""
     pdk = get_pdk(pdk_name)
@@ -127,7 +127,7 @@ def characterize_tanh2(pdk_name: str = "generic180", corner: str = "tt", scaling
     def run(ib2: float) -> DiffSweep:  # the last two instances inject iz = ±1 unit instead of io
         inst = [Tanh2Params(p.signs, p.r, p.ib, rl, ib2) for p in gm_instances(r, ib, io_k, levels, scaling)]
         inst[-2:] = [dataclasses.replace(p, iz=lvl * scaling.i0) for p, lvl in zip(inst[-2:], levels)]
-        return measure_diff(CELL, pdk, corner, inst, scaling, *GM_GRID, cache=cache)
+        return measure_diff(cell or CELL, pdk, corner, inst, scaling, *GM_GRID, cache=cache)
 
     sweep = run(scaling.i0 / 2)
     big = nearest(r, 2.0, scaling)  # saturated within ±8
@@ -161,7 +161,7 @@ class Tanh2(Cell):
     refinable = True
 
     def characterize(self, pdk_name="generic180", corner="tt", scaling=None, cache=True) -> GmTable:
-        return characterize_tanh2(pdk_name, corner, scaling, cache)
+        return characterize_tanh2(pdk_name, corner, scaling, cache, cell=self)
 
     def calibrate(self, table: GmTable) -> Tanh2Calibration:
         return calibrate_tanh2(table)

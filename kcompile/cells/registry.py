@@ -112,6 +112,7 @@ CELLS = Registry([
 ])
 
 
-def cell_for_law(law: str) -> Cell:
-    """The registered cell realising ``law`` (:meth:`Registry.for_law`: refused with the fix when there is none)."""
-    return CELLS.for_law(law)
+def cell_for_law(law: str, area: float = 1.0) -> Cell:
+    """The registered cell realising ``law`` (:meth:`Registry.for_law`: refused with the fix when there is none),
+    drawn ``area`` times as large (:meth:`~kcompile.cells.base.Cell.with_area`)."""
+    return CELLS.for_law(law).with_area(area)
