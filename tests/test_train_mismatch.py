@@ -353,6 +353,19 @@ def test_mnist14_model_reproduces_its_recorded_ideal_classes():
     np.testing.assert_array_equal(out.argmax(axis=1), classes[:16])
 
 
+def test_mnist14_model_keeps_the_hardware_constraints_and_its_figures():
+    """The shipped mnist14-hw: within the ~6,000-device budget, trained with every hardware-aware option, its
+    ideal and characterised figures as measured (docs/hardware_aware.md, "MNIST")."""
+    meta = load_knet(ZOO / "mnist14-hw.npz").meta
+    assert meta["model"]["num_devices"] <= 6000
+    command = meta["provenance"]["command"]
+    for option in ("--theta-range cell:sky130", "--theta-max 1.0", "--voltage-max 3.0", "--voltage-weight 100.0"):
+        assert option in command
+    assert meta["verification"]["ideal"]["accuracy"] == pytest.approx(92.8)
+    char = meta["verification"]["characterised_sky130_first100"]
+    assert char["passed"] and char["samples"] == 100
+
+
 def test_record_figures_keeps_the_recorded_split_and_writes_the_json(tmp_path):
     path = tmp_path / "m.npz"
     shutil.copy(ZOO / "moons-hw-robust.npz", path)
