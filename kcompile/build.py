@@ -71,7 +71,7 @@ class Build:
     def __repr__(self) -> str:
         cells = self.manifest["cells"]
         level = (f"transistor {cells['cell']} cells on {cells['pdk']}/{cells['corner']}"
-                 if cells["level"] == "transistor" else "behavioural")
+                 if self.transistor else "behavioural")
         k = self.knet
         return (f"<Build {self.path}: {level}; {k.law}, {k.num_nodes} nodes, {k.num_layers} layers, "
                 f"{k.num_devices} devices>")
@@ -97,7 +97,7 @@ class Build:
         """
         x = check_inputs(np.asarray(x), self.knet, "x")
         cells = self.manifest["cells"]
-        if cells["level"] == "transistor":
+        if self.transistor:
             options = {"supply": ("vdd", cells["supply"]), "defines": get_pdk(cells["pdk"]).ngspice_defines(),
                        **options}
         with tempfile.TemporaryDirectory(prefix="kcompile-circuit-") as tmp:
@@ -122,9 +122,9 @@ class Build:
         """For a transistor build: the ideal ODE with every cell's measured DC I–V (cached sweeps; thousands of
         instances from a table over the cell's parameters, :mod:`kcompile.characterised`), in the original units.
         ``options`` go to the integrator (:func:`kcompile.reference.integrate`: ``method``, ``rtol``, ...)."""
-        cells = self.manifest["cells"]
-        if cells.get("level") != "transistor":
+        if not self.transistor:
             return None
+        cells = self.manifest["cells"]
         network, scaling = self.circuit_network()
         cellmap = map_knet(network, cells["pdk"], cells["corner"], scaling, area=cells.get("area", 1.0))
         cellmap = refine(network, cellmap, cells.get("refine_steps", 0))
@@ -524,8 +524,7 @@ def _cells_info(cellmap) -> dict:
     return {
         "level": "transistor", "cell": cellmap.cell.name, "pdk": cellmap.pdk.name, "corner": cellmap.corner,
         "supply": cellmap.pdk.supply, "clipped": len(cellmap.clipped), "area": cellmap.cell.area,
-        "gate_area_um2": sum(cellmap.cell.gate_area(cellmap.pdk, lm.instance(i).signs) for lm in cellmap.layers
-                             for i in range(len(lm))),
+        "gate_area_um2": cellmap.cell.gate_area(cellmap.pdk) * sum(len(lm) for lm in cellmap.layers),
         "max_theta_error": float(max(err)) if err else 0.0,
         "theta0_range": {"positive": cal.theta0_range(False), "negative": cal.theta0_range(True)},
     }
@@ -745,7 +744,7 @@ def circuit_for(b: Build, simulator: str, folder: Path) -> Path:
     sim = get_simulator(simulator)
     if sim.name == "ngspice":
         return b.circuit
-    if b.manifest["cells"]["level"] != "behavioural":
+    if b.transistor:
         raise InputError(f"{b.path}: a transistor-level build runs only in ngspice (its cells and models are "
                          f"ngspice text), not in {sim.name}")
     devices = b.manifest["cells"].get("devices", "bsource")

@@ -118,14 +118,6 @@ def _progress(*columns) -> Progress:
                     transient=True, disable=_verbosity["quiet"] or not console.is_terminal)
 
 
-def _si(x: float, unit: str) -> str:
-    """``1.2 µs``, ``600 ms``: an SI prefix, one decimal below 10."""
-    scale, prefix = next(((scale, prefix) for scale, prefix in ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"),
-                                                                (1e-12, "p")) if abs(x) >= scale), (1.0, ""))
-    v = x / scale
-    return f"{v:.0f} {prefix}{unit}" if abs(v) >= 10 or v == 0 else f"{v:.1f} {prefix}{unit}"
-
-
 def _seconds(s: float) -> str:
     return f"{s:.2g} s" if s < 10 else f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
@@ -381,6 +373,8 @@ def _steps():
 
 def _listener(bar: Progress):
     """A :mod:`kcompile.progress` listener drawing on ``bar``."""
+    from .report import si  # the reports' SI formatting; imported here, as cli.py imports report everywhere else
+
     bars, said = {}, set()
 
     def listen(event: progress.Event) -> None:
@@ -391,7 +385,7 @@ def _listener(bar: Progress):
             amount = None  # a count: done/total; a measure (a transient's simulated time): how much of how much
             if event.unit and event.total:
                 amount = (f"{100 * event.done / event.total:.0f} % ({'t = ' if event.unit == 's' else ''}"
-                          f"{_si(event.done, event.unit)} of {_si(event.total, event.unit)})")
+                          f"{si(event.done, event.unit)} of {si(event.total, event.unit)})")
             bar.update(bars[key], completed=event.done, amount=amount)
         elif event.kind == "end" and key in bars:
             bar.remove_task(bars.pop(key))

@@ -77,7 +77,7 @@ def to_pyspice(build: str | Path | Build, x) -> tuple[object, dict]:
         since the build; not exactly one valid input row.
     """
     b = build if isinstance(build, Build) else open_build(build)
-    if b.manifest["cells"]["level"] != "behavioural":
+    if b.transistor:
         raise InputError(f"{b.path}: a transistor-level build needs its PDK's ngspice variables (-D), which "
                          "PySpice's ngspice-subprocess simulator cannot pass; to_pyspice takes behavioural builds "
                          "(simulate this one with Build.simulate or 'kcompile simulate')")

@@ -97,7 +97,6 @@ def flow_conditions(result: FlowResult) -> dict:
     supplies = list(dict.fromkeys(r.supply for r in runs))
     cell = cell_for_law(result.knet.law, result.flow.cell_area)
     pdk = get_pdk(result.flow.pdk or "generic180")
-    # every sign variant of a cell draws the same transistors, so the area is the devices × one variant's
     gate_area = result.knet.num_devices * cell.gate_area(pdk)
     return conditions(result.scaling, cells="transistor", cell=cell.name, pdk=pdk.name,
                       corners=list(result.flow.corners), temperatures=list(result.flow.temperature),

@@ -209,6 +209,8 @@ def test_a_larger_cell_keeps_its_ratios_and_halves_its_mismatch(cell):
     assert big.template_hash() != cell.template_hash()
     assert dict(big.with_area(1.0).sizes) == pytest.approx(small) and cell.with_area(1.0) is cell
     switch = sum(t.w * t.l for t in cell.transistors(g180) if t.w == small.get("w_sw"))
+    for signs in cell.variants:  # a variant swaps gates, not sizes: one gate area per cell
+        assert sum(t.w * t.l for t in cell.transistors(g180, signs)) == pytest.approx(cell.gate_area(g180))
     assert big.gate_area(g180) == pytest.approx(4.0 * (cell.gate_area(g180) - switch) + switch)
     for nominal, scaled in zip(cell.transistors(g180), big.transistors(g180)):
         assert nominal.name == scaled.name and nominal.w / nominal.l == pytest.approx(scaled.w / scaled.l)

@@ -442,9 +442,11 @@ class Cell:
         return dataclasses.replace(self, area=float(area), sizes=tuple(
             (n, v if n in self.FIXED_SIZES else v * k) for n, v in self.sizes))
 
-    def gate_area(self, pdk: Pdk, signs: str | None = None) -> float:
-        """Σ W·L of variant ``signs``' transistors on ``pdk``, µm² (lengths raised to the PDK's minimum)."""
-        return float(sum(t.w * t.l for t in self.transistors(pdk, signs)))
+    def gate_area(self, pdk: Pdk) -> float:
+        """Σ W·L of one instance's transistors on ``pdk``, µm² (lengths raised to the PDK's minimum). The sign
+        variants only swap which gate of a pair an input drives, so every variant has this area (the cell contract
+        checks it)."""
+        return float(sum(t.w * t.l for t in self.transistors(pdk)))
 
     # ------------------------------------------------------------ template
 
@@ -516,7 +518,8 @@ class Cell:
             raise self._refuse("declares no accuracy: it realises no law")
         sz, mm = dict(self.sizes), pdk.mismatch
         # the delay capacitance was measured at the drawn sizes; × area bounds it from above (the switches stay)
-        spec = {**dict(self.accuracy_spec), "c_cell": dict(self.accuracy_spec)["c_cell"] * self.area}
+        spec = dict(self.accuracy_spec)
+        spec["c_cell"] *= self.area
         if mm is None:
             return Accuracy(**spec)
         vt = mm.sigma("plvt", sz["w_in"], max(sz["l_in"], pdk.lmin))[0]
