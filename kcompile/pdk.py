@@ -220,13 +220,73 @@ def _statements(text: str) -> list[list[str]]:
     return out
 
 
-def sky130_trimmed_text(models: Path) -> str:
+def _drop_mismatch_terms(text: str, where: str) -> str:
+    """``text`` without the ``+MC_MM_SWITCH*AGAUSS(...)*(...)`` term of every sky130 model expression (exact while
+    ``mc_mm_switch`` is 0, as in the trimmed library: kcompile draws mismatch itself, see :data:`_SKY130_MISMATCH`).
+    These terms are what tie a model card to its instance (``sqrt(l*w*mult)``). Raises on a term of another form."""
+    out, pos = [], 0
+    upper = text.upper()
+    while (start := upper.find("+MC_MM_SWITCH*AGAUSS(", pos)) >= 0:
+        end = _matching(text, upper.index("(", start), where)
+        if text[end + 1:end + 3] != "*(":
+            raise PdkError(f"{where}: unexpected mismatch term at character {start}: {text[start:start + 80]!r}")
+        end = _matching(text, end + 2, where)
+        if text[end + 1:end + 2] != "}":
+            raise PdkError(f"{where}: unexpected mismatch term at character {start}: {text[start:start + 80]!r}")
+        out.append(text[pos:start])
+        pos = end + 1
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _matching(text: str, open_at: int, where: str) -> int:
+    """Index of the parenthesis closing the one at ``open_at``."""
+    depth = 0
+    for i in range(open_at, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return i
+    raise PdkError(f"{where}: unbalanced parentheses from character {open_at}")
+
+
+def _inlined(path: Path) -> str:
+    """``path``'s text with its ``.include`` lines (relative to it) replaced by the included text, recursively."""
+    lines = []
+    for line in path.read_text().splitlines():
+        m = _INCLUDE.match(line)
+        lines.append(_inlined((path.parent / m.group(1)).resolve()) if m else line)
+    return "\n".join(lines)
+
+
+def sky130_hoisted_text(path: Path) -> str:
+    """A sky130 device file (``cells/<device>/*.corner.spice`` or ``*.pm3.spice``, includes inlined) with every
+    ``.model`` card moved out of its subcircuit to the top level, without its mismatch terms.
+
+    The vendor subcircuit (``sky130_fd_pr__nfet_01v8`` ...) holds one ``.model`` card per size bin (tens of them,
+    ~270 lines each) that depends on the instance only through the mismatch terms. ngspice copies a
+    subcircuit's models for every instance: a 4,148-cell MNIST circuit (66,000 MOSFETs) spent 629 s expanding
+    them (docs/hardware_aware.md). At the top level the cards are parsed once and binned per instance as before;
+    the subcircuit keeps its ``.param`` defaults and its one MOSFET line, so instance lines are unchanged."""
+    inner, outer, depth = [], [], 0
+    # comments sit between a card's continuation lines: dropped, so that each statement keeps all of its lines
+    text = "\n".join(line for line in _inlined(path).splitlines() if line.strip() and not line.startswith("*"))
+    for stmt in _statements(_drop_mismatch_terms(text, str(path))):
+        first = stmt[0].strip().lower()
+        depth += first.startswith(".subckt") - first.startswith(".ends")
+        (inner if depth and first.startswith(".model") else outer).extend(stmt)
+    if "MC_MM_SWITCH" in "\n".join(inner).upper():
+        raise PdkError(f"{path}: a model card still depends on mc_mm_switch after its mismatch terms were dropped")
+    return "\n".join([*outer, "* model cards moved out of the subcircuit by kcompile.pdk", *inner]) + "\n"
+
+
+def sky130_trimmed_text(models: Path, hoisted_dir: Path | None = None) -> str:
     """A ``.lib`` file with one section per corner and only the 1.8 V MOSFETs.
 
     Keeps from ``all.spice`` its ``.option`` (``scale=1u``) and ``.param``
     statements and the layout-effect parameters, and from
     ``corners/<c>.spice`` the includes of :data:`_SKY130_DEVICES`; all paths
-    absolute.
+    absolute. With ``hoisted_dir``, each device's model file is included as its
+    :func:`sky130_hoisted_text`, written there.
     """
     head = []
     for stmt in _statements((models / "all.spice").read_text()):
@@ -241,22 +301,34 @@ def sky130_trimmed_text(models: Path) -> str:
         for line in (models / "corners" / f"{corner}.spice").read_text().splitlines():
             m = _INCLUDE.match(line)
             if m and any(f"/{dev}/" in m.group(1) for dev in _SKY130_DEVICES):
-                lines.append(f'.include "{(models / "corners" / m.group(1)).resolve()}"')
+                source = (models / "corners" / m.group(1)).resolve()
+                if hoisted_dir is not None and "mismatch" not in source.name:
+                    source = _write_once(hoisted_dir / source.name, lambda src=source: sky130_hoisted_text(src))
+                lines.append(f'.include "{source}"')
         lines.append(f".endl {corner}")
     return "\n".join(lines) + "\n"
 
 
-def sky130_trimmed_lib() -> Path:
-    """Path of the trimmed sky130 library, generated into the cache on first use."""
-    models = sky130_models_dir()
-    version = importlib.metadata.version("sky130")
-    path = cache_dir() / "pdk" / "sky130" / version / "sky130_mos.lib"
+def _write_once(path: Path, text) -> Path:
+    """``path``, written atomically from ``text()`` unless it exists."""
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(sky130_trimmed_text(models))
+        tmp.write_text(text())
         tmp.replace(path)
     return path
+
+
+#: the trimmed library's layout (bump when its generation changes: a new file is generated beside the old)
+_TRIMMED_FORMAT = 2
+
+
+def sky130_trimmed_lib() -> Path:
+    """Path of the trimmed sky130 library (models hoisted out of their subcircuits, :func:`sky130_hoisted_text`),
+    generated into the cache on first use."""
+    models = sky130_models_dir()
+    root = cache_dir() / "pdk" / "sky130" / importlib.metadata.version("sky130") / f"trimmed-{_TRIMMED_FORMAT}"
+    return _write_once(root / "sky130_mos.lib", lambda: sky130_trimmed_text(models, root / "devices"))
 
 
 def _sky130_lines(pdk: Pdk, corner: str, full: bool) -> list[str]:

