@@ -271,7 +271,7 @@ _TRANSISTOR_ONLY = ("pdk", "corner", "allow_clipped", "refine_steps", "scaling_m
 
 @main.command()
 @click.argument("weights", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Build directory (default: build/<weights name>).")
 @click.option("--cells", type=click.Choice(["behavioural", "transistor"]), default="behavioural", show_default=True,
               help="One behavioural source per device, or one calibrated transistor-level cell per device.")
