@@ -11,7 +11,7 @@ Example::
     model: ../examples/random_relu.npz     # relative to the flow file
     inputs: recorded                       # or a .npy path, "random", {file: X.npy, labels: Y.npy},
                                            # or {normal: N, seed: S} (a generative model's latents)
-    batch: 8
+    batch: 8                               # recorded or random inputs: how many (a file or latents run whole)
     levels: [behavioural]
     gates:
       - {level: behavioural, metric: max_output_error, limit: 1.0e-4}
@@ -346,6 +346,9 @@ def load_flow(path: str | Path, overrides=()) -> Flow:
         raise c.fail("model", f"names {model}, which does not exist")
     levels = tuple(c.choices("levels", str(v), LEVELS) for v in _as_list(data.get("levels", ["behavioural"])))
     inputs, labels = _inputs(c, data, levels)
+    if "batch" in data and inputs not in ("recorded", "random"):
+        raise c.fail("batch", "applies to recorded and random inputs, but this flow's inputs are a file or latents, "
+                     "which run whole: leave batch out and give a file (or inputs.normal) of the size you want")
     pdk_name = c.typed(data, "pdk", str, None)
     corners = _corners(c, data, pdk_name)
     temperature = tuple(c.number({"t": v}, "t", CELSIUS, "temperature")
@@ -384,7 +387,8 @@ def load_flow(path: str | Path, overrides=()) -> Flow:
                          "behavioural level in ngspice and vacask")
         if gate.is_monte_carlo and (gate.level != "transistor" or monte_carlo.runs < 2):
             raise c.fail(f"gates[{i}].metric", f"is {gate.metric!r}, which needs level 'transistor' and "
-                         f"'monte_carlo.runs' of at least 2 (got level {gate.level!r}, {monte_carlo.runs} runs)")
+                         f"'monte_carlo.runs' of at least 2 (got level {gate.level!r}, {monte_carlo.runs} runs): "
+                         "set monte_carlo.runs to 2 or more, or leave the gate out (gates=[...])")
         _check_gate_inputs(c, i, gate, inputs)
         gates.append(gate)
     samples_per_run = data.get("samples_per_run", 1)
