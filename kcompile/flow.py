@@ -241,16 +241,16 @@ class _Checker:
             raise self.fail(key, f"must be one of {', '.join(allowed)}, got {short(value)}")
         return value
 
-    def relative(self, data: dict, key: str, default=None) -> Path | None:
-        """A path relative to the flow file, made absolute."""
-        value = self.typed(data, key, str, default)
+    def relative(self, data: dict, key: str, default=None, where: str | None = None) -> Path | None:
+        """A path relative to the flow file, made absolute; errors name ``where`` (the dotted path), else ``key``."""
+        value = self.typed(data, key, str, default, where=where)
         if value is None:
             return None
         try:
             path = (self.path.parent / value).resolve()
             path.exists()  # a name the file system refuses (too long, ...) fails here, not later
         except (OSError, ValueError) as exc:
-            raise self.fail(key, f"is not a usable path ({getattr(exc, 'strerror', None) or exc}), "
+            raise self.fail(where or key, f"is not a usable path ({getattr(exc, 'strerror', None) or exc}), "
                             f"got {short(value)}") from None
         return path
 
@@ -426,15 +426,17 @@ def _inputs(c: _Checker, data: dict, levels: tuple[str, ...]) -> tuple[str | Pat
     if not isinstance(raw, dict):
         inputs = c.typed(data, "inputs", str, "recorded")
         return (inputs, None) if inputs in ("recorded", "random") else (c.relative(data, "inputs"), None)
-    if "file" in raw:
+    forms = "recorded, random, an .npy path, {file: X.npy, labels: Y.npy} or {normal: N, seed: S}"
+    if "file" in raw or "labels" in raw:
         for key in raw:
             c.choices(f"inputs.{str(key)[:40]}", key, ("file", "labels"))
-        return c.relative(raw, "file"), c.relative(raw, "labels")
+        if "file" not in raw:
+            raise c.fail("inputs.file", "is missing: labels go with the inputs file, {file: X.npy, labels: Y.npy}")
+        return c.relative(raw, "file", where="inputs.file"), c.relative(raw, "labels", where="inputs.labels")
+    if "normal" not in raw:
+        raise c.fail("inputs", f"must be {forms}, got {short(raw)}")
     for key in raw:
         c.choices(f"inputs.{str(key)[:40]}", key, ("normal", "seed", "levels"))
-    if "normal" not in raw:
-        raise c.fail("inputs", "must be recorded, random, an .npy path, {file: X.npy, labels: Y.npy} or "
-                     "{normal: N, seed: S}")
     n = c.counted(raw, "normal", COUNT, where="inputs.normal")
     per_level = []
     for level, count in c.typed(raw, "levels", dict, {}, where="inputs.levels").items():

@@ -45,3 +45,15 @@ def test_a_monte_carlo_gate_without_runs_says_how_to_drop_it(tmp_path, small_wei
                     "gates:\n  - {level: transistor, metric: mc_p95_output_error, limit: 1}\n")
     with pytest.raises(InputError, match=r"set monte_carlo.runs to 2 or more, or leave the gate out"):
         load_flow(flow)
+
+
+@pytest.mark.parametrize("inputs,message", [
+    ("{file: 3}", "'inputs.file' must be a str, got 3"),
+    ("{file: x.npy, labels: 5}", "'inputs.labels' must be a str, got 5"),
+    ("{labels: y.npy}", "'inputs.file' is missing: labels go with the inputs file"),
+    ("{files: x.npy}", "'inputs' must be recorded, random, an .npy path, {file: X.npy, labels: Y.npy} or {normal"),
+])
+def test_inputs_mapping_errors_name_the_dotted_key(tmp_path, small_weights, inputs, message):
+    flow = tmp_path / "f.yaml"
+    flow.write_text(f"model: {small_weights}\ninputs: {inputs}\nlevels: [behavioural]\n")
+    assert message in _one_line_error(_cli("verify", flow))
