@@ -38,7 +38,7 @@ from .inputs import check_inputs, check_labels, load_array, load_inputs
 from .knet import FORMAT, KNet, load_extras, load_knet, save_knet
 from .laws import LAWS
 from . import progress
-from .budget import Budget, estimate
+from .budget import OUTSIDE_SLACK, Budget, estimate
 from .mapping import ScalingPlan, ThetaMisses, map_knet, plan_scaling, theta_misses
 from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_deck, render_transistor_circuit,
                       transistor_tran, write_circuit)
@@ -292,7 +292,11 @@ def prepare_transistor(knet: KNet, x: np.ndarray, source: str, pdk: str, corner:
     network = plan.network
     cellmap = map_knet(network, pdk, corner, plan.cell_scaling, area=area)
     if cellmap.clipped and not allow_clipped:
-        raise InputError(f"{where}: {_clipped_message(cellmap, knet.law, fixes[0])}")
+        also = ""
+        if plan.outside > OUTSIDE_SLACK and not allow_out_of_budget and (gate, swing_gate) != (None, None):
+            also = (f"; the nodes also leave the cells' compliance window by {plan.outside:.3g} V, so the "
+                    f"dynamic-range budget will refuse it next: {fixes[1]} as well")
+        raise InputError(f"{where}: {_clipped_message(cellmap, knet.law, fixes[0])}{also}")
     refine_steps = steps_for(network, refine_steps)
     cellmap = refine(network, cellmap, refine_steps)
     acc = cellmap.cell.accuracy(cellmap.pdk)
