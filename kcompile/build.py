@@ -39,7 +39,7 @@ from .knet import FORMAT, KNet, load_extras, load_knet, save_knet
 from .laws import LAWS
 from . import progress
 from .budget import OUTSIDE_SLACK, Budget, estimate
-from .mapping import ScalingPlan, ThetaMisses, map_knet, plan_scaling, theta_misses
+from .mapping import ScalingPlan, ThetaMisses, map_knet, plan_scaling, theta_misses, transistor_scaling
 from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_deck, render_transistor_circuit,
                       transistor_tran, write_circuit)
 from .osdi import DEVICES, default_devices
@@ -264,7 +264,8 @@ def prepare_transistor(knet: KNet, x: np.ndarray, source: str, pdk: str, corner:
                        mode: str, *, allow_clipped: bool = False, refine_steps: int | None = None,
                        gate: float | None = None, swing_gate: float | None = None, allow_out_of_budget: bool = False,
                        where: str = "", area: float = 1.0,
-                       fixes: tuple[str, str] = ("pass --allow-clipped", "pass --allow-out-of-budget")) -> Prepared:
+                       fixes: tuple[str, str, str] = ("pass --allow-clipped", "pass --allow-out-of-budget",
+                                                      "pass --c-unit {:g}")) -> Prepared:
     """Range analysis on ``x``, the scaling plan, mapping, refinement, θ misses and the budget of a transistor-level
     circuit of ``knet`` (``build`` and verification flows).
 
@@ -276,7 +277,8 @@ def prepare_transistor(knet: KNet, x: np.ndarray, source: str, pdk: str, corner:
         The output error the budget must meet (model units).
     swing_gate : float, optional
         Without ``gate``: this fraction of the network's swing, at least :data:`MIN_BUDGET`; neither: no gate.
-    where, fixes : the start of every refusal (a file), and how to proceed anyway (clipped, out of budget).
+    where, fixes : the start of every refusal (a file); how to proceed anyway (clipped, out of budget), and how to
+        set the capacitance per unit (a format string).
     area : float
         The cells' gate area relative to their drawn sizes (:meth:`kcompile.cells.base.Cell.with_area`).
 
@@ -302,15 +304,41 @@ def prepare_transistor(knet: KNet, x: np.ndarray, source: str, pdk: str, corner:
     acc = cellmap.cell.accuracy(cellmap.pdk)
     if gate is None and swing_gate is not None:
         gate = max(MIN_BUDGET, swing_gate * ranges.peak)
+
+    def budget_at(c_factor: float):
+        cell_scaling = dataclasses.replace(plan.cell_scaling, c_unit=plan.cell_scaling.c_unit * c_factor)
+        return estimate(network, plan.alpha, acc, cell_scaling, x, ranges.peak, gate,
+                        [lm.achieved for lm in cellmap.layers], outside=plan.outside, measured=bool(refine_steps))
+
     with progress.task("dynamic-range budget"):
-        budget = estimate(network, plan.alpha, acc, plan.cell_scaling, x, ranges.peak, gate,
-                          [lm.achieved for lm in cellmap.layers], outside=plan.outside, measured=bool(refine_steps))
+        budget = budget_at(1.0)
     if budget is not None and not budget.within and not allow_out_of_budget:
         why = ("the cells' accuracy at this scaling cannot meet the gate" if budget.holds else
                "the nodes leave the cells' compliance window, so no accuracy can be promised")
+        lever = ""
+        if budget.holds:
+            with progress.task("dynamic-range budget at larger capacitances per unit"):
+                lever = _c_unit_lever(budget_at, (scaling or transistor_scaling(get_pdk(pdk))).c_unit, fixes[2])
         raise InputError(f"{where}: {budget.message()}; {why} (docs/transistor.md, 'Dynamic-range budget'): "
-                         f"{fixes[1]} to proceed anyway")
+                         f"{lever}{fixes[1]} to proceed anyway")
     return Prepared(plan, cellmap, refine_steps, theta_misses(knet.law, cellmap), acc, budget)
+
+
+#: capacitances per unit tried, as multiples of the build's, when its budget exceeds the gate
+C_UNIT_FACTORS = (2.0, 4.0)
+
+
+def _c_unit_lever(budget_at, c_unit: float, fix: str) -> str:
+    """Advice for a budget above its gate: the smallest of :data:`C_UNIT_FACTORS` times the capacitance per unit
+    whose estimate meets it (a larger node capacitance shrinks the share of the cells' parasitic and switch
+    charges), or why none does."""
+    for factor in C_UNIT_FACTORS:
+        b = budget_at(factor)
+        if b.within:
+            return (f"{fix.format(c_unit * factor)} ({factor:g}x the capacitance per unit: about {factor:g}x the "
+                    f"settling time and energy) brings the estimate to {b.nominal:.3g}, within the gate; or ")
+    return (f"even {C_UNIT_FACTORS[-1]:g}x the capacitance per unit leaves it at {b.nominal:.3g} (the cells' offsets "
+            "and gain errors, not their parasitics, dominate: a smaller swing or a retrained network is the remedy); ")
 
 
 def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = None, *, cells: str = "behavioural",

@@ -58,6 +58,11 @@ GRID_SWEEP = (33, 9)
 GRID_SLOPES = (1 / 256, 1 / 64, 1 / 16, 1 / 4, 1.0)
 #: offset values of the θ grid across the calibrated box
 GRID_OFFSETS = 3
+#: dopri5 tolerances of the characterised ODE. Its right-hand side interpolates measured tables whose own error is
+#: 1e-3 units and more (:class:`Validation`), and bilinear interpolation has a kink at every grid line, where a
+#: tolerance of 1e-9 forces tiny steps: on mnist14-hw (5,954 cells, 20 images) rtol 1e-9 took 48 s and 1e-6 took
+#: 3.0 s, the outputs 2e-5 units apart (docs/performance.md). Explicit ``rtol``/``atol`` still win.
+CHAR_RTOL, CHAR_ATOL = 1e-6, 1e-8
 #: grid instances per DC deck (a deck of two-stage cells takes ~1 s per instance and grid point at this size; DC
 #: cost grows faster than the deck: 12 near-off sky130 kc_relu instances took 34-129 s, one deck of 150 minutes)
 GRID_CHUNK = 12
@@ -320,11 +325,13 @@ def table_rhs(tables: DeviceTables):
 
 def integrate_characterised(knet: KNet, tables: DeviceTables, inputs: np.ndarray, alpha: float = 1.0,
                             **kwargs) -> Trajectory:
-    """The characterised reference trajectory (same solver and options as the ideal one).
+    """The characterised reference trajectory (:func:`kcompile.reference.integrate` and its options; dopri5 at
+    :data:`CHAR_RTOL`/:data:`CHAR_ATOL` unless ``rtol``/``atol`` are given).
 
     ``knet`` is the network the circuit realises; with ``alpha`` ≠ 1 it is the rescaled ``u = v/α``
     (:mod:`kcompile.scaling`), ``inputs`` are in the original units and so is the result.
     """
+    kwargs = {"rtol": CHAR_RTOL, "atol": CHAR_ATOL, **kwargs}
     traj = integrate(knet, np.asarray(inputs, dtype=float) / alpha, rhs=table_rhs(tables), **kwargs)
     if alpha == 1.0:
         return traj

@@ -410,7 +410,8 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
                               allow_out_of_budget=flow.allow_out_of_budget, where=str(flow.path),
                               area=flow.cell_area,
                               fixes=("set 'allow_clipped: true' in the flow",
-                                     "set 'allow_out_of_budget: true' in the flow"))
+                                     "set 'allow_out_of_budget: true' in the flow",
+                                     "set 'scaling: {{c_unit: {:g}}}' in the flow"))
     tick(1)
     circuit, cellmap, scaling, alpha = prep.plan.network, prep.cellmap, prep.plan.scaling, prep.plan.alpha
     runs, mc = [], None

@@ -88,12 +88,30 @@ def test_theta_beyond_the_box_counts_as_a_theta_miss(tmp_path):
     assert any("miss their target θ" in w for w in b.manifest["warnings"])
 
 
+def test_budget_refusal_names_a_capacitance_that_meets_the_gate_and_following_it_builds(tmp_path):
+    # refined cells 4x as large: their parasitic capacitance (x4) dominates the estimate, so a larger
+    # capacitance per unit meets the default gate (the estimate 0.326 against 0.321, 0.204 at 2x: measured)
+    model = ROOT / "examples" / "zoo" / "moons-hw-robust.npz"
+    args = ("build", str(model), "--cells", "transistor", "--cell-area", "4")
+    refused = _cli(*args, "-o", str(tmp_path / "a"), cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr and not (tmp_path / "a").exists()
+    advice = re.search(r"pass --c-unit (\S+) \(2x the capacitance per unit.*brings the estimate to (\S+), within",
+                       refused.stderr)
+    assert advice, refused.stderr
+    ok = _cli(*args, "--c-unit", advice.group(1), "-o", str(tmp_path / "b"), cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    budget = json.loads((tmp_path / "b" / "manifest.json").read_text())["cells"]["budget"]
+    assert budget["nominal"] <= budget["gate"] and f"{budget['nominal']:.3g}" == advice.group(2)
+
+
 def test_budget_gate_refuses_and_the_flag_proceeds(tmp_path):
     refused = _cli("build", str(WIDE), "-o", str(tmp_path / "a"), "--cells", "transistor", "--refine-steps", "0",
                    "--max-error", "1e-6", cwd=tmp_path)
     assert refused.returncode == 2
     assert "expected output error" in refused.stderr and "--allow-out-of-budget" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "a").exists()
+    # the cells' offsets dominate this estimate: no capacitance is offered as the remedy
+    assert "even 4x the capacitance per unit leaves it at" in refused.stderr and "--c-unit" not in refused.stderr
     ok = _cli("build", str(WIDE), "-o", str(tmp_path / "b"), "--cells", "transistor", "--refine-steps", "0",
               "--max-error", "1e-6", "--allow-out-of-budget", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
