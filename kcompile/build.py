@@ -33,12 +33,12 @@ from . import __version__
 from .checks import (CELL_AREA, CELSIUS, POINTS_PER_LAYER, POSITIVE, REFINE_STEPS, SCALING, Number, scaling_problem,
                      short)
 from .errors import InputError
-from .files import sha256, umask
+from .files import check_writable_parent, sha256, umask
 from .inputs import check_inputs, check_labels, load_array, load_inputs
 from .knet import FORMAT, KNet, load_extras, load_knet, save_knet
 from .laws import LAWS
 from . import progress
-from .budget import Budget, estimate
+from .budget import OUTSIDE_SLACK, Budget, estimate
 from .mapping import ScalingPlan, ThetaMisses, map_knet, plan_scaling, theta_misses, transistor_scaling
 from .netlist import (SOLVERS, TRAN_METHODS, Tran, default_tran, render_deck, render_transistor_circuit,
                       transistor_tran, write_circuit)
@@ -294,7 +294,11 @@ def prepare_transistor(knet: KNet, x: np.ndarray, source: str, pdk: str, corner:
     network = plan.network
     cellmap = map_knet(network, pdk, corner, plan.cell_scaling, area=area)
     if cellmap.clipped and not allow_clipped:
-        raise InputError(f"{where}: {_clipped_message(cellmap, knet.law, fixes[0])}")
+        also = ""
+        if plan.outside > OUTSIDE_SLACK and not allow_out_of_budget and (gate, swing_gate) != (None, None):
+            also = (f"; the nodes also leave the cells' compliance window by {plan.outside:.3g} V, so the "
+                    f"dynamic-range budget will refuse it next: {fixes[1]} as well")
+        raise InputError(f"{where}: {_clipped_message(cellmap, knet.law, fixes[0])}{also}")
     refine_steps = steps_for(network, refine_steps)
     cellmap = refine(network, cellmap, refine_steps)
     acc = cellmap.cell.accuracy(cellmap.pdk)
@@ -492,25 +496,24 @@ def check_replaceable(out_dir: Path) -> None:
     A build may write into a missing or empty directory, or replace an
     earlier kcompile build that holds nothing but the files its manifest
     lists. It never replaces the current directory, one of its parents, a
-    symbolic link or anything else.
+    symbolic link or anything else, and the nearest existing parent must take
+    new files (:func:`kcompile.files.check_writable_parent`).
     """
     if out_dir.is_symlink():
         raise InputError(f"{out_dir}: is a symbolic link; kcompile writes build directories only to real paths, "
                          "choose another -o")
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a directory; choose another -o")
-    here, target = Path.cwd().resolve(), out_dir.resolve()
-    if target == here or target in here.parents:
-        raise InputError(f"{out_dir}: is the current directory or one of its parents; a build is written into a "
-                         "directory of its own: choose another -o, e.g. build/NAME")
-    if not any(out_dir.iterdir()):
-        return
-    why = _is_own_build(out_dir)
-    if why is not None:
-        raise InputError(f"{out_dir}: exists and is not a kcompile build directory that can be replaced ({why}); "
-                         "nothing was changed: choose another -o or move the files away")
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise InputError(f"{out_dir}: exists and is not a directory; choose another -o")
+        here, target = Path.cwd().resolve(), out_dir.resolve()
+        if target == here or target in here.parents:
+            raise InputError(f"{out_dir}: is the current directory or one of its parents; a build is written into "
+                             "a directory of its own: choose another -o, e.g. build/NAME")
+        why = _is_own_build(out_dir) if any(out_dir.iterdir()) else None
+        if why is not None:
+            raise InputError(f"{out_dir}: exists and is not a kcompile build directory that can be replaced "
+                             f"({why}); nothing was changed: choose another -o or move the files away")
+    check_writable_parent(out_dir, "build directory")  # the build is assembled beside it, then renamed
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:

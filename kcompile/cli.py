@@ -272,7 +272,7 @@ _TRANSISTOR_ONLY = ("pdk", "corner", "allow_clipped", "refine_steps", "scaling_m
 
 @main.command()
 @click.argument("weights", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Build directory (default: build/<weights name>).")
 @click.option("--cells", type=click.Choice(["behavioural", "transistor"]), default="behavioural", show_default=True,
               help="One behavioural source per device, or one calibrated transistor-level cell per device.")
@@ -534,6 +534,9 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
     with _phase(f"reference: {len(x)} sample(s), {settings.describe()}"):
         ref = settings.integrate(b.knet, x)
     seconds["reference"] = time.perf_counter() - t0
+    outside = _outside_window(b, ref)
+    if outside:
+        _warn(outside)
     char = _characterised(b, x, settings)
     if not use_spice:
         return _Run(b, x, source, labels, settings, ref, characterised=char, seconds=seconds)
@@ -555,6 +558,23 @@ def _run(build_path: Path, inputs: Path | None, use_spice: bool, batch: int, see
           + (f" ({spice.cached} from the cache)" if spice.cached else ""))
     return _Run(b, x, source, labels, settings, ref, spice, compare(ref.states, spice.states, b.knet.output_nodes),
                 char, seconds)
+
+
+def _outside_window(b: Build, ref: Trajectory) -> str | None:
+    """For a transistor build: where this batch's ideal node voltages (layer ends) leave the cells' window further
+    than on the inputs the build was scaled for, in volts; else ``None``."""
+    plan = b.manifest["cells"].get("scaling_plan") if b.transistor else None
+    if not plan:
+        return None
+    (w0, w1), (p0, p1), sc = plan["window_volts"], plan["volts"], b.scaling
+    lo, hi = sc.vcm + sc.v0 * float(ref.states.min()), sc.vcm + sc.v0 * float(ref.states.max())
+    if lo >= min(w0, p0) and hi <= max(w1, p1):
+        return None
+    return (f"on these inputs the ideal node voltages reach {lo:.3g} to {hi:.3g} V at the layer ends, outside cell "
+            f"{b.manifest['cells']['cell']}'s window {w0:g} to {w1:g} V (the build was scaled for "
+            f"{plan['ranges']['source']}: {p0:.3g} to {p1:.3g} V), so the cells leave their measured range and the "
+            "characterised and transistor levels will be inaccurate; rebuild with --calibration X.npy holding "
+            "inputs like these")
 
 
 def _table(run: _Run, rows: int) -> Table:

@@ -69,12 +69,29 @@ def check_output_file(path: str | Path, what: str = "output file") -> Path:
         raise InputError(f"{path}: the {what} is a directory; give a file name")
     if path.exists() and not path.stat().st_mode & 0o222:
         raise InputError(f"{path}: the {what} is write-protected; make it writable or choose another path")
-    for parent in path.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"{path}: {parent} is not a directory, so the {what} cannot be written there")
-            break
+    check_writable_parent(path, what)
     return path
+
+
+def check_writable_parent(path: str | Path, what: str = "output file") -> None:
+    """Refuse, before any work, a ``path`` whose nearest existing parent is not a directory that takes new files.
+
+    The parent is probed by creating and removing a temporary file in it, so a
+    read-only file system, ``/proc`` or a directory the user cannot write (root
+    included, where the file system refuses) is caught here rather than after a
+    simulation. Raises :class:`~kcompile.errors.InputError` naming ``path``.
+    """
+    path = Path(path)
+    parent = next((p for p in path.absolute().parents if p.exists()), Path("/"))
+    if not parent.is_dir():
+        raise InputError(f"{path}: {parent} is not a directory, so the {what} cannot be written there")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".kcompile-probe.", dir=parent)
+    except OSError as exc:
+        raise InputError(f"{path}: the {what} cannot be written there ({parent} refuses new files: "
+                         f"{exc.strerror or exc}); choose another path") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -11,7 +11,7 @@ Example::
     model: ../examples/random_relu.npz     # relative to the flow file
     inputs: recorded                       # or a .npy path, "random", {file: X.npy, labels: Y.npy},
                                            # or {normal: N, seed: S} (a generative model's latents)
-    batch: 8
+    batch: 8                               # recorded or random inputs: how many (a file or latents run whole)
     levels: [behavioural]
     gates:
       - {level: behavioural, metric: max_output_error, limit: 1.0e-4}
@@ -241,16 +241,16 @@ class _Checker:
             raise self.fail(key, f"must be one of {', '.join(allowed)}, got {short(value)}")
         return value
 
-    def relative(self, data: dict, key: str, default=None) -> Path | None:
-        """A path relative to the flow file, made absolute."""
-        value = self.typed(data, key, str, default)
+    def relative(self, data: dict, key: str, default=None, where: str | None = None) -> Path | None:
+        """A path relative to the flow file, made absolute; errors name ``where`` (the dotted path), else ``key``."""
+        value = self.typed(data, key, str, default, where=where)
         if value is None:
             return None
         try:
             path = (self.path.parent / value).resolve()
             path.exists()  # a name the file system refuses (too long, ...) fails here, not later
         except (OSError, ValueError) as exc:
-            raise self.fail(key, f"is not a usable path ({getattr(exc, 'strerror', None) or exc}), "
+            raise self.fail(where or key, f"is not a usable path ({getattr(exc, 'strerror', None) or exc}), "
                             f"got {short(value)}") from None
         return path
 
@@ -346,6 +346,9 @@ def load_flow(path: str | Path, overrides=()) -> Flow:
         raise c.fail("model", f"names {model}, which does not exist")
     levels = tuple(c.choices("levels", str(v), LEVELS) for v in _as_list(data.get("levels", ["behavioural"])))
     inputs, labels = _inputs(c, data, levels)
+    if "batch" in data and inputs not in ("recorded", "random"):
+        raise c.fail("batch", "applies to recorded and random inputs, but this flow's inputs are a file or latents, "
+                     "which run whole: leave batch out and give a file (or inputs.normal) of the size you want")
     pdk_name = c.typed(data, "pdk", str, None)
     corners = _corners(c, data, pdk_name)
     temperature = tuple(c.number({"t": v}, "t", CELSIUS, "temperature")
@@ -384,7 +387,8 @@ def load_flow(path: str | Path, overrides=()) -> Flow:
                          "behavioural level in ngspice and vacask")
         if gate.is_monte_carlo and (gate.level != "transistor" or monte_carlo.runs < 2):
             raise c.fail(f"gates[{i}].metric", f"is {gate.metric!r}, which needs level 'transistor' and "
-                         f"'monte_carlo.runs' of at least 2 (got level {gate.level!r}, {monte_carlo.runs} runs)")
+                         f"'monte_carlo.runs' of at least 2 (got level {gate.level!r}, {monte_carlo.runs} runs): "
+                         "set monte_carlo.runs to 2 or more, or leave the gate out (gates=[...])")
         _check_gate_inputs(c, i, gate, inputs)
         gates.append(gate)
     samples_per_run = data.get("samples_per_run", 1)
@@ -422,15 +426,17 @@ def _inputs(c: _Checker, data: dict, levels: tuple[str, ...]) -> tuple[str | Pat
     if not isinstance(raw, dict):
         inputs = c.typed(data, "inputs", str, "recorded")
         return (inputs, None) if inputs in ("recorded", "random") else (c.relative(data, "inputs"), None)
-    if "file" in raw:
+    forms = "recorded, random, an .npy path, {file: X.npy, labels: Y.npy} or {normal: N, seed: S}"
+    if "file" in raw or "labels" in raw:
         for key in raw:
             c.choices(f"inputs.{str(key)[:40]}", key, ("file", "labels"))
-        return c.relative(raw, "file"), c.relative(raw, "labels")
+        if "file" not in raw:
+            raise c.fail("inputs.file", "is missing: labels go with the inputs file, {file: X.npy, labels: Y.npy}")
+        return c.relative(raw, "file", where="inputs.file"), c.relative(raw, "labels", where="inputs.labels")
+    if "normal" not in raw:
+        raise c.fail("inputs", f"must be {forms}, got {short(raw)}")
     for key in raw:
         c.choices(f"inputs.{str(key)[:40]}", key, ("normal", "seed", "levels"))
-    if "normal" not in raw:
-        raise c.fail("inputs", "must be recorded, random, an .npy path, {file: X.npy, labels: Y.npy} or "
-                     "{normal: N, seed: S}")
     n = c.counted(raw, "normal", COUNT, where="inputs.normal")
     per_level = []
     for level, count in c.typed(raw, "levels", dict, {}, where="inputs.levels").items():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import COUNT, SEED
+from .checks import COUNT, SEED, short
 from .errors import InputError
 from .knet import KNet
 
@@ -17,14 +17,25 @@ def check_inputs(x: np.ndarray, knet: KNet, source: str) -> np.ndarray:
         raise InputError(f"{source}: inputs must be numeric, got dtype {x.dtype}")
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))
     if x.ndim != 2 or x.shape[0] == 0:
-        raise InputError(f"{source}: inputs must have shape [batch, {knet.num_features}], got {x.shape}")
+        raise InputError(f"{source}: inputs must have shape [batch, {knet.num_features}], got {x.shape}"
+                         f"{_feature_rule(knet)}")
     if x.shape[1] != knet.num_features:
         raise InputError(f"{source}: inputs have {x.shape[1]} columns but the network takes "
-                         f"{knet.num_features} features (one per input_index)")
+                         f"{knet.num_features} features (one per input_index){_feature_rule(knet)}")
     if not np.all(np.isfinite(x)):
         row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
         raise InputError(f"{source}: row {row} contains NaN or inf")
     return x
+
+
+def _feature_rule(knet: KNet) -> str:
+    """How the model's features are made, as its weights record it (``meta.task.normalisation``), or ""."""
+    task = knet.meta.get("task")
+    norm = task.get("normalisation") if isinstance(task, dict) else None
+    if not isinstance(norm, dict):
+        return ""
+    rules = [short(norm[key], 160) for key in ("feature_rule", "feature_gain_rule") if isinstance(norm.get(key), str)]
+    return f"; make each row as the model's meta.task.normalisation says: {', then '.join(rules)}" if rules else ""
 
 
 def check_labels(labels: np.ndarray, rows: int, source: str) -> np.ndarray:
