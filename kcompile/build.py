@@ -48,6 +48,7 @@ from .scaling import Scaling, rescale, rescaling
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
 from .characterised import characterise, integrate_characterised
+from .refine import measure as refined_tables
 from .refine import refine, steps_for
 from .simulate import SpiceResult, simulate
 
@@ -305,10 +306,14 @@ def prepare_transistor(knet: KNet, x: np.ndarray, source: str, pdk: str, corner:
     if gate is None and swing_gate is not None:
         gate = max(MIN_BUDGET, swing_gate * ranges.peak)
 
+    # a refined map's every instance is DC-swept (cached): the budget draws on top of those measured tables
+    tables = refined_tables(cellmap) if refine_steps else None
+
     def budget_at(c_factor: float):
         cell_scaling = dataclasses.replace(plan.cell_scaling, c_unit=plan.cell_scaling.c_unit * c_factor)
         return estimate(network, plan.alpha, acc, cell_scaling, x, ranges.peak, gate,
-                        [lm.achieved for lm in cellmap.layers], outside=plan.outside, measured=bool(refine_steps))
+                        [lm.achieved for lm in cellmap.layers], outside=plan.outside, measured=bool(refine_steps),
+                        tables=tables)
 
     with progress.task("dynamic-range budget"):
         budget = budget_at(1.0)
@@ -337,8 +342,10 @@ def _c_unit_lever(budget_at, c_unit: float, fix: str) -> str:
         if b.within:
             return (f"{fix.format(c_unit * factor)} ({factor:g}x the capacitance per unit: about {factor:g}x the "
                     f"settling time and energy) brings the estimate to {b.nominal:.3g}, within the gate; or ")
-    return (f"even {C_UNIT_FACTORS[-1]:g}x the capacitance per unit leaves it at {b.nominal:.3g} (the cells' offsets "
-            "and gain errors, not their parasitics, dominate: a smaller swing or a retrained network is the remedy); ")
+    what = ("the cells' measured DC I-V (the characterised level), not their parasitics, dominates" if b.measured else
+            "the cells' offsets and gain errors, not their parasitics, dominate")
+    return (f"even {C_UNIT_FACTORS[-1]:g}x the capacitance per unit leaves it at {b.nominal:.3g} ({what}: a smaller "
+            "swing or a retrained network is the remedy); ")
 
 
 def build(weights: str | Path, out_dir: str | Path, scaling: Scaling | None = None, *, cells: str = "behavioural",
