@@ -17,15 +17,14 @@ scaling each term is a perturbation in model units:
 * **measured DC I–V** (``tables``: refined maps, whose every instance the
   refinement has DC-swept, cached): the gain, offset and copy terms are not
   drawn but taken as measured. Each device's current is its measured table
-  (bilinear in ``(Δ, m)``, the edge values beyond the grid), written as the
-  law at its fitted θ plus the measured residual ``table − law(θ)``; the drawn
-  terms perturb the law's part, so every draw is the characterised ODE
-  (:mod:`kcompile.characterised`) with perturbations on top, and its error is
-  taken against the ideal one: the measured shape and offset of every I–V
-  that the fitted θ leaves out (the refinement fits slopes and intercepts only)
-  is in the estimate. A relu network rescaled by α = 92 missed the ideal by 118
-  units at transistor level and 160 at the characterised level while the
-  θ-only estimate said 20.5 (docs/transistor.md);
+  (:class:`Measured`: how it is read between the grid points), and the drawn
+  terms move it by ``law(drawn θ) − law(fitted θ)``: every draw is the
+  characterised ODE (:mod:`kcompile.characterised`) with perturbations on
+  top, and its error is taken against the ideal one. So the measured shape
+  and offset of every I–V that the fitted θ leaves out (the refinement fits
+  slopes and intercepts only) is in the estimate: a relu network rescaled by
+  α = 92 missed the ideal by 118 units at transistor level while the θ-only
+  estimate said 20.5; drawn on the tables it says 145 (docs/transistor.md);
 * the node capacitance, while a layer is on: ``c_cell`` per cell terminal
   at the node (of either sign), against ``C·c_unit`` (the dynamic term,
   which shrinks as 1/C).
@@ -169,33 +168,56 @@ class _Sigmas:
         return _Sigmas(gain, offset_i / scaling.i0, v / scaling.v0, copy / 2 ** 0.5, acc.c_cell / scaling.c_unit)
 
 
-@dataclass(frozen=True, eq=False)
-class Residual:
-    """Each device's measured DC current minus the law at the θ it achieves, on the tables' ``(Δ, m)`` grid
-    (model units of the circuit's network; layout of :class:`kcompile.characterised.DeviceTables`)."""
+def _law(law, theta: np.ndarray, vs: np.ndarray, vd: np.ndarray, grid: bool = False) -> np.ndarray:
+    """The law's current for θ rows ``[E, P]`` at ``vs, vd`` ``[B, E]``, or (``grid``) on a ``[D, M]`` grid:
+    ``[E, D, M]``."""
+    a, b, c, scale = (np.asarray(x, dtype=float).reshape((-1, 1, 1) if grid else (-1,))
+                      for x in law.coefficients(theta))
+    return scale * law.activation.numpy(a * vs + b * vd + c)
 
-    delta: np.ndarray
-    mid: np.ndarray
-    sink: tuple[np.ndarray, ...]
-    source: tuple[np.ndarray, ...]
+
+@dataclass(frozen=True, eq=False)
+class Measured:
+    """Every device's measured DC I–V (:class:`kcompile.characterised.DeviceTables`, model units of the circuit's
+    network) and the θ fitted to it, read between the tables' points as the midpoint of two bilinear readings
+    that are exact on the grid points: of the table itself, and of the law at the fitted θ plus the bilinear
+    residual ``table − law(θ)``.
+
+    The build's tables are 0.125 units apart in Δ, coarser than a refined cell's measured knee: read directly,
+    the chord over the knee adds current, read as law plus residual it takes some away. On the strongly rescaled
+    relu networks of docs/transistor.md ('Budget on strongly rescaled networks') the two readings of the 129-point
+    tables bracket what tables 4x finer in Δ give (shift_relu seed 14: 28 and 7.2 units at the outputs against
+    13.7), and their midpoint is within 1.4x of it (18.7).
+    """
+
+    tables: DeviceTables
+    residual: tuple[tuple[np.ndarray, np.ndarray], ...]
+    achieved: tuple[np.ndarray, ...]
 
     @staticmethod
-    def of(network: KNet, achieved: list, tables: DeviceTables) -> Residual:
+    def of(network: KNet, achieved: list, tables: DeviceTables) -> Measured:
         law = LAWS[network.law]
-        vs = tables.mid[None, :] + tables.delta[:, None] / 2
-        vd = tables.mid[None, :] - tables.delta[:, None] / 2
-        ideal = []
-        for theta in achieved:
-            a, b, c, scale = (np.asarray(x, dtype=float).reshape(-1, 1, 1) for x in law.coefficients(theta))
-            ideal.append(scale * law.activation.numpy(a * vs + b * vd + c))
-        return Residual(tables.delta, tables.mid, tuple(t - g for t, g in zip(tables.sink, ideal)),
-                        tuple(t - g for t, g in zip(tables.source, ideal)))
+        vs, vd = tables.mid[None, :] + tables.delta[:, None] / 2, tables.mid[None, :] - tables.delta[:, None] / 2
+        residual = []
+        for k, theta in enumerate(achieved):
+            ideal = _law(law, theta, vs, vd, grid=True)
+            residual.append((tables.sink[k] - ideal, tables.source[k] - ideal))
+        return Measured(tables, tuple(residual), tuple(np.asarray(t, dtype=float) for t in achieved))
+
+    def correction(self, law, k: int, vs: np.ndarray, vd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What layer ``k``'s devices sink from s and source into d at ``vs, vd`` ``[B, E]`` beyond the law at
+        their fitted θ (added to the law at the drawn θ, it is the measured current perturbed by the draw)."""
+        t = self.tables
+        ts, to, rs, ro = _bilinear((t.sink[k], t.source[k], *self.residual[k]), t.delta, t.mid, vs - vd,
+                                   0.5 * (vs + vd))
+        g = _law(law, self.achieved[k], vs, vd)
+        return 0.5 * (ts - g + rs), 0.5 * (to - g + ro)
 
 
-def perturbed_rhs(draw: dict, residual: Residual | None = None):
+def perturbed_rhs(draw: dict, measured: Measured | None = None):
     """A right-hand-side factory for :func:`kcompile.reference.integrate`: the law with each device's drawn
-    coefficients, output copies and node capacitance (``draw[k]`` of :func:`_draw`), plus its measured
-    ``residual`` when given."""
+    coefficients, output copies and node capacitance (``draw[k]`` of :func:`_draw`), plus the ``measured``
+    :meth:`Measured.correction` when given."""
 
     def factory(knet: KNet, k: int, dtype=np.float64):
         layer, law = knet.layers[k], LAWS[knet.law]
@@ -209,10 +231,9 @@ def perturbed_rhs(draw: dict, residual: Residual | None = None):
             vg = np.concatenate([np.zeros((v.shape[0], 1)), v], axis=1)
             vs, vd = vg[:, layer.src], vg[:, layer.dst]
             g = p["scale"] * law.activation.numpy(p["a"] * vs + p["b"] * vd + p["c"])
-            if residual is None:
+            if measured is None:
                 return (into @ g.T - out @ g.T).T
-            r_sink, r_source = _bilinear((residual.sink[k], residual.source[k]), residual.delta, residual.mid,
-                                         vs - vd, 0.5 * (vs + vd))
+            r_sink, r_source = measured.correction(law, k, vs, vd)
             return (into @ (g + r_source).T - out @ (g + r_sink).T).T
 
         return rhs
@@ -272,7 +293,7 @@ def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, 
         return None
     if tables is not None and achieved is None:
         raise ValueError("The 'achieved' parameter of estimate must be given with 'tables'. Got None instead.")
-    residual = None if tables is None else Residual.of(network, achieved, tables)
+    dc = None if tables is None else Measured.of(network, achieved, tables)
     u = np.asarray(x, dtype=float)[:BATCH] / alpha
     ideal = integrate(network, u, rtol=RTOL, atol=ATOL).outputs
     errors = {}
@@ -281,7 +302,7 @@ def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, 
                          tables is not None)
         rng = np.random.default_rng(seed)  # common random numbers: the same draws with and without mismatch
         errors[mismatch] = np.array([
-            np.abs(integrate(network, u, rhs=perturbed_rhs(_draw(network, sig, rng, achieved), residual), rtol=RTOL,
+            np.abs(integrate(network, u, rhs=perturbed_rhs(_draw(network, sig, rng, achieved), dc), rtol=RTOL,
                              atol=ATOL).outputs - ideal).max() * alpha
             for _ in range(draws)])
     nom, mis = errors[False], errors[True]
