@@ -183,35 +183,39 @@ class Measured:
     that are exact on the grid points: of the table itself, and of the law at the fitted θ plus the bilinear
     residual ``table − law(θ)``.
 
-    The build's tables are 0.125 units apart in Δ, coarser than a refined cell's measured knee: read directly,
+    The build's tables are 0.125 units apart in Δ, wider than a refined cell's measured knee: read directly,
     the chord over the knee adds current, read as law plus residual it takes some away. On the strongly rescaled
     relu networks of docs/transistor.md ('Budget on strongly rescaled networks') the two readings of the 129-point
     tables bracket what tables 4x finer in Δ give (shift_relu seed 14: 28 and 7.2 units at the outputs against
     13.7), and their midpoint is within 1.4x of it (18.7).
+
+    ``sink``, ``source`` hold per layer ``2·table − law(θ)`` on the grid (:meth:`of`); ``achieved`` the fitted θ.
     """
 
-    tables: DeviceTables
-    residual: tuple[tuple[np.ndarray, np.ndarray], ...]
+    delta: np.ndarray
+    mid: np.ndarray
+    sink: tuple[np.ndarray, ...]
+    source: tuple[np.ndarray, ...]
     achieved: tuple[np.ndarray, ...]
 
     @staticmethod
     def of(network: KNet, achieved: list, tables: DeviceTables) -> Measured:
+        """Bilinear readings are linear in the table: the two readings' sum is one reading of ``table + residual``
+        (``2·table − law(θ)`` on the grid), what :class:`Measured` keeps."""
         law = LAWS[network.law]
         vs, vd = tables.mid[None, :] + tables.delta[:, None] / 2, tables.mid[None, :] - tables.delta[:, None] / 2
-        residual = []
-        for k, theta in enumerate(achieved):
-            ideal = _law(law, theta, vs, vd, grid=True)
-            residual.append((tables.sink[k] - ideal, tables.source[k] - ideal))
-        return Measured(tables, tuple(residual), tuple(np.asarray(t, dtype=float) for t in achieved))
+        ideal = [_law(law, theta, vs, vd, grid=True) for theta in achieved]
+        return Measured(tables.delta, tables.mid, tuple(2 * t - g for t, g in zip(tables.sink, ideal)),
+                        tuple(2 * t - g for t, g in zip(tables.source, ideal)),
+                        tuple(np.asarray(t, dtype=float) for t in achieved))
 
     def correction(self, law, k: int, vs: np.ndarray, vd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """What layer ``k``'s devices sink from s and source into d at ``vs, vd`` ``[B, E]`` beyond the law at
         their fitted θ (added to the law at the drawn θ, it is the measured current perturbed by the draw)."""
-        t = self.tables
-        ts, to, rs, ro = _bilinear((t.sink[k], t.source[k], *self.residual[k]), t.delta, t.mid, vs - vd,
-                                   0.5 * (vs + vd))
+        both_sink, both_source = _bilinear((self.sink[k], self.source[k]), self.delta, self.mid, vs - vd,
+                                           0.5 * (vs + vd))
         g = _law(law, self.achieved[k], vs, vd)
-        return 0.5 * (ts - g + rs), 0.5 * (to - g + ro)
+        return 0.5 * (both_sink - g), 0.5 * (both_source - g)
 
 
 def perturbed_rhs(draw: dict, measured: Measured | None = None):
