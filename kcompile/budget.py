@@ -218,27 +218,34 @@ class Measured:
         return 0.5 * (both_sink - g), 0.5 * (both_source - g)
 
 
-def perturbed_rhs(draw: dict, measured: Measured | None = None):
-    """A right-hand-side factory for :func:`kcompile.reference.integrate`: the law with each device's drawn
+def perturbed_rhs(draws: list[dict], measured: Measured | None = None):
+    """A right-hand-side factory for :func:`kcompile.reference.integrate` of ``len(draws)`` perturbed networks at
+    once (the batch: ``len(draws)`` blocks of the same inputs, draw-major): the law with each device's drawn
     coefficients, output copies and node capacitance (``draw[k]`` of :func:`_draw`), plus the ``measured``
-    :meth:`Measured.correction` when given."""
+    :meth:`Measured.correction` when given. One integration of all draws shares the adaptive steps, and costs
+    little more than one draw's (the right-hand side's overhead is per call)."""
 
     def factory(knet: KNet, k: int, dtype=np.float64):
         layer, law = knet.layers[k], LAWS[knet.law]
-        p = draw[k]
         e, n = layer.num_devices, knet.num_nodes
-        cinv = sp.diags(1.0 / p["capacitance"])
-        into = (cinv @ sp.csr_matrix((1.0 + p["copy_d"], (layer.dst, np.arange(e))), shape=(n + 1, e))[1:]).tocsr()
-        out = (cinv @ sp.csr_matrix((1.0 + p["copy_s"], (layer.src, np.arange(e))), shape=(n + 1, e))[1:]).tocsr()
+        a, b, c, copy_s, copy_d, cap = (np.stack([d[k][key] for d in draws])[:, None]
+                                        for key in ("a", "b", "c", "copy_s", "copy_d", "capacitance"))
+        scale = draws[0][k]["scale"]
+        into = sp.csr_matrix((np.ones(e), (layer.dst, np.arange(e))), shape=(n + 1, e))[1:].tocsr()
+        out = sp.csr_matrix((np.ones(e), (layer.src, np.arange(e))), shape=(n + 1, e))[1:].tocsr()
 
         def rhs(v: np.ndarray) -> np.ndarray:
             vg = np.concatenate([np.zeros((v.shape[0], 1)), v], axis=1)
             vs, vd = vg[:, layer.src], vg[:, layer.dst]
-            g = p["scale"] * law.activation.numpy(p["a"] * vs + p["b"] * vd + p["c"])
-            if measured is None:
-                return (into @ g.T - out @ g.T).T
-            r_sink, r_source = measured.correction(law, k, vs, vd)
-            return (into @ (g + r_source).T - out @ (g + r_sink).T).T
+            shape = (len(draws), -1, e)
+            g = scale * law.activation.numpy(a * vs.reshape(shape) + b * vd.reshape(shape) + c)
+            g_sink, g_source = g, g
+            if measured is not None:
+                r_sink, r_source = measured.correction(law, k, vs, vd)
+                g_sink, g_source = g + r_sink.reshape(shape), g + r_source.reshape(shape)
+            g_sink, g_source = (g_sink * (1 + copy_s)).reshape(-1, e), (g_source * (1 + copy_d)).reshape(-1, e)
+            dv = (into @ g_source.T - out @ g_sink.T).T
+            return (dv.reshape(len(draws), -1, n) / cap).reshape(-1, n)
 
         return rhs
 
@@ -305,10 +312,9 @@ def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, 
         sig = _Sigmas.of(accuracy, scaling, mismatch, achieved is not None if measured is None else measured,
                          tables is not None)
         rng = np.random.default_rng(seed)  # common random numbers: the same draws with and without mismatch
-        errors[mismatch] = np.array([
-            np.abs(integrate(network, u, rhs=perturbed_rhs(_draw(network, sig, rng, achieved), dc), rtol=RTOL,
-                             atol=ATOL).outputs - ideal).max() * alpha
-            for _ in range(draws)])
+        drawn = [_draw(network, sig, rng, achieved) for _ in range(draws)]
+        out = integrate(network, np.tile(u, (draws, 1)), rhs=perturbed_rhs(drawn, dc), rtol=RTOL, atol=ATOL).outputs
+        errors[mismatch] = np.abs(out.reshape(draws, len(u), -1) - ideal).max(axis=(1, 2)) * alpha
     nom, mis = errors[False], errors[True]
     return Budget(float(np.median(nom)), float(nom.max()), float(np.median(mis)), float(mis.max()), swing, gate,
                   draws, outside, tables is not None)
