@@ -185,9 +185,9 @@ class Measured:
 
     The build's tables are 0.125 units apart in Δ, wider than a refined cell's measured knee: read directly,
     the chord over the knee adds current, read as law plus residual it takes some away. On the strongly rescaled
-    relu networks of docs/transistor.md ('Budget on strongly rescaled networks') the two readings of the 129-point
-    tables bracket what tables 4x finer in Δ give (shift_relu seed 14: 28 and 7.2 units at the outputs against
-    13.7), and their midpoint is within 1.4x of it (18.7).
+    relu networks of docs/transistor.md ('The budget on strongly rescaled networks') the two readings of the
+    129-point tables bracket what tables 4x finer in Δ give (shift_relu seed 14: 28 and 7.2 units at the outputs
+    against 13.7), and their midpoint is within 1.4x of it (18.7).
 
     ``sink``, ``source`` hold per layer ``2·table − law(θ)`` on the grid (:meth:`of`); ``achieved`` the fitted θ.
     """
