@@ -34,7 +34,7 @@ with mismatch, the Pelgrom terms added in quadrature; the SAME normal draws for
 both, common random numbers, so the mismatch estimate is never below the
 nominal one by the luck of its draws), integrates the
 perturbed network on calibration inputs (:func:`kcompile.reference.integrate`
-with a perturbed right-hand side), and reports the largest output error per
+with a perturbed right-hand side; all draws as one batch), and reports the largest output error per
 draw in the ORIGINAL model units (× α): the median over draws is the budget,
 the largest the spread. It is an estimate of the DC and first-order dynamic
 terms, not a simulation: docs/transistor.md compares it with measured errors.
