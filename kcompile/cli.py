@@ -873,6 +873,8 @@ def _verify_flow(path: Path, jobs: int | None, timeout: float, as_json: bool, ju
                                   highlight=False, soft_wrap=True) if not _verbosity["quiet"] else None
 
         result = run_flow(flow, progress=samples)
+    for w in result.warnings:
+        _warn(w, tag="warning (transistor-level circuit):")
     if junit:
         write_junit(result, junit)
     if report:

@@ -462,9 +462,12 @@ def integrate(knet: KNet, inputs: np.ndarray, *, method: str = "dopri5", rtol: f
             else:
                 y = _rk4(f, y, layer.t_start, layer.t_stop, dt, grid_arr, out, counters, max_steps)
         except FloatingPointError as exc:
-            raise InputError(f"the reference integrator gave up on layer {k}: {exc}. Smallest node capacitance "
-                             f"{knet.capacitance.min():.3g}, largest |θ| {np.abs(layer.theta).max(initial=0):.3g}: "
-                             "rescale capacitance, θ or t_bounds so that the time constants C/θ are not tiny "
+            start = float(np.abs(y0).max(initial=0.0))
+            raise InputError(f"the reference integrator gave up on layer {k}: {exc}. The inputs start the nodes at "
+                             f"|v| up to {start:.3g}; smallest node capacitance {knet.capacitance.min():.3g}, "
+                             f"largest |θ| {np.abs(layer.theta).max(initial=0):.3g}: "
+                             + ("scale the inputs to the range the network was made for, or " if start > 1e3 else "")
+                             + "rescale capacitance, θ or t_bounds so that the time constants C/θ are not tiny "
                              "against the layer windows") from None
         states[:, k + 1] = y.T
     return Trajectory(states, states[:, -1, knet.output_nodes - 1], np.asarray(knet.t_bounds), counters[0],

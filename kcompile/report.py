@@ -145,6 +145,7 @@ def summary(result: FlowResult) -> dict:
         "corners": corner_table(result),
         "monte_carlo": monte_carlo_summary(result),
         "timing": result.timing,
+        "warnings": list(result.warnings),
         "gates": [
             {"name": g.gate.name, "level": g.gate.level, "corner": g.corner, "metric": g.gate.metric,
              "limit": g.gate.limit, "value": g.value, "passed": g.passed, "detail": g.detail}

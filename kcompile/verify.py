@@ -127,6 +127,7 @@ class FlowResult:
     timing: dict = field(default_factory=dict)  # seconds of the stages, and compute comparisons
     scaling: Scaling | None = None  # of the transistor-level circuits (None: behavioural only, model units)
     reference: ReferenceSettings = field(default_factory=ReferenceSettings)  # how the ideal level was integrated
+    warnings: tuple[str, ...] = ()  # the transistor-level circuit's (compliance in volts, θ misses), as a build's
 
     def __repr__(self) -> str:
         levels = ", ".join(dict.fromkeys(run.level for run in self.levels))
@@ -424,7 +425,7 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
                              [(ch.grid, ch.grid_states[b]) for b in range(min(len(xc), WAVEFORM_SAMPLES))],
                              task_metric(task, ch.outputs, lc)))
     if "transistor" not in flow.levels:
-        return runs, mc, scaling
+        return runs, mc, scaling, tuple(prep.warnings())
     x, labels = _first(flow, "transistor", x, labels)
     ideal_outputs = ideal_outputs[:len(x)]
     tran = prep.plan.tran(transistor_tran(knet, *([flow.points_per_layer] if flow.points_per_layer else [])))
@@ -461,7 +462,7 @@ def _transistor_runs(flow: Flow, knet: KNet, x: np.ndarray, labels, task, work: 
             None if task is None else np.array([task_metric(task, o, labels) for o in outputs]),
             np.abs(outputs - ideal_outputs[None]).max(axis=(1, 2)), reference.outputs,
             sum(r[1] for r in mc_results), np.stack([r[0].energy for r in mc_results]), attribution)
-    return runs, mc, scaling
+    return runs, mc, scaling, tuple(prep.warnings())
 
 
 def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = None,
@@ -497,7 +498,7 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
         ideal_run = LevelRun("ideal", "-", ideal.outputs, ideal.states, time.perf_counter() - t0,
                              metric=task_metric(task, ideal.outputs, labels))
         # cells: the transistor levels' scaling in the flow's model units (automatic scaling: the plan's)
-        runs, mc, timing, cells = [ideal_run], None, {}, None
+        runs, mc, timing, cells, warnings = [ideal_run], None, {}, None, ()
         executor = dask_executor(flow.scheduler) if flow.scheduler else None
         if "behavioural" in flow.levels:
             both = any(g.metric == "cross_simulator_max_diff" for g in flow.gates)  # in both, on the same inputs
@@ -506,7 +507,7 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
                                          progress))
         if {"characterised", "transistor"} & set(flow.levels):
             t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
-            more, mc, cells = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs,
+            more, mc, cells, warnings = _transistor_runs(flow, knet, x, labels, task, work, executor, progress, ideal.outputs,
                                                grid)
             runs += more
             timing["transistor_stage"] = {"wall_s": time.perf_counter() - t0,
@@ -518,4 +519,4 @@ def run_flow(flow: Flow, *, progress: Callable[[str, int, int], None] | None = N
         if flow.latent is not None and len(runs) > 1:
             runs, timing["samples"] = _compare_samples(flow, knet, ideal, runs, settings, progress)
         gates = [result for g in flow.gates for result in _gates(g, runs, ideal.outputs, ideal_run.metric, task, mc)]
-    return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates, mc, timing, cells, settings)
+    return FlowResult(flow, knet, x, labels, source, task, ideal, runs, gates, mc, timing, cells, settings, warnings)

@@ -108,3 +108,17 @@ def test_threads_split_the_devices_not_the_answer(law):
     a, b = (integrate(knet, x, method="rk4", dt=1e-2, threads=t) for t in (1, 2))  # fixed steps: rounding only
     assert np.abs(a.states[:, -1] - a.states[:, 0]).max() > 0.1
     np.testing.assert_allclose(a.states, b.states, rtol=1e-10, atol=1e-10)
+
+
+def test_absurd_inputs_are_named_as_the_cause():
+    from pathlib import Path
+
+    from kcompile.errors import InputError
+    from kcompile.knet import load_knet
+    knet = load_knet(Path(__file__).resolve().parent.parent / "examples" / "random_relu.npz")
+    with pytest.raises(InputError, match=r"start the nodes at \|v\| up to 1e\+300.*scale the inputs"):
+        integrate(knet, np.full((1, knet.num_features), 1e300))
+    with pytest.raises(InputError) as small:  # a stiff network with sane inputs: no advice about the inputs
+        integrate(random_knet(4, 1, 6, "relu", seed=0, theta_scale=1e9), np.ones((1, knet.num_features)),
+                  max_steps=2000)
+    assert "scale the inputs" not in str(small.value)
