@@ -292,7 +292,7 @@ def estimate(network: KNet, alpha: float, accuracy: Accuracy, scaling: Scaling, 
         prediction and the cells' calibrated accuracy is drawn around it too. Default: ``achieved`` is given.
     tables : DeviceTables, optional
         Every device's measured DC I–V (with ``achieved`` fitted to them): the draws perturb these tables
-        (:class:`Residual`), so the estimate includes the characterised level's error; only the dynamic term and
+        (:class:`Measured`), so the estimate includes the characterised level's error; only the dynamic term and
         mismatch are drawn.
     outside : float
         How far (volts) the nodes leave the cells' window on ``x`` (:attr:`kcompile.mapping.ScalingPlan.outside`).
