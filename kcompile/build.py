@@ -48,8 +48,7 @@ from .scaling import Scaling, rescale, rescaling
 from .pdk import get_pdk
 from .reference import Trajectory, integrate
 from .characterised import characterise, integrate_characterised
-from .refine import measure as refined_tables
-from .refine import refine, steps_for
+from .refine import measure as refined_tables, refine, steps_for
 from .simulate import SpiceResult, simulate
 
 MANIFEST = "manifest.json"

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .files import cache_dir
+from .files import atomic_write, cache_dir
 from .resources import PDK_MODELS_DIR
 
 CORNERS = ("tt", "ff", "ss", "fs", "sf")
@@ -312,12 +311,10 @@ def sky130_trimmed_text(models: Path, hoisted_dir: Path | None = None) -> str:
 
 
 def _write_once(path: Path, text) -> Path:
-    """``path``, written atomically from ``text()`` unless it exists."""
+    """``path``, written atomically (:func:`kcompile.files.atomic_write`) from ``text()`` unless it exists."""
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(text())
-        tmp.replace(path)
+        with atomic_write(path, "w", "sky130 model file") as f:
+            f.write(text())
     return path
 
 
