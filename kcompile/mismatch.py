@@ -22,6 +22,7 @@ output deviation is then checked against the transistor-level runs
 
 from __future__ import annotations
 
+import contextvars
 import os
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from . import progress
 from .cells import Transistor, cell_for_law
 from .cells.kc_relu import fit_relu
 from .cells.sweep import (BenchInstance, bench_ports, cached, dc_bench, deck_key, diff_sweeps, run_ngspice,
@@ -135,8 +137,14 @@ def theta_deviations(cellmap, mc: list[MismatchDraw], dspan: float = 8.0, dpoint
     zero = MismatchDraw(mc[0].model, 0, 0, 0.0) if mc else None
     rows = [(inst, d.params(inst.k, inst.i, inst.transistors)) for d in [zero, *mc] for inst in insts]
     chunks = [rows[start:start + CHUNK] for start in range(0, len(rows), CHUNK)]
-    with ThreadPoolExecutor(max(1, min(jobs or os.cpu_count() or 1, len(chunks)))) as pool:  # each waits on ngspice
-        swept = list(pool.map(lambda chunk: _sweep(cellmap, chunk, dspan, dpoints, cache), chunks))
+    label = (f"mismatch DC sweeps: {len(insts)} {cellmap.cell.name} instances x {len(mc) + 1} draws "
+             f"on {cellmap.pdk.name}/{cellmap.corner} ({len(chunks)} decks of up to {CHUNK})")
+    with progress.task(label, len(chunks)), \
+            ThreadPoolExecutor(max(1, min(jobs or os.cpu_count() or 1, len(chunks)))) as pool:  # each waits on ngspice
+        # each deck runs in a copy of this thread's context, so that it advances the step opened above
+        contexts = [contextvars.copy_context() for _ in chunks]
+        swept = list(pool.map(lambda ctx, chunk: ctx.run(_sweep, cellmap, chunk, dspan, dpoints, cache),
+                              contexts, chunks))
     delta = swept[0][0]
     sink, source = np.concatenate([s[1] for s in swept]), np.concatenate([s[2] for s in swept])
     fits = np.array([[*fit_relu(delta, a), *fit_relu(delta, b)] for a, b in zip(sink, source)])

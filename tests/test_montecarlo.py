@@ -327,3 +327,28 @@ def test_torchdiffeq_forward_counts_rhs_and_matches_reference():
     y, nfe = torchdiffeq_forward(knet, x)
     assert nfe >= 12 and y.shape == (2, len(knet.output_nodes))
     assert np.abs(y - integrate(knet, x).outputs).max() < 0.05  # rtol = atol = 1e-3, float32
+
+
+def test_theta_deviations_report_their_decks_as_progress(tmp_path, monkeypatch):
+    """The δθ sweeps (``--mismatch``'s table, the attribution) run their decks on threads; each deck still
+    advances the one step they open, first measured, then read from the cache."""
+    from kcompile import progress
+    from kcompile.mismatch import draws, theta_deviations
+
+    cellmap = map_knet(random_knet(3, 1, 2, "relu", theta_scale=0.3, seed=1), "generic180", "tt")
+    monkeypatch.setenv("KCOMPILE_CACHE", str(tmp_path))  # the sweeps' cache (the calibration's is read above)
+    monkeypatch.setattr("kcompile.mismatch.CHUNK", 3)  # 2 instances x 3 draws: two decks, on two threads
+    mc = draws(G180.mismatch, 1, 2)
+    runs = []
+    for _ in range(2):
+        events: list[progress.Event] = []
+        with progress.listening(events.append):
+            runs.append(theta_deviations(cellmap, mc, jobs=2))
+        assert [e.kind for e in events] == ["start", "advance", "advance", "end"]
+        assert events[0].label.startswith("mismatch DC sweeps: 2 kc_relu instances x 3 draws on generic180/tt")
+        assert events[-1].done == events[-1].total == 2
+        runs[-1] = (runs[-1], events[-1].cached)
+    (first, measured_cached), (second, cached) = runs
+    assert measured_cached == 0 and cached == 2
+    np.testing.assert_array_equal(first, second)
+    assert first.shape == (2, 2, 4) and np.abs(first).max() > 0  # the draws move the fitted θ
