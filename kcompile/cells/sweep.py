@@ -41,14 +41,16 @@ MID_SPAN, MID_POINTS = 4.0, 9  # common mode in [-4, 4] units, 1 apart
 _MODEL_FILE = re.compile(r'^(\s*\.(?:lib|include)\s+)"([^"]+)"', re.IGNORECASE | re.MULTILINE)
 
 
-def deck_key(deck: str, extra: str = "") -> str:
-    """Cache key of a deck: its text with each model file's path replaced by the hash of the file's
-    content, so that checkouts in other places (and other cache roots) share the measured tables."""
+def deck_key(deck: str, pdk: Pdk, extra: str = "") -> str:
+    """Cache key of a bench deck run on ``pdk``: its text with each model file's path replaced by the hash
+    of the file's content, so that checkouts in other places (and other cache roots) share the measured
+    tables, and the ngspice variables it runs with (:func:`run_ngspice`)."""
     def content(m: re.Match) -> str:
         path = Path(m.group(2))
         return f'{m.group(1)}"sha256:{sha256(path)}"' if path.is_file() else m.group(0)
 
-    return hashlib.sha256((_MODEL_FILE.sub(content, deck) + extra).encode()).hexdigest()[:16]
+    defines = " ".join(f"-D {d}" for d in pdk.ngspice_defines(bench=True))
+    return hashlib.sha256((_MODEL_FILE.sub(content, deck) + extra + defines).encode()).hexdigest()[:16]
 
 
 #: the wall-clock limit of a DC deck: this many seconds per instance and sweep point, at least
@@ -70,7 +72,7 @@ def run_ngspice(deck_text: str, pdk: Pdk, timeout: float = MIN_TIMEOUT) -> dict[
     The sweep variable (or time) is under ``"sweep"``. Thin wrapper over
     :func:`kcompile.ngspice.run` (which raises ``SimulatorError`` on failure, or after ``timeout`` seconds).
     """
-    raw = ngspice.run(deck_text, defines=pdk.ngspice_defines(), timeout=timeout)
+    raw = ngspice.run(deck_text, defines=pdk.ngspice_defines(bench=True), timeout=timeout)
     return {"sweep": raw.time, **{k.lower(): v for k, v in raw.vectors.items()}}
 
 
@@ -157,7 +159,7 @@ def variants(cell: Cell, pdk: Pdk, scaling: Scaling, mismatch: bool = False) -> 
 
 
 def _path(cell: Cell, pdk: Pdk, corner: str, kind: str, deck: str) -> Path:
-    return cache_dir() / "cells" / pdk.name / corner / f"{cell.name}{kind}-{deck_key(deck, cell.template_hash())}.npz"
+    return cache_dir() / "cells" / pdk.name / corner / f"{cell.name}{kind}-{deck_key(deck, pdk, cell.template_hash())}.npz"
 
 
 @dataclass(frozen=True, eq=False)
