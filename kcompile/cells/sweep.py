@@ -56,7 +56,8 @@ def deck_key(deck: str, pdk: Pdk, extra: str = "") -> str:
 #: the wall-clock limit of a DC deck: this many seconds per instance and sweep point, at least
 #: :data:`MIN_TIMEOUT`. A sky130 kc_relu deck of 24 instances x 1,161 points took just over 600 s of wall
 #: time on 2 cores at load 16 (21 ms per instance and point; the two-stage tanh cells 20-50 ms of CPU):
-#: a fixed 600 s limit stopped it at 99.7 % of its points
+#: a fixed 600 s limit stopped it at 99.7 % of its points (in ngspice's HSPICE mode, which the benches no longer
+#: use: :meth:`kcompile.pdk.Pdk.ngspice_defines`; a 400-instance sky130 deck of 65 points now takes ~51 s)
 SECONDS_PER_POINT = 0.1
 MIN_TIMEOUT = 600.0
 
