@@ -28,8 +28,8 @@ import click
 from click.core import ParameterSource
 import numpy as np
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                           TimeElapsedColumn)
 from rich.progress import Task as BarTask
 from rich.table import Table
 from rich.text import Text
@@ -113,10 +113,25 @@ class _Amount(MofNCompleteColumn):
         return super().render(task) if amount is None else Text(amount, style="progress.download")
 
 
-def _progress(*columns) -> Progress:
+class _Remaining(ProgressColumn):
+    """What is left of a bar at its pace so far (``about 12 min left``), once that pace is known; else empty."""
+
+    def render(self, task: BarTask) -> Text:
+        left = task.time_remaining
+        if task.finished or not task.total or left is None:
+            return Text("")
+        return Text(f"about {_seconds(left)} left", style="progress.remaining")
+
+
+#: seconds of a bar's history its pace is taken over: a transistor-level sample may take tens of minutes
+PACE_WINDOW = 3600.0
+
+
+def _progress(*columns, get_time=None) -> Progress:
     """Bars on stderr, on a terminal only (off one, e.g. in CI, the steps' end lines are all that is printed)."""
-    return Progress(*columns, BarColumn(), _Amount(), TimeElapsedColumn(), console=console,
-                    transient=True, disable=_verbosity["quiet"] or not console.is_terminal)
+    return Progress(*columns, BarColumn(), _Amount(), TimeElapsedColumn(), _Remaining(), console=console,
+                    transient=True, disable=_verbosity["quiet"] or not console.is_terminal,
+                    speed_estimate_period=PACE_WINDOW, get_time=get_time)
 
 
 def _seconds(s: float) -> str:
@@ -367,8 +382,7 @@ def build(weights: Path, out_dir: Path | None, cells, pdk, corner, allow_clipped
 def _steps():
     """Show kcompile's long steps (:mod:`kcompile.progress`) on stderr: a bar while each runs, a line when it ends
     (how long, and what came from the cache)."""
-    with _progress(TextColumn("{task.description}"), TimeRemainingColumn()) as bar, \
-            progress.listening(_listener(bar)):
+    with _progress(TextColumn("{task.description}")) as bar, progress.listening(_listener(bar)):
         yield
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from rich.progress import Progress
+from rich.progress import Progress, TextColumn
 
 from kcompile import cli, progress
 from kcompile.pool import local_pool
@@ -55,3 +55,21 @@ def test_command_line_draws_a_transient_as_a_fraction_of_its_stop_time(capsys, m
     listen(progress.Event("start", "range analysis", 0, None, 0, 0.0, key="7.2"))
     listen(progress.Event("end", "range analysis", 0, None, 0, 2.0, key="7.2"))
     assert capsys.readouterr().err == "range analysis: 2 s\n"  # a run's inner stages leave no line
+
+
+def test_bars_say_how_long_is_left_once_their_pace_is_known():
+    """A slow count (transistor-level samples of minutes each) still gets a pace: it is taken over an hour."""
+    now = [0.0]
+    bar = cli._progress(TextColumn("{task.description}"), get_time=lambda: now[0])
+    left = cli._Remaining()
+    task_id = bar.add_task("ngspice", total=10)
+    bar.add_task("range analysis", total=None)
+    task = bar.tasks[0]
+    assert str(left.render(task)) == ""  # no pace yet
+    for done, t in ((1, 300.0), (2, 600.0)):  # a sample every 5 minutes
+        now[0] = t
+        bar.update(task_id, completed=done)
+    assert str(left.render(task)) == "about 40.0 min left"
+    assert str(left.render(bar.tasks[1])) == ""  # a step of unknown length says nothing
+    bar.update(task_id, completed=10)
+    assert str(left.render(task)) == ""  # finished
