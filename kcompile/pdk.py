@@ -94,7 +94,7 @@ class Pdk:
     spiceinit : tuple of str
         ``set`` lines the vendor recommends for ngspice; every run passes them
         as ``-D name=value`` (:meth:`ngspice_defines`; the cells' DC benches
-        leave the compatibility mode out). They do not change a result, but
+        leave the compatibility mode out). They do not change a transient, but
         sky130's ``ngbehavior=hsa`` makes ngspice-39 read the circuits faster
         (measured before the model cards were hoisted: ~0.13 s expanding each
         transistor's parameterised subcircuit without it; since, 0.25 against

@@ -160,7 +160,8 @@ def variants(cell: Cell, pdk: Pdk, scaling: Scaling, mismatch: bool = False) -> 
 
 
 def _path(cell: Cell, pdk: Pdk, corner: str, kind: str, deck: str) -> Path:
-    return cache_dir() / "cells" / pdk.name / corner / f"{cell.name}{kind}-{deck_key(deck, pdk, cell.template_hash())}.npz"
+    key = deck_key(deck, pdk, cell.template_hash())
+    return cache_dir() / "cells" / pdk.name / corner / f"{cell.name}{kind}-{key}.npz"
 
 
 @dataclass(frozen=True, eq=False)
