@@ -128,7 +128,7 @@ class Budget:
     @property
     def _drawn(self) -> str:
         return ("the cells' dynamics on their measured DC I-V" if self.measured else
-                "the cells' calibrated accuracy")
+                "the cells' declared accuracy, as measured on generic180 tt")
 
     def message(self) -> str:
         """One line: both estimates in model units and relative to the swing, and the gate."""
