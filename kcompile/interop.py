@@ -20,12 +20,16 @@ circuit's ``simulator()`` therefore gives PySpice's ngspice-subprocess
 simulator a reader without those two faults, running the ngspice that
 kcompile runs (``KCOMPILE_NGSPICE`` or the one on ``PATH``) unless
 ``spice_command`` names another; ngspice's warnings become
-:class:`kcompile.ngspice.NgspiceWarning`.
+:class:`kcompile.ngspice.NgspiceWarning`. It runs ngspice as kcompile does
+(``-n``, the same environment) and with ``norefvalue``: ngspice 46 prints
+its progress on stdout, which in server mode is the data's stream, and a
+reader that took it for data shifted every later column (the reader now
+refuses data of the wrong length).
 
 Limits: behavioural builds in one transient only. A segmented build (10,000
 devices and more) runs one transient per layer, chained by kcompile; a
 transistor-level build needs its PDK's ngspice variables (``-D``), which
-PySpice's server mode cannot pass. Both are refused with an
+PySpice's simulator interface has no place for. Both are refused with an
 :class:`~kcompile.errors.InputError`.
 """
 
@@ -130,6 +134,10 @@ def _circuit_class() -> type:
     class _RawFile(RawFile):
         def _read_variable_data(self, raw_data):
             columns = self.number_of_variables * (2 if self.flags == "complex" else 1)
+            if len(raw_data) != 8 * columns * self.number_of_points:  # text in the data would shift every column
+                raise SimulatorError(f"ngspice's server output has {len(raw_data)} bytes of data, not the "
+                                     f"{8 * columns * self.number_of_points} of {self.number_of_points} points of "
+                                     f"{columns} values; something other than the data was printed into it")
             data = np.frombuffer(raw_data, dtype="f8", count=columns * self.number_of_points)
             data = data.reshape(self.number_of_points, columns).T
             if self.flags == "complex":
@@ -139,8 +147,9 @@ def _circuit_class() -> type:
 
     class _Server(SpiceServer):
         def __call__(self, spice_input):
-            proc = subprocess.run([self._spice_command, "-s"], input=str(spice_input).encode(), capture_output=True,
-                                  check=False, env=ngspice.NGSPICE.run_environment())  # as kcompile's own runs
+            # -n as kcompile's own runs; norefvalue: ngspice 46 prints its progress on stdout, into the data
+            proc = subprocess.run([self._spice_command, "-n", "-D", "norefvalue", "-s"], input=str(spice_input).encode(),
+                                  capture_output=True, check=False, env=ngspice.NGSPICE.run_environment())
             stderr = proc.stderr.decode(errors="replace")
             self._parse_stdout(proc.stdout)
             points = self._parse_stderr(stderr)

@@ -37,6 +37,19 @@ def test_the_shipped_example_matches_kcompiles_ngspice_run(tmp_path):
         assert float(waves.time[-1]) == pytest.approx(b.knet.t_bounds[-1])
 
 
+def test_a_run_long_enough_for_ngspice_to_print_its_progress_is_read_whole(tmp_path):
+    """ngspice 46 prints `` Reference value : ...`` every 0.25 s of CPU on stdout, which in server mode is the
+    data's stream: read as data, the text shifted every later column (CI saw time end at 1.0, not 3.0)."""
+    b = kcompile.build(ROOT / "examples" / "random_relu.npz", tmp_path / "b", devices="bsource")
+    row = b.recorded("inputs")[0]
+    circuit, analysis = to_pyspice(b, row)
+    fine = dict(analysis["args"], step_time=1e-4, max_time=1e-4)  # 30,000 points: seconds of CPU
+    waves = circuit.simulator(simulator="ngspice-subprocess").transient(**fine)
+    assert float(waves.time[-1]) == pytest.approx(b.knet.t_bounds[-1])
+    volts = np.array([float(waves[f"n{k}"][-1]) for k in b.knet.output_nodes])
+    assert np.abs(volts - b.simulate(row).outputs[0]).max() < 1e-3
+
+
 # gelu's expression costs ngspice ~130x a tanh device; the bridge carries it verbatim like every other law's
 # (its ngspice accuracy is tests/test_ngspice_laws.py's)
 @pytest.mark.parametrize("law", [name for name in LAWS if not name.startswith("gelu")])
