@@ -5,6 +5,12 @@ Usage (from the repository root)::
     python examples/zoo/record.py ideal MODEL.npz                 # dopri5 classes and accuracy on the test split
     python examples/zoo/record.py flow MODEL.npz KEY VERIFY.json  # a `kcompile verify FLOW --json` summary
     python examples/zoo/record.py mc MODEL.npz PDK[:CORNER] DIES  # surrogate Monte Carlo on the test split
+    python examples/zoo/record.py images MODEL.npz KEY N=VERIFY.json ...  # one-image flows, a row each
+
+``images`` keeps a row per test image N (1-based) from each one-image flow's ``kcompile verify --json``
+summary (whether its transistor-level class agrees with the ideal one and is right, its largest output
+error, CPU and wall seconds, latency and energy) and their totals: the figures of many transistor-level
+images without a whole summary each.
 
 ``--print`` as the last argument prints the figures without recording them (e.g. for a model under
 ``tests/golden``).
@@ -60,6 +66,26 @@ def flow(summary_path: str) -> dict:
     return {**{k: data[k] for k in keep if data.get(k) is not None}, "command": _command()}
 
 
+def images(specs: list[str]) -> dict:
+    rows = []
+    for spec in specs:
+        number, _, summary_path = spec.partition("=")
+        data = json.loads(Path(summary_path).read_text())
+        level = {lv["level"]: lv for lv in data["levels"]}["transistor"]
+        if data["samples"] != 1:
+            raise SystemExit(f"{summary_path}: {data['samples']} samples; images takes one-image flows")
+        stage = data["timing"]["transistor_stage"]
+        rows.append({"image": int(number), "flow": data["flow"], "agrees": level["class_agreement"] == 1,
+                     "correct": level["task_metric"] == 100.0, "max_output_error": level["max_output_error"],
+                     "cpu_s": round(stage["cpu_s"], 1), "wall_s": round(stage["wall_s"], 1),
+                     "latency_s": level["latency_s"], "energy_per_inference_j": level["energy_per_inference_j"]})
+    rows.sort(key=lambda r: r["image"])
+    cpu = [r["cpu_s"] for r in rows]
+    return {"samples": len(rows), "agree": sum(r["agrees"] for r in rows), "correct": sum(r["correct"] for r in rows),
+            "cpu_s_per_image": {"min": min(cpu), "median": float(np.median(cpu)), "max": max(cpu)},
+            "images": rows, "command": _command()}
+
+
 def monte_carlo(path: str, spec: str, dies: int) -> dict:
     import torch
 
@@ -85,13 +111,15 @@ def main(argv: list[str]) -> None:
         key, figures = "ideal", ideal(path)
     elif what == "flow":
         key, figures = rest[0], flow(rest[1])
+    elif what == "images":
+        key, figures = rest[0], images(rest[1:])
     elif what == "mc":
         key, figures = f"monte_carlo_{rest[0].replace(':', '_')}", monte_carlo(path, rest[0], int(rest[1]))
     else:
-        raise SystemExit(f"unknown figure {what!r}: ideal, flow or mc")
+        raise SystemExit(f"unknown figure {what!r}: ideal, flow, images or mc")
     if not dry:
         record_figures(path, key, figures)
-    print(json.dumps({key: {k: v for k, v in figures.items() if k not in ("classes", "per_die")}}, indent=1))
+    print(json.dumps({key: {k: v for k, v in figures.items() if k not in ("classes", "per_die", "images")}}, indent=1))
 
 
 if __name__ == "__main__":
