@@ -67,7 +67,7 @@ def affine_tanh_param_arrays(theta: np.ndarray, cal: AffineTanhCalibration) -> A
     ra, rb = np.exp(q.log_ra), np.exp(q.log_rb)
     eps = 0.5 * (interp_rows(q.log_ra, q.neg_a, lr, cal.eps) + interp_rows(q.log_rb, q.neg_b, lr, cal.eps))
     return AffineTanhArrays(q.signs(), ra, tail_currents(ra, cal.scaling), rb, tail_currents(rb, cal.scaling),
-                            np.maximum(-eps, 0.0) * i0, need / cal.iz_gain * i0, cal.rl, cal.ib2)
+                            np.maximum(-eps, 0.0) / cal.iz_gain * i0, need / cal.iz_gain * i0, cal.rl, cal.ib2)
 
 
 def affine_tanh_achieved(p: AffineTanhArrays, cal: AffineTanhCalibration) -> np.ndarray:

@@ -91,7 +91,10 @@ def tanh2_param_arrays(theta0: np.ndarray, theta1: np.ndarray, cal: Tanh2Calibra
     theta1 = np.asarray(theta1, dtype=float)
     s = gm_stage(theta0, cal, clip)
     iz = (theta1 - s.own) / cal.iz_gain * cal.scaling.i0
-    return Tanh2Arrays(s.negative, s.r, s.ib, np.zeros(s.r.shape), s.fill, np.zeros(s.r.shape, dtype=bool),
+    # the table's eps is in units of the tanh argument, the fill a current at the cores, which stage 2 turns into
+    # argument by iz_gain (1.01 on generic180 tt, 0.78 on sky130 tt: filled as eps, a fifth of it stayed)
+    fill = s.fill / cal.iz_gain
+    return Tanh2Arrays(s.negative, s.r, s.ib, np.zeros(s.r.shape), fill, np.zeros(s.r.shape, dtype=bool),
                        cal.rl, cal.ib2, iz)
 
 
