@@ -116,8 +116,8 @@ def characterize_affine_tanh(pdk_name: str = "generic180", corner: str = "tt", s
     ``r[inj_k]`` with ``iz`` = ±1 unit. Stage 2 is ``kc_tanh2``'s, with its tails."""
     pdk = get_pdk(pdk_name)
     scaling = scaling or default_scaling(pdk)
-    ib2 = float(characterize_tanh2(pdk_name, corner, scaling, cache).ib[-1])
-    rl = tanh2_rl(scaling)
+    stage2 = characterize_tanh2(pdk_name, corner, scaling, cache)  # kc_tanh2's stage 2: its tails and rl
+    ib2, rl = float(stage2.ib[-1]), stage2.rl or tanh2_rl(scaling)
     r = np.sort(nominal_r(1.0, scaling) / np.asarray(theta0, dtype=float))
     inj_k = nearest(r, 0.5, scaling)
     levels = np.array([-1.0, 1.0])
@@ -140,9 +140,10 @@ def calibrate_affine_tanh(table: AffineTable) -> AffineTanhCalibration:
     core = dead_zone(a * vs + b * vd + c, e)
     d = [offset_after(core, current) for current in sink[2 * table.r.size:]]
     gain = float(np.polyfit(table.inj_levels, d, 1)[0])
-    ib2 = float(characterize_tanh2(table.pdk, table.corner, table.scaling).ib[-1])
+    stage2 = characterize_tanh2(table.pdk, table.corner, table.scaling)
     return AffineTanhCalibration(table.pdk, table.corner, CELL.name, table.scaling, table.r, coefs(0), coefs(1),
-                                 rows(2), np.ones(2), eps=rows(3), iz_gain=gain, ib2=ib2, rl=tanh2_rl(table.scaling))
+                                 rows(2), np.ones(2), eps=rows(3), iz_gain=gain, ib2=float(stage2.ib[-1]),
+                                 rl=stage2.rl or tanh2_rl(table.scaling))
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,7 @@ class GmTable:
     io_k: int
     io_levels: np.ndarray  # Δ units of nominal shift (io = level·v0/r)
     sweep: DiffSweep
+    rl: float | None = None  # kc_tanh2: the z-to-vr resistor its sweep ran with (ohm)
 
 
 def gm_table_r(law: str, scaling: Scaling) -> np.ndarray:

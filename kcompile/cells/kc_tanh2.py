@@ -106,37 +106,49 @@ def tanh2_achieved(p: Tanh2Arrays, cal: Tanh2Calibration) -> tuple[np.ndarray, n
 
 # Two-stage tanh (kc_tanh2): stage 1 as the linear table, stage 2 undegenerated with rl = v0/(THETA_WI·i0), so
 # that 1 unit of stage-1 current is 1 unit of tanh argument; THETA_WI is the undegenerated pair's slope per
-# unit (measured 1.14 on generic180 tt, the kc_gm tanh table at r = 1 Ω).
+# unit (measured 1.14 on generic180 tt, the kc_gm tanh table at r = 1 Ω). Where the PDK's pair is slower or
+# faster, the measured gain (iz_gain) sets rl again (characterize_tanh2).
 THETA_WI = 1.14
+#: stage 2's measured gain (argument per unit of current into z) is brought to 1 when it is further off than this
+STAGE2_GAIN_TOLERANCE = 0.05
 
 
 def tanh2_rl(scaling: Scaling) -> float:
-    """The two-stage tanh cell's z-to-vr resistor (ohm)."""
+    """The two-stage tanh cell's z-to-vr resistor (ohm) at :data:`THETA_WI`: the first sweep's."""
     return scaling.v0 / (THETA_WI * scaling.i0)
 
 
 def characterize_tanh2(pdk_name: str = "generic180", corner: str = "tt", scaling: Scaling | None = None,
                        cache: bool = True, cell: Cell | None = None) -> GmTable:
-    """DC-sweep ``kc_tanh2`` over the linear law's resistor table (stage 1), twice: the second pass sets the
-    stage-2 tails to ``i0/(2·amp)`` with the amplitude ``amp`` fitted on the first."""
+    """DC-sweep ``kc_tanh2`` over the linear law's resistor table (stage 1), two or three times: the second pass
+    sets the stage-2 tails to ``i0/(2·amp)`` with the amplitude ``amp`` fitted on the first; where stage 2's gain
+    (``iz_gain``, argument per unit of current into ``z``) then misses 1 by more than
+    :data:`STAGE2_GAIN_TOLERANCE` (sky130 tt: 0.78), a third sets ``rl`` to bring it to 1 (the argument is the
+    current times ``rl``): the cell's largest slopes grow by as much, and the dead-zone fill is in the units it
+    was measured in."""
     pdk = get_pdk(pdk_name)
     scaling = scaling or default_scaling(pdk)
     r = gm_table_r("linear", scaling)
     io_k = nearest(r, 0.5, scaling)
     levels = np.array([-1.0, 1.0])
     ib = tail_currents(r, scaling)
-    rl = tanh2_rl(scaling)
 
-    def run(ib2: float) -> DiffSweep:  # the last two instances inject iz = ±1 unit instead of io
+    def run(ib2: float, rl: float) -> DiffSweep:  # the last two instances inject iz = ±1 unit instead of io
         inst = [Tanh2Params(p.signs, p.r, p.ib, rl, ib2) for p in gm_instances(r, ib, io_k, levels, scaling)]
         inst[-2:] = [dataclasses.replace(p, iz=lvl * scaling.i0) for p, lvl in zip(inst[-2:], levels)]
         return measure_diff(cell or CELL, pdk, corner, inst, scaling, *GM_GRID, cache=cache)
 
-    sweep = run(scaling.i0 / 2)
+    rl = tanh2_rl(scaling)
+    sweep = run(scaling.i0 / 2, rl)
     big = nearest(r, 2.0, scaling)  # saturated within ±8
     amp = np.mean([fit_gm("tanh2", sweep.delta, sweep.sink[k][:, 1])[3] for k in (big, r.size + big)])
     ib2 = scaling.i0 / (2 * amp)
-    return GmTable("tanh2", pdk_name, corner, scaling, r, np.r_[ib, ib2], io_k, levels, run(ib2))
+    table = GmTable("tanh2", pdk_name, corner, scaling, r, np.r_[ib, ib2], io_k, levels, run(ib2, rl), rl)
+    gain = calibrate_tanh2(table).iz_gain
+    if abs(gain - 1.0) <= STAGE2_GAIN_TOLERANCE:
+        return table
+    rl /= gain
+    return dataclasses.replace(table, sweep=run(ib2, rl), rl=rl)
 
 
 def calibrate_tanh2(table: GmTable) -> Tanh2Calibration:
@@ -154,7 +166,7 @@ def calibrate_tanh2(table: GmTable) -> Tanh2Calibration:
     gain = float(np.polyfit(table.io_levels, d, 1)[0])
     return Tanh2Calibration(table.pdk, table.corner, CELL.name, "tanh", table.scaling, table.r, table.ib[:k],
                             rows(0), rows(1), rows(2), rows(3), 1.0, ib2=float(table.ib[k]),
-                            rl=tanh2_rl(table.scaling), iz_gain=gain)
+                            rl=table.rl or tanh2_rl(table.scaling), iz_gain=gain)
 
 
 @dataclass(frozen=True)
