@@ -214,3 +214,21 @@ def test_transistor_level_cells_track_characterised_and_ideal(law, tmp_path):
     bound_char, bound_ideal = BOUNDS[law]
     assert tr_char < bound_char, tr_char
     assert tr_ideal < bound_ideal, tr_ideal
+
+
+@pytest.mark.ngspice
+@pytest.mark.parametrize("pdk", ["generic180", "sky130"])
+def test_two_stage_tanh_stage2_gain_is_one_and_the_fill_closes_the_dead_zone(pdk):
+    """With generic180's z resistor, sky130's tanh pair made 0.78 units of argument per unit of current into z: the
+    dead-zone fill (a current) left a fifth of every dead zone, and the slopes fell a fifth short of what the
+    cell can make (docs/transistor.md, "The two-stage tanh cells' stage 2 on sky130")."""
+    from kcompile.cells.kc_gm import GM_GRID
+    from kcompile.cells.kc_tanh2 import STAGE2_GAIN_TOLERANCE
+    from kcompile.cells.sweep import measure_diff
+
+    cal = TANH2.calibration(pdk, "tt")
+    assert abs(cal.iz_gain - 1.0) <= STAGE2_GAIN_TOLERANCE
+    instance = TANH2.param_arrays("tanh", np.array([[1.0, 0.0]]), cal)[0]
+    sweep = measure_diff(TANH2, get_pdk(pdk), "tt", [instance], cal.scaling, *GM_GRID)
+    slope, _, eps, _ = fit_gm("tanh2", sweep.delta, sweep.sink[0][:, sweep.mid.size // 2], 1.0)
+    assert abs(eps) < 0.02 and abs(slope - 1.0) < 0.03, (slope, eps)  # sky130 before: eps -0.077
