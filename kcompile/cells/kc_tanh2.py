@@ -6,7 +6,8 @@ internal node ``z`` to ``vr``; stage 2 an undegenerated weak-inversion pair
 on ``z`` whose output saturates at ±1 unit (tails ``ib2``). θ1 is a current
 ``iz`` into ``z``, independent of stage 1's slope. :func:`characterize_tanh2`
 measures the linear table twice (the second pass sets ``ib2`` from the first's
-amplitude). docs/cells.md has the measurements.
+amplitude), and a third time where stage 2's gain is not 1 (``rl`` set again:
+sky130). docs/cells.md has the measurements.
 """
 
 from __future__ import annotations
