@@ -18,7 +18,8 @@ server mode (a ``Note:`` line before the header, PySpice issue #352) and
 reads the binary data with ``numpy.fromstring``, which NumPy 2 removed. The
 circuit's ``simulator()`` therefore gives PySpice's ngspice-subprocess
 simulator a reader without those two faults, running the ngspice that
-kcompile runs (``KCOMPILE_NGSPICE`` or the one on ``PATH``) unless
+kcompile runs (``KCOMPILE_NGSPICE``, else the ngspice 46 of
+``scripts/setup.sh``, else the one on ``PATH``) unless
 ``spice_command`` names another; ngspice's warnings become
 :class:`kcompile.ngspice.NgspiceWarning`. It runs ngspice as kcompile does
 (``-n``, the same environment) and with ``norefvalue``: ngspice 46 prints
@@ -148,8 +149,9 @@ def _circuit_class() -> type:
     class _Server(SpiceServer):
         def __call__(self, spice_input):
             # -n as kcompile's own runs; norefvalue: ngspice 46 prints its progress on stdout, into the data
-            proc = subprocess.run([self._spice_command, "-n", "-D", "norefvalue", "-s"], input=str(spice_input).encode(),
-                                  capture_output=True, check=False, env=ngspice.NGSPICE.run_environment())
+            command = [self._spice_command, "-n", "-D", "norefvalue", "-s"]
+            proc = subprocess.run(command, input=str(spice_input).encode(), capture_output=True, check=False,
+                                  env=ngspice.NGSPICE.run_environment())
             stderr = proc.stderr.decode(errors="replace")
             self._parse_stdout(proc.stdout)
             points = self._parse_stderr(stderr)
