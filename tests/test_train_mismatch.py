@@ -364,6 +364,12 @@ def test_mnist14_model_keeps_the_hardware_constraints_and_its_figures():
     assert meta["verification"]["ideal"]["accuracy"] == pytest.approx(92.8)
     char = meta["verification"]["characterised_sky130_first100"]
     assert char["passed"] and char["samples"] == 100
+    # transistor level, one flow per test image (examples/zoo/record.py images): every recorded image agrees
+    images = meta["verification"]["transistor_sky130_images"]
+    rows = images["images"]
+    assert images["samples"] == len(rows) == len({r["image"] for r in rows}) >= 12
+    assert images["agree"] == sum(r["agrees"] for r in rows) == len(rows)
+    assert images["correct"] == sum(r["correct"] for r in rows)
 
 
 def test_record_figures_keeps_the_recorded_split_and_writes_the_json(tmp_path):
