@@ -21,7 +21,7 @@ from .base import WINDOW_GRID, Cell, default_scaling, fit_each, interp_rows, nea
 from .kc_arelu import (AFFINE_GRID, AffineCalibration, AffineTable, PairArrays, coefficient_reason, pairs_for,
                        pairs_of, plane_fits, plane_refine_fit, report_affine)
 from .kc_gm import GM_SIZES, dead_zone, offset_after
-from .kc_tanh2 import TANH2_PARAMS, Tanh2Params, characterize_tanh2, tanh2_rl
+from .kc_tanh2 import TANH2_PARAMS, Tanh2Params, characterize_tanh2
 from .sweep import measure_diff
 
 
@@ -117,7 +117,7 @@ def characterize_affine_tanh(pdk_name: str = "generic180", corner: str = "tt", s
     pdk = get_pdk(pdk_name)
     scaling = scaling or default_scaling(pdk)
     stage2 = characterize_tanh2(pdk_name, corner, scaling, cache)  # kc_tanh2's stage 2: its tails and rl
-    ib2, rl = float(stage2.ib[-1]), stage2.rl or tanh2_rl(scaling)
+    ib2, rl = float(stage2.ib[-1]), stage2.rl
     r = np.sort(nominal_r(1.0, scaling) / np.asarray(theta0, dtype=float))
     inj_k = nearest(r, 0.5, scaling)
     levels = np.array([-1.0, 1.0])
@@ -143,7 +143,7 @@ def calibrate_affine_tanh(table: AffineTable) -> AffineTanhCalibration:
     stage2 = characterize_tanh2(table.pdk, table.corner, table.scaling)
     return AffineTanhCalibration(table.pdk, table.corner, CELL.name, table.scaling, table.r, coefs(0), coefs(1),
                                  rows(2), np.ones(2), eps=rows(3), iz_gain=gain, ib2=float(stage2.ib[-1]),
-                                 rl=stage2.rl or tanh2_rl(table.scaling))
+                                 rl=stage2.rl)
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,7 @@ def calibrate_tanh2(table: GmTable) -> Tanh2Calibration:
     gain = float(np.polyfit(table.io_levels, d, 1)[0])
     return Tanh2Calibration(table.pdk, table.corner, CELL.name, "tanh", table.scaling, table.r, table.ib[:k],
                             rows(0), rows(1), rows(2), rows(3), 1.0, ib2=float(table.ib[k]),
-                            rl=table.rl or tanh2_rl(table.scaling), iz_gain=gain)
+                            rl=table.rl, iz_gain=gain)
 
 
 @dataclass(frozen=True)
